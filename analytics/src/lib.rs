@@ -1,1 +1,177 @@
-//! custos-analytics
+//! Read-only SQL over the span store, with DataFusion.
+//!
+//! This crate owns the DataFusion session: it registers the `spans` table (a
+//! [`custos_store::SpansProvider`]), refuses anything that writes (DDL, DML, `COPY`, `SET`, ...),
+//! runs each query under a memory limit (with spilling to disk where operators support it) and a
+//! timeout, and renders results as a table, CSV, JSON, NDJSON or an Arrow IPC stream ([`format`]).
+//! Views and metrics over `spans` build on this session.
+
+pub mod format;
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use custos_store::{SpansProvider, Store};
+use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+
+/// Errors of the analytics layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The query text is not valid SQL; the message carries the engine's position.
+    #[error("invalid SQL: {0}")]
+    Syntax(String),
+    /// The query is valid SQL but cannot be planned or is not allowed (writes are refused).
+    #[error("{0}")]
+    Plan(String),
+    /// The query would write; custos SQL is read-only.
+    #[error("SQL is read-only: {0}")]
+    ReadOnly(String),
+    /// The query ran out of its memory budget.
+    #[error("query exceeded its memory limit of {limit} bytes: {message}")]
+    Memory {
+        /// The limit.
+        limit: usize,
+        /// The engine's message.
+        message: String,
+    },
+    /// The query ran longer than allowed.
+    #[error("query exceeded its timeout of {0:?} and was cancelled")]
+    Timeout(Duration),
+    /// The query failed while running.
+    #[error("query failed: {0}")]
+    Execution(String),
+    /// The session could not be set up.
+    #[error("cannot set up the SQL engine: {0}")]
+    Setup(String),
+}
+
+impl Error {
+    /// Whether the error is the caller's fault (a bad query), as opposed to a server problem.
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            Error::Syntax(_) | Error::Plan(_) | Error::ReadOnly(_) | Error::Memory { .. } | Error::Timeout(_)
+        )
+    }
+}
+
+/// Result type of the analytics layer.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Limits applied to every query.
+#[derive(Debug, Clone)]
+pub struct QueryOptions {
+    /// Memory a query may use before spilling or failing.
+    pub memory_limit_bytes: usize,
+    /// Wall-clock time a query may run.
+    pub timeout: Duration,
+    /// DataFusion target partitions; 0 means the number of cores.
+    pub target_partitions: usize,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        Self {
+            memory_limit_bytes: 512 << 20,
+            timeout: Duration::from_secs(30),
+            target_partitions: 0,
+        }
+    }
+}
+
+/// A query's result.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    /// Output schema (also for zero rows).
+    pub schema: SchemaRef,
+    /// Output batches.
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryResult {
+    /// Number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+/// The SQL engine over one store.
+#[derive(Clone)]
+pub struct Analytics {
+    ctx: SessionContext,
+    options: QueryOptions,
+}
+
+fn classify(e: DataFusionError, limit: usize) -> Error {
+    let root = e.find_root();
+    match root {
+        DataFusionError::SQL(..) => Error::Syntax(e.strip_backtrace()),
+        DataFusionError::ResourcesExhausted(m) => Error::Memory {
+            limit,
+            message: m.clone(),
+        },
+        DataFusionError::Plan(m) if m.contains("not supported") => {
+            Error::ReadOnly(format!("{m}; only queries (SELECT, EXPLAIN, SHOW, DESCRIBE) are allowed"))
+        }
+        DataFusionError::Plan(_) | DataFusionError::SchemaError(..) | DataFusionError::NotImplemented(_) => {
+            Error::Plan(e.strip_backtrace())
+        }
+        _ => Error::Execution(e.strip_backtrace()),
+    }
+}
+
+impl Analytics {
+    /// A session with the `spans` table over `store`.
+    pub fn new(store: Store, options: QueryOptions) -> Result<Self> {
+        let pool = TrackConsumersPool::new(
+            FairSpillPool::new(options.memory_limit_bytes),
+            NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN),
+        );
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()
+            .map_err(|e| Error::Setup(e.to_string()))?;
+        let mut config = SessionConfig::new().with_information_schema(true);
+        if options.target_partitions > 0 {
+            config = config.with_target_partitions(options.target_partitions);
+        }
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_table("spans", Arc::new(SpansProvider::new(store)))
+            .map_err(|e| Error::Setup(e.to_string()))?;
+        Ok(Self { ctx, options })
+    }
+
+    /// The DataFusion session, for callers that register more tables or views.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Runs one read-only statement.
+    pub async fn query(&self, sql: &str) -> Result<QueryResult> {
+        let limit = self.options.memory_limit_bytes;
+        let opts = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let run = async {
+            let df = self
+                .ctx
+                .sql_with_options(sql, opts)
+                .await
+                .map_err(|e| classify(e, limit))?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let batches = df.collect().await.map_err(|e| classify(e, limit))?;
+            Ok(QueryResult { schema, batches })
+        };
+        match tokio::time::timeout(self.options.timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout(self.options.timeout)),
+        }
+    }
+}

@@ -1,1 +1,194 @@
-fn main() {}
+//! The `custos` command: argument parsing and dispatch only. The work is in the library crates.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use custos_analytics::QueryOptions;
+use custos_analytics::format::{Format, render};
+use custos_server::Config;
+
+/// custos: observability and governance for AI workflow automation.
+#[derive(Parser)]
+#[command(name = "custos", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: OTLP receivers, span store, SQL API.
+    Serve {
+        /// Data directory (WAL and Delta tables) [default: ./custos-data].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Configuration file (TOML); see custos.example.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// OTLP/gRPC listen address [default: 127.0.0.1:4317].
+        #[arg(long)]
+        otlp_grpc: Option<SocketAddr>,
+        /// OTLP/HTTP listen address [default: 127.0.0.1:4318].
+        #[arg(long)]
+        otlp_http: Option<SocketAddr>,
+        /// API listen address [default: 127.0.0.1:4380].
+        #[arg(long)]
+        api: Option<SocketAddr>,
+    },
+    /// Run a read-only SQL query against a data directory or a server.
+    Sql {
+        /// Data directory to read directly (safe while a server runs on it).
+        #[arg(long, conflicts_with = "server")]
+        data: Option<PathBuf>,
+        /// Server API URL, e.g. http://127.0.0.1:4380.
+        #[arg(long)]
+        server: Option<String>,
+        /// Output format: table, csv, json, ndjson.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// The query.
+        query: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            data,
+            config,
+            otlp_grpc,
+            otlp_http,
+            api,
+        } => serve(data, config, otlp_grpc, otlp_http, api).await,
+        Command::Sql {
+            data,
+            server,
+            format,
+            query,
+        } => sql(data, server, &format, &query).await,
+    }
+}
+
+async fn serve(
+    data: Option<PathBuf>,
+    config: Option<PathBuf>,
+    otlp_grpc: Option<SocketAddr>,
+    otlp_http: Option<SocketAddr>,
+    api: Option<SocketAddr>,
+) -> Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let file = match &config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    let mut options = file.validate()?;
+    if let Some(d) = data {
+        options.store.data_dir = d;
+    }
+    if let Some(a) = otlp_grpc {
+        options.otlp_grpc = a;
+    }
+    if let Some(a) = otlp_http {
+        options.otlp_http = a;
+    }
+    if let Some(a) = api {
+        options.api = a;
+    }
+    let data_dir = options.store.data_dir.clone();
+    let server = custos_server::start(options).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "custos {} serving data in {}", env!("CARGO_PKG_VERSION"), data_dir.display())?;
+    writeln!(out, "OTLP/gRPC listening on {}", server.otlp_grpc)?;
+    writeln!(out, "OTLP/HTTP listening on http://{}/v1/traces", server.otlp_http)?;
+    writeln!(out, "API listening on http://{}", server.api)?;
+    out.flush()?;
+    drop(out);
+    wait_for_signal().await?;
+    eprintln!("shutting down: finishing requests in flight and flushing");
+    server.shutdown().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+async fn sql(data: Option<PathBuf>, server: Option<String>, format: &str, query: &str) -> Result<ExitCode> {
+    let format: Format = format.parse().map_err(anyhow::Error::msg)?;
+    if format == Format::Arrow {
+        bail!("`--format arrow` writes binary; use the API with `Accept: application/vnd.apache.arrow.stream` instead");
+    }
+    let bytes = match server {
+        Some(url) => {
+            let url = format!("{}/api/sql", url.trim_end_matches('/'));
+            let res = reqwest::Client::new()
+                .post(&url)
+                .header("accept", format.content_type())
+                .json(&serde_json::json!({ "sql": query }))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach `{url}`"))?;
+            let status = res.status();
+            let body = res.bytes().await.context("cannot read the server's answer")?;
+            if !status.is_success() {
+                let msg = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+                eprintln!("error: {msg}");
+                return Ok(ExitCode::from(2));
+            }
+            body.to_vec()
+        }
+        None => {
+            let dir = data.unwrap_or_else(|| PathBuf::from("./custos-data"));
+            if !dir.exists() {
+                bail!("data directory `{}` does not exist; pass --data DIR or --server URL", dir.display());
+            }
+            match custos_server::query_offline(&dir, query, QueryOptions::default()).await {
+                Ok(r) => render(&r, format)?,
+                Err(custos_server::Error::Analytics(e)) if e.is_client_error() => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    std::io::stdout().write_all(&bytes)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,1 +1,68 @@
-//! custos-collector
+//! OTLP trace receivers: OTLP/gRPC (tonic) and OTLP/HTTP (axum), exactly as the OTLP specification
+//! says.
+//!
+//! This crate owns the protocol edge: decoding (protobuf, OTLP/JSON, gzip), size limits measured
+//! after decompression, validation and normalization ([`normalize`]) into the `spans` schema, and
+//! the mapping of outcomes to OTLP responses and status codes. Accepted spans are handed to the
+//! store, and the export is acknowledged only once the store says they are durable.
+//!
+//! | outcome                           | OTLP/HTTP                  | OTLP/gRPC                          |
+//! |-----------------------------------|----------------------------|------------------------------------|
+//! | all spans stored                  | 200, no `partial_success`  | OK                                 |
+//! | some spans invalid, rest stored   | 200, `partial_success`     | OK, `partial_success`              |
+//! | undecodable body                  | 400 + `google.rpc.Status`  | INVALID_ARGUMENT                   |
+//! | body over the limit (decompressed)| 413                        | RESOURCE_EXHAUSTED, no RetryInfo   |
+//! | unknown content type or encoding  | 415                        | (gRPC has one content type)        |
+//! | method other than POST            | 405                        | n/a                                |
+//! | memory budget used up, WAL down   | 503 + `Retry-After`        | UNAVAILABLE + RetryInfo            |
+
+pub mod grpc;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod normalize;
+
+use std::time::Duration;
+
+pub use metrics::CollectorMetrics;
+pub use normalize::{Normalized, normalize};
+
+/// Errors of the collector.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bug or an Arrow failure while building a batch.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A listener could not be bound or served.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server error: {0}")]
+    Transport(String),
+}
+
+/// Result type of the collector.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Runtime options shared by both receivers.
+#[derive(Debug, Clone)]
+pub struct ReceiverOptions {
+    /// Largest request body accepted, measured after decompression.
+    pub max_body_bytes: usize,
+    /// Delay suggested to clients when the server is overloaded.
+    pub retry_after: Duration,
+}
+
+impl Default for ReceiverOptions {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 << 20,
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}

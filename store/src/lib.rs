@@ -1,1 +1,657 @@
-//! custos-store
+//! The durable span store: WAL → memtable → Delta Lake table, and the `TableProvider` that reads
+//! memtable and table as one.
+//!
+//! This crate owns everything between "a batch of normalized spans was accepted" and "SQL can read
+//! it":
+//!
+//! - [`wal`]: the write-ahead log, its on-disk format and invariants. [`Store::append`] returns only
+//!   after the batch is in the log and synced; concurrent appends share one sync (group commit).
+//! - [`memtable`]: acknowledged batches not yet in the table, readable at once.
+//! - [`table`]: the `spans` Delta Lake table (Parquet inside): exactly-once flushes keyed by the WAL
+//!   sequence number (Delta's application transaction), compaction and retention.
+//! - [`provider`]: [`SpansProvider`], the DataFusion `TableProvider` over a consistent pair of table
+//!   snapshot and memtable tail: no duplicates and no gaps while a flush is under way.
+//!
+//! # The consistency rule
+//!
+//! The table records, in the same commit as the data, the highest WAL sequence number it holds (its
+//! *watermark*). A reader takes, under one lock, a table snapshot and the memtable entries above
+//! that snapshot's watermark. A flush commits first and only then, under the same lock, swaps in the
+//! new snapshot and drops the entries it covers. Replay on start skips records at or below the
+//! watermark, so a crash between commit and WAL truncation duplicates nothing.
+
+pub mod codec;
+pub mod memtable;
+pub mod provider;
+pub mod table;
+pub mod wal;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
+use tokio::sync::{Notify, oneshot};
+
+pub use provider::SpansProvider;
+pub use table::SpanTable;
+
+use memtable::Memtable;
+use wal::{Wal, WalOptions};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file system operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The WAL or table holds data that fails its integrity checks.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// A WAL payload could not be encoded or decoded.
+    #[error("codec error: {0}")]
+    Codec(String),
+    /// A record is larger than the WAL allows.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The Delta table reported an error.
+    #[error("table error: {0}")]
+    Table(String),
+    /// The memory budget is used up; retry after the given delay.
+    #[error("memory budget of {limit} bytes is used up; retry in {retry_after:?}")]
+    Overloaded {
+        /// The configured budget.
+        limit: usize,
+        /// A suggested delay before retrying.
+        retry_after: Duration,
+    },
+    /// Another process holds the data directory.
+    #[error("data directory `{0}` is in use by another custos process (lock file `{0}/LOCK`)")]
+    Locked(PathBuf),
+    /// The store is shutting down or its WAL writer stopped after an error.
+    #[error("store is not accepting writes: {0}")]
+    Closed(String),
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Result type of the store.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Runtime options of the store, validated by the caller's configuration layer.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The data directory: `wal/` and `spans/` live inside.
+    pub data_dir: PathBuf,
+    /// Bytes the memtable and requests in flight may use together before writes are refused.
+    pub memory_budget_bytes: usize,
+    /// Flush the memtable at least this often.
+    pub flush_interval: Duration,
+    /// Flush as soon as the memtable holds this many bytes.
+    pub flush_bytes: usize,
+    /// How often background maintenance (compaction, retention) runs.
+    pub maintenance_interval: Duration,
+    /// Compact a partition once it holds at least this many files.
+    pub compact_min_files: usize,
+    /// Target size of a compacted file.
+    pub target_file_bytes: u64,
+    /// Delete spans whose `date` is older than this many days; `None` keeps everything.
+    pub retention_days: Option<u32>,
+    /// Sync the WAL before acknowledging (only benchmarks turn this off).
+    pub wal_sync: bool,
+}
+
+impl StoreOptions {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            memory_budget_bytes: 1 << 30,
+            flush_interval: Duration::from_secs(10),
+            flush_bytes: 128 << 20,
+            maintenance_interval: Duration::from_secs(300),
+            compact_min_files: 16,
+            target_file_bytes: 128 << 20,
+            retention_days: None,
+            wal_sync: true,
+        }
+    }
+}
+
+/// Counters the server exports on `/metrics`.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Bytes written to the WAL.
+    pub wal_bytes: AtomicU64,
+    /// WAL syncs performed.
+    pub wal_syncs: AtomicU64,
+    /// Total time spent in WAL write+sync, in microseconds.
+    pub wal_sync_micros: AtomicU64,
+    /// Records appended.
+    pub wal_records: AtomicU64,
+    /// Flushes committed.
+    pub flushes: AtomicU64,
+    /// Total flush time in microseconds.
+    pub flush_micros: AtomicU64,
+    /// Duration of the last flush in microseconds.
+    pub last_flush_micros: AtomicU64,
+    /// Unix time of the last flush in seconds.
+    pub last_flush_unix: AtomicU64,
+    /// Flushes that failed (and will be retried).
+    pub flush_errors: AtomicU64,
+    /// Compactions committed.
+    pub compactions: AtomicU64,
+}
+
+/// A consistent read view: a table snapshot and the memtable batches it does not hold.
+#[derive(Clone)]
+pub struct Snapshot {
+    /// The table at some version; `None` before the first flush of a new directory.
+    pub table: Option<Arc<dyn TableProvider>>,
+    /// The table's watermark.
+    pub watermark: u64,
+    /// Memtable batches above the watermark.
+    pub mem: Vec<RecordBatch>,
+}
+
+struct View {
+    memtable: Memtable,
+    table: Option<Arc<dyn TableProvider>>,
+    watermark: u64,
+}
+
+enum WalCmd {
+    Append {
+        payload: Vec<u8>,
+        batch: RecordBatch,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    Truncate {
+        through: u64,
+    },
+}
+
+struct Inner {
+    options: StoreOptions,
+    view: Mutex<View>,
+    wal_tx: Mutex<Option<std::sync::mpsc::Sender<WalCmd>>>,
+    inflight: AtomicUsize,
+    mem_bytes: AtomicUsize,
+    flush_wanted: Notify,
+    stats: StoreStats,
+    table: tokio::sync::Mutex<Option<SpanTable>>,
+    _lock: Option<File>,
+}
+
+/// The span store. Cheap to clone; all clones share one store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// Memory reserved for a request in flight; released on drop.
+pub struct Admission {
+    inner: Arc<Inner>,
+    bytes: usize,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.inner.inflight.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+fn lock_data_dir(dir: &Path) -> Result<File> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create data directory `{}`", dir.display()), e))?;
+    let path = dir.join("LOCK");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("cannot open `{}`", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Error::io(format!("cannot lock `{}`", path.display()), e))
+        }
+    }
+}
+
+impl Store {
+    /// Opens the store for writing: takes the directory lock, opens (or creates) the table, replays
+    /// the WAL above the table's watermark into the memtable, and starts the WAL writer and the
+    /// background flush and maintenance tasks. Must be called inside a tokio runtime.
+    pub async fn open(options: StoreOptions) -> Result<Self> {
+        let lock = lock_data_dir(&options.data_dir)?;
+        let table = SpanTable::open_or_create(&options.data_dir.join("spans")).await?;
+        let watermark = table.watermark();
+        let wal_dir = options.data_dir.join("wal");
+        let wal_opts = WalOptions {
+            sync: options.wal_sync,
+            ..WalOptions::default()
+        };
+        let dir = wal_dir.clone();
+        let (wal, replay) = tokio::task::spawn_blocking(move || Wal::open(&dir, watermark, wal_opts))
+            .await
+            .map_err(|e| Error::Closed(format!("WAL open task failed: {e}")))??;
+        let mut memtable = Memtable::default();
+        for rec in replay {
+            for batch in codec::decode(&rec.payload)? {
+                memtable.push(rec.seq, batch);
+            }
+        }
+        if !memtable.is_empty() {
+            tracing::info!(
+                rows = memtable.rows(),
+                after = watermark,
+                "replayed acknowledged spans from the WAL"
+            );
+        }
+        let provider = table.provider().await?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let inner = Arc::new(Inner {
+            mem_bytes: AtomicUsize::new(memtable.bytes()),
+            view: Mutex::new(View {
+                memtable,
+                table: provider,
+                watermark,
+            }),
+            wal_tx: Mutex::new(Some(tx)),
+            inflight: AtomicUsize::new(0),
+            flush_wanted: Notify::new(),
+            stats: StoreStats::default(),
+            table: tokio::sync::Mutex::new(Some(table)),
+            options,
+            _lock: Some(lock),
+        });
+        let writer = Arc::clone(&inner);
+        std::thread::Builder::new()
+            .name("custos-wal".into())
+            .spawn(move || wal_writer(writer, wal, rx))
+            .map_err(|e| Error::io("cannot start the WAL writer thread", e))?;
+        let store = Store { inner };
+        let flusher = store.clone();
+        tokio::spawn(async move { flusher.flush_loop().await });
+        let maint = store.clone();
+        tokio::spawn(async move { maint.maintenance_loop().await });
+        Ok(store)
+    }
+
+    /// Opens a data directory for reading only, without the lock and without touching any file:
+    /// the table as committed plus every WAL record above its watermark. Safe while a server runs.
+    pub async fn open_read_only(data_dir: &Path) -> Result<Self> {
+        let table = SpanTable::open_existing(&data_dir.join("spans")).await?;
+        let (provider, watermark) = match &table {
+            Some(t) => (t.provider().await?, t.watermark()),
+            None => (None, 0),
+        };
+        let wal_dir = data_dir.join("wal");
+        let records = tokio::task::spawn_blocking(move || wal::read_after(&wal_dir, watermark))
+            .await
+            .map_err(|e| Error::Closed(format!("WAL read task failed: {e}")))??;
+        let mut memtable = Memtable::default();
+        for rec in records {
+            for batch in codec::decode(&rec.payload)? {
+                memtable.push(rec.seq, batch);
+            }
+        }
+        Ok(Store {
+            inner: Arc::new(Inner {
+                mem_bytes: AtomicUsize::new(memtable.bytes()),
+                view: Mutex::new(View {
+                    memtable,
+                    table: provider,
+                    watermark,
+                }),
+                wal_tx: Mutex::new(None),
+                inflight: AtomicUsize::new(0),
+                flush_wanted: Notify::new(),
+                stats: StoreStats::default(),
+                table: tokio::sync::Mutex::new(table),
+                options: StoreOptions::new(data_dir),
+                _lock: None,
+            }),
+        })
+    }
+
+    /// The options the store runs with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &StoreStats {
+        &self.inner.stats
+    }
+
+    /// Reserves `bytes` of the memory budget for a request in flight, or refuses when the budget is
+    /// used up. Refusal also asks for a flush, so the store recovers by itself.
+    pub fn admit(&self, bytes: usize) -> Result<Admission> {
+        let limit = self.inner.options.memory_budget_bytes;
+        let mem = self.inner.mem_bytes.load(Ordering::Acquire);
+        let prev = self.inner.inflight.fetch_add(bytes, Ordering::AcqRel);
+        let admission = Admission {
+            inner: Arc::clone(&self.inner),
+            bytes,
+        };
+        if mem + prev + bytes > limit {
+            drop(admission);
+            self.inner.flush_wanted.notify_one();
+            return Err(Error::Overloaded {
+                limit,
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        Ok(admission)
+    }
+
+    /// Bytes in the memtable.
+    pub fn memtable_bytes(&self) -> usize {
+        self.inner.mem_bytes.load(Ordering::Acquire)
+    }
+
+    /// Rows in the memtable.
+    pub fn memtable_rows(&self) -> usize {
+        self.inner
+            .view
+            .lock()
+            .map(|v| v.memtable.rows())
+            .unwrap_or(0)
+    }
+
+    /// Makes a batch durable and visible. Returns its WAL sequence number once the batch is synced
+    /// to disk and readable; only then may the caller acknowledge the export.
+    pub async fn append(&self, batch: RecordBatch) -> Result<u64> {
+        let payload = codec::encode(&batch)?;
+        let (reply, rx) = oneshot::channel();
+        {
+            let tx = self
+                .inner
+                .wal_tx
+                .lock()
+                .map_err(|_| Error::Closed("WAL channel lock poisoned".into()))?;
+            let tx = tx
+                .as_ref()
+                .ok_or_else(|| Error::Closed("the store is read-only or shutting down".into()))?;
+            tx.send(WalCmd::Append {
+                payload,
+                batch,
+                reply,
+            })
+            .map_err(|_| Error::Closed("the WAL writer has stopped".into()))?;
+        }
+        let seq = rx
+            .await
+            .map_err(|_| Error::Closed("the WAL writer has stopped".into()))??;
+        if self.inner.mem_bytes.load(Ordering::Acquire) >= self.inner.options.flush_bytes {
+            self.inner.flush_wanted.notify_one();
+        }
+        Ok(seq)
+    }
+
+    /// A consistent read view (see the crate docs).
+    pub fn snapshot(&self) -> Snapshot {
+        match self.inner.view.lock() {
+            Ok(v) => Snapshot {
+                table: v.table.clone(),
+                watermark: v.watermark,
+                mem: v.memtable.batches_after(v.watermark),
+            },
+            Err(p) => {
+                let v = p.into_inner();
+                Snapshot {
+                    table: v.table.clone(),
+                    watermark: v.watermark,
+                    mem: v.memtable.batches_after(v.watermark),
+                }
+            }
+        }
+    }
+
+    /// Writes every memtable entry to the table in one commit. Returns the number of rows flushed.
+    pub async fn flush(&self) -> Result<usize> {
+        let mut guard = self.inner.table.lock().await;
+        let Some(table) = guard.as_mut() else {
+            return Ok(0);
+        };
+        let (batches, last) = {
+            let v = self
+                .inner
+                .view
+                .lock()
+                .map_err(|_| Error::Closed("view lock poisoned".into()))?;
+            v.memtable.entries_through(u64::MAX)
+        };
+        let Some(last) = last else { return Ok(0) };
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let started = Instant::now();
+        if let Err(e) = table.append(batches, last).await {
+            self.inner.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+            // The commit may have landed before the error: the watermark tells.
+            table.reload().await?;
+            if table.watermark() < last {
+                return Err(e);
+            }
+        }
+        let provider = table.provider().await?;
+        let watermark = table.watermark();
+        let released = {
+            let mut v = self
+                .inner
+                .view
+                .lock()
+                .map_err(|_| Error::Closed("view lock poisoned".into()))?;
+            v.table = provider;
+            v.watermark = watermark;
+            v.memtable.remove_through(watermark)
+        };
+        self.inner.mem_bytes.fetch_sub(released, Ordering::AcqRel);
+        let micros = started.elapsed().as_micros() as u64;
+        let stats = &self.inner.stats;
+        stats.flushes.fetch_add(1, Ordering::Relaxed);
+        stats.flush_micros.fetch_add(micros, Ordering::Relaxed);
+        stats.last_flush_micros.store(micros, Ordering::Relaxed);
+        stats.last_flush_unix.store(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            Ordering::Relaxed,
+        );
+        if let Ok(tx) = self.inner.wal_tx.lock()
+            && let Some(tx) = tx.as_ref()
+        {
+            let _ = tx.send(WalCmd::Truncate { through: watermark });
+        }
+        Ok(rows)
+    }
+
+    /// Compacts small files and applies retention once.
+    pub async fn maintain(&self) -> Result<()> {
+        let mut guard = self.inner.table.lock().await;
+        let Some(table) = guard.as_mut() else {
+            return Ok(());
+        };
+        let o = &self.inner.options;
+        if let Some(days) = o.retention_days {
+            table.apply_retention(days).await?;
+        }
+        if table
+            .compact(o.compact_min_files, o.target_file_bytes)
+            .await?
+        {
+            self.inner.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        }
+        let provider = table.provider().await?;
+        let watermark = table.watermark();
+        if let Ok(mut v) = self.inner.view.lock() {
+            v.table = provider;
+            v.watermark = watermark;
+        }
+        Ok(())
+    }
+
+    /// Active data files per `date` partition.
+    pub async fn files_per_partition(&self) -> Vec<(String, usize)> {
+        let guard = self.inner.table.lock().await;
+        guard
+            .as_ref()
+            .map(|t| t.files_per_partition())
+            .unwrap_or_default()
+    }
+
+    /// Stops accepting writes, waits for the WAL writer to drain, and flushes the memtable.
+    pub async fn shutdown(&self) -> Result<()> {
+        if let Ok(mut tx) = self.inner.wal_tx.lock() {
+            tx.take();
+        }
+        // Appends already queued are answered by the writer before it exits; give it a moment.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.flush().await.map(|_| ())
+    }
+
+    async fn flush_loop(&self) {
+        loop {
+            let interval = self.inner.options.flush_interval;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.inner.flush_wanted.notified() => {}
+            }
+            let writable = self.inner.wal_tx.lock().map(|t| t.is_some()).unwrap_or(false);
+            if !writable {
+                return;
+            }
+            if let Err(e) = self.flush().await {
+                tracing::error!(error = %e, "flush failed; the spans stay in the WAL and memtable and will be retried");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    async fn maintenance_loop(&self) {
+        loop {
+            tokio::time::sleep(self.inner.options.maintenance_interval).await;
+            let writable = self.inner.wal_tx.lock().map(|t| t.is_some()).unwrap_or(false);
+            if !writable {
+                return;
+            }
+            if let Err(e) = self.maintain().await {
+                tracing::error!(error = %e, "table maintenance failed");
+            }
+        }
+    }
+}
+
+/// The WAL writer thread: gathers every queued append, writes them, syncs once, makes them
+/// visible, then answers all of them.
+fn wal_writer(inner: Arc<Inner>, mut wal: Wal, rx: std::sync::mpsc::Receiver<WalCmd>) {
+    let mut failed: Option<String> = None;
+    while let Ok(first) = rx.recv() {
+        let mut cmds = vec![first];
+        let mut bytes = 0usize;
+        while bytes < (64 << 20) {
+            match rx.try_recv() {
+                Ok(cmd) => {
+                    if let WalCmd::Append { payload, .. } = &cmd {
+                        bytes += payload.len();
+                    }
+                    cmds.push(cmd);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut payloads = Vec::new();
+        let mut pending = Vec::new();
+        let mut truncate = None;
+        for cmd in cmds {
+            match cmd {
+                WalCmd::Append {
+                    payload,
+                    batch,
+                    reply,
+                } => {
+                    payloads.push(payload);
+                    pending.push((batch, reply));
+                }
+                WalCmd::Truncate { through } => truncate = Some(through),
+            }
+        }
+        if let Some(msg) = &failed {
+            for (_, reply) in pending {
+                let _ = reply.send(Err(Error::Closed(msg.clone())));
+            }
+            continue;
+        }
+        if !payloads.is_empty() {
+            let started = Instant::now();
+            match wal.append(&payloads) {
+                Ok(first_seq) => {
+                    let stats = &inner.stats;
+                    stats
+                        .wal_sync_micros
+                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+                    stats.wal_records.fetch_add(payloads.len() as u64, Ordering::Relaxed);
+                    stats.wal_bytes.fetch_add(
+                        payloads.iter().map(|p| p.len() as u64 + 16).sum(),
+                        Ordering::Relaxed,
+                    );
+                    let mut added = 0usize;
+                    let mut replies = Vec::with_capacity(pending.len());
+                    match inner.view.lock() {
+                        Ok(mut v) => {
+                            for (i, (batch, reply)) in pending.into_iter().enumerate() {
+                                let before = v.memtable.bytes();
+                                v.memtable.push(first_seq + i as u64, batch);
+                                added += v.memtable.bytes() - before;
+                                replies.push((first_seq + i as u64, reply));
+                            }
+                        }
+                        Err(_) => {
+                            failed = Some("view lock poisoned".into());
+                            continue;
+                        }
+                    }
+                    inner.mem_bytes.fetch_add(added, Ordering::AcqRel);
+                    for (seq, reply) in replies {
+                        let _ = reply.send(Ok(seq));
+                    }
+                }
+                Err(e) => {
+                    // Nothing in this group is acknowledged. The log may now end in a partial
+                    // record, so no further append is safe until a restart truncates it.
+                    let msg = format!("WAL append failed: {e}");
+                    tracing::error!("{msg}; refusing writes until restart");
+                    for (_, reply) in pending {
+                        let _ = reply.send(Err(Error::Closed(msg.clone())));
+                    }
+                    failed = Some(msg);
+                }
+            }
+        }
+        if let Some(through) = truncate
+            && failed.is_none()
+            && let Err(e) = wal.remove_through(through)
+        {
+            tracing::warn!(error = %e, "cannot remove flushed WAL segments");
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+//!
+//! tonic decodes the request before the service sees it and reports its own failures with codes the
+//! OTLP specification gives other meanings: a message over the size limit is `OUT_OF_RANGE` (which
+//! OTLP clients retry) and undecodable protobuf is `INTERNAL`. [`otlp_status_codes`] rewrites them to
+//! `RESOURCE_EXHAUSTED` (without RetryInfo, so clients do not retry) and `INVALID_ARGUMENT`. The
+//! service itself never answers `INTERNAL` or `OUT_OF_RANGE`, so the rewrite touches only tonic's
+//! own answers.
+
+use std::future::Future;
+use std::time::Instant;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message as _;
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::ingest::{Ingest, Refusal};
+use crate::{Error, Result};
+
+/// The gRPC trace service.
+#[derive(Clone)]
+pub struct GrpcReceiver {
+    ingest: Ingest,
+}
+
+impl GrpcReceiver {
+    /// A receiver storing into `ingest`.
+    pub fn new(ingest: Ingest) -> Self {
+        Self { ingest }
+    }
+
+    fn unavailable(&self, message: String) -> Status {
+        Status::with_error_details(
+            Code::Unavailable,
+            message,
+            ErrorDetails::with_retry_info(Some(self.ingest.options.retry_after)),
+        )
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for GrpcReceiver {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> std::result::Result<Response<ExportTraceServiceResponse>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let m = &self.ingest.metrics;
+        let admission = match self.ingest.store.admit(req.encoded_len()) {
+            Ok(a) => a,
+            Err(e) => {
+                m.record("grpc", "UNAVAILABLE", 0, 0, started.elapsed().as_secs_f64());
+                return Err(self.unavailable(format!("server overloaded: {e}")));
+            }
+        };
+        let result = self.ingest.export(&req).await;
+        drop(admission);
+        let secs = started.elapsed().as_secs_f64();
+        match result {
+            Ok(accepted) => {
+                m.record("grpc", "OK", accepted.accepted, accepted.rejected, secs);
+                Ok(Response::new(accepted.response()))
+            }
+            Err(Refusal::Overloaded(msg)) | Err(Refusal::Unavailable(msg)) => {
+                m.record("grpc", "UNAVAILABLE", 0, 0, secs);
+                Err(self.unavailable(msg))
+            }
+            Err(Refusal::Internal(msg)) => {
+                // Not INTERNAL: the rewrite layer would turn it into INVALID_ARGUMENT. UNKNOWN is
+                // not retried by OTLP clients either, and it says what it is.
+                m.record("grpc", "UNKNOWN", 0, 0, secs);
+                Err(Status::unknown(msg))
+            }
+        }
+    }
+}
+
+/// Rewrites tonic's own decode failures to the codes OTLP specifies (see the module docs).
+pub fn otlp_status_codes<B>(mut res: http::Response<B>) -> http::Response<B> {
+    let code = res
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok());
+    let new = match code {
+        Some(11) => Some("8"),  // OUT_OF_RANGE → RESOURCE_EXHAUSTED
+        Some(13) => Some("3"),  // INTERNAL (prost decode error) → INVALID_ARGUMENT
+        _ => None,
+    };
+    if let Some(new) = new {
+        res.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static(new));
+    }
+    res
+}
+
+/// Serves OTLP/gRPC on `listener` until `shutdown` resolves, then finishes requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    receiver: GrpcReceiver,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let max = receiver.ingest.options.max_body_bytes;
+    let svc = TraceServiceServer::new(receiver)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(max);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            otlp_status_codes::<tonic::body::Body>,
+        ))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| Error::Transport(e.to_string()))
+}

@@ -1,0 +1,302 @@
+//! OTLP/HTTP: `POST /v1/traces` with protobuf or OTLP/JSON bodies, optionally gzip-compressed.
+//!
+//! The body limit applies to the decompressed size: the compressed stream is inflated through a
+//! reader capped at the limit, so a gzip bomb costs at most `max_body_bytes` of memory before it is
+//! refused with 413.
+
+use std::future::Future;
+use std::io::Read as _;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::BodyExt as _;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message as _;
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::ingest::{Ingest, Refusal};
+use crate::{Error, Result};
+
+/// The two OTLP/HTTP encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// `application/x-protobuf`.
+    Protobuf,
+    /// `application/json` (OTLP/JSON).
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+
+    /// Parses a `Content-Type` header value, ignoring parameters such as `charset`.
+    pub fn from_content_type(v: &str) -> Option<Self> {
+        let media = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match media.as_str() {
+            "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
+            "application/json" => Some(Encoding::Json),
+            _ => None,
+        }
+    }
+}
+
+/// `google.rpc.Status` in OTLP/JSON form.
+#[derive(Serialize)]
+struct JsonStatus<'a> {
+    code: i32,
+    message: &'a str,
+    details: [(); 0],
+}
+
+/// An error response: HTTP status, gRPC code for the `google.rpc.Status` body, message.
+struct Failure {
+    status: StatusCode,
+    code: i32,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl Failure {
+    fn new(status: StatusCode, code: i32, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn into_response(self, encoding: Encoding) -> Response {
+        let body: Vec<u8> = match encoding {
+            Encoding::Protobuf => tonic_types::Status {
+                code: self.code,
+                message: self.message.clone(),
+                details: Vec::new(),
+            }
+            .encode_to_vec(),
+            Encoding::Json => serde_json::to_vec(&JsonStatus {
+                code: self.code,
+                message: &self.message,
+                details: [],
+            })
+            .unwrap_or_default(),
+        };
+        let mut res = (self.status, body).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(encoding.content_type()),
+        );
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
+    }
+}
+
+const INVALID_ARGUMENT: i32 = 3;
+const RESOURCE_EXHAUSTED: i32 = 8;
+const UNAVAILABLE: i32 = 14;
+const UNKNOWN: i32 = 2;
+
+/// Reads the body, enforcing `max` on the decompressed size.
+async fn read_body(body: Body, gzip: bool, max: usize) -> std::result::Result<Vec<u8>, Failure> {
+    let too_large = || {
+        Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            RESOURCE_EXHAUSTED,
+            format!("request body exceeds the limit of {max} bytes (measured after decompression); send smaller batches"),
+        )
+    };
+    let limited = http_body_util::Limited::new(body, max);
+    let raw: Bytes = match limited.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return Err(too_large());
+            }
+            return Err(Failure::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_ARGUMENT,
+                format!("cannot read request body: {e}"),
+            ));
+        }
+    };
+    if !gzip {
+        return Ok(raw.to_vec());
+    }
+    let mut out = Vec::with_capacity((raw.len() * 4).min(max));
+    let mut decoder = flate2::read::MultiGzDecoder::new(&raw[..]).take(max as u64 + 1);
+    decoder.read_to_end(&mut out).map_err(|e| {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_ARGUMENT,
+            format!("cannot decompress gzip body: {e}"),
+        )
+    })?;
+    if out.len() > max {
+        return Err(too_large());
+    }
+    Ok(out)
+}
+
+fn decode(bytes: &[u8], encoding: Encoding) -> std::result::Result<ExportTraceServiceRequest, Failure> {
+    match encoding {
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes).map_err(|e| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_ARGUMENT,
+                format!("cannot decode protobuf ExportTraceServiceRequest: {e}"),
+            )
+        }),
+        Encoding::Json => serde_json::from_slice(bytes).map_err(|e| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_ARGUMENT,
+                format!(
+                    "cannot decode OTLP/JSON ExportTraceServiceRequest at line {}, column {}: {e}",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        }),
+    }
+}
+
+async fn export(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(encoding) = Encoding::from_content_type(ct) else {
+        ingest
+            .metrics
+            .record("http", "415", 0, 0, started.elapsed().as_secs_f64());
+        return Failure::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            INVALID_ARGUMENT,
+            format!("unsupported content type `{ct}`; use `application/x-protobuf` or `application/json`"),
+        )
+        .into_response(Encoding::Json);
+    };
+    let result = handle(&ingest, &headers, body, encoding).await;
+    let secs = started.elapsed().as_secs_f64();
+    match result {
+        Ok((bytes, accepted, rejected)) => {
+            ingest.metrics.record("http", "200", accepted, rejected, secs);
+            let mut res = (StatusCode::OK, bytes).into_response();
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(encoding.content_type()),
+            );
+            res
+        }
+        Err(f) => {
+            ingest
+                .metrics
+                .record("http", f.status.as_str().to_string(), 0, 0, secs);
+            f.into_response(encoding)
+        }
+    }
+}
+
+async fn handle(
+    ingest: &Ingest,
+    headers: &HeaderMap,
+    body: Body,
+    encoding: Encoding,
+) -> std::result::Result<(Vec<u8>, u64, u64), Failure> {
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+    {
+        None => false,
+        Some(e) if e.is_empty() || e == "identity" => false,
+        Some(e) if e == "gzip" || e == "x-gzip" => true,
+        Some(e) => {
+            return Err(Failure::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                INVALID_ARGUMENT,
+                format!("unsupported content encoding `{e}`; use `gzip` or none"),
+            ));
+        }
+    };
+    let max = ingest.options.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(len) = declared
+        && len > max
+    {
+        return Err(Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            RESOURCE_EXHAUSTED,
+            format!("request body of {len} bytes exceeds the limit of {max} bytes; send smaller batches"),
+        ));
+    }
+    // Reserve what the decoded request will roughly take before reading it.
+    let estimate = declared.map_or(max / 4, |l| if gzip { l.saturating_mul(8) } else { l * 2 });
+    let retry = ingest.options.retry_after.as_secs().max(1);
+    let admission = ingest.store.admit(estimate.min(max)).map_err(|e| Failure {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: UNAVAILABLE,
+        message: format!("server overloaded: {e}"),
+        retry_after: Some(retry),
+    })?;
+    let bytes = read_body(body, gzip, max).await?;
+    let req = decode(&bytes, encoding)?;
+    drop(bytes);
+    let accepted = ingest.export(&req).await.map_err(|r| match r {
+        Refusal::Overloaded(m) | Refusal::Unavailable(m) => Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: UNAVAILABLE,
+            message: m,
+            retry_after: Some(retry),
+        },
+        Refusal::Internal(m) => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, UNKNOWN, m),
+    })?;
+    drop(admission);
+    let response = accepted.response();
+    let bytes = match encoding {
+        Encoding::Protobuf => response.encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(&response).map_err(|e| {
+            Failure::new(StatusCode::INTERNAL_SERVER_ERROR, UNKNOWN, e.to_string())
+        })?,
+    };
+    Ok((bytes, accepted.accepted, accepted.rejected))
+}
+
+/// The OTLP/HTTP router: `POST /v1/traces`; other methods get 405 with an `Allow` header.
+pub fn router(ingest: Ingest) -> Router {
+    Router::new()
+        .route("/v1/traces", post(export))
+        .with_state(ingest)
+}
+
+/// Serves OTLP/HTTP on `listener` until `shutdown` resolves, then finishes requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    ingest: Ingest,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    axum::serve(listener, router(ingest))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::Io {
+            context: "OTLP/HTTP server failed".into(),
+            source: e,
+        })
+}

@@ -1,0 +1,74 @@
+//! The path both receivers share: normalize, make durable, report.
+
+use custos_store::Store;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+
+use crate::{CollectorMetrics, ReceiverOptions, normalize};
+
+/// Why an export was not acknowledged.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The memory budget is used up; the client should retry later.
+    Overloaded(String),
+    /// The store cannot make data durable right now (WAL failure, shutdown).
+    Unavailable(String),
+    /// A bug while converting valid data.
+    Internal(String),
+}
+
+/// What was stored of an export.
+#[derive(Debug, Clone, Default)]
+pub struct Accepted {
+    /// Spans stored.
+    pub accepted: u64,
+    /// Spans rejected as invalid.
+    pub rejected: u64,
+    /// Explanation of the rejections.
+    pub message: Option<String>,
+}
+
+impl Accepted {
+    /// The OTLP response: `partial_success` only when spans were rejected.
+    pub fn response(&self) -> ExportTraceServiceResponse {
+        ExportTraceServiceResponse {
+            partial_success: (self.rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: self.rejected as i64,
+                error_message: self.message.clone().unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// The receivers' shared state: the store, options and metrics.
+#[derive(Clone)]
+pub struct Ingest {
+    /// Where accepted spans go.
+    pub store: Store,
+    /// Limits.
+    pub options: ReceiverOptions,
+    /// Metrics.
+    pub metrics: CollectorMetrics,
+}
+
+impl Ingest {
+    /// Normalizes and stores an export; returns once the accepted spans are durable and visible.
+    pub async fn export(&self, req: &ExportTraceServiceRequest) -> Result<Accepted, Refusal> {
+        let n = normalize(req).map_err(|e| Refusal::Internal(e.to_string()))?;
+        let mut out = Accepted {
+            accepted: 0,
+            rejected: n.rejected,
+            message: n.message,
+        };
+        if let Some(batch) = n.batch {
+            let rows = batch.num_rows() as u64;
+            self.store.append(batch).await.map_err(|e| match e {
+                custos_store::Error::Overloaded { .. } => Refusal::Overloaded(e.to_string()),
+                other => Refusal::Unavailable(other.to_string()),
+            })?;
+            out.accepted = rows;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,598 @@
+//! OTLP trace data → Arrow batches with the `spans` schema.
+//!
+//! Validation rejects single spans (an invalid trace or span id, a timestamp past the year 2262)
+//! and keeps the rest: the caller reports rejected spans as an OTLP partial success. Attribute
+//! values are never rejected: a value of the wrong type for a typed column stays in the raw
+//! attribute map and leaves the typed column null.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, ListArray, MapBuilder, MapFieldNames,
+    StringBuilder, StructArray, TimestampMicrosecondBuilder,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::record_batch::RecordBatch;
+use custos_schema::{
+    CONVENTIONS, SERVICE_NAME_KEY, SpanId, TraceId, ValueKind, col, event_fields, event_item_field,
+    link_fields, link_item_field, spans_schema,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+use crate::{Error, Result};
+
+/// The spans of one export, converted, and what was rejected.
+#[derive(Debug)]
+pub struct Normalized {
+    /// Accepted spans in the `spans` schema; `None` when no span was accepted.
+    pub batch: Option<RecordBatch>,
+    /// Number of spans rejected.
+    pub rejected: u64,
+    /// A message describing the first rejections, for `partial_success.error_message`.
+    pub message: Option<String>,
+}
+
+/// Typed value extracted from an attribute.
+#[derive(Debug, Clone, Copy)]
+enum Typed<'a> {
+    Str(&'a str),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+fn typed<'a>(v: &'a AnyValue, kind: ValueKind) -> Option<Typed<'a>> {
+    match (kind, v.value.as_ref()?) {
+        (ValueKind::Str, Value::StringValue(s)) => Some(Typed::Str(s)),
+        (ValueKind::Int, Value::IntValue(i)) => Some(Typed::Int(*i)),
+        (ValueKind::Float, Value::DoubleValue(d)) => Some(Typed::Float(*d)),
+        (ValueKind::Float, Value::IntValue(i)) => Some(Typed::Float(*i as f64)),
+        (ValueKind::Bool, Value::BoolValue(b)) => Some(Typed::Bool(*b)),
+        _ => None,
+    }
+}
+
+/// Attribute key → (convention index, preference rank).
+fn key_index() -> &'static HashMap<&'static str, (usize, usize)> {
+    static INDEX: OnceLock<HashMap<&'static str, (usize, usize)>> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut m = HashMap::new();
+        for (ci, c) in CONVENTIONS.iter().enumerate() {
+            for (rank, k) in c.keys.iter().enumerate() {
+                m.insert(*k, (ci, rank));
+            }
+        }
+        m
+    })
+}
+
+/// For each convention, the best-ranked attribute of the right type among `attrs`.
+fn lift<'a>(attrs: &'a [KeyValue], out: &mut [Option<(usize, Typed<'a>)>]) {
+    let index = key_index();
+    for kv in attrs {
+        let Some(&(ci, rank)) = index.get(kv.key.as_str()) else {
+            continue;
+        };
+        let Some(v) = kv.value.as_ref() else { continue };
+        let Some(t) = typed(v, CONVENTIONS[ci].kind) else {
+            continue;
+        };
+        match out[ci] {
+            Some((best, _)) if best <= rank => {}
+            _ => out[ci] = Some((rank, t)),
+        }
+    }
+}
+
+/// Renders an attribute value as text for the attribute maps; see docs/conventions.md.
+pub fn render_value(v: &AnyValue) -> Option<String> {
+    Some(match v.value.as_ref()? {
+        Value::StringValue(s) => s.clone(),
+        Value::BoolValue(b) => b.to_string(),
+        Value::IntValue(i) => i.to_string(),
+        Value::DoubleValue(d) => d.to_string(),
+        Value::BytesValue(b) => base64_encode(b),
+        // Arrays and key-value lists keep their OTLP/JSON form.
+        other => serde_json::to_string(&AnyValue {
+            value: Some(other.clone()),
+        })
+        .unwrap_or_default(),
+    })
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::new(
+        Some(MapFieldNames {
+            entry: "key_value".into(),
+            key: "key".into(),
+            value: "value".into(),
+        }),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    )
+}
+
+fn append_map(b: &mut MapBuilder<StringBuilder, StringBuilder>, attrs: &[KeyValue]) -> Result<()> {
+    for kv in attrs {
+        b.keys().append_value(&kv.key);
+        match kv.value.as_ref().and_then(render_value) {
+            Some(v) => b.values().append_value(v),
+            None => b.values().append_null(),
+        }
+    }
+    b.append(true).map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn span_kind(kind: i32) -> &'static str {
+    match kind {
+        1 => "internal",
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "unspecified",
+    }
+}
+
+fn status_code(code: i32) -> &'static str {
+    match code {
+        1 => "ok",
+        2 => "error",
+        _ => "unset",
+    }
+}
+
+/// Days since the epoch → `YYYY-MM-DD` (proleptic Gregorian, civil-from-days).
+fn date_string(unix_nanos: i64) -> String {
+    let days = unix_nanos.div_euclid(86_400_000_000_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Why a span was rejected.
+fn validate(span: &Span) -> std::result::Result<(TraceId, SpanId, Option<SpanId>, i64, i64), String> {
+    let trace_id = TraceId::from_bytes(&span.trace_id).map_err(|e| e.to_string())?;
+    let span_id = SpanId::from_bytes(&span.span_id).map_err(|e| e.to_string())?;
+    let parent = if span.parent_span_id.is_empty() || span.parent_span_id.iter().all(|b| *b == 0) {
+        None
+    } else {
+        Some(
+            SpanId::from_bytes(&span.parent_span_id)
+                .map_err(|e| format!("invalid parent span id: {e}"))?,
+        )
+    };
+    let start = i64::try_from(span.start_time_unix_nano)
+        .map_err(|_| format!("start_time_unix_nano `{}` is past the year 2262", span.start_time_unix_nano))?;
+    let end = i64::try_from(span.end_time_unix_nano)
+        .map_err(|_| format!("end_time_unix_nano `{}` is past the year 2262", span.end_time_unix_nano))?;
+    Ok((trace_id, span_id, parent, start, end))
+}
+
+struct Columns {
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    parent_span_id: StringBuilder,
+    trace_state: StringBuilder,
+    flags: Int64Builder,
+    name: StringBuilder,
+    kind: StringBuilder,
+    service_name: StringBuilder,
+    start_time: TimestampMicrosecondBuilder,
+    end_time: TimestampMicrosecondBuilder,
+    start_nanos: Int64Builder,
+    end_nanos: Int64Builder,
+    duration_ms: Float64Builder,
+    status_code: StringBuilder,
+    status_message: StringBuilder,
+    /// One builder per convention, in [`CONVENTIONS`] order.
+    lifted: Vec<Lifted>,
+    attributes: MapBuilder<StringBuilder, StringBuilder>,
+    resource_attributes: MapBuilder<StringBuilder, StringBuilder>,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    events: Nested,
+    links: Nested,
+    dropped_attributes: Int64Builder,
+    dropped_events: Int64Builder,
+    dropped_links: Int64Builder,
+    date: StringBuilder,
+}
+
+enum Lifted {
+    Str(StringBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+}
+
+impl Lifted {
+    fn append(&mut self, v: Option<Typed<'_>>) {
+        match (self, v) {
+            (Lifted::Str(b), Some(Typed::Str(s))) => b.append_value(s),
+            (Lifted::Int(b), Some(Typed::Int(i))) => b.append_value(i),
+            (Lifted::Float(b), Some(Typed::Float(f))) => b.append_value(f),
+            (Lifted::Bool(b), Some(Typed::Bool(x))) => b.append_value(x),
+            (Lifted::Str(b), _) => b.append_null(),
+            (Lifted::Int(b), _) => b.append_null(),
+            (Lifted::Float(b), _) => b.append_null(),
+            (Lifted::Bool(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Lifted::Str(b) => Arc::new(b.finish()),
+            Lifted::Int(b) => Arc::new(b.finish()),
+            Lifted::Float(b) => Arc::new(b.finish()),
+            Lifted::Bool(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Children of the `events` or `links` list, built flat with list offsets.
+struct Nested {
+    offsets: Vec<i32>,
+    time_or_trace: Int64Builder,
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    name_or_state: StringBuilder,
+    attributes: MapBuilder<StringBuilder, StringBuilder>,
+    dropped: Int64Builder,
+    flags: Int64Builder,
+}
+
+impl Nested {
+    fn new() -> Self {
+        Self {
+            offsets: vec![0],
+            time_or_trace: Int64Builder::new(),
+            trace_id: StringBuilder::new(),
+            span_id: StringBuilder::new(),
+            name_or_state: StringBuilder::new(),
+            attributes: map_builder(),
+            dropped: Int64Builder::new(),
+            flags: Int64Builder::new(),
+        }
+    }
+
+    fn len(&self) -> i32 {
+        self.offsets.last().copied().unwrap_or(0)
+    }
+
+    fn finish_events(&mut self) -> Result<ArrayRef> {
+        let values = StructArray::try_new(
+            event_fields(),
+            vec![
+                Arc::new(self.time_or_trace.finish()) as ArrayRef,
+                Arc::new(self.name_or_state.finish()),
+                Arc::new(self.attributes.finish()),
+                Arc::new(self.dropped.finish()),
+            ],
+            None,
+        )
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        self.finish_list(Arc::new(event_item_field()), Arc::new(values))
+    }
+
+    fn finish_links(&mut self) -> Result<ArrayRef> {
+        let values = StructArray::try_new(
+            link_fields(),
+            vec![
+                Arc::new(self.trace_id.finish()) as ArrayRef,
+                Arc::new(self.span_id.finish()),
+                Arc::new(self.name_or_state.finish()),
+                Arc::new(self.attributes.finish()),
+                Arc::new(self.dropped.finish()),
+                Arc::new(self.flags.finish()),
+            ],
+            None,
+        )
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        self.finish_list(Arc::new(link_item_field()), Arc::new(values))
+    }
+
+    fn finish_list(&mut self, field: Arc<arrow::datatypes::Field>, values: ArrayRef) -> Result<ArrayRef> {
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        let list = ListArray::try_new(field, OffsetBuffer::new(offsets.into()), values, None)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Arc::new(list))
+    }
+}
+
+impl Columns {
+    fn new() -> Self {
+        let lifted = CONVENTIONS
+            .iter()
+            .map(|c| match c.kind {
+                ValueKind::Str => Lifted::Str(StringBuilder::new()),
+                ValueKind::Int => Lifted::Int(Int64Builder::new()),
+                ValueKind::Float => Lifted::Float(Float64Builder::new()),
+                ValueKind::Bool => Lifted::Bool(BooleanBuilder::new()),
+            })
+            .collect();
+        Self {
+            trace_id: StringBuilder::new(),
+            span_id: StringBuilder::new(),
+            parent_span_id: StringBuilder::new(),
+            trace_state: StringBuilder::new(),
+            flags: Int64Builder::new(),
+            name: StringBuilder::new(),
+            kind: StringBuilder::new(),
+            service_name: StringBuilder::new(),
+            start_time: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            end_time: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            start_nanos: Int64Builder::new(),
+            end_nanos: Int64Builder::new(),
+            duration_ms: Float64Builder::new(),
+            status_code: StringBuilder::new(),
+            status_message: StringBuilder::new(),
+            lifted,
+            attributes: map_builder(),
+            resource_attributes: map_builder(),
+            scope_name: StringBuilder::new(),
+            scope_version: StringBuilder::new(),
+            events: Nested::new(),
+            links: Nested::new(),
+            dropped_attributes: Int64Builder::new(),
+            dropped_events: Int64Builder::new(),
+            dropped_links: Int64Builder::new(),
+            date: StringBuilder::new(),
+        }
+    }
+
+    fn finish(mut self) -> Result<RecordBatch> {
+        let schema = spans_schema();
+        let mut lifted: HashMap<&str, ArrayRef> = CONVENTIONS
+            .iter()
+            .zip(self.lifted.iter_mut())
+            .map(|(c, b)| (c.column, b.finish()))
+            .collect();
+        let mut take = |name: &str| -> Result<ArrayRef> {
+            lifted
+                .remove(name)
+                .ok_or_else(|| Error::Internal(format!("no builder for column `{name}`")))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.parent_span_id.finish()),
+            Arc::new(self.trace_state.finish()),
+            Arc::new(self.flags.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.service_name.finish()),
+            Arc::new(self.start_time.finish()),
+            Arc::new(self.end_time.finish()),
+            Arc::new(self.start_nanos.finish()),
+            Arc::new(self.end_nanos.finish()),
+            Arc::new(self.duration_ms.finish()),
+            Arc::new(self.status_code.finish()),
+            Arc::new(self.status_message.finish()),
+            take(col::WORKFLOW)?,
+            take(col::RUN_ID)?,
+            take(col::STEP)?,
+            take(col::STEP_KIND)?,
+            take(col::MODEL)?,
+            take(col::PROVIDER)?,
+            take(col::MODEL_VERSION)?,
+            take(col::PROMPT_VERSION)?,
+            take(col::INPUT_TOKENS)?,
+            take(col::OUTPUT_TOKENS)?,
+            take(col::CACHE_READ_TOKENS)?,
+            take(col::COST_USD)?,
+            take(col::CONFIDENCE)?,
+            take(col::DECISION)?,
+            take(col::HUMAN_OVERRIDE)?,
+            take(col::HUMAN_REVIEWER)?,
+            take(col::REVIEW_MS)?,
+            take(col::OUTCOME)?,
+            Arc::new(self.attributes.finish()),
+            Arc::new(self.resource_attributes.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+            self.events.finish_events()?,
+            self.links.finish_links()?,
+            Arc::new(self.dropped_attributes.finish()),
+            Arc::new(self.dropped_events.finish()),
+            Arc::new(self.dropped_links.finish()),
+            Arc::new(self.date.finish()),
+        ];
+        RecordBatch::try_new(schema, columns).map_err(|e| Error::Internal(e.to_string()))
+    }
+}
+
+fn opt_str(b: &mut StringBuilder, s: &str) {
+    if s.is_empty() {
+        b.append_null();
+    } else {
+        b.append_value(s);
+    }
+}
+
+/// Converts an export request. Never fails on client data: invalid spans are counted as rejected.
+pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized> {
+    let mut cols = Columns::new();
+    let mut accepted = 0usize;
+    let mut rejected = 0u64;
+    let mut messages: Vec<String> = Vec::new();
+    let mut hex = String::with_capacity(32);
+    let mut span_lift: Vec<Option<(usize, Typed<'_>)>> = vec![None; CONVENTIONS.len()];
+    let mut res_lift: Vec<Option<(usize, Typed<'_>)>> = vec![None; CONVENTIONS.len()];
+    let run_id_idx = CONVENTIONS
+        .iter()
+        .position(|c| c.column == col::RUN_ID)
+        .ok_or_else(|| Error::Internal("no run_id convention".into()))?;
+
+    for rs in &req.resource_spans {
+        let res_attrs: &[KeyValue] = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+        res_lift.iter_mut().for_each(|v| *v = None);
+        lift(res_attrs, &mut res_lift);
+        let service = res_attrs.iter().find_map(|kv| {
+            (kv.key == SERVICE_NAME_KEY)
+                .then(|| kv.value.as_ref().and_then(|v| typed(v, ValueKind::Str)))
+                .flatten()
+        });
+        for ss in &rs.scope_spans {
+            let (scope_name, scope_version) = ss
+                .scope
+                .as_ref()
+                .map(|s| (s.name.as_str(), s.version.as_str()))
+                .unwrap_or(("", ""));
+            for (si, span) in ss.spans.iter().enumerate() {
+                let (trace_id, span_id, parent, start, end) = match validate(span) {
+                    Ok(v) => v,
+                    Err(reason) => {
+                        rejected += 1;
+                        if messages.len() < 3 {
+                            messages.push(format!("span {si} `{}`: {reason}", span.name));
+                        }
+                        continue;
+                    }
+                };
+                accepted += 1;
+                hex.clear();
+                trace_id.write_hex(&mut hex);
+                cols.trace_id.append_value(&hex);
+                let trace_hex_end = hex.len();
+                span_id.write_hex(&mut hex);
+                cols.span_id.append_value(&hex[trace_hex_end..]);
+                match parent {
+                    Some(p) => {
+                        let at = hex.len();
+                        p.write_hex(&mut hex);
+                        cols.parent_span_id.append_value(&hex[at..]);
+                    }
+                    None => cols.parent_span_id.append_null(),
+                }
+                opt_str(&mut cols.trace_state, &span.trace_state);
+                cols.flags.append_value(i64::from(span.flags));
+                cols.name.append_value(&span.name);
+                cols.kind.append_value(span_kind(span.kind));
+                match service {
+                    Some(Typed::Str(s)) => cols.service_name.append_value(s),
+                    _ => cols.service_name.append_null(),
+                }
+                cols.start_time.append_value(start.div_euclid(1000));
+                cols.end_time.append_value(end.div_euclid(1000));
+                cols.start_nanos.append_value(start);
+                cols.end_nanos.append_value(end);
+                cols.duration_ms.append_value((end as f64 - start as f64) / 1e6);
+                let (code, message) = span
+                    .status
+                    .as_ref()
+                    .map(|s| (s.code, s.message.as_str()))
+                    .unwrap_or((0, ""));
+                cols.status_code.append_value(status_code(code));
+                opt_str(&mut cols.status_message, message);
+
+                span_lift.iter_mut().for_each(|v| *v = None);
+                lift(&span.attributes, &mut span_lift);
+                for (ci, b) in cols.lifted.iter_mut().enumerate() {
+                    let v = span_lift[ci].or(res_lift[ci]).map(|(_, t)| t);
+                    if ci == run_id_idx && v.is_none() {
+                        b.append(Some(Typed::Str(&hex[..trace_hex_end])));
+                    } else {
+                        b.append(v);
+                    }
+                }
+                append_map(&mut cols.attributes, &span.attributes)?;
+                append_map(&mut cols.resource_attributes, res_attrs)?;
+                opt_str(&mut cols.scope_name, scope_name);
+                opt_str(&mut cols.scope_version, scope_version);
+
+                for ev in &span.events {
+                    cols.events
+                        .time_or_trace
+                        .append_value(i64::try_from(ev.time_unix_nano).unwrap_or(i64::MAX));
+                    cols.events.name_or_state.append_value(&ev.name);
+                    append_map(&mut cols.events.attributes, &ev.attributes)?;
+                    cols.events
+                        .dropped
+                        .append_value(i64::from(ev.dropped_attributes_count));
+                }
+                let n = cols.events.len() + span.events.len() as i32;
+                cols.events.offsets.push(n);
+
+                for link in &span.links {
+                    let mut h = String::with_capacity(32);
+                    match TraceId::from_bytes(&link.trace_id) {
+                        Ok(t) => {
+                            t.write_hex(&mut h);
+                            cols.links.trace_id.append_value(&h);
+                        }
+                        Err(_) => cols.links.trace_id.append_value(hex::encode(&link.trace_id)),
+                    }
+                    cols.links.span_id.append_value(hex::encode(&link.span_id));
+                    opt_str(&mut cols.links.name_or_state, &link.trace_state);
+                    append_map(&mut cols.links.attributes, &link.attributes)?;
+                    cols.links
+                        .dropped
+                        .append_value(i64::from(link.dropped_attributes_count));
+                    cols.links.flags.append_value(i64::from(link.flags));
+                }
+                let n = cols.links.len() + span.links.len() as i32;
+                cols.links.offsets.push(n);
+
+                cols.dropped_attributes
+                    .append_value(i64::from(span.dropped_attributes_count));
+                cols.dropped_events
+                    .append_value(i64::from(span.dropped_events_count));
+                cols.dropped_links
+                    .append_value(i64::from(span.dropped_links_count));
+                cols.date.append_value(date_string(start));
+            }
+        }
+    }
+    let message = (rejected > 0).then(|| {
+        let mut m = format!("rejected {rejected} span(s): {}", messages.join("; "));
+        if rejected as usize > messages.len() {
+            m.push_str("; …");
+        }
+        m
+    });
+    let batch = if accepted > 0 { Some(cols.finish()?) } else { None };
+    Ok(Normalized {
+        batch,
+        rejected,
+        message,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(date_string(0), "1970-01-01");
+        assert_eq!(date_string(1_700_000_000_000_000_000), "2023-11-14");
+        assert_eq!(date_string(951_782_400_000_000_000), "2000-02-29");
+        assert_eq!(date_string(-1), "1969-12-31");
+    }
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+    }
+}

@@ -1,0 +1,220 @@
+//! The configuration file (`custos.toml`) and its validation into runtime options.
+//!
+//! Every section and field is optional; command-line flags override the file. Unknown fields are
+//! errors, so a typo never silently falls back to a default. `custos.example.toml` at the
+//! repository root documents every field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use custos_analytics::QueryOptions;
+use custos_collector::ReceiverOptions;
+use custos_store::StoreOptions;
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// The whole configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Data directory holding the WAL and the Delta tables (default `./custos-data`).
+    pub data_dir: Option<PathBuf>,
+    /// Listen addresses.
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// OTLP receiver limits.
+    #[serde(default)]
+    pub receiver: ReceiverConfig,
+    /// Storage: memory budget, flushing, compaction, retention.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// SQL limits.
+    #[serde(default)]
+    pub query: QueryConfig,
+}
+
+/// `[listen]`: where the server listens.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// OTLP/gRPC address (default `127.0.0.1:4317`).
+    pub otlp_grpc: Option<String>,
+    /// OTLP/HTTP address (default `127.0.0.1:4318`).
+    pub otlp_http: Option<String>,
+    /// HTTP API address (default `127.0.0.1:4380`).
+    pub api: Option<String>,
+}
+
+/// `[receiver]`: OTLP request limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// Largest request body in MiB, measured after decompression (default 64).
+    pub max_body_mib: Option<u64>,
+    /// Seconds clients are told to wait when the server is overloaded (default 1).
+    pub retry_after_secs: Option<u64>,
+}
+
+/// `[store]`: the span store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Memory for the memtable and requests in flight, in MiB (default 1024). When it is used up,
+    /// receivers answer 503 / UNAVAILABLE until a flush frees memory.
+    pub memory_budget_mib: Option<u64>,
+    /// Flush the memtable to the table at least this often, in seconds (default 10).
+    pub flush_interval_secs: Option<u64>,
+    /// Flush as soon as the memtable holds this many MiB (default 128).
+    pub flush_mib: Option<u64>,
+    /// Run compaction and retention this often, in seconds (default 300).
+    pub maintenance_interval_secs: Option<u64>,
+    /// Compact a partition once it has this many files (default 16).
+    pub compact_min_files: Option<usize>,
+    /// Target size of compacted files in MiB (default 128).
+    pub target_file_mib: Option<u64>,
+    /// Delete spans older than this many days (default: keep everything).
+    pub retention_days: Option<u32>,
+}
+
+/// `[query]`: SQL limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Memory one query may use, in MiB (default 512); sorts and aggregations spill past it.
+    pub memory_limit_mib: Option<u64>,
+    /// Seconds a query may run (default 30).
+    pub timeout_secs: Option<u64>,
+}
+
+/// Validated runtime settings of a server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// OTLP/gRPC listen address.
+    pub otlp_grpc: SocketAddr,
+    /// OTLP/HTTP listen address.
+    pub otlp_http: SocketAddr,
+    /// API listen address.
+    pub api: SocketAddr,
+    /// Store settings (including the data directory).
+    pub store: StoreOptions,
+    /// Receiver limits.
+    pub receiver: ReceiverOptions,
+    /// Query limits.
+    pub query: QueryOptions,
+}
+
+fn addr(field: &str, v: Option<&str>, default: &str) -> Result<SocketAddr> {
+    let s = v.unwrap_or(default);
+    s.parse().map_err(|e| {
+        Error::Config(format!(
+            "`{field}` = `{s}` is not a socket address ({e}); write it like `127.0.0.1:4317`"
+        ))
+    })
+}
+
+fn positive(field: &str, v: Option<u64>, default: u64) -> Result<u64> {
+    match v {
+        Some(0) => Err(Error::Config(format!("`{field}` must be greater than 0"))),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+impl Config {
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read config file `{}`: {e}", path.display())))?;
+        toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("invalid config file `{}`: {e}", path.display())))
+    }
+
+    /// Checks every value once and builds the runtime options.
+    pub fn validate(&self) -> Result<ServerOptions> {
+        const MIB: u64 = 1 << 20;
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./custos-data"));
+        let mut store = StoreOptions::new(data_dir);
+        let s = &self.store;
+        store.memory_budget_bytes =
+            (positive("store.memory_budget_mib", s.memory_budget_mib, 1024)? * MIB) as usize;
+        store.flush_interval = Duration::from_secs(positive(
+            "store.flush_interval_secs",
+            s.flush_interval_secs,
+            10,
+        )?);
+        store.flush_bytes = (positive("store.flush_mib", s.flush_mib, 128)? * MIB) as usize;
+        if store.flush_bytes > store.memory_budget_bytes {
+            return Err(Error::Config(format!(
+                "`store.flush_mib` ({}) must not exceed `store.memory_budget_mib` ({}), or the store would refuse writes before it flushes",
+                store.flush_bytes / MIB as usize,
+                store.memory_budget_bytes / MIB as usize
+            )));
+        }
+        store.maintenance_interval = Duration::from_secs(positive(
+            "store.maintenance_interval_secs",
+            s.maintenance_interval_secs,
+            300,
+        )?);
+        store.compact_min_files = s.compact_min_files.unwrap_or(16).max(2);
+        store.target_file_bytes = positive("store.target_file_mib", s.target_file_mib, 128)? * MIB;
+        store.retention_days = s.retention_days;
+        if s.retention_days == Some(0) {
+            return Err(Error::Config(
+                "`store.retention_days` must be at least 1; omit it to keep everything".into(),
+            ));
+        }
+        let receiver = ReceiverOptions {
+            max_body_bytes: (positive("receiver.max_body_mib", self.receiver.max_body_mib, 64)? * MIB)
+                as usize,
+            retry_after: Duration::from_secs(positive(
+                "receiver.retry_after_secs",
+                self.receiver.retry_after_secs,
+                1,
+            )?),
+        };
+        let query = QueryOptions {
+            memory_limit_bytes: (positive("query.memory_limit_mib", self.query.memory_limit_mib, 512)?
+                * MIB) as usize,
+            timeout: Duration::from_secs(positive("query.timeout_secs", self.query.timeout_secs, 30)?),
+            target_partitions: 0,
+        };
+        Ok(ServerOptions {
+            otlp_grpc: addr("listen.otlp_grpc", self.listen.otlp_grpc.as_deref(), "127.0.0.1:4317")?,
+            otlp_http: addr("listen.otlp_http", self.listen.otlp_http.as_deref(), "127.0.0.1:4318")?,
+            api: addr("listen.api", self.listen.api.as_deref(), "127.0.0.1:4380")?,
+            store,
+            receiver,
+            query,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let text = include_str!("../../custos.example.toml");
+        let c: Config = toml::from_str(text).unwrap();
+        let o = c.validate().unwrap();
+        assert_eq!(o.otlp_grpc.port(), 4317);
+        assert_eq!(o.store.retention_days, Some(30));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_errors() {
+        let e = toml::from_str::<Config>("[store]\nflush_intervall_secs = 3\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `flush_intervall_secs`"), "{e}");
+        let c: Config = toml::from_str("[listen]\napi = \"localhost\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`listen.api` = `localhost`"), "{e}");
+        let c: Config = toml::from_str("[store]\nflush_mib = 2048\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("flush_mib"));
+    }
+}

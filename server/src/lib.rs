@@ -1,0 +1,392 @@
+//! The custos server: wires the OTLP receivers, the span store and the SQL engine together, and
+//! serves the HTTP API.
+//!
+//! This crate owns process-level concerns: the configuration file ([`config`]), binding the three
+//! listeners, the API routes (`POST /api/sql`, `GET /healthz`, `GET /metrics`), and graceful
+//! shutdown (stop accepting, finish requests in flight, flush the memtable).
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use custos_analytics::format::{Format, render};
+use custos_analytics::{Analytics, QueryOptions};
+use custos_collector::grpc::GrpcReceiver;
+use custos_collector::ingest::Ingest;
+use custos_collector::CollectorMetrics;
+use custos_store::Store;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{Config, ServerOptions};
+
+/// Errors of the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on `{addr}` for {what}: {source}")]
+    Bind {
+        /// What the listener is for.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] custos_store::Error),
+    /// The SQL engine failed to start.
+    #[error(transparent)]
+    Analytics(#[from] custos_analytics::Error),
+    /// A server task failed.
+    #[error("{0}")]
+    Task(String),
+}
+
+/// Result type of the server.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Gauges refreshed from the store on every scrape.
+#[derive(Default)]
+struct StoreGauges {
+    wal_bytes: Counter,
+    wal_syncs: Counter,
+    wal_sync_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    flushes: Counter,
+    flush_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    flush_errors: Counter,
+    last_flush_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    last_flush_timestamp: Gauge,
+    memtable_rows: Gauge,
+    memtable_bytes: Gauge,
+    compactions: Counter,
+    files: Family<Vec<(String, String)>, Gauge>,
+}
+
+struct ApiState {
+    analytics: Analytics,
+    store: Store,
+    registry: Registry,
+    store_gauges: StoreGauges,
+    sql_seconds: Histogram,
+    started: Instant,
+}
+
+/// A running server.
+pub struct RunningServer {
+    /// Bound OTLP/gRPC address.
+    pub otlp_grpc: SocketAddr,
+    /// Bound OTLP/HTTP address.
+    pub otlp_http: SocketAddr,
+    /// Bound API address.
+    pub api: SocketAddr,
+    store: Store,
+    stop: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<Result<()>>)>,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { what, addr, source })
+}
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        while !*rx.borrow() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Starts the store, the receivers and the API.
+pub async fn start(options: ServerOptions) -> Result<RunningServer> {
+    let store = Store::open(options.store.clone()).await?;
+    let analytics = Analytics::new(store.clone(), options.query.clone())?;
+    let metrics = CollectorMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let store_gauges = StoreGauges::default();
+    register_store_gauges(&mut registry, &store_gauges);
+    let sql_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+    registry.register(
+        "custos_sql_query_duration_seconds",
+        "SQL query latency",
+        sql_seconds.clone(),
+    );
+    let ingest = Ingest {
+        store: store.clone(),
+        options: options.receiver.clone(),
+        metrics,
+    };
+
+    let grpc_listener = bind("OTLP/gRPC", options.otlp_grpc).await?;
+    let http_listener = bind("OTLP/HTTP", options.otlp_http).await?;
+    let api_listener = bind("the API", options.api).await?;
+    let local = |l: &TcpListener, what: &'static str, addr: SocketAddr| {
+        l.local_addr()
+            .map_err(|source| Error::Bind { what, addr, source })
+    };
+    let otlp_grpc = local(&grpc_listener, "OTLP/gRPC", options.otlp_grpc)?;
+    let otlp_http = local(&http_listener, "OTLP/HTTP", options.otlp_http)?;
+    let api = local(&api_listener, "the API", options.api)?;
+
+    let (stop, rx) = watch::channel(false);
+    let mut tasks: Vec<(&'static str, JoinHandle<Result<()>>)> = Vec::new();
+    let receiver = GrpcReceiver::new(ingest.clone());
+    let s = stopped(rx.clone());
+    tasks.push((
+        "OTLP/gRPC",
+        tokio::spawn(async move {
+            custos_collector::grpc::serve(grpc_listener, receiver, s)
+                .await
+                .map_err(|e| Error::Task(e.to_string()))
+        }),
+    ));
+    let s = stopped(rx.clone());
+    let http_ingest = ingest.clone();
+    tasks.push((
+        "OTLP/HTTP",
+        tokio::spawn(async move {
+            custos_collector::http::serve(http_listener, http_ingest, s)
+                .await
+                .map_err(|e| Error::Task(e.to_string()))
+        }),
+    ));
+    let state = Arc::new(ApiState {
+        analytics,
+        store: store.clone(),
+        registry,
+        store_gauges,
+        sql_seconds,
+        started: Instant::now(),
+    });
+    let s = stopped(rx);
+    tasks.push((
+        "API",
+        tokio::spawn(async move {
+            axum::serve(api_listener, api_router(state))
+                .with_graceful_shutdown(s)
+                .await
+                .map_err(|e| Error::Task(format!("API server failed: {e}")))
+        }),
+    ));
+    Ok(RunningServer {
+        otlp_grpc,
+        otlp_http,
+        api,
+        store,
+        stop,
+        tasks,
+    })
+}
+
+impl RunningServer {
+    /// The store, for in-process callers and tests.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Stops accepting, lets requests in flight finish, then flushes the memtable.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        let mut first_err = None;
+        for (what, task) in self.tasks {
+            match tokio::time::timeout(Duration::from_secs(30), task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    first_err.get_or_insert(e);
+                }
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(Error::Task(format!("{what} task panicked: {e}")));
+                }
+                Err(_) => {
+                    first_err.get_or_insert(Error::Task(format!(
+                        "{what} did not finish its requests within 30 s"
+                    )));
+                }
+            }
+        }
+        self.store.shutdown().await?;
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn register_store_gauges(r: &mut Registry, g: &StoreGauges) {
+    r.register("custos_wal_bytes", "Bytes appended to the WAL", g.wal_bytes.clone());
+    r.register("custos_wal_syncs", "WAL fsyncs (one per group commit)", g.wal_syncs.clone());
+    r.register(
+        "custos_wal_sync_seconds",
+        "Time spent writing and syncing the WAL",
+        g.wal_sync_seconds.clone(),
+    );
+    r.register("custos_flushes", "Memtable flushes committed to the table", g.flushes.clone());
+    r.register("custos_flush_seconds", "Time spent flushing", g.flush_seconds.clone());
+    r.register("custos_flush_errors", "Flushes that failed and were retried", g.flush_errors.clone());
+    r.register(
+        "custos_last_flush_duration_seconds",
+        "Duration of the last flush",
+        g.last_flush_seconds.clone(),
+    );
+    r.register(
+        "custos_last_flush_timestamp_seconds",
+        "Unix time of the last flush",
+        g.last_flush_timestamp.clone(),
+    );
+    r.register("custos_memtable_rows", "Spans in the memtable", g.memtable_rows.clone());
+    r.register("custos_memtable_bytes", "Bytes in the memtable", g.memtable_bytes.clone());
+    r.register("custos_compactions", "Compactions committed", g.compactions.clone());
+    r.register(
+        "custos_table_files",
+        "Active Parquet files per date partition",
+        g.files.clone(),
+    );
+}
+
+fn api_router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/api/sql", post(sql))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+}
+
+fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": message.into() });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn sql(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: SqlRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!("request body must be JSON like {{\"sql\": \"SELECT ...\"}}: {e}"),
+            );
+        }
+    };
+    let format = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(Format::from_accept)
+        .unwrap_or(Format::Json);
+    let started = Instant::now();
+    let result = state.analytics.query(&req.sql).await;
+    state.sql_seconds.observe(started.elapsed().as_secs_f64());
+    match result.and_then(|r| render(&r, format)) {
+        Ok(bytes) => {
+            let mut res = (StatusCode::OK, bytes).into_response();
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            );
+            res
+        }
+        Err(e) => {
+            let status = if e.is_client_error() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            json_error(status, e.to_string())
+        }
+    }
+}
+
+async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
+    let body = serde_json::json!({
+        "status": "ok",
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "memtable_rows": state.store.memtable_rows(),
+    });
+    axum::Json(body).into_response()
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let s = state.store.stats();
+    let g = &state.store_gauges;
+    let set_counter = |c: &Counter, v: u64| {
+        let cur = c.get();
+        if v > cur {
+            c.inc_by(v - cur);
+        }
+    };
+    set_counter(&g.wal_bytes, s.wal_bytes.load(Ordering::Relaxed));
+    set_counter(&g.wal_syncs, s.wal_syncs.load(Ordering::Relaxed));
+    set_counter(&g.flushes, s.flushes.load(Ordering::Relaxed));
+    set_counter(&g.flush_errors, s.flush_errors.load(Ordering::Relaxed));
+    set_counter(&g.compactions, s.compactions.load(Ordering::Relaxed));
+    let set_f = |c: &Counter<f64, std::sync::atomic::AtomicU64>, micros: u64| {
+        let v = micros as f64 / 1e6;
+        let cur = c.get();
+        if v > cur {
+            c.inc_by(v - cur);
+        }
+    };
+    set_f(&g.wal_sync_seconds, s.wal_sync_micros.load(Ordering::Relaxed));
+    set_f(&g.flush_seconds, s.flush_micros.load(Ordering::Relaxed));
+    g.last_flush_seconds
+        .set(s.last_flush_micros.load(Ordering::Relaxed) as f64 / 1e6);
+    g.last_flush_timestamp
+        .set(s.last_flush_unix.load(Ordering::Relaxed) as i64);
+    g.memtable_rows.set(state.store.memtable_rows() as i64);
+    g.memtable_bytes.set(state.store.memtable_bytes() as i64);
+    for (date, n) in state.store.files_per_partition().await {
+        g.files
+            .get_or_create(&vec![("date".to_string(), date)])
+            .set(n as i64);
+    }
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        return json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    }
+    let mut res = (StatusCode::OK, text).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}
+
+/// Opens a data directory read-only and runs one query: for `custos sql --data DIR`.
+pub async fn query_offline(
+    data_dir: &std::path::Path,
+    sql: &str,
+    options: QueryOptions,
+) -> Result<custos_analytics::QueryResult> {
+    let store = Store::open_read_only(data_dir).await?;
+    let analytics = Analytics::new(store, options)?;
+    Ok(analytics.query(sql).await?)
+}

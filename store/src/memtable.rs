@@ -1,0 +1,96 @@
+//! The memtable: acknowledged spans that are durable in the WAL but not yet in the table.
+//!
+//! Each entry is one WAL record's batch, tagged with its sequence number. Entries arrive in sequence
+//! order. A flush takes every entry up to some sequence number, commits them to the table, and then
+//! removes them here; a reader pairs a table snapshot with the entries above that snapshot's flush
+//! watermark, so it sees each span exactly once (see [`crate::Store`]).
+
+use std::collections::VecDeque;
+
+use arrow::record_batch::RecordBatch;
+
+/// One WAL record's worth of spans.
+#[derive(Debug, Clone)]
+pub struct MemEntry {
+    /// The WAL sequence number of the record.
+    pub seq: u64,
+    /// The normalized spans.
+    pub batch: RecordBatch,
+    /// Memory charged to the budget for this entry.
+    pub bytes: usize,
+}
+
+/// Batches in sequence order.
+#[derive(Debug, Default)]
+pub struct Memtable {
+    entries: VecDeque<MemEntry>,
+    rows: usize,
+    bytes: usize,
+}
+
+impl Memtable {
+    /// Appends a batch; `seq` must be above every sequence number already held.
+    pub fn push(&mut self, seq: u64, batch: RecordBatch) {
+        let bytes = batch.get_array_memory_size();
+        self.rows += batch.num_rows();
+        self.bytes += bytes;
+        self.entries.push_back(MemEntry { seq, batch, bytes });
+    }
+
+    /// Batches with a sequence number above `after`, oldest first.
+    pub fn batches_after(&self, after: u64) -> Vec<RecordBatch> {
+        self.entries
+            .iter()
+            .filter(|e| e.seq > after)
+            .map(|e| e.batch.clone())
+            .collect()
+    }
+
+    /// Entries up to and including `through`, oldest first, and the highest sequence number among
+    /// them.
+    pub fn entries_through(&self, through: u64) -> (Vec<RecordBatch>, Option<u64>) {
+        let mut out = Vec::new();
+        let mut last = None;
+        for e in self.entries.iter().take_while(|e| e.seq <= through) {
+            out.push(e.batch.clone());
+            last = Some(e.seq);
+        }
+        (out, last)
+    }
+
+    /// Removes entries up to and including `through`; returns the bytes released.
+    pub fn remove_through(&mut self, through: u64) -> usize {
+        let mut released = 0;
+        while let Some(e) = self.entries.front() {
+            if e.seq > through {
+                break;
+            }
+            if let Some(e) = self.entries.pop_front() {
+                self.rows -= e.batch.num_rows();
+                self.bytes -= e.bytes;
+                released += e.bytes;
+            }
+        }
+        released
+    }
+
+    /// The highest sequence number held.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.seq)
+    }
+
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Bytes held (Arrow buffer memory).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}

@@ -1,0 +1,297 @@
+//! The `spans` table: a Delta Lake table of zstd Parquet files, partitioned by `date`.
+//!
+//! Every flush is one Delta commit that also records the application transaction
+//! `(APP_ID, watermark)`, where the watermark is the highest WAL sequence number the table now holds.
+//! The commit is atomic, so the data and the watermark become visible together; replaying the WAL
+//! above the watermark after a crash therefore neither loses nor duplicates spans.
+//!
+//! Inside each flush the rows are sorted by `trace_id`, then `start_time_unix_nano`: spans of one trace
+//! sit together (they share most values, so they compress well), and row-group min/max statistics on
+//! `trace_id` plus a bloom filter let a trace lookup skip almost every row group.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::record_batch::RecordBatch;
+use custos_schema::{PARTITION_COLUMNS, col, spans_schema};
+use datafusion::catalog::TableProvider;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{StructType, Transaction};
+use deltalake::operations::optimize::OptimizeType;
+use deltalake::operations::vacuum::VacuumMode;
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::parquet::schema::types::ColumnPath;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, FilterOp, FilterValue};
+
+use crate::{Error, Result};
+
+/// The application id under which flushes record their WAL watermark.
+pub const APP_ID: &str = "custos-wal";
+
+fn table_err(context: &str, e: impl std::fmt::Display) -> Error {
+    Error::Table(format!("{context}: {e}"))
+}
+
+/// Parquet settings for every file the store writes.
+pub fn writer_properties() -> WriterProperties {
+    let trace = ColumnPath::from(col::TRACE_ID);
+    let zstd = ZstdLevel::try_new(3).map_or(Compression::SNAPPY, Compression::ZSTD);
+    WriterProperties::builder()
+        .set_compression(zstd)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .set_column_bloom_filter_enabled(trace.clone(), true)
+        .set_column_bloom_filter_fpp(trace, 0.01)
+        .build()
+}
+
+/// The `spans` Delta table and the WAL watermark it holds.
+#[derive(Debug, Clone)]
+pub struct SpanTable {
+    table: DeltaTable,
+    watermark: u64,
+}
+
+async fn read_watermark(table: &DeltaTable) -> Result<u64> {
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| table_err("cannot read the table snapshot", e))?;
+    let v = snapshot
+        .transaction_version(table.log_store().as_ref(), APP_ID)
+        .await
+        .map_err(|e| table_err("cannot read the flush watermark", e))?;
+    Ok(v.map(|v| v.max(0) as u64).unwrap_or(0))
+}
+
+fn table_url(dir: &Path) -> Result<url::Url> {
+    let s = dir
+        .to_str()
+        .ok_or_else(|| Error::Table(format!("path `{}` is not valid UTF-8", dir.display())))?;
+    deltalake::ensure_table_uri(s).map_err(|e| table_err(&format!("bad table path `{s}`"), e))
+}
+
+impl SpanTable {
+    /// Opens the table in `dir`, creating the directory and an empty table when absent.
+    pub async fn open_or_create(dir: &Path) -> Result<Self> {
+        let url = table_url(dir)?;
+        let table = DeltaTable::try_from_url(url)
+            .await
+            .map_err(|e| table_err(&format!("cannot open table `{}`", dir.display()), e))?;
+        let table = if table.version().is_some() {
+            table
+        } else {
+            let schema: StructType = spans_schema()
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e| table_err("cannot convert the spans schema", e))?;
+            table
+                .create()
+                .with_table_name("spans")
+                .with_columns(schema.fields().cloned())
+                .with_partition_columns(PARTITION_COLUMNS.iter().copied())
+                .with_save_mode(SaveMode::Ignore)
+                .await
+                .map_err(|e| table_err(&format!("cannot create table `{}`", dir.display()), e))?
+        };
+        let watermark = read_watermark(&table).await?;
+        Ok(Self { table, watermark })
+    }
+
+    /// Opens an existing table without creating anything; `None` when there is no table yet.
+    pub async fn open_existing(dir: &Path) -> Result<Option<Self>> {
+        if !dir.join("_delta_log").is_dir() {
+            return Ok(None);
+        }
+        let url = table_url(dir)?;
+        let table = DeltaTable::try_from_url(url)
+            .await
+            .map_err(|e| table_err(&format!("cannot open table `{}`", dir.display()), e))?;
+        if table.version().is_none() {
+            return Ok(None);
+        }
+        let watermark = read_watermark(&table).await?;
+        Ok(Some(Self { table, watermark }))
+    }
+
+    /// The highest WAL sequence number the table holds.
+    pub fn watermark(&self) -> u64 {
+        self.watermark
+    }
+
+    /// The loaded table version.
+    pub fn version(&self) -> Option<u64> {
+        self.table.version().map(|v| v as u64)
+    }
+
+    /// Re-reads the table log, picking up commits made by anyone.
+    pub async fn reload(&mut self) -> Result<()> {
+        self.table
+            .update_incremental(None)
+            .await
+            .map_err(|e| table_err("cannot reload the table", e))?;
+        self.watermark = read_watermark(&self.table).await?;
+        Ok(())
+    }
+
+    /// A DataFusion provider pinned to the loaded version; `None` before the table exists.
+    pub async fn provider(&self) -> Result<Option<Arc<dyn TableProvider>>> {
+        if self.table.version().is_none() {
+            return Ok(None);
+        }
+        let p = self
+            .table
+            .table_provider()
+            .await
+            .map_err(|e| table_err("cannot build the table provider", e))?;
+        Ok(Some(p))
+    }
+
+    /// Commits `batches` together with the watermark `through` in one transaction.
+    pub async fn append(&mut self, batches: Vec<RecordBatch>, through: u64) -> Result<()> {
+        let batch = sort_for_storage(&batches)?;
+        let commit = CommitProperties::default()
+            .with_application_transaction(Transaction::new(APP_ID, through as i64));
+        let table = self
+            .table
+            .clone()
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .with_writer_properties(writer_properties())
+            .with_commit_properties(commit)
+            .await
+            .map_err(|e| table_err("flush commit failed", e))?;
+        self.table = table;
+        self.watermark = through;
+        Ok(())
+    }
+
+    /// Rewrites partitions that hold at least `min_files` files into files of about `target_bytes`,
+    /// z-ordered by `workflow` and `trace_id`. Returns whether anything was compacted. The partition
+    /// being written by flushes right now (the newest) is compacted too: appends and one compaction
+    /// at a time are safe together.
+    pub async fn compact(&mut self, min_files: usize, target_bytes: u64) -> Result<bool> {
+        let mut did = false;
+        for (date, files) in self.files_per_partition() {
+            if files < min_files.max(2) {
+                continue;
+            }
+            let filters = [(col::DATE, FilterOp::Eq, FilterValue::Scalar(date.as_str()))];
+            let target = NonZeroU64::new(target_bytes.max(1 << 20))
+                .ok_or_else(|| Error::Table("target file size must be positive".into()))?;
+            let (table, metrics) = self
+                .table
+                .clone()
+                .optimize()
+                .with_filters(&filters)
+                .with_type(OptimizeType::ZOrder(vec![
+                    col::WORKFLOW.to_string(),
+                    col::TRACE_ID.to_string(),
+                ]))
+                .with_target_size(target)
+                .with_writer_properties(writer_properties())
+                .with_max_concurrent_tasks(1)
+                .await
+                .map_err(|e| table_err(&format!("compaction of partition `{date}` failed"), e))?;
+            tracing::info!(
+                partition = %date,
+                added = metrics.num_files_added,
+                removed = metrics.num_files_removed,
+                "compacted partition"
+            );
+            self.table = table;
+            did = true;
+        }
+        if did {
+            self.watermark = read_watermark(&self.table).await?;
+        }
+        Ok(did)
+    }
+
+    /// Deletes partitions older than `days` days and vacuums files no longer referenced for more
+    /// than an hour (Lite mode: only files the log says were removed).
+    pub async fn apply_retention(&mut self, days: u32) -> Result<()> {
+        let cutoff = chrono::Utc::now().date_naive() - chrono::Days::new(u64::from(days));
+        let cutoff = cutoff.format("%Y-%m-%d").to_string();
+        let old = self
+            .files_per_partition()
+            .into_iter()
+            .any(|(d, _)| d.as_str() < cutoff.as_str());
+        if old {
+            let (table, metrics) = self
+                .table
+                .clone()
+                .delete()
+                .with_predicate(format!("{} < '{cutoff}'", col::DATE))
+                .await
+                .map_err(|e| table_err("retention delete failed", e))?;
+            tracing::info!(removed_files = metrics.num_removed_files, before = %cutoff, "applied retention");
+            self.table = table;
+        }
+        let (table, _) = self
+            .table
+            .clone()
+            .vacuum()
+            .with_mode(VacuumMode::Lite)
+            .with_retention_period(chrono::Duration::hours(1))
+            .with_enforce_retention_duration(false)
+            .await
+            .map_err(|e| table_err("vacuum failed", e))?;
+        self.table = table;
+        self.watermark = read_watermark(&self.table).await?;
+        Ok(())
+    }
+
+    /// Active data files per `date` partition, oldest partition first.
+    pub fn files_per_partition(&self) -> Vec<(String, usize)> {
+        let Ok(snapshot) = self.table.snapshot() else {
+            return Vec::new();
+        };
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for f in snapshot.log_data().iter() {
+            let date = f
+                .partition_values_map()
+                .get(col::DATE)
+                .cloned()
+                .flatten()
+                .unwrap_or_default();
+            *counts.entry(date).or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
+
+    /// Total bytes of active data files.
+    pub fn data_bytes(&self) -> u64 {
+        let Ok(snapshot) = self.table.snapshot() else {
+            return 0;
+        };
+        snapshot
+            .log_data()
+            .iter()
+            .map(|f| f.size().max(0) as u64)
+            .sum()
+    }
+}
+
+/// Concatenates and sorts a flush by `trace_id`, then `start_time_unix_nano`.
+fn sort_for_storage(batches: &[RecordBatch]) -> Result<RecordBatch> {
+    let schema = spans_schema();
+    let batch = concat_batches(&schema, batches).map_err(|e| Error::Codec(e.to_string()))?;
+    let by = |name: &str| -> Result<SortColumn> {
+        let i = schema
+            .index_of(name)
+            .map_err(|e| Error::Codec(e.to_string()))?;
+        Ok(SortColumn {
+            values: Arc::clone(batch.column(i)),
+            options: Some(SortOptions::default()),
+        })
+    };
+    let indices = lexsort_to_indices(&[by(col::TRACE_ID)?, by(col::START_TIME_UNIX_NANO)?], None)
+        .map_err(|e| Error::Codec(e.to_string()))?;
+    take_record_batch(&batch, &indices).map_err(|e| Error::Codec(e.to_string()))
+}
