@@ -53,6 +53,33 @@ enum Command {
         /// The query.
         query: String,
     },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// End-to-end ingest over loopback with durable acknowledgments.
+    Ingest {
+        /// Total spans to send.
+        #[arg(long, default_value_t = 1_000_000)]
+        spans: usize,
+        /// Spans per export request.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Concurrent client connections.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Data directory to keep (default: a temporary one, removed afterwards).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +115,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             format,
             query,
         } => sql(data, server, &format, &query).await,
+        Command::Bench {
+            what:
+                BenchCommand::Ingest {
+                    spans,
+                    batch,
+                    concurrency,
+                    data,
+                    json,
+                },
+        } => bench_ingest(spans, batch, concurrency, data, json).await,
     }
 }
 
@@ -190,5 +227,38 @@ async fn sql(data: Option<PathBuf>, server: Option<String>, format: &str, query:
         }
     };
     std::io::stdout().write_all(&bytes)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench_ingest(
+    spans: usize,
+    batch: usize,
+    concurrency: usize,
+    data: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode> {
+    if batch == 0 || spans == 0 || concurrency == 0 {
+        bail!("`--spans`, `--batch` and `--concurrency` must be greater than 0");
+    }
+    let r = custos_server::bench::ingest(custos_server::bench::BenchOptions {
+        spans,
+        batch,
+        concurrency,
+        data_dir: data,
+    })
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("ingest: {} spans in {} requests of {batch}, {concurrency} connections, durable acks", r.spans, r.requests);
+    println!("  throughput        {:>12.0} spans/s  ({:.2} s wall)", r.spans_per_second, r.seconds);
+    println!("  per CPU second    {:>12.0} spans/s  ({:.2} CPU s, clients included)", r.spans_per_cpu_second, r.cpu_seconds);
+    println!("  latency           p50 {:.2} ms, p99 {:.2} ms", r.latency_ms_p50, r.latency_ms_p99);
+    println!("  WAL               {} fsyncs, {:.1} requests per fsync, {:.0} B/span", r.wal_syncs, r.records_per_sync, r.wal_bytes_per_span);
+    println!("  on the wire       {:.0} B/span (OTLP protobuf)", r.wire_bytes_per_span);
+    println!("  on disk           {:.1} B/span (Parquet after flush and compaction)", r.disk_bytes_per_span);
+    println!("  flush             {:.2} s, compaction {:.2} s", r.flush_seconds, r.compaction_seconds);
+    println!("  peak memory       {:.0} MiB RSS", r.peak_rss_mib);
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@
 //! listeners, the API routes (`POST /api/sql`, `GET /healthz`, `GET /metrics`), and graceful
 //! shutdown (stop accepting, finish requests in flight, flush the memtable).
 
+pub mod bench;
 pub mod config;
 
 use std::net::SocketAddr;

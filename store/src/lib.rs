@@ -509,6 +509,33 @@ impl Store {
         Ok(())
     }
 
+    /// Compacts every partition holding at least `min_files` files, now.
+    pub async fn compact_now(&self, min_files: usize) -> Result<bool> {
+        let mut guard = self.inner.table.lock().await;
+        let Some(table) = guard.as_mut() else {
+            return Ok(false);
+        };
+        let did = table
+            .compact(min_files, self.inner.options.target_file_bytes)
+            .await?;
+        if did {
+            self.inner.stats.compactions.fetch_add(1, Ordering::Relaxed);
+            let provider = table.provider().await?;
+            let watermark = table.watermark();
+            if let Ok(mut v) = self.inner.view.lock() {
+                v.table = provider;
+                v.watermark = watermark;
+            }
+        }
+        Ok(did)
+    }
+
+    /// Bytes of the table's active Parquet files.
+    pub async fn table_bytes(&self) -> u64 {
+        let guard = self.inner.table.lock().await;
+        guard.as_ref().map(|t| t.data_bytes()).unwrap_or(0)
+    }
+
     /// Active data files per `date` partition.
     pub async fn files_per_partition(&self) -> Vec<(String, usize)> {
         let guard = self.inner.table.lock().await;

@@ -1,0 +1,237 @@
+//! Tests of the real `custos` binary: crash safety under `kill -9`, offline SQL beside a running
+//! server, and error exits.
+
+use std::collections::HashSet;
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_custos");
+
+struct Server {
+    child: Child,
+    http: String,
+    api: String,
+}
+
+fn spawn(dir: &Path) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data"])
+        .arg(dir)
+        .args([
+            "--otlp-grpc",
+            "127.0.0.1:0",
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .env("CUSTOS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut http, mut api) = (None, None);
+    while http.is_none() || api.is_none() {
+        let line = lines.next().expect("server exited before listening").unwrap();
+        if let Some(rest) = line.strip_prefix("OTLP/HTTP listening on ") {
+            http = Some(rest.trim().to_string());
+        }
+        if let Some(rest) = line.strip_prefix("API listening on ") {
+            api = Some(rest.trim().to_string());
+        }
+    }
+    Server {
+        child,
+        http: http.unwrap(),
+        api: api.unwrap(),
+    }
+}
+
+fn export_body(batch: u32, spans: u32) -> String {
+    let spans: Vec<Value> = (0..spans)
+        .map(|i| {
+            serde_json::json!({
+                "traceId": format!("{:032x}", u128::from(batch) + 1),
+                "spanId": format!("{:016x}", (u64::from(batch) << 20) + u64::from(i) + 1),
+                "name": "step",
+                "startTimeUnixNano": "1763700000000000000",
+                "endTimeUnixNano": "1763700000100000000",
+                "attributes": [{"key": "automation.workflow", "value": {"stringValue": "crash"}}]
+            })
+        })
+        .collect();
+    serde_json::json!({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}).to_string()
+}
+
+fn sql_offline(dir: &Path, query: &str) -> Vec<Value> {
+    let out = Command::new(BIN)
+        .args(["sql", "--format", "json", "--data"])
+        .arg(dir)
+        .arg(query)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_span_and_duplicates_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for cycle in 0..3u32 {
+        let mut server = spawn(dir.path());
+        let acked: Arc<Mutex<HashSet<u32>>> = Arc::default();
+        let url = server.http.clone();
+        let kill_after = Duration::from_millis(300 + 250 * u64::from(cycle));
+        rt.block_on(async {
+            let client = reqwest::Client::new();
+            let started = Instant::now();
+            let mut tasks = Vec::new();
+            for worker in 0..4u32 {
+                let client = client.clone();
+                let url = url.clone();
+                let acked = Arc::clone(&acked);
+                tasks.push(tokio::spawn(async move {
+                    for n in 0.. {
+                        let batch = cycle * 1_000_000 + worker * 100_000 + n;
+                        let res = client
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .body(export_body(batch, 25))
+                            .send()
+                            .await;
+                        match res {
+                            Ok(r) if r.status() == 200 => {
+                                acked.lock().unwrap().insert(batch);
+                            }
+                            _ => break,
+                        }
+                    }
+                }));
+            }
+            tokio::time::sleep(kill_after).await;
+            // SIGKILL while requests are in flight.
+            server.child.kill().unwrap();
+            server.child.wait().unwrap();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            assert!(started.elapsed() < Duration::from_secs(60));
+        });
+        let acked = acked.lock().unwrap().clone();
+        assert!(!acked.is_empty(), "no export was acknowledged before the kill");
+
+        // Offline, before any restart: the WAL tail is visible.
+        let rows = sql_offline(
+            dir.path(),
+            "SELECT trace_id, count(*) AS n, count(DISTINCT span_id) AS d FROM spans GROUP BY trace_id",
+        );
+        let mut seen = HashSet::new();
+        for r in &rows {
+            let batch = u32::from_str_radix(r["trace_id"].as_str().unwrap(), 16).unwrap() - 1;
+            assert_eq!(r["n"], r["d"], "duplicates in batch {batch}");
+            // Each export is all-or-nothing.
+            assert_eq!(r["n"], 25, "batch {batch} is partial");
+            seen.insert(batch);
+        }
+        for b in &acked {
+            assert!(seen.contains(b), "acknowledged batch {b} lost (cycle {cycle})");
+        }
+
+        // After a restart (replay), through the server.
+        let mut server = spawn(dir.path());
+        let body: Vec<Value> = rt.block_on(async {
+            reqwest::Client::new()
+                .post(format!("{}/api/sql", server.api))
+                .json(&serde_json::json!({"sql": "SELECT count(*) AS n, count(DISTINCT span_id) AS d FROM spans"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        });
+        assert_eq!(body[0]["n"], body[0]["d"]);
+        assert_eq!(body[0]["n"], (seen.len() * 25) as u64);
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+    }
+}
+
+#[test]
+fn offline_sql_errors_exit_non_zero_with_the_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["sql", "--data"])
+        .arg(dir.path())
+        .arg("SELEC 1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Line: 1, Column"), "{err}");
+    let out = Command::new(BIN)
+        .args(["sql", "--data", "/nonexistent/custos"])
+        .arg("SELECT 1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+#[test]
+fn graceful_shutdown_on_sigterm_flushes_to_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn(dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let res = reqwest::Client::new()
+            .post(&server.http)
+            .header("content-type", "application/json")
+            .body(export_body(7, 10))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    });
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let mut child = server.child;
+    let code = child.wait().unwrap();
+    assert!(code.success(), "{code:?}");
+    // Everything is in Parquet now: the WAL holds no records.
+    let parquet = walk(&dir.path().join("spans"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .count();
+    assert!(parquet >= 1);
+    let rows = sql_offline(dir.path(), "SELECT count(*) AS n FROM spans");
+    assert_eq!(rows[0]["n"], 10);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

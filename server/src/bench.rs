@@ -1,0 +1,421 @@
+//! `custos bench ingest`: end-to-end ingest over loopback with durable acknowledgments.
+//!
+//! Starts a real server in a temporary (or given) data directory, sends pre-encoded OTLP/HTTP
+//! protobuf exports of a realistic automation workload from concurrent clients in the same
+//! process, and reports throughput, request latency, CPU time, WAL group-commit behaviour, peak
+//! memory, and bytes per span on disk after a flush and a compaction.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message as _;
+use serde::Serialize;
+
+use crate::{Config, Error, Result};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Total spans to send.
+    pub spans: usize,
+    /// Spans per export request.
+    pub batch: usize,
+    /// Concurrent client connections.
+    pub concurrency: usize,
+    /// Data directory; a temporary one when `None`.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Measured figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Spans acknowledged.
+    pub spans: usize,
+    /// Requests sent.
+    pub requests: usize,
+    /// Wall-clock seconds from first send to last acknowledgment.
+    pub seconds: f64,
+    /// Acknowledged spans per wall-clock second.
+    pub spans_per_second: f64,
+    /// CPU seconds (user + system) the whole process used during the run, clients included.
+    pub cpu_seconds: f64,
+    /// Spans per CPU second: the per-core figure (clients' CPU counted against custos).
+    pub spans_per_cpu_second: f64,
+    /// Request latency percentiles in milliseconds.
+    pub latency_ms_p50: f64,
+    /// 99th percentile.
+    pub latency_ms_p99: f64,
+    /// WAL fsyncs during the run.
+    pub wal_syncs: u64,
+    /// Average records (requests) per fsync.
+    pub records_per_sync: f64,
+    /// WAL bytes per span (Arrow IPC, uncompressed).
+    pub wal_bytes_per_span: f64,
+    /// Size of an export request on the wire per span (protobuf).
+    pub wire_bytes_per_span: f64,
+    /// Parquet bytes per span after flush and compaction.
+    pub disk_bytes_per_span: f64,
+    /// Seconds the final flush took.
+    pub flush_seconds: f64,
+    /// Seconds the compaction took.
+    pub compaction_seconds: f64,
+    /// Peak resident memory of the process, MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// A tiny deterministic generator (xorshift64*), enough for synthetic data; seed with non-zero.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next pseudo-random number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// A number in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn s(key: &str, v: impl Into<String>) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+    }
+}
+
+fn i(key: &str, v: i64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(v)),
+        }),
+    }
+}
+
+fn d(key: &str, v: f64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::DoubleValue(v)),
+        }),
+    }
+}
+
+fn b(key: &str, v: bool) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::BoolValue(v)),
+        }),
+    }
+}
+
+const WORKFLOWS: &[&str] = &[
+    "support-triage",
+    "invoice-posting",
+    "sanctions-screening",
+    "refund-approval",
+];
+
+/// One export of `n` spans: runs of five spans (root, classify, lookup, review, post).
+pub fn workload_request(rng: &mut Rng, n: usize, t0: u64) -> ExportTraceServiceRequest {
+    let mut spans = Vec::with_capacity(n);
+    let mut t = t0;
+    while spans.len() < n {
+        let run = rng.next();
+        let workflow = WORKFLOWS[rng.below(WORKFLOWS.len() as u64) as usize];
+        let mut trace = [0u8; 16];
+        trace[..8].copy_from_slice(&run.to_be_bytes());
+        trace[8..].copy_from_slice(&rng.next().to_be_bytes());
+        let run_id = format!("run-{:016x}", run);
+        let root_id = rng.next() | 1;
+        let confidence = (0.55 + rng.unit() * 0.45).min(1.0);
+        let reviewed = confidence < 0.8;
+        let outcome = if rng.below(50) == 0 { "failure" } else { "success" };
+        let steps: [(&str, &str); 4] = [
+            ("classify", "model"),
+            ("lookup-customer", "connector"),
+            ("review", "human"),
+            ("post-ledger", "connector"),
+        ];
+        let run_start = t;
+        let mut step_t = t + 1_000_000;
+        for (name, kind) in steps {
+            if spans.len() + 1 >= n {
+                break;
+            }
+            let dur = match kind {
+                "model" => 300_000_000 + rng.below(900_000_000),
+                "human" => 5_000_000_000 + rng.below(60_000_000_000),
+                _ => 20_000_000 + rng.below(200_000_000),
+            };
+            let mut attributes = vec![
+                s("automation.workflow", workflow),
+                s("automation.run_id", run_id.clone()),
+                s("automation.step", name),
+                s("automation.step.kind", kind),
+            ];
+            match kind {
+                "model" => attributes.extend([
+                    s("gen_ai.operation.name", "chat"),
+                    s("gen_ai.provider.name", "openai"),
+                    s("gen_ai.request.model", "gpt-4o-mini"),
+                    i("gen_ai.usage.input_tokens", 800 + rng.below(1200) as i64),
+                    i("gen_ai.usage.output_tokens", 20 + rng.below(200) as i64),
+                    i("gen_ai.usage.cache_read.input_tokens", (rng.below(4) * 256) as i64),
+                    d("automation.cost_usd", 0.0002 + rng.unit() * 0.002),
+                    d("automation.decision.confidence", (confidence * 1000.0).round() / 1000.0),
+                    s("automation.decision.outcome", if rng.below(3) == 0 { "reject" } else { "approve" }),
+                    s("automation.model.version", "m-2026-10"),
+                    s("automation.prompt.version", if rng.below(10) == 0 { "p-8" } else { "p-7" }),
+                ]),
+                "human" => {
+                    if !reviewed {
+                        continue;
+                    }
+                    attributes.extend([
+                        b("automation.human.override", rng.below(8) == 0),
+                        s("automation.human.reviewer", format!("reviewer-{}", rng.below(12))),
+                        i("automation.human.review_ms", (dur / 1_000_000) as i64),
+                    ])
+                }
+                _ => attributes.extend([
+                    s("http.request.method", "POST"),
+                    i("http.response.status_code", 200),
+                    s("server.address", "erp.internal"),
+                ]),
+            }
+            let error = kind == "connector" && rng.below(100) == 0;
+            spans.push(Span {
+                trace_id: trace.to_vec(),
+                span_id: (rng.next() | 1).to_be_bytes().to_vec(),
+                parent_span_id: root_id.to_be_bytes().to_vec(),
+                name: name.into(),
+                kind: if kind == "human" { 1 } else { 3 },
+                start_time_unix_nano: step_t,
+                end_time_unix_nano: step_t + dur,
+                attributes,
+                status: Some(Status {
+                    code: if error { 2 } else { 1 },
+                    message: if error { "upstream timeout".into() } else { String::new() },
+                }),
+                ..Default::default()
+            });
+            step_t += dur + 1_000_000;
+        }
+        spans.push(Span {
+            trace_id: trace.to_vec(),
+            span_id: root_id.to_be_bytes().to_vec(),
+            name: format!("run {workflow}"),
+            kind: 2,
+            start_time_unix_nano: run_start,
+            end_time_unix_nano: step_t,
+            attributes: vec![
+                s("automation.workflow", workflow),
+                s("automation.run_id", run_id),
+                s("automation.outcome", outcome),
+            ],
+            status: Some(Status::default()),
+            ..Default::default()
+        });
+        t += 50_000_000;
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    s("service.name", "automation-executor"),
+                    s("service.version", "1.4.2"),
+                    s("deployment.environment.name", "production"),
+                    s("host.name", "worker-3"),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "custos.executor".into(),
+                    version: "0.1.0".into(),
+                    ..Default::default()
+                }),
+                spans,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+fn proc_cpu_seconds() -> f64 {
+    // utime and stime are fields 14 and 15 of /proc/self/stat, in clock ticks (100 Hz on Linux).
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some(rest) = stat.rsplit(')').next() else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+/// Runs the benchmark.
+pub async fn ingest(options: BenchOptions) -> Result<BenchReport> {
+    let tmp;
+    let dir = match &options.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = std::env::temp_dir().join(format!("custos-bench-{}", std::process::id()));
+            tmp.clone()
+        }
+    };
+    let text = format!(
+        "data_dir = {:?}\n[listen]\notlp_grpc = \"127.0.0.1:0\"\notlp_http = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\n\
+         [store]\nmemory_budget_mib = 1024\nflush_mib = 256\nflush_interval_secs = 3600\nmaintenance_interval_secs = 86400\n",
+        dir.display().to_string()
+    );
+    let config: Config =
+        toml::from_str(&text).map_err(|e| Error::Config(format!("bench config: {e}")))?;
+    let server = crate::start(config.validate()?).await?;
+
+    // Pre-encode a pool of distinct requests so the clients spend little CPU.
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let t0 = 1_763_700_000_000_000_000u64;
+    let pool: Vec<bytes::Bytes> = (0..64)
+        .map(|k| {
+            bytes::Bytes::from(
+                workload_request(&mut rng, options.batch, t0 + k * 3_600_000_000_000).encode_to_vec(),
+            )
+        })
+        .collect();
+    let wire_bytes_per_span =
+        pool.iter().map(|b| b.len()).sum::<usize>() as f64 / (pool.len() * options.batch) as f64;
+    let requests = options.spans.div_ceil(options.batch);
+    let url = format!("http://{}/v1/traces", server.otlp_http);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.concurrency)
+        .build()
+        .map_err(|e| Error::Task(format!("cannot build the HTTP client: {e}")))?;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pool = Arc::new(pool);
+    let stats = server.store().stats();
+    let syncs_before = stats.wal_syncs.load(std::sync::atomic::Ordering::Relaxed);
+    let records_before = stats.wal_records.load(std::sync::atomic::Ordering::Relaxed);
+    let wal_bytes_before = stats.wal_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    let cpu_before = proc_cpu_seconds();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..options.concurrency.max(1) {
+        let client = client.clone();
+        let url = url.clone();
+        let next = Arc::clone(&next);
+        let pool = Arc::clone(&pool);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if k >= requests {
+                    break;
+                }
+                let body = pool[k % pool.len()].clone();
+                let t = Instant::now();
+                let res = client
+                    .post(&url)
+                    .header("content-type", "application/x-protobuf")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| format!("export failed: {e}"))?;
+                if !res.status().is_success() {
+                    return Err(format!("export answered {}", res.status()));
+                }
+                let _ = res.bytes().await;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, String>(latencies)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(requests);
+    for t in tasks {
+        let l = t
+            .await
+            .map_err(|e| Error::Task(format!("client task failed: {e}")))?
+            .map_err(Error::Task)?;
+        latencies.extend(l);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = proc_cpu_seconds() - cpu_before;
+    let spans = requests * options.batch;
+    let syncs = stats.wal_syncs.load(std::sync::atomic::Ordering::Relaxed) - syncs_before;
+    let records = stats.wal_records.load(std::sync::atomic::Ordering::Relaxed) - records_before;
+    let wal_bytes = stats.wal_bytes.load(std::sync::atomic::Ordering::Relaxed) - wal_bytes_before;
+    latencies.sort();
+
+    let t = Instant::now();
+    server.store().flush().await?;
+    let flush_seconds = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    server.store().compact_now(2).await?;
+    let compaction_seconds = t.elapsed().as_secs_f64();
+    let disk = server.store().table_bytes().await;
+    let peak = peak_rss_mib();
+    server.shutdown().await?;
+    if options.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(BenchReport {
+        spans,
+        requests,
+        seconds,
+        spans_per_second: spans as f64 / seconds,
+        cpu_seconds,
+        spans_per_cpu_second: spans as f64 / cpu_seconds.max(1e-9),
+        latency_ms_p50: percentile(&latencies, 0.50),
+        latency_ms_p99: percentile(&latencies, 0.99),
+        wal_syncs: syncs,
+        records_per_sync: records as f64 / syncs.max(1) as f64,
+        wal_bytes_per_span: wal_bytes as f64 / spans as f64,
+        wire_bytes_per_span,
+        disk_bytes_per_span: disk as f64 / spans as f64,
+        flush_seconds,
+        compaction_seconds,
+        peak_rss_mib: peak,
+    })
+}

@@ -1,0 +1,769 @@
+//! End-to-end tests: a real server on ephemeral ports, real OTLP clients, answers read back through
+//! SQL.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use custos_server::{Config, RunningServer};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span as _, SpanKind, Status as OtelStatus, Tracer as _, TracerProvider as _};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue as PKeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message as _;
+use serde_json::Value;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/otlp");
+
+async fn start_with(dir: &Path, extra: &str) -> RunningServer {
+    let text = format!(
+        "data_dir = {:?}\n[listen]\notlp_grpc = \"127.0.0.1:0\"\notlp_http = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\n{extra}",
+        dir.display().to_string()
+    );
+    let config: Config = toml::from_str(&text).unwrap();
+    custos_server::start(config.validate().unwrap()).await.unwrap()
+}
+
+async fn start(dir: &Path) -> RunningServer {
+    start_with(dir, "").await
+}
+
+async fn sql(server: &RunningServer, query: &str) -> Vec<Value> {
+    let res = reqwest::Client::new()
+        .post(format!("http://{}/api/sql", server.api))
+        .json(&serde_json::json!({ "sql": query }))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let body = res.text().await.unwrap();
+    assert_eq!(status, 200, "{query}: {body}");
+    serde_json::from_str::<Vec<Value>>(&body).unwrap()
+}
+
+async fn post(server: &RunningServer, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(format!("http://{}/v1/traces", server.otlp_http))
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(e) = encoding {
+        req = req.header("content-encoding", e);
+    }
+    req.send().await.unwrap()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(FIXTURES).join(name)).unwrap()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn kv(key: &str, v: any_value::Value) -> PKeyValue {
+    PKeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(v) }),
+    }
+}
+
+fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", any_value::Value::StringValue("svc".into()))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+fn span(trace: u8, id: u8, name: &str) -> Span {
+    Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![id; 8],
+        name: name.into(),
+        kind: 1,
+        start_time_unix_nano: 1_763_700_000_000_000_000 + u64::from(id),
+        end_time_unix_nano: 1_763_700_000_500_000_000,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_json_spec_example_round_trips_through_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let res = post(&server, "application/json", None, fixture("spec-example.json")).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let body: Value = res.json().await.unwrap();
+    assert!(body.get("partialSuccess").is_none_or(|v| v.is_null()), "{body}");
+
+    let rows = sql(
+        &server,
+        "SELECT trace_id, span_id, parent_span_id, name, kind, service_name, trace_state, flags, \
+         start_time_unix_nano, end_time_unix_nano, duration_ms, status_code, status_message, \
+         attributes['my.span.attr'] AS a, attributes['retry.count'] AS rc, attributes['ratio'] AS ratio, \
+         attributes['cached'] AS cached, attributes['tags'] AS tags, attributes['blob'] AS blob, \
+         resource_attributes['host.cores'] AS cores, scope_name, scope_version, \
+         events[1]['name'] AS ev, events[1]['time_unix_nano'] AS ev_t, events[1]['attributes']['exception.message'] AS ev_msg, \
+         links[1]['trace_id'] AS l_trace, links[1]['span_id'] AS l_span, links[1]['trace_state'] AS l_state, \
+         links[1]['attributes']['link.kind'] AS l_kind, dropped_attributes_count, run_id, date, \
+         CAST(start_time AS VARCHAR) AS st FROM spans",
+    )
+    .await;
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(r["trace_id"], "5b8efff798038103d269b633813fc60c");
+    assert_eq!(r["span_id"], "eee19b7ec3c1b174");
+    assert_eq!(r["parent_span_id"], "eee19b7ec3c1b173");
+    assert_eq!(r["name"], "I'm a server span");
+    assert_eq!(r["kind"], "server");
+    assert_eq!(r["service_name"], "my.service");
+    assert_eq!(r["trace_state"], "vendor=value");
+    assert_eq!(r["flags"], 1);
+    assert_eq!(r["start_time_unix_nano"], 1_544_712_660_000_000_000i64);
+    assert_eq!(r["end_time_unix_nano"], 1_544_712_661_000_000_000i64);
+    assert_eq!(r["duration_ms"], 1000.0);
+    assert_eq!(r["status_code"], "error");
+    assert_eq!(r["status_message"], "something failed");
+    assert_eq!(r["a"], "some value");
+    assert_eq!(r["rc"], "3");
+    assert_eq!(r["ratio"], "0.25");
+    assert_eq!(r["cached"], "true");
+    assert_eq!(r["tags"], r#"{"arrayValue":{"values":[{"stringValue":"a"},{"intValue":"2"}]}}"#);
+    assert_eq!(r["blob"], "aGVsbG8=");
+    assert_eq!(r["cores"], "8");
+    assert_eq!(r["scope_name"], "my.library");
+    assert_eq!(r["scope_version"], "1.0.0");
+    assert_eq!(r["ev"], "exception");
+    assert_eq!(r["ev_t"], 1_544_712_660_500_000_000i64);
+    assert_eq!(r["ev_msg"], "boom");
+    assert_eq!(r["l_trace"], "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(r["l_span"], "b7ad6b7169203331");
+    assert_eq!(r["l_state"], "k=v");
+    assert_eq!(r["l_kind"], "follows");
+    assert_eq!(r["dropped_attributes_count"], 1);
+    assert_eq!(r["run_id"], "5b8efff798038103d269b633813fc60c");
+    assert_eq!(r["date"], "2018-12-13");
+    assert!(r["st"].as_str().unwrap().starts_with("2018-12-13T14:51:00"), "{}", r["st"]);
+
+    // The same answer after the spans moved from the memtable into Parquet.
+    server.store().flush().await.unwrap();
+    let again = sql(&server, "SELECT trace_id, attributes['my.span.attr'] AS a, events[1]['name'] AS ev FROM spans").await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["a"], "some value");
+    assert_eq!(again[0]["ev"], "exception");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automation_attributes_are_lifted_into_typed_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let res = post(&server, "application/json; charset=utf-8", None, fixture("automation-run.json")).await;
+    assert_eq!(res.status(), 200);
+    let rows = sql(
+        &server,
+        "SELECT step, workflow, run_id, step_kind, model, provider, model_version, prompt_version, \
+         input_tokens, output_tokens, cache_read_tokens, cost_usd, confidence, decision, \
+         human_override, human_reviewer, review_ms, outcome, service_name, kind, status_code \
+         FROM spans ORDER BY start_time",
+    )
+    .await;
+    assert_eq!(rows.len(), 3);
+    let (root, classify, review) = (&rows[0], &rows[1], &rows[2]);
+    assert_eq!(root["outcome"], "success");
+    assert_eq!(root["workflow"], "invoice-posting");
+    assert_eq!(root["run_id"], "run-42");
+    assert!(root["step"].is_null());
+    assert_eq!(classify["step"], "classify");
+    assert_eq!(classify["step_kind"], "model");
+    assert_eq!(classify["model"], "gpt-4o-2024-08-06");
+    assert_eq!(classify["provider"], "openai");
+    assert_eq!(classify["model_version"], "m-2026-10");
+    assert_eq!(classify["prompt_version"], "p-7");
+    assert_eq!(classify["input_tokens"], 1200);
+    assert_eq!(classify["output_tokens"], 80);
+    assert_eq!(classify["cache_read_tokens"], 1000);
+    assert_eq!(classify["cost_usd"], 0.0042);
+    assert_eq!(classify["confidence"], 0.62);
+    assert_eq!(classify["decision"], "approve");
+    assert_eq!(classify["kind"], "client");
+    assert_eq!(classify["status_code"], "ok");
+    assert_eq!(classify["workflow"], "invoice-posting");
+    assert_eq!(review["human_override"], true);
+    assert_eq!(review["human_reviewer"], "ana");
+    assert_eq!(review["review_ms"], 1100);
+    // A string where a number belongs stays raw and leaves the column null.
+    assert!(review["input_tokens"].is_null());
+    // An integer fills a float column.
+    assert_eq!(review["cost_usd"], 2.0);
+    assert_eq!(review["service_name"], "invoice-bot");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_exporters_over_grpc_and_http_protobuf() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
+
+    let grpc = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_compression(opentelemetry_otlp::Compression::Gzip)
+        .with_endpoint(format!("http://{}", server.otlp_grpc))
+        .build()
+        .unwrap();
+    let http = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(format!("http://{}/v1/traces", server.otlp_http))
+        .build()
+        .unwrap();
+    for (transport, exporter) in [("grpc", grpc), ("http", http)] {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(format!("sdk-{transport}"))
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer("custos-test");
+        for i in 0..50 {
+            let mut span = tracer
+                .span_builder(format!("step-{i}"))
+                .with_kind(SpanKind::Client)
+                .with_attributes(vec![
+                    KeyValue::new("automation.workflow", "triage"),
+                    KeyValue::new("automation.step", format!("s{i}")),
+                    KeyValue::new("gen_ai.usage.input_tokens", i as i64),
+                    KeyValue::new("automation.decision.confidence", 0.5 + f64::from(i) / 100.0),
+                ])
+                .start(&tracer);
+            span.add_event("checkpoint", vec![KeyValue::new("n", i as i64)]);
+            span.set_status(OtelStatus::Ok);
+            span.end();
+        }
+        tokio::task::spawn_blocking(move || provider.shutdown().unwrap())
+            .await
+            .unwrap();
+        let rows = sql(
+            &server,
+            &format!(
+                "SELECT count(*) AS n, sum(input_tokens) AS tokens, min(confidence) AS lo, \
+                 max(confidence) AS hi, count(DISTINCT span_id) AS ids, min(status_code) AS st, \
+                 min(kind) AS kind, min(events[1]['attributes']['n']) AS ev \
+                 FROM spans WHERE service_name = 'sdk-{transport}' AND workflow = 'triage'"
+            ),
+        )
+        .await;
+        assert_eq!(rows[0]["n"], 50, "{transport}");
+        assert_eq!(rows[0]["ids"], 50, "{transport}");
+        assert_eq!(rows[0]["tokens"], (0..50).sum::<i64>(), "{transport}");
+        assert_eq!(rows[0]["lo"], 0.5);
+        assert_eq!(rows[0]["hi"], 0.99);
+        assert_eq!(rows[0]["st"], "ok");
+        assert_eq!(rows[0]["kind"], "client");
+        assert_eq!(rows[0]["ev"], "0");
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_success_rejects_invalid_ids_and_stores_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    // JSON.
+    let res = post(&server, "application/json", None, fixture("invalid-ids.json")).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["partialSuccess"]["rejectedSpans"], 2, "{body}");
+    let msg = body["partialSuccess"]["errorMessage"].as_str().unwrap();
+    assert!(msg.contains("trace id") && msg.contains("span id"), "{msg}");
+    // Protobuf, same rules.
+    let mut bad = span(7, 1, "bad");
+    bad.span_id = vec![1, 2, 3];
+    let req = request(vec![bad, span(7, 2, "good")]);
+    let res = post(&server, "application/x-protobuf", None, req.encode_to_vec()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/x-protobuf");
+    let resp = ExportTraceServiceResponse::decode(res.bytes().await.unwrap()).unwrap();
+    assert_eq!(resp.partial_success.unwrap().rejected_spans, 1);
+    // gRPC, same rules.
+    let mut client = TraceServiceClient::connect(format!("http://{}", server.otlp_grpc))
+        .await
+        .unwrap();
+    let mut bad = span(8, 1, "bad");
+    bad.trace_id = vec![0; 16];
+    let resp = client
+        .export(request(vec![bad, span(8, 2, "good")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.partial_success.unwrap().rejected_spans, 1);
+    let rows = sql(&server, "SELECT name FROM spans ORDER BY name").await;
+    let names: Vec<_> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["good", "good", "valid"]);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bodies_are_accepted_in_both_encodings() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let res = post(&server, "application/json", Some("gzip"), gzip(&fixture("spec-example.json"))).await;
+    assert_eq!(res.status(), 200);
+    let req = request(vec![span(9, 1, "gz")]);
+    let res = post(&server, "application/x-protobuf", Some("gzip"), gzip(&req.encode_to_vec())).await;
+    assert_eq!(res.status(), 200);
+    let rows = sql(&server, "SELECT count(*) AS n FROM spans").await;
+    assert_eq!(rows[0]["n"], 2);
+    server.shutdown().await.unwrap();
+}
+
+fn rpc_status(body: &[u8]) -> tonic_types::Status {
+    tonic_types::Status::decode(body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_error_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(dir.path(), "[receiver]\nmax_body_mib = 1\n").await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/v1/traces", server.otlp_http);
+
+    // 400: undecodable protobuf, with a google.rpc.Status body in protobuf.
+    let res = post(&server, "application/x-protobuf", None, vec![0xff, 0xff, 0xff, 0x0f]).await;
+    assert_eq!(res.status(), 400);
+    let st = rpc_status(&res.bytes().await.unwrap());
+    assert_eq!(st.code, 3);
+    assert!(st.message.contains("cannot decode protobuf"), "{}", st.message);
+
+    // 400: malformed JSON, with the position, as a JSON Status.
+    let res = post(&server, "application/json", None, b"{\"resourceSpans\": [".to_vec()).await;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], 3);
+    assert!(body["message"].as_str().unwrap().contains("line 1"), "{body}");
+
+    // 400: ids that are not hex.
+    let res = post(
+        &server,
+        "application/json",
+        None,
+        br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz","spanId":"00"}]}]}]}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+
+    // 400: a broken gzip stream.
+    let res = post(&server, "application/x-protobuf", Some("gzip"), b"not gzip at all".to_vec()).await;
+    assert_eq!(res.status(), 400);
+
+    // 413: too large before compression.
+    let res = post(&server, "application/x-protobuf", None, vec![0u8; (1 << 20) + 1]).await;
+    assert_eq!(res.status(), 413);
+
+    // 413: a gzip bomb, small on the wire, large after decompression.
+    let bomb = gzip(&vec![0u8; 64 << 20]);
+    assert!(bomb.len() < 1 << 20);
+    let res = post(&server, "application/x-protobuf", Some("gzip"), bomb).await;
+    assert_eq!(res.status(), 413);
+    let st = rpc_status(&res.bytes().await.unwrap());
+    assert!(st.message.contains("after decompression"), "{}", st.message);
+
+    // 415: unknown content type, and unknown content encoding.
+    let res = post(&server, "text/plain", None, b"hello".to_vec()).await;
+    assert_eq!(res.status(), 415);
+    let res = post(&server, "application/json", Some("br"), b"{}".to_vec()).await;
+    assert_eq!(res.status(), 415);
+
+    // 405: a method other than POST.
+    let res = client.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    let res = client.put(&url).body("{}").send().await.unwrap();
+    assert_eq!(res.status(), 405);
+
+    // The server still serves after all of that.
+    let res = post(&server, "application/json", None, fixture("spec-example.json")).await;
+    assert_eq!(res.status(), 200);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_answers_503_and_unavailable_with_retry_info() {
+    let dir = tempfile::tempdir().unwrap();
+    // A budget of 1 MiB with flushes far apart: a few requests fill it.
+    let server = start_with(
+        dir.path(),
+        "[store]\nmemory_budget_mib = 1\nflush_mib = 1\nflush_interval_secs = 3600\n[receiver]\nretry_after_secs = 2\n",
+    )
+    .await;
+    let big: Vec<Span> = (0..2000u32)
+        .map(|i| {
+            let mut s = span(10, 1, "filler");
+            s.span_id = (u64::from(i) + 1).to_be_bytes().to_vec();
+            s.attributes = vec![kv("payload", any_value::Value::StringValue("x".repeat(200)))];
+            s
+        })
+        .collect();
+    let body = request(big).encode_to_vec();
+    let mut saw_503 = false;
+    for _ in 0..20 {
+        let res = post(&server, "application/x-protobuf", None, body.clone()).await;
+        if res.status() == 503 {
+            assert_eq!(res.headers()["retry-after"], "2");
+            let st = rpc_status(&res.bytes().await.unwrap());
+            assert_eq!(st.code, 14);
+            saw_503 = true;
+            break;
+        }
+        assert_eq!(res.status(), 200);
+    }
+    assert!(saw_503, "the budget never ran out");
+
+    let mut client = TraceServiceClient::connect(format!("http://{}", server.otlp_grpc))
+        .await
+        .unwrap();
+    let err = client
+        .export(ExportTraceServiceRequest::decode(&body[..]).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    use tonic_types::StatusExt as _;
+    let retry = err.get_details_retry_info().expect("RetryInfo");
+    assert_eq!(retry.retry_delay, Some(Duration::from_secs(2)));
+
+    // It recovers by itself: the refusal asked for a flush.
+    let mut recovered = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let res = post(&server, "application/json", None, fixture("spec-example.json")).await;
+        if res.status() == 200 {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(recovered, "the server did not recover after a flush");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_error_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(dir.path(), "[receiver]\nmax_body_mib = 1\n").await;
+    // RESOURCE_EXHAUSTED without RetryInfo for a message over the limit.
+    let mut client = TraceServiceClient::connect(format!("http://{}", server.otlp_grpc))
+        .await
+        .unwrap();
+    let mut s = span(11, 1, "huge");
+    s.attributes = vec![kv("blob", any_value::Value::StringValue("y".repeat(2 << 20)))];
+    let err = client.export(request(vec![s])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    use tonic_types::StatusExt as _;
+    assert!(err.get_details_retry_info().is_none());
+
+    // INVALID_ARGUMENT for bytes that are not an ExportTraceServiceRequest, sent as a raw gRPC frame.
+    let garbage = [0xffu8, 0xff, 0xff, 0x0f];
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(garbage.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&garbage);
+    let raw = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let res = raw
+        .post(format!(
+            "http://{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            server.otlp_grpc
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(frame)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["grpc-status"], "3", "{:?}", res.headers());
+
+    // And the service keeps serving.
+    client.export(request(vec![span(11, 2, "ok")])).await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_is_read_only_and_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/api/sql", server.api);
+    for (q, needle) in [
+        ("DROP TABLE spans", "read-only"),
+        ("CREATE TABLE t AS SELECT 1", "read-only"),
+        ("INSERT INTO spans (name) VALUES ('x')", "read-only"),
+        ("COPY (SELECT 1) TO '/tmp/custos-copy.csv'", "read-only"),
+        ("SET datafusion.execution.batch_size = 1", "read-only"),
+        ("SELEC 1", "Line: 1, Column"),
+        ("SELECT nope FROM spans", "nope"),
+    ] {
+        let res = client.post(&url).json(&serde_json::json!({ "sql": q })).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{q}");
+        let body: Value = res.json().await.unwrap();
+        let msg = body["error"].as_str().unwrap();
+        assert!(msg.contains(needle), "{q}: {msg}");
+    }
+    assert!(!Path::new("/tmp/custos-copy.csv").exists());
+    // A body that is not the expected JSON.
+    let res = client.post(&url).body("SELECT 1").send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    // Formats by Accept.
+    let res = client
+        .post(&url)
+        .header("accept", "text/csv")
+        .json(&serde_json::json!({ "sql": "SELECT 1 AS one, 'a' AS two" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(res.text().await.unwrap(), "one,two\n1,a\n");
+    let res = client
+        .post(&url)
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .json(&serde_json::json!({ "sql": "SELECT 42 AS answer" }))
+        .send()
+        .await
+        .unwrap();
+    let bytes = res.bytes().await.unwrap();
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None).unwrap();
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    assert_eq!(batches[0].num_rows(), 1);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_and_memory_limit_fail_clearly_while_ingest_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(dir.path(), "[query]\ntimeout_secs = 1\nmemory_limit_mib = 16\n").await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/api/sql", server.api);
+    let slow = "SELECT count(*) FROM generate_series(1, 10000000000) a";
+    let res = client.post(&url).json(&serde_json::json!({ "sql": slow })).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("timeout"), "{body}");
+    let hungry = "SELECT a.value % 1000 AS k, array_agg(a.value) FROM generate_series(1, 50000000) a GROUP BY k";
+    let res = client.post(&url).json(&serde_json::json!({ "sql": hungry })).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    let msg = body["error"].as_str().unwrap();
+    assert!(msg.contains("memory") || msg.contains("timeout"), "{msg}");
+    let res = post(&server, "application/json", None, fixture("spec-example.json")).await;
+    assert_eq!(res.status(), 200);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_duplicates_or_gaps_across_flushes_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let mut client = TraceServiceClient::connect(format!("http://{}", server.otlp_grpc))
+        .await
+        .unwrap();
+    let mut expected = 0;
+    for round in 0..6u8 {
+        let spans: Vec<Span> = (1..=20u8).map(|i| span(round + 1, i, "s")).collect();
+        expected += spans.len();
+        client.export(request(spans)).await.unwrap();
+        if round % 2 == 1 {
+            server.store().flush().await.unwrap();
+        }
+        let rows = sql(&server, "SELECT count(*) AS n, count(DISTINCT trace_id || span_id) AS d FROM spans").await;
+        assert_eq!(rows[0]["n"], expected);
+        assert_eq!(rows[0]["d"], expected);
+    }
+    server.shutdown().await.unwrap();
+    // After a restart: the same rows, still once each, and the WAL emptied by the shutdown flush.
+    let server = start(dir.path()).await;
+    let rows = sql(&server, "SELECT count(*) AS n, count(DISTINCT trace_id || span_id) AS d FROM spans").await;
+    assert_eq!(rows[0]["n"], expected);
+    assert_eq!(rows[0]["d"], expected);
+    let m = reqwest::get(format!("http://{}/metrics", server.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("custos_table_files{date=\"2025-11-21\"}"), "{m}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    post(&server, "application/json", None, fixture("automation-run.json")).await;
+    post(&server, "application/json", None, fixture("invalid-ids.json")).await;
+    let health: Value = reqwest::get(format!("http://{}/healthz", server.api))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let m = reqwest::get(format!("http://{}/metrics", server.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "custos_receiver_spans_accepted_total{transport=\"http\"} 4",
+        "custos_receiver_spans_rejected_total{transport=\"http\"} 2",
+        "custos_receiver_request_duration_seconds_bucket",
+        "custos_wal_syncs_total",
+        "custos_wal_sync_seconds_total",
+        "custos_memtable_rows 4",
+        "custos_sql_query_duration_seconds",
+    ] {
+        assert!(m.contains(needle), "missing `{needle}` in\n{m}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+mod round_trip {
+    //! Property: OTLP → Arrow → (WAL, memtable | Delta/Parquet) → SQL preserves every field.
+
+    use super::*;
+    use custos_analytics::format::{Format, render};
+    use custos_analytics::{Analytics, QueryOptions};
+    use custos_store::{Store, StoreOptions};
+    use opentelemetry_proto::tonic::trace::v1::{Status, span};
+    use proptest::prelude::*;
+
+    fn any_value() -> impl Strategy<Value = (any_value::Value, String)> {
+        prop_oneof![
+            "[a-zA-Z0-9 _.-]{0,12}".prop_map(|s| (any_value::Value::StringValue(s.clone()), s)),
+            any::<i64>().prop_map(|i| (any_value::Value::IntValue(i), i.to_string())),
+            any::<bool>().prop_map(|b| (any_value::Value::BoolValue(b), b.to_string())),
+            (-1.0e6f64..1.0e6).prop_map(|d| (any_value::Value::DoubleValue(d), d.to_string())),
+        ]
+    }
+
+    prop_compose! {
+        fn arb_span()(
+            trace in prop::array::uniform16(1u8..),
+            id in prop::array::uniform8(1u8..),
+            parent in prop::option::of(prop::array::uniform8(1u8..)),
+            name in "[a-z ]{0,16}",
+            kind in 0i32..6,
+            start in 0u64..4_000_000_000_000_000_000,
+            dur in 0u64..10_000_000_000,
+            code in 0i32..3,
+            message in "[a-z]{0,8}",
+            attrs in prop::collection::btree_map("[a-z]{1,6}(\\.[a-z]{1,4})?", any_value(), 0..5),
+            events in prop::collection::vec(("[a-z]{1,8}", 0u64..4_000_000_000_000_000_000), 0..3),
+            flags in any::<u32>(),
+        ) -> (Span, BTreeMapText) {
+            let attributes: Vec<PKeyValue> = attrs.iter().map(|(k, (v, _))| kv(k, v.clone())).collect();
+            let text: std::collections::BTreeMap<String, String> = attrs.into_iter().map(|(k, (_, t))| (k, t)).collect();
+            let s = Span {
+                trace_id: trace.to_vec(),
+                span_id: id.to_vec(),
+                parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
+                name,
+                kind,
+                start_time_unix_nano: start,
+                end_time_unix_nano: start + dur,
+                status: Some(Status { code, message }),
+                attributes,
+                events: events.into_iter().map(|(n, t)| span::Event { name: n, time_unix_nano: t, ..Default::default() }).collect(),
+                flags,
+                ..Default::default()
+            };
+            (s, text)
+        }
+    }
+
+    type BTreeMapText = std::collections::BTreeMap<String, String>;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+        #[test]
+        fn every_field_survives(spans in prop::collection::vec(arb_span(), 1..20), flush in any::<bool>()) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async {
+                // Unique span ids, so rows can be matched.
+                let mut seen = std::collections::HashSet::new();
+                let spans: Vec<_> = spans.into_iter().filter(|(s, _)| seen.insert(s.span_id.clone())).collect();
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open(StoreOptions::new(dir.path())).await.unwrap();
+                let req = request(spans.iter().map(|(s, _)| s.clone()).collect());
+                let n = custos_collector::normalize(&req).unwrap();
+                assert_eq!(n.rejected, 0);
+                store.append(n.batch.unwrap()).await.unwrap();
+                if flush {
+                    store.flush().await.unwrap();
+                }
+                let analytics = Analytics::new(store.clone(), QueryOptions::default()).unwrap();
+                let result = analytics.query(
+                    "SELECT trace_id, span_id, parent_span_id, name, kind, start_time_unix_nano, \
+                     end_time_unix_nano, status_code, status_message, attributes, flags, \
+                     events, service_name FROM spans ORDER BY span_id").await.unwrap();
+                let rows: Vec<Value> = serde_json::from_slice(&render(&result, Format::Json).unwrap()).unwrap();
+                let mut expected = spans.clone();
+                expected.sort_by_key(|(s, _)| hex_of(&s.span_id));
+                assert_eq!(rows.len(), expected.len());
+                for (row, (s, text)) in rows.iter().zip(&expected) {
+                    assert_eq!(row["trace_id"], hex_of(&s.trace_id));
+                    assert_eq!(row["span_id"], hex_of(&s.span_id));
+                    if s.parent_span_id.is_empty() {
+                        assert!(row["parent_span_id"].is_null());
+                    } else {
+                        assert_eq!(row["parent_span_id"], hex_of(&s.parent_span_id));
+                    }
+                    assert_eq!(row["name"], s.name.as_str());
+                    let kinds = ["unspecified", "internal", "server", "client", "producer", "consumer"];
+                    assert_eq!(row["kind"], kinds[s.kind as usize]);
+                    assert_eq!(row["start_time_unix_nano"], s.start_time_unix_nano as i64);
+                    assert_eq!(row["end_time_unix_nano"], s.end_time_unix_nano as i64);
+                    let st = s.status.as_ref().unwrap();
+                    assert_eq!(row["status_code"], ["unset", "ok", "error"][st.code as usize]);
+                    if st.message.is_empty() {
+                        assert!(row["status_message"].is_null());
+                    } else {
+                        assert_eq!(row["status_message"], st.message.as_str());
+                    }
+                    assert_eq!(row["flags"], i64::from(s.flags));
+                    let attrs: BTreeMapText = serde_json::from_value(row["attributes"].clone()).unwrap();
+                    assert_eq!(&attrs, text);
+                    let events = row["events"].as_array().unwrap();
+                    assert_eq!(events.len(), s.events.len());
+                    for (e, want) in events.iter().zip(&s.events) {
+                        assert_eq!(e["name"], want.name.as_str());
+                        assert_eq!(e["time_unix_nano"], want.time_unix_nano as i64);
+                    }
+                    assert_eq!(row["service_name"], "svc");
+                }
+                store.shutdown().await.unwrap();
+            });
+        }
+    }
+
+    fn hex_of(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+}
