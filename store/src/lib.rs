@@ -195,7 +195,10 @@ struct Inner {
     flush_wanted: Notify,
     stats: StoreStats,
     table: tokio::sync::Mutex<Option<SpanTable>>,
-    _lock: Option<File>,
+    /// Wakes the background loops when the store closes.
+    closing: Notify,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    lock: Mutex<Option<File>>,
 }
 
 /// The span store. Cheap to clone; all clones share one store.
@@ -280,13 +283,18 @@ impl Store {
             stats: StoreStats::default(),
             table: tokio::sync::Mutex::new(Some(table)),
             options,
-            _lock: Some(lock),
+            closing: Notify::new(),
+            writer: Mutex::new(None),
+            lock: Mutex::new(Some(lock)),
         });
         let writer = Arc::clone(&inner);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("custos-wal".into())
             .spawn(move || wal_writer(writer, wal, rx))
             .map_err(|e| Error::io("cannot start the WAL writer thread", e))?;
+        if let Ok(mut w) = inner.writer.lock() {
+            *w = Some(handle);
+        }
         let store = Store { inner };
         let flusher = store.clone();
         tokio::spawn(async move { flusher.flush_loop().await });
@@ -298,15 +306,37 @@ impl Store {
     /// Opens a data directory for reading only, without the lock and without touching any file:
     /// the table as committed plus every WAL record above its watermark. Safe while a server runs.
     pub async fn open_read_only(data_dir: &Path) -> Result<Self> {
-        let table = SpanTable::open_existing(&data_dir.join("spans")).await?;
-        let (provider, watermark) = match &table {
-            Some(t) => (t.provider().await?, t.watermark()),
-            None => (None, 0),
+        let table_dir = data_dir.join("spans");
+        // A running writer may commit a flush and delete the WAL segments it covers between our
+        // reading the table and reading the WAL. Detect that (the table moved on, or a segment
+        // vanished) and read again, so the view has no gap.
+        let mut attempt = 0;
+        let (table, provider, watermark, records) = loop {
+            attempt += 1;
+            let table = SpanTable::open_existing(&table_dir).await?;
+            let (provider, watermark, version) = match &table {
+                Some(t) => (t.provider().await?, t.watermark(), t.version()),
+                None => (None, 0, None),
+            };
+            let wal_dir = data_dir.join("wal");
+            let read = tokio::task::spawn_blocking(move || wal::read_after(&wal_dir, watermark))
+                .await
+                .map_err(|e| Error::Closed(format!("WAL read task failed: {e}")))?;
+            let latest = SpanTable::open_existing(&table_dir)
+                .await?
+                .and_then(|t| t.version());
+            match read {
+                Ok(records) if latest == version => break (table, provider, watermark, records),
+                Ok(_) => {}
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            if attempt >= 10 {
+                return Err(Error::Closed(
+                    "the table kept changing while it was being read; try again".into(),
+                ));
+            }
         };
-        let wal_dir = data_dir.join("wal");
-        let records = tokio::task::spawn_blocking(move || wal::read_after(&wal_dir, watermark))
-            .await
-            .map_err(|e| Error::Closed(format!("WAL read task failed: {e}")))??;
         let mut memtable = Memtable::default();
         for rec in records {
             for batch in codec::decode(&rec.payload)? {
@@ -327,7 +357,9 @@ impl Store {
                 stats: StoreStats::default(),
                 table: tokio::sync::Mutex::new(table),
                 options: StoreOptions::new(data_dir),
-                _lock: None,
+                closing: Notify::new(),
+                writer: Mutex::new(None),
+                lock: Mutex::new(None),
             }),
         })
     }
@@ -500,12 +532,21 @@ impl Store {
         {
             self.inner.stats.compactions.fetch_add(1, Ordering::Relaxed);
         }
+        self.show(table).await
+    }
+
+    /// Points readers at the table's loaded version. Compaction and retention change files, not the
+    /// set of WAL records the table holds, so the memtable is untouched.
+    async fn show(&self, table: &SpanTable) -> Result<()> {
         let provider = table.provider().await?;
         let watermark = table.watermark();
-        if let Ok(mut v) = self.inner.view.lock() {
-            v.table = provider;
-            v.watermark = watermark;
-        }
+        let mut v = self
+            .inner
+            .view
+            .lock()
+            .map_err(|_| Error::Closed("view lock poisoned".into()))?;
+        v.table = provider;
+        v.watermark = watermark;
         Ok(())
     }
 
@@ -520,12 +561,7 @@ impl Store {
             .await?;
         if did {
             self.inner.stats.compactions.fetch_add(1, Ordering::Relaxed);
-            let provider = table.provider().await?;
-            let watermark = table.watermark();
-            if let Ok(mut v) = self.inner.view.lock() {
-                v.table = provider;
-                v.watermark = watermark;
-            }
+            self.show(table).await?;
         }
         Ok(did)
     }
@@ -545,14 +581,31 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// Stops accepting writes, waits for the WAL writer to drain, and flushes the memtable.
+    /// Stops accepting writes, waits for the WAL writer to answer every queued append, flushes
+    /// the memtable, stops the background tasks and releases the directory lock.
     pub async fn shutdown(&self) -> Result<()> {
         if let Ok(mut tx) = self.inner.wal_tx.lock() {
             tx.take();
         }
-        // Appends already queued are answered by the writer before it exits; give it a moment.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        self.flush().await.map(|_| ())
+        let handle = self.inner.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(handle) = handle {
+            tokio::task::spawn_blocking(move || handle.join())
+                .await
+                .map_err(|e| Error::Closed(format!("WAL writer join failed: {e}")))?
+                .map_err(|_| Error::Closed("the WAL writer thread panicked".into()))?;
+        }
+        let flushed = self.flush().await;
+        self.inner.closing.notify_waiters();
+        // Wait for a maintenance pass in progress to end before letting go of the lock.
+        drop(self.inner.table.lock().await);
+        if let Ok(mut lock) = self.inner.lock.lock() {
+            lock.take();
+        }
+        flushed.map(|_| ())
+    }
+
+    fn is_writable(&self) -> bool {
+        self.inner.wal_tx.lock().map(|t| t.is_some()).unwrap_or(false)
     }
 
     async fn flush_loop(&self) {
@@ -561,9 +614,9 @@ impl Store {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = self.inner.flush_wanted.notified() => {}
+                _ = self.inner.closing.notified() => return,
             }
-            let writable = self.inner.wal_tx.lock().map(|t| t.is_some()).unwrap_or(false);
-            if !writable {
+            if !self.is_writable() {
                 return;
             }
             if let Err(e) = self.flush().await {
@@ -575,9 +628,11 @@ impl Store {
 
     async fn maintenance_loop(&self) {
         loop {
-            tokio::time::sleep(self.inner.options.maintenance_interval).await;
-            let writable = self.inner.wal_tx.lock().map(|t| t.is_some()).unwrap_or(false);
-            if !writable {
+            tokio::select! {
+                _ = tokio::time::sleep(self.inner.options.maintenance_interval) => {}
+                _ = self.inner.closing.notified() => return,
+            }
+            if !self.is_writable() {
                 return;
             }
             if let Err(e) = self.maintain().await {

@@ -1,0 +1,189 @@
+//! Store tests on real files: exactly-once across flushes, crashes between commit and WAL
+//! truncation, read-only opens beside a writer, the lock, and the memory budget.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, new_null_array};
+use custos_schema::{col, spans_schema};
+use custos_store::{Error, Store, StoreOptions};
+use datafusion::prelude::SessionContext;
+
+/// `n` spans of trace `tag`, with every other column null.
+fn batch(tag: u32, n: usize) -> RecordBatch {
+    let schema = spans_schema();
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| -> ArrayRef {
+            match f.name().as_str() {
+                col::TRACE_ID => Arc::new(StringArray::from(vec![format!("{tag:032x}"); n])),
+                col::SPAN_ID => Arc::new(StringArray::from(
+                    (0..n).map(|i| format!("{i:016x}")).collect::<Vec<_>>(),
+                )),
+                col::START_TIME_UNIX_NANO => Arc::new(Int64Array::from(vec![1_763_700_000_000_000_000i64; n])),
+                col::DATE => Arc::new(StringArray::from(vec!["2025-11-21"; n])),
+                _ => new_null_array(f.data_type(), n),
+            }
+        })
+        .collect();
+    RecordBatch::try_new(schema, columns).unwrap()
+}
+
+fn options(dir: &Path) -> StoreOptions {
+    let mut o = StoreOptions::new(dir);
+    o.flush_interval = std::time::Duration::from_secs(3600);
+    o
+}
+
+async fn count(store: &Store) -> (i64, i64) {
+    let ctx = SessionContext::new();
+    ctx.register_table("spans", Arc::new(custos_store::SpansProvider::new(store.clone())))
+        .unwrap();
+    let batches = ctx
+        .sql("SELECT count(*), count(DISTINCT trace_id || span_id) FROM spans")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let b = &batches[0];
+    let a = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+    let d = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+    (a, d)
+}
+
+fn wal_segments(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("wal"))
+        .map(|r| r.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_are_visible_at_once_and_survive_flush_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(options(dir.path())).await.unwrap();
+    let s1 = store.append(batch(1, 10)).await.unwrap();
+    let s2 = store.append(batch(2, 5)).await.unwrap();
+    assert_eq!(s2, s1 + 1);
+    assert_eq!(count(&store).await, (15, 15));
+    assert_eq!(store.flush().await.unwrap(), 15);
+    assert_eq!(count(&store).await, (15, 15));
+    store.append(batch(3, 7)).await.unwrap();
+    assert_eq!(count(&store).await, (22, 22));
+    // A crash image: the directory's files as they are now, with no shutdown flush.
+    let image = tempfile::tempdir().unwrap();
+    copy_tree(dir.path(), image.path());
+    store.shutdown().await.unwrap();
+    let store = Store::open(options(image.path())).await.unwrap();
+    assert_eq!(count(&store).await, (22, 22));
+    assert_eq!(store.memtable_rows(), 7);
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_commit_and_wal_truncation_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let saved = dir.path().join("wal-copy");
+    {
+        let store = Store::open(options(&data)).await.unwrap();
+        store.append(batch(1, 10)).await.unwrap();
+        store.append(batch(2, 10)).await.unwrap();
+        // Keep the WAL as it was before the flush: as if the process died right after the commit.
+        copy_dir(&data.join("wal"), &saved);
+        store.flush().await.unwrap();
+        store.shutdown().await.unwrap();
+    }
+    std::fs::remove_dir_all(data.join("wal")).unwrap();
+    copy_dir(&saved, &data.join("wal"));
+    std::fs::remove_file(data.join("LOCK")).ok();
+    let store = Store::open(options(&data)).await.unwrap();
+    assert_eq!(count(&store).await, (20, 20));
+    assert_eq!(store.memtable_rows(), 0, "replay must skip records the table holds");
+    // New appends continue after the watermark.
+    store.append(batch(3, 1)).await.unwrap();
+    assert_eq!(count(&store).await, (21, 21));
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_open_sees_the_wal_tail_beside_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(options(dir.path())).await.unwrap();
+    store.append(batch(1, 4)).await.unwrap();
+    store.flush().await.unwrap();
+    store.append(batch(2, 3)).await.unwrap();
+    let reader = Store::open_read_only(dir.path()).await.unwrap();
+    assert_eq!(count(&reader).await, (7, 7));
+    // The writer is undisturbed.
+    store.append(batch(3, 1)).await.unwrap();
+    assert_eq!(count(&store).await, (8, 8));
+    // A second writer is refused with a clear message.
+    match Store::open(options(dir.path())).await {
+        Err(e @ Error::Locked(_)) => assert!(e.to_string().contains("in use by another custos process")),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("two writers on one directory"),
+    }
+    store.shutdown().await.unwrap();
+    assert_eq!(wal_segments(dir.path()), 1, "flushed segments are removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_budget_refuses_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path());
+    o.memory_budget_bytes = 1 << 20;
+    o.flush_bytes = 1 << 20;
+    let store = Store::open(o).await.unwrap();
+    let a = store.admit(900 << 10).unwrap();
+    match store.admit(200 << 10) {
+        Err(Error::Overloaded { .. }) => {}
+        other => panic!("expected overload, got {:?}", other.err()),
+    }
+    drop(a);
+    store.admit(200 << 10).unwrap();
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_and_retention_keep_rows_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(options(dir.path())).await.unwrap();
+    for i in 0..4 {
+        store.append(batch(i, 25)).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    let before = store.files_per_partition().await;
+    assert_eq!(before, vec![("2025-11-21".to_string(), 4)]);
+    assert!(store.compact_now(2).await.unwrap());
+    assert_eq!(store.files_per_partition().await, vec![("2025-11-21".to_string(), 1)]);
+    assert_eq!(count(&store).await, (100, 100));
+    store.shutdown().await.unwrap();
+    let mut o = options(dir.path());
+    o.retention_days = Some(1);
+    let store = Store::open(o).await.unwrap();
+    store.maintain().await.unwrap();
+    assert_eq!(count(&store).await, (0, 0), "a partition from 2025 is past a one-day retention");
+    store.shutdown().await.unwrap();
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
