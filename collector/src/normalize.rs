@@ -121,13 +121,41 @@ fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
     )
 }
 
-fn append_map(b: &mut MapBuilder<StringBuilder, StringBuilder>, attrs: &[KeyValue]) -> Result<()> {
+/// Appends one attribute value's text form without allocating for strings and scalars.
+fn append_value(b: &mut StringBuilder, v: Option<&AnyValue>, buf: &mut String) {
+    use std::fmt::Write as _;
+    let Some(value) = v.and_then(|v| v.value.as_ref()) else {
+        b.append_null();
+        return;
+    };
+    match value {
+        Value::StringValue(s) => b.append_value(s),
+        Value::BoolValue(x) => b.append_value(if *x { "true" } else { "false" }),
+        Value::IntValue(i) => {
+            buf.clear();
+            let _ = write!(buf, "{i}");
+            b.append_value(buf.as_str());
+        }
+        Value::DoubleValue(d) => {
+            buf.clear();
+            let _ = write!(buf, "{d}");
+            b.append_value(buf.as_str());
+        }
+        _ => match v.and_then(render_value) {
+            Some(text) => b.append_value(text),
+            None => b.append_null(),
+        },
+    }
+}
+
+fn append_map(
+    b: &mut MapBuilder<StringBuilder, StringBuilder>,
+    attrs: &[KeyValue],
+    buf: &mut String,
+) -> Result<()> {
     for kv in attrs {
         b.keys().append_value(&kv.key);
-        match kv.value.as_ref().and_then(render_value) {
-            Some(v) => b.values().append_value(v),
-            None => b.values().append_null(),
-        }
+        append_value(b.values(), kv.value.as_ref(), buf);
     }
     b.append(true).map_err(|e| Error::Internal(e.to_string()))
 }
@@ -434,6 +462,8 @@ pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized> {
     let mut rejected = 0u64;
     let mut messages: Vec<String> = Vec::new();
     let mut hex = String::with_capacity(32);
+    let mut buf = String::with_capacity(32);
+    let mut day: Option<(i64, String)> = None;
     let mut span_lift: Vec<Option<(usize, Typed<'_>)>> = vec![None; CONVENTIONS.len()];
     let mut res_lift: Vec<Option<(usize, Typed<'_>)>> = vec![None; CONVENTIONS.len()];
     let run_id_idx = CONVENTIONS
@@ -513,8 +543,8 @@ pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized> {
                         b.append(v);
                     }
                 }
-                append_map(&mut cols.attributes, &span.attributes)?;
-                append_map(&mut cols.resource_attributes, res_attrs)?;
+                append_map(&mut cols.attributes, &span.attributes, &mut buf)?;
+                append_map(&mut cols.resource_attributes, res_attrs, &mut buf)?;
                 opt_str(&mut cols.scope_name, scope_name);
                 opt_str(&mut cols.scope_version, scope_version);
 
@@ -523,7 +553,7 @@ pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized> {
                         .time_or_trace
                         .append_value(i64::try_from(ev.time_unix_nano).unwrap_or(i64::MAX));
                     cols.events.name_or_state.append_value(&ev.name);
-                    append_map(&mut cols.events.attributes, &ev.attributes)?;
+                    append_map(&mut cols.events.attributes, &ev.attributes, &mut buf)?;
                     cols.events
                         .dropped
                         .append_value(i64::from(ev.dropped_attributes_count));
@@ -542,7 +572,7 @@ pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized> {
                     }
                     cols.links.span_id.append_value(hex::encode(&link.span_id));
                     opt_str(&mut cols.links.name_or_state, &link.trace_state);
-                    append_map(&mut cols.links.attributes, &link.attributes)?;
+                    append_map(&mut cols.links.attributes, &link.attributes, &mut buf)?;
                     cols.links
                         .dropped
                         .append_value(i64::from(link.dropped_attributes_count));
@@ -557,7 +587,15 @@ pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized> {
                     .append_value(i64::from(span.dropped_events_count));
                 cols.dropped_links
                     .append_value(i64::from(span.dropped_links_count));
-                cols.date.append_value(date_string(start));
+                let d = start.div_euclid(86_400_000_000_000);
+                match &day {
+                    Some((cached, text)) if *cached == d => cols.date.append_value(text),
+                    _ => {
+                        let text = date_string(start);
+                        cols.date.append_value(&text);
+                        day = Some((d, text));
+                    }
+                }
             }
         }
     }
@@ -586,6 +624,124 @@ mod tests {
         assert_eq!(date_string(1_700_000_000_000_000_000), "2023-11-14");
         assert_eq!(date_string(951_782_400_000_000_000), "2000-02-29");
         assert_eq!(date_string(-1), "1969-12-31");
+    }
+
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, Int64Type};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+
+    fn kv(k: &str, v: Value) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    fn req(resource: Vec<KeyValue>, spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: resource,
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                schema_url: String::new(),
+            }],
+        }
+    }
+
+    fn span(id: u8, attributes: Vec<KeyValue>) -> Span {
+        Span {
+            trace_id: vec![0xab; 16],
+            span_id: vec![id; 8],
+            attributes,
+            ..Default::default()
+        }
+    }
+
+    fn column<'a>(b: &'a RecordBatch, name: &str) -> &'a ArrayRef {
+        b.column(b.schema().index_of(name).unwrap())
+    }
+
+    #[test]
+    fn batch_matches_the_schema_exactly() {
+        let n = normalize(&req(vec![], vec![span(1, vec![])])).unwrap();
+        let batch = n.batch.unwrap();
+        assert_eq!(batch.schema(), spans_schema());
+    }
+
+    #[test]
+    fn preference_order_type_rules_and_resource_fallback() {
+        let n = normalize(&req(
+            vec![
+                kv("automation.workflow", Value::StringValue("from-resource".into())),
+                kv("gen_ai.system", Value::StringValue("resource-provider".into())),
+            ],
+            vec![
+                span(
+                    1,
+                    vec![
+                        kv("llm.model_name", Value::StringValue("third".into())),
+                        kv("gen_ai.request.model", Value::StringValue("second".into())),
+                        kv("gen_ai.usage.input_tokens", Value::StringValue("12".into())),
+                        kv("llm.token_count.prompt", Value::IntValue(7)),
+                        kv("automation.cost_usd", Value::IntValue(3)),
+                        kv("automation.workflow", Value::StringValue("own".into())),
+                        kv("gen_ai.provider.name", Value::IntValue(1)),
+                    ],
+                ),
+                span(2, vec![kv("automation.human.override", Value::StringValue("yes".into()))]),
+            ],
+        ))
+        .unwrap();
+        let b = n.batch.unwrap();
+        let model = column(&b, col::MODEL).as_string::<i32>();
+        assert_eq!(model.value(0), "second");
+        // A string token count is skipped; the next key of the right type fills the column.
+        let tokens = column(&b, col::INPUT_TOKENS).as_primitive::<Int64Type>();
+        assert_eq!(tokens.value(0), 7);
+        assert!(tokens.is_null(1));
+        let cost = column(&b, col::COST_USD).as_primitive::<Float64Type>();
+        assert_eq!(cost.value(0), 3.0);
+        let wf = column(&b, col::WORKFLOW).as_string::<i32>();
+        assert_eq!(wf.value(0), "own");
+        assert_eq!(wf.value(1), "from-resource");
+        // An int provider on the span is the wrong type: the resource's string value is used.
+        let provider = column(&b, col::PROVIDER).as_string::<i32>();
+        assert_eq!(provider.value(0), "resource-provider");
+        assert!(column(&b, col::HUMAN_OVERRIDE).is_null(1));
+        let run = column(&b, col::RUN_ID).as_string::<i32>();
+        assert_eq!(run.value(0), "ab".repeat(16));
+    }
+
+    #[test]
+    fn invalid_spans_are_counted_and_explained() {
+        let mut bad_trace = span(1, vec![]);
+        bad_trace.trace_id = vec![0; 16];
+        let mut bad_parent = span(2, vec![]);
+        bad_parent.parent_span_id = vec![1, 2];
+        let mut too_late = span(3, vec![]);
+        too_late.end_time_unix_nano = u64::MAX;
+        let n = normalize(&req(vec![], vec![bad_trace, bad_parent, too_late, span(4, vec![])])).unwrap();
+        assert_eq!(n.rejected, 3);
+        assert_eq!(n.batch.unwrap().num_rows(), 1);
+        let m = n.message.unwrap();
+        assert!(m.contains("rejected 3 span(s)"), "{m}");
+        assert!(m.contains("all bytes are zero"), "{m}");
+        assert!(m.contains("parent span id"), "{m}");
+        assert!(m.contains("2262"), "{m}");
+    }
+
+    #[test]
+    fn nothing_accepted_means_no_batch() {
+        let n = normalize(&req(vec![], vec![])).unwrap();
+        assert!(n.batch.is_none());
+        assert_eq!(n.rejected, 0);
     }
 
     #[test]

@@ -91,40 +91,28 @@ impl Rng {
     }
 }
 
-fn s(key: &str, v: impl Into<String>) -> KeyValue {
+fn attr(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
     }
+}
+
+fn s(key: &str, v: impl Into<String>) -> KeyValue {
+    attr(key, any_value::Value::StringValue(v.into()))
 }
 
 fn i(key: &str, v: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(v)),
-        }),
-    }
+    attr(key, any_value::Value::IntValue(v))
 }
 
 fn d(key: &str, v: f64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::DoubleValue(v)),
-        }),
-    }
+    attr(key, any_value::Value::DoubleValue(v))
 }
 
 fn b(key: &str, v: bool) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::BoolValue(v)),
-        }),
-    }
+    attr(key, any_value::Value::BoolValue(v))
 }
 
 const WORKFLOWS: &[&str] = &[

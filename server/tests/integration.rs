@@ -71,6 +71,7 @@ fn kv(key: &str, v: any_value::Value) -> PKeyValue {
     PKeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
     }
 }
 
