@@ -56,7 +56,11 @@ impl Error {
     pub fn is_client_error(&self) -> bool {
         matches!(
             self,
-            Error::Syntax(_) | Error::Plan(_) | Error::ReadOnly(_) | Error::Memory { .. } | Error::Timeout(_)
+            Error::Syntax(_)
+                | Error::Plan(_)
+                | Error::ReadOnly(_)
+                | Error::Memory { .. }
+                | Error::Timeout(_)
         )
     }
 }
@@ -116,12 +120,12 @@ fn classify(e: DataFusionError, limit: usize) -> Error {
             limit,
             message: m.clone(),
         },
-        DataFusionError::Plan(m) if m.contains("not supported") => {
-            Error::ReadOnly(format!("{m}; only queries (SELECT, EXPLAIN, SHOW, DESCRIBE) are allowed"))
-        }
-        DataFusionError::Plan(_) | DataFusionError::SchemaError(..) | DataFusionError::NotImplemented(_) => {
-            Error::Plan(e.strip_backtrace())
-        }
+        DataFusionError::Plan(m) if m.contains("not supported") => Error::ReadOnly(format!(
+            "{m}; only queries (SELECT, EXPLAIN, SHOW, DESCRIBE) are allowed"
+        )),
+        DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_) => Error::Plan(e.strip_backtrace()),
         _ => Error::Execution(e.strip_backtrace()),
     }
 }

@@ -84,7 +84,10 @@ enum BenchCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -162,9 +165,18 @@ async fn serve(
     let data_dir = options.store.data_dir.clone();
     let server = custos_server::start(options).await?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "custos {} serving data in {}", env!("CARGO_PKG_VERSION"), data_dir.display())?;
+    writeln!(
+        out,
+        "custos {} serving data in {}",
+        env!("CARGO_PKG_VERSION"),
+        data_dir.display()
+    )?;
     writeln!(out, "OTLP/gRPC listening on {}", server.otlp_grpc)?;
-    writeln!(out, "OTLP/HTTP listening on http://{}/v1/traces", server.otlp_http)?;
+    writeln!(
+        out,
+        "OTLP/HTTP listening on http://{}/v1/traces",
+        server.otlp_http
+    )?;
     writeln!(out, "API listening on http://{}", server.api)?;
     out.flush()?;
     drop(out);
@@ -184,10 +196,17 @@ async fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
-async fn sql(data: Option<PathBuf>, server: Option<String>, format: &str, query: &str) -> Result<ExitCode> {
+async fn sql(
+    data: Option<PathBuf>,
+    server: Option<String>,
+    format: &str,
+    query: &str,
+) -> Result<ExitCode> {
     let format: Format = format.parse().map_err(anyhow::Error::msg)?;
     if format == Format::Arrow {
-        bail!("`--format arrow` writes binary; use the API with `Accept: application/vnd.apache.arrow.stream` instead");
+        bail!(
+            "`--format arrow` writes binary; use the API with `Accept: application/vnd.apache.arrow.stream` instead"
+        );
     }
     let bytes = match server {
         Some(url) => {
@@ -200,7 +219,10 @@ async fn sql(data: Option<PathBuf>, server: Option<String>, format: &str, query:
                 .await
                 .with_context(|| format!("cannot reach `{url}`"))?;
             let status = res.status();
-            let body = res.bytes().await.context("cannot read the server's answer")?;
+            let body = res
+                .bytes()
+                .await
+                .context("cannot read the server's answer")?;
             if !status.is_success() {
                 let msg = serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
@@ -214,7 +236,10 @@ async fn sql(data: Option<PathBuf>, server: Option<String>, format: &str, query:
         None => {
             let dir = data.unwrap_or_else(|| PathBuf::from("./custos-data"));
             if !dir.exists() {
-                bail!("data directory `{}` does not exist; pass --data DIR or --server URL", dir.display());
+                bail!(
+                    "data directory `{}` does not exist; pass --data DIR or --server URL",
+                    dir.display()
+                );
             }
             match custos_server::query_offline(&dir, query, QueryOptions::default()).await {
                 Ok(r) => render(&r, format)?,
@@ -251,14 +276,38 @@ async fn bench_ingest(
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("ingest: {} spans in {} requests of {batch}, {concurrency} connections, durable acks", r.spans, r.requests);
-    println!("  throughput        {:>12.0} spans/s  ({:.2} s wall)", r.spans_per_second, r.seconds);
-    println!("  per CPU second    {:>12.0} spans/s  ({:.2} CPU s, clients included)", r.spans_per_cpu_second, r.cpu_seconds);
-    println!("  latency           p50 {:.2} ms, p99 {:.2} ms", r.latency_ms_p50, r.latency_ms_p99);
-    println!("  WAL               {} fsyncs, {:.1} requests per fsync, {:.0} B/span", r.wal_syncs, r.records_per_sync, r.wal_bytes_per_span);
-    println!("  on the wire       {:.0} B/span (OTLP protobuf)", r.wire_bytes_per_span);
-    println!("  on disk           {:.1} B/span (Parquet after flush and compaction)", r.disk_bytes_per_span);
-    println!("  flush             {:.2} s, compaction {:.2} s", r.flush_seconds, r.compaction_seconds);
+    println!(
+        "ingest: {} spans in {} requests of {batch}, {concurrency} connections, durable acks",
+        r.spans, r.requests
+    );
+    println!(
+        "  throughput        {:>12.0} spans/s  ({:.2} s wall)",
+        r.spans_per_second, r.seconds
+    );
+    println!(
+        "  per CPU second    {:>12.0} spans/s  ({:.2} CPU s, clients included)",
+        r.spans_per_cpu_second, r.cpu_seconds
+    );
+    println!(
+        "  latency           p50 {:.2} ms, p99 {:.2} ms",
+        r.latency_ms_p50, r.latency_ms_p99
+    );
+    println!(
+        "  WAL               {} fsyncs, {:.1} requests per fsync, {:.0} B/span",
+        r.wal_syncs, r.records_per_sync, r.wal_bytes_per_span
+    );
+    println!(
+        "  on the wire       {:.0} B/span (OTLP protobuf)",
+        r.wire_bytes_per_span
+    );
+    println!(
+        "  on disk           {:.1} B/span (Parquet after flush and compaction)",
+        r.disk_bytes_per_span
+    );
+    println!(
+        "  flush             {:.2} s, compaction {:.2} s",
+        r.flush_seconds, r.compaction_seconds
+    );
     println!("  peak memory       {:.0} MiB RSS", r.peak_rss_mib);
     Ok(ExitCode::SUCCESS)
 }

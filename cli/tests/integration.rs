@@ -1,6 +1,8 @@
 //! Tests of the real `custos` binary: crash safety under `kill -9`, offline SQL beside a running
 //! server, and error exits.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::HashSet;
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
@@ -39,7 +41,10 @@ fn spawn(dir: &Path) -> Server {
     let mut lines = BufReader::new(stdout).lines();
     let (mut http, mut api) = (None, None);
     while http.is_none() || api.is_none() {
-        let line = lines.next().expect("server exited before listening").unwrap();
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
         if let Some(rest) = line.strip_prefix("OTLP/HTTP listening on ") {
             http = Some(rest.trim().to_string());
         }
@@ -77,7 +82,11 @@ fn sql_offline(dir: &Path, query: &str) -> Vec<Value> {
         .arg(query)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -130,7 +139,10 @@ fn kill_9_loses_no_acknowledged_span_and_duplicates_none() {
             assert!(started.elapsed() < Duration::from_secs(60));
         });
         let acked = acked.lock().unwrap().clone();
-        assert!(!acked.is_empty(), "no export was acknowledged before the kill");
+        assert!(
+            !acked.is_empty(),
+            "no export was acknowledged before the kill"
+        );
 
         // Offline, before any restart: the WAL tail is visible.
         let rows = sql_offline(
@@ -146,7 +158,10 @@ fn kill_9_loses_no_acknowledged_span_and_duplicates_none() {
             seen.insert(batch);
         }
         for b in &acked {
-            assert!(seen.contains(b), "acknowledged batch {b} lost (cycle {cycle})");
+            assert!(
+                seen.contains(b),
+                "acknowledged batch {b} lost (cycle {cycle})"
+            );
         }
 
         // After a restart (replay), through the server.

@@ -93,8 +93,8 @@ pub fn otlp_status_codes<B>(mut res: http::Response<B>) -> http::Response<B> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok());
     let new = match code {
-        Some(11) => Some("8"),  // OUT_OF_RANGE → RESOURCE_EXHAUSTED
-        Some(13) => Some("3"),  // INTERNAL (prost decode error) → INVALID_ARGUMENT
+        Some(11) => Some("8"), // OUT_OF_RANGE → RESOURCE_EXHAUSTED
+        Some(13) => Some("3"), // INTERNAL (prost decode error) → INVALID_ARGUMENT
         _ => None,
     };
     if let Some(new) = new {

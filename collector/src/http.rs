@@ -42,7 +42,12 @@ impl Encoding {
 
     /// Parses a `Content-Type` header value, ignoring parameters such as `charset`.
     pub fn from_content_type(v: &str) -> Option<Self> {
-        let media = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let media = v
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match media.as_str() {
             "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
             "application/json" => Some(Encoding::Json),
@@ -116,14 +121,18 @@ async fn read_body(body: Body, gzip: bool, max: usize) -> std::result::Result<Ve
         Failure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             RESOURCE_EXHAUSTED,
-            format!("request body exceeds the limit of {max} bytes (measured after decompression); send smaller batches"),
+            format!(
+                "request body exceeds the limit of {max} bytes (measured after decompression); send smaller batches"
+            ),
         )
     };
     let limited = http_body_util::Limited::new(body, max);
     let raw: Bytes = match limited.collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 return Err(too_large());
             }
             return Err(Failure::new(
@@ -151,7 +160,10 @@ async fn read_body(body: Body, gzip: bool, max: usize) -> std::result::Result<Ve
     Ok(out)
 }
 
-fn decode(bytes: &[u8], encoding: Encoding) -> std::result::Result<ExportTraceServiceRequest, Failure> {
+fn decode(
+    bytes: &[u8],
+    encoding: Encoding,
+) -> std::result::Result<ExportTraceServiceRequest, Failure> {
     match encoding {
         Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes).map_err(|e| {
             Failure::new(
@@ -195,7 +207,9 @@ async fn export(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) ->
     let secs = started.elapsed().as_secs_f64();
     match result {
         Ok((bytes, accepted, rejected)) => {
-            ingest.metrics.record("http", "200", accepted, rejected, secs);
+            ingest
+                .metrics
+                .record("http", "200", accepted, rejected, secs);
             let mut res = (StatusCode::OK, bytes).into_response();
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -244,7 +258,9 @@ async fn handle(
         return Err(Failure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             RESOURCE_EXHAUSTED,
-            format!("request body of {len} bytes exceeds the limit of {max} bytes; send smaller batches"),
+            format!(
+                "request body of {len} bytes exceeds the limit of {max} bytes; send smaller batches"
+            ),
         ));
     }
     // Reserve what the decoded request will roughly take before reading it.
@@ -272,9 +288,8 @@ async fn handle(
     let response = accepted.response();
     let bytes = match encoding {
         Encoding::Protobuf => response.encode_to_vec(),
-        Encoding::Json => serde_json::to_vec(&response).map_err(|e| {
-            Failure::new(StatusCode::INTERNAL_SERVER_ERROR, UNKNOWN, e.to_string())
-        })?,
+        Encoding::Json => serde_json::to_vec(&response)
+            .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, UNKNOWN, e.to_string()))?,
     };
     Ok((bytes, accepted.accepted, accepted.rejected))
 }

@@ -77,7 +77,14 @@ impl CollectorMetrics {
         );
     }
 
-    pub(crate) fn record(&self, transport: &'static str, status: impl Into<String>, accepted: u64, rejected: u64, seconds: f64) {
+    pub(crate) fn record(
+        &self,
+        transport: &'static str,
+        status: impl Into<String>,
+        accepted: u64,
+        rejected: u64,
+        seconds: f64,
+    ) {
         let t = TransportLabels { transport };
         if accepted > 0 {
             self.spans_accepted.get_or_create(&t).inc_by(accepted);

@@ -196,7 +196,9 @@ fn date_string(unix_nanos: i64) -> String {
 }
 
 /// Why a span was rejected.
-fn validate(span: &Span) -> std::result::Result<(TraceId, SpanId, Option<SpanId>, i64, i64), String> {
+fn validate(
+    span: &Span,
+) -> std::result::Result<(TraceId, SpanId, Option<SpanId>, i64, i64), String> {
     let trace_id = TraceId::from_bytes(&span.trace_id).map_err(|e| e.to_string())?;
     let span_id = SpanId::from_bytes(&span.span_id).map_err(|e| e.to_string())?;
     let parent = if span.parent_span_id.is_empty() || span.parent_span_id.iter().all(|b| *b == 0) {
@@ -207,10 +209,18 @@ fn validate(span: &Span) -> std::result::Result<(TraceId, SpanId, Option<SpanId>
                 .map_err(|e| format!("invalid parent span id: {e}"))?,
         )
     };
-    let start = i64::try_from(span.start_time_unix_nano)
-        .map_err(|_| format!("start_time_unix_nano `{}` is past the year 2262", span.start_time_unix_nano))?;
-    let end = i64::try_from(span.end_time_unix_nano)
-        .map_err(|_| format!("end_time_unix_nano `{}` is past the year 2262", span.end_time_unix_nano))?;
+    let start = i64::try_from(span.start_time_unix_nano).map_err(|_| {
+        format!(
+            "start_time_unix_nano `{}` is past the year 2262",
+            span.start_time_unix_nano
+        )
+    })?;
+    let end = i64::try_from(span.end_time_unix_nano).map_err(|_| {
+        format!(
+            "end_time_unix_nano `{}` is past the year 2262",
+            span.end_time_unix_nano
+        )
+    })?;
     Ok((trace_id, span_id, parent, start, end))
 }
 
@@ -337,7 +347,11 @@ impl Nested {
         self.finish_list(Arc::new(link_item_field()), Arc::new(values))
     }
 
-    fn finish_list(&mut self, field: Arc<arrow::datatypes::Field>, values: ArrayRef) -> Result<ArrayRef> {
+    fn finish_list(
+        &mut self,
+        field: Arc<arrow::datatypes::Field>,
+        values: ArrayRef,
+    ) -> Result<ArrayRef> {
         let offsets = std::mem::replace(&mut self.offsets, vec![0]);
         let list = ListArray::try_new(field, OffsetBuffer::new(offsets.into()), values, None)
             .map_err(|e| Error::Internal(e.to_string()))?;
@@ -472,7 +486,11 @@ pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized> {
         .ok_or_else(|| Error::Internal("no run_id convention".into()))?;
 
     for rs in &req.resource_spans {
-        let res_attrs: &[KeyValue] = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+        let res_attrs: &[KeyValue] = rs
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or(&[]);
         res_lift.iter_mut().for_each(|v| *v = None);
         lift(res_attrs, &mut res_lift);
         let service = res_attrs.iter().find_map(|kv| {
@@ -524,7 +542,8 @@ pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized> {
                 cols.end_time.append_value(end.div_euclid(1000));
                 cols.start_nanos.append_value(start);
                 cols.end_nanos.append_value(end);
-                cols.duration_ms.append_value((end as f64 - start as f64) / 1e6);
+                cols.duration_ms
+                    .append_value((end as f64 - start as f64) / 1e6);
                 let (code, message) = span
                     .status
                     .as_ref()
@@ -568,7 +587,10 @@ pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized> {
                             t.write_hex(&mut h);
                             cols.links.trace_id.append_value(&h);
                         }
-                        Err(_) => cols.links.trace_id.append_value(hex::encode(&link.trace_id)),
+                        Err(_) => cols
+                            .links
+                            .trace_id
+                            .append_value(hex::encode(&link.trace_id)),
                     }
                     cols.links.span_id.append_value(hex::encode(&link.span_id));
                     opt_str(&mut cols.links.name_or_state, &link.trace_state);
@@ -606,7 +628,11 @@ pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized> {
         }
         m
     });
-    let batch = if accepted > 0 { Some(cols.finish()?) } else { None };
+    let batch = if accepted > 0 {
+        Some(cols.finish()?)
+    } else {
+        None
+    };
     Ok(Normalized {
         batch,
         rejected,
@@ -679,8 +705,14 @@ mod tests {
     fn preference_order_type_rules_and_resource_fallback() {
         let n = normalize(&req(
             vec![
-                kv("automation.workflow", Value::StringValue("from-resource".into())),
-                kv("gen_ai.system", Value::StringValue("resource-provider".into())),
+                kv(
+                    "automation.workflow",
+                    Value::StringValue("from-resource".into()),
+                ),
+                kv(
+                    "gen_ai.system",
+                    Value::StringValue("resource-provider".into()),
+                ),
             ],
             vec![
                 span(
@@ -695,7 +727,13 @@ mod tests {
                         kv("gen_ai.provider.name", Value::IntValue(1)),
                     ],
                 ),
-                span(2, vec![kv("automation.human.override", Value::StringValue("yes".into()))]),
+                span(
+                    2,
+                    vec![kv(
+                        "automation.human.override",
+                        Value::StringValue("yes".into()),
+                    )],
+                ),
             ],
         ))
         .unwrap();
@@ -727,7 +765,11 @@ mod tests {
         bad_parent.parent_span_id = vec![1, 2];
         let mut too_late = span(3, vec![]);
         too_late.end_time_unix_nano = u64::MAX;
-        let n = normalize(&req(vec![], vec![bad_trace, bad_parent, too_late, span(4, vec![])])).unwrap();
+        let n = normalize(&req(
+            vec![],
+            vec![bad_trace, bad_parent, too_late, span(4, vec![])],
+        ))
+        .unwrap();
         assert_eq!(n.rejected, 3);
         assert_eq!(n.batch.unwrap().num_rows(), 1);
         let m = n.message.unwrap();

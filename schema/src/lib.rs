@@ -495,7 +495,10 @@ mod tests {
     #[test]
     fn schema_ends_with_partition_column() {
         let schema = spans_schema();
-        assert_eq!(schema.fields().last().map(|f| f.name().as_str()), Some("date"));
+        assert_eq!(
+            schema.fields().last().map(|f| f.name().as_str()),
+            Some("date")
+        );
         assert!(schema.fields().iter().all(|f| f.is_nullable()));
     }
 }

@@ -73,7 +73,7 @@ pub struct Rng(pub u64);
 
 impl Rng {
     /// The next pseudo-random number.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -82,12 +82,12 @@ impl Rng {
 
     /// A number in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 
     /// A number in `[0, 1)`.
     pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -127,16 +127,20 @@ pub fn workload_request(rng: &mut Rng, n: usize, t0: u64) -> ExportTraceServiceR
     let mut spans = Vec::with_capacity(n);
     let mut t = t0;
     while spans.len() < n {
-        let run = rng.next();
+        let run = rng.next_u64();
         let workflow = WORKFLOWS[rng.below(WORKFLOWS.len() as u64) as usize];
         let mut trace = [0u8; 16];
         trace[..8].copy_from_slice(&run.to_be_bytes());
-        trace[8..].copy_from_slice(&rng.next().to_be_bytes());
+        trace[8..].copy_from_slice(&rng.next_u64().to_be_bytes());
         let run_id = format!("run-{:016x}", run);
-        let root_id = rng.next() | 1;
+        let root_id = rng.next_u64() | 1;
         let confidence = (0.55 + rng.unit() * 0.45).min(1.0);
         let reviewed = confidence < 0.8;
-        let outcome = if rng.below(50) == 0 { "failure" } else { "success" };
+        let outcome = if rng.below(50) == 0 {
+            "failure"
+        } else {
+            "success"
+        };
         let steps: [(&str, &str); 4] = [
             ("classify", "model"),
             ("lookup-customer", "connector"),
@@ -167,12 +171,28 @@ pub fn workload_request(rng: &mut Rng, n: usize, t0: u64) -> ExportTraceServiceR
                     s("gen_ai.request.model", "gpt-4o-mini"),
                     i("gen_ai.usage.input_tokens", 800 + rng.below(1200) as i64),
                     i("gen_ai.usage.output_tokens", 20 + rng.below(200) as i64),
-                    i("gen_ai.usage.cache_read.input_tokens", (rng.below(4) * 256) as i64),
+                    i(
+                        "gen_ai.usage.cache_read.input_tokens",
+                        (rng.below(4) * 256) as i64,
+                    ),
                     d("automation.cost_usd", 0.0002 + rng.unit() * 0.002),
-                    d("automation.decision.confidence", (confidence * 1000.0).round() / 1000.0),
-                    s("automation.decision.outcome", if rng.below(3) == 0 { "reject" } else { "approve" }),
+                    d(
+                        "automation.decision.confidence",
+                        (confidence * 1000.0).round() / 1000.0,
+                    ),
+                    s(
+                        "automation.decision.outcome",
+                        if rng.below(3) == 0 {
+                            "reject"
+                        } else {
+                            "approve"
+                        },
+                    ),
                     s("automation.model.version", "m-2026-10"),
-                    s("automation.prompt.version", if rng.below(10) == 0 { "p-8" } else { "p-7" }),
+                    s(
+                        "automation.prompt.version",
+                        if rng.below(10) == 0 { "p-8" } else { "p-7" },
+                    ),
                 ]),
                 "human" => {
                     if !reviewed {
@@ -180,7 +200,10 @@ pub fn workload_request(rng: &mut Rng, n: usize, t0: u64) -> ExportTraceServiceR
                     }
                     attributes.extend([
                         b("automation.human.override", rng.below(8) == 0),
-                        s("automation.human.reviewer", format!("reviewer-{}", rng.below(12))),
+                        s(
+                            "automation.human.reviewer",
+                            format!("reviewer-{}", rng.below(12)),
+                        ),
                         i("automation.human.review_ms", (dur / 1_000_000) as i64),
                     ])
                 }
@@ -193,7 +216,7 @@ pub fn workload_request(rng: &mut Rng, n: usize, t0: u64) -> ExportTraceServiceR
             let error = kind == "connector" && rng.below(100) == 0;
             spans.push(Span {
                 trace_id: trace.to_vec(),
-                span_id: (rng.next() | 1).to_be_bytes().to_vec(),
+                span_id: (rng.next_u64() | 1).to_be_bytes().to_vec(),
                 parent_span_id: root_id.to_be_bytes().to_vec(),
                 name: name.into(),
                 kind: if kind == "human" { 1 } else { 3 },
@@ -202,7 +225,11 @@ pub fn workload_request(rng: &mut Rng, n: usize, t0: u64) -> ExportTraceServiceR
                 attributes,
                 status: Some(Status {
                     code: if error { 2 } else { 1 },
-                    message: if error { "upstream timeout".into() } else { String::new() },
+                    message: if error {
+                        "upstream timeout".into()
+                    } else {
+                        String::new()
+                    },
                 }),
                 ..Default::default()
             });
@@ -259,7 +286,12 @@ fn proc_cpu_seconds() -> f64 {
         return 0.0;
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -309,7 +341,8 @@ pub async fn ingest(options: BenchOptions) -> Result<BenchReport> {
     let pool: Vec<bytes::Bytes> = (0..64)
         .map(|k| {
             bytes::Bytes::from(
-                workload_request(&mut rng, options.batch, t0 + k * 3_600_000_000_000).encode_to_vec(),
+                workload_request(&mut rng, options.batch, t0 + k * 3_600_000_000_000)
+                    .encode_to_vec(),
             )
         })
         .collect();

@@ -125,8 +125,9 @@ fn positive(field: &str, v: Option<u64>, default: u64) -> Result<u64> {
 impl Config {
     /// Reads and parses a TOML file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("cannot read config file `{}`: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!("cannot read config file `{}`: {e}", path.display()))
+        })?;
         toml::from_str(&text)
             .map_err(|e| Error::Config(format!("invalid config file `{}`: {e}", path.display())))
     }
@@ -169,8 +170,8 @@ impl Config {
             ));
         }
         let receiver = ReceiverOptions {
-            max_body_bytes: (positive("receiver.max_body_mib", self.receiver.max_body_mib, 64)? * MIB)
-                as usize,
+            max_body_bytes: (positive("receiver.max_body_mib", self.receiver.max_body_mib, 64)?
+                * MIB) as usize,
             retry_after: Duration::from_secs(positive(
                 "receiver.retry_after_secs",
                 self.receiver.retry_after_secs,
@@ -178,14 +179,29 @@ impl Config {
             )?),
         };
         let query = QueryOptions {
-            memory_limit_bytes: (positive("query.memory_limit_mib", self.query.memory_limit_mib, 512)?
-                * MIB) as usize,
-            timeout: Duration::from_secs(positive("query.timeout_secs", self.query.timeout_secs, 30)?),
+            memory_limit_bytes: (positive(
+                "query.memory_limit_mib",
+                self.query.memory_limit_mib,
+                512,
+            )? * MIB) as usize,
+            timeout: Duration::from_secs(positive(
+                "query.timeout_secs",
+                self.query.timeout_secs,
+                30,
+            )?),
             target_partitions: 0,
         };
         Ok(ServerOptions {
-            otlp_grpc: addr("listen.otlp_grpc", self.listen.otlp_grpc.as_deref(), "127.0.0.1:4317")?,
-            otlp_http: addr("listen.otlp_http", self.listen.otlp_http.as_deref(), "127.0.0.1:4318")?,
+            otlp_grpc: addr(
+                "listen.otlp_grpc",
+                self.listen.otlp_grpc.as_deref(),
+                "127.0.0.1:4317",
+            )?,
+            otlp_http: addr(
+                "listen.otlp_http",
+                self.listen.otlp_http.as_deref(),
+                "127.0.0.1:4318",
+            )?,
             api: addr("listen.api", self.listen.api.as_deref(), "127.0.0.1:4380")?,
             store,
             receiver,
@@ -210,7 +226,11 @@ mod tests {
     #[test]
     fn unknown_fields_and_bad_values_are_errors() {
         let e = toml::from_str::<Config>("[store]\nflush_intervall_secs = 3\n").unwrap_err();
-        assert!(e.to_string().contains("unknown field `flush_intervall_secs`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("unknown field `flush_intervall_secs`"),
+            "{e}"
+        );
         let c: Config = toml::from_str("[listen]\napi = \"localhost\"\n").unwrap();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("`listen.api` = `localhost`"), "{e}");

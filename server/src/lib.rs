@@ -20,14 +20,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use custos_analytics::format::{Format, render};
 use custos_analytics::{Analytics, QueryOptions};
+use custos_collector::CollectorMetrics;
 use custos_collector::grpc::GrpcReceiver;
 use custos_collector::ingest::Ingest;
-use custos_collector::CollectorMetrics;
 use custos_store::Store;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
@@ -112,12 +112,10 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
         .map_err(|source| Error::Bind { what, addr, source })
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        while !*rx.borrow() {
-            if rx.changed().await.is_err() {
-                return;
-            }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -239,16 +237,36 @@ impl RunningServer {
 }
 
 fn register_store_gauges(r: &mut Registry, g: &StoreGauges) {
-    r.register("custos_wal_bytes", "Bytes appended to the WAL", g.wal_bytes.clone());
-    r.register("custos_wal_syncs", "WAL fsyncs (one per group commit)", g.wal_syncs.clone());
+    r.register(
+        "custos_wal_bytes",
+        "Bytes appended to the WAL",
+        g.wal_bytes.clone(),
+    );
+    r.register(
+        "custos_wal_syncs",
+        "WAL fsyncs (one per group commit)",
+        g.wal_syncs.clone(),
+    );
     r.register(
         "custos_wal_sync_seconds",
         "Time spent writing and syncing the WAL",
         g.wal_sync_seconds.clone(),
     );
-    r.register("custos_flushes", "Memtable flushes committed to the table", g.flushes.clone());
-    r.register("custos_flush_seconds", "Time spent flushing", g.flush_seconds.clone());
-    r.register("custos_flush_errors", "Flushes that failed and were retried", g.flush_errors.clone());
+    r.register(
+        "custos_flushes",
+        "Memtable flushes committed to the table",
+        g.flushes.clone(),
+    );
+    r.register(
+        "custos_flush_seconds",
+        "Time spent flushing",
+        g.flush_seconds.clone(),
+    );
+    r.register(
+        "custos_flush_errors",
+        "Flushes that failed and were retried",
+        g.flush_errors.clone(),
+    );
     r.register(
         "custos_last_flush_duration_seconds",
         "Duration of the last flush",
@@ -259,9 +277,21 @@ fn register_store_gauges(r: &mut Registry, g: &StoreGauges) {
         "Unix time of the last flush",
         g.last_flush_timestamp.clone(),
     );
-    r.register("custos_memtable_rows", "Spans in the memtable", g.memtable_rows.clone());
-    r.register("custos_memtable_bytes", "Bytes in the memtable", g.memtable_bytes.clone());
-    r.register("custos_compactions", "Compactions committed", g.compactions.clone());
+    r.register(
+        "custos_memtable_rows",
+        "Spans in the memtable",
+        g.memtable_rows.clone(),
+    );
+    r.register(
+        "custos_memtable_bytes",
+        "Bytes in the memtable",
+        g.memtable_bytes.clone(),
+    );
+    r.register(
+        "custos_compactions",
+        "Compactions committed",
+        g.compactions.clone(),
+    );
     r.register(
         "custos_table_files",
         "Active Parquet files per date partition",
@@ -356,7 +386,10 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
             c.inc_by(v - cur);
         }
     };
-    set_f(&g.wal_sync_seconds, s.wal_sync_micros.load(Ordering::Relaxed));
+    set_f(
+        &g.wal_sync_seconds,
+        s.wal_sync_micros.load(Ordering::Relaxed),
+    );
     set_f(&g.flush_seconds, s.flush_micros.load(Ordering::Relaxed));
     g.last_flush_seconds
         .set(s.last_flush_micros.load(Ordering::Relaxed) as f64 / 1e6);

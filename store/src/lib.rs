@@ -220,8 +220,12 @@ impl Drop for Admission {
 }
 
 fn lock_data_dir(dir: &Path) -> Result<File> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::io(format!("cannot create data directory `{}`", dir.display()), e))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::io(
+            format!("cannot create data directory `{}`", dir.display()),
+            e,
+        )
+    })?;
     let path = dir.join("LOCK");
     let file = File::options()
         .create(true)
@@ -252,9 +256,10 @@ impl Store {
             ..WalOptions::default()
         };
         let dir = wal_dir.clone();
-        let (wal, replay) = tokio::task::spawn_blocking(move || Wal::open(&dir, watermark, wal_opts))
-            .await
-            .map_err(|e| Error::Closed(format!("WAL open task failed: {e}")))??;
+        let (wal, replay) =
+            tokio::task::spawn_blocking(move || Wal::open(&dir, watermark, wal_opts))
+                .await
+                .map_err(|e| Error::Closed(format!("WAL open task failed: {e}")))??;
         let mut memtable = Memtable::default();
         for rec in replay {
             for batch in codec::decode(&rec.payload)? {
@@ -476,7 +481,10 @@ impl Store {
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let started = Instant::now();
         if let Err(e) = table.append(batches, last).await {
-            self.inner.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .stats
+                .flush_errors
+                .fetch_add(1, Ordering::Relaxed);
             // The commit may have landed before the error: the watermark tells.
             table.reload().await?;
             if table.watermark() < last {
@@ -605,7 +613,11 @@ impl Store {
     }
 
     fn is_writable(&self) -> bool {
-        self.inner.wal_tx.lock().map(|t| t.is_some()).unwrap_or(false)
+        self.inner
+            .wal_tx
+            .lock()
+            .map(|t| t.is_some())
+            .unwrap_or(false)
     }
 
     async fn flush_loop(&self) {
@@ -691,7 +703,9 @@ fn wal_writer(inner: Arc<Inner>, mut wal: Wal, rx: std::sync::mpsc::Receiver<Wal
                         .wal_sync_micros
                         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                     stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
-                    stats.wal_records.fetch_add(payloads.len() as u64, Ordering::Relaxed);
+                    stats
+                        .wal_records
+                        .fetch_add(payloads.len() as u64, Ordering::Relaxed);
                     stats.wal_bytes.fetch_add(
                         payloads.iter().map(|p| p.len() as u64 + 16).sum(),
                         Ordering::Relaxed,

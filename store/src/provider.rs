@@ -103,8 +103,9 @@ impl TableProvider for SpansProvider {
                 .iter()
                 .map(|b| conform(b, &self.schema))
                 .collect::<Result<Vec<_>>>()?;
-            let source = MemorySourceConfig::try_new(&[mem], Arc::clone(&self.schema), projection.cloned())?
-                .with_limit(limit);
+            let source =
+                MemorySourceConfig::try_new(&[mem], Arc::clone(&self.schema), projection.cloned())?
+                    .with_limit(limit);
             inputs.push(DataSourceExec::from_data_source(source));
         }
         match inputs.len() {

@@ -14,7 +14,9 @@ use std::num::NonZeroU64;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::compute::{
+    SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
+};
 use arrow::record_batch::RecordBatch;
 use custos_schema::{PARTITION_COLUMNS, col, spans_schema};
 use datafusion::catalog::TableProvider;
@@ -126,7 +128,7 @@ impl SpanTable {
 
     /// The loaded table version.
     pub fn version(&self) -> Option<u64> {
-        self.table.version().map(|v| v as u64)
+        self.table.version()
     }
 
     /// Re-reads the table log, picking up commits made by anyone.

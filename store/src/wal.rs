@@ -102,7 +102,12 @@ fn list_segments(dir: &Path) -> Result<Vec<Segment>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(segments),
-        Err(e) => return Err(Error::io(format!("cannot list WAL directory `{}`", dir.display()), e)),
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot list WAL directory `{}`", dir.display()),
+                e,
+            ));
+        }
     };
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(format!("cannot list `{}`", dir.display()), e))?;
@@ -135,8 +140,12 @@ struct Scan {
 
 /// Reads a segment, passing each good record to `f`. Stops at the first bad record.
 fn scan_segment(seg: &Segment, mut f: impl FnMut(u64, Vec<u8>) -> Result<()>) -> Result<Scan> {
-    let file = File::open(&seg.path)
-        .map_err(|e| Error::io(format!("cannot open WAL segment `{}`", seg.path.display()), e))?;
+    let file = File::open(&seg.path).map_err(|e| {
+        Error::io(
+            format!("cannot open WAL segment `{}`", seg.path.display()),
+            e,
+        )
+    })?;
     let file_len = file
         .metadata()
         .map_err(|e| Error::io(format!("cannot stat `{}`", seg.path.display()), e))?
@@ -250,8 +259,12 @@ impl Wal {
     /// `after` is the highest sequence number already durable elsewhere (the table's flush
     /// watermark). Segments wholly at or below it are deleted.
     pub fn open(dir: &Path, after: u64, options: WalOptions) -> Result<(Self, Vec<WalRecord>)> {
-        fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("cannot create WAL directory `{}`", dir.display()), e))?;
+        fs::create_dir_all(dir).map_err(|e| {
+            Error::io(
+                format!("cannot create WAL directory `{}`", dir.display()),
+                e,
+            )
+        })?;
         let segments = list_segments(dir)?;
         let n = segments.len();
         let mut replay = Vec::new();
@@ -287,13 +300,16 @@ impl Wal {
                 let len = scan.good_len.max(MAGIC.len() as u64);
                 if scan.good_len < MAGIC.len() as u64 {
                     // Even the magic was torn: rewrite it.
-                    f.set_len(0)
-                        .map_err(|e| Error::io(format!("cannot truncate `{}`", seg.path.display()), e))?;
-                    (&f).write_all(MAGIC)
-                        .map_err(|e| Error::io(format!("cannot write `{}`", seg.path.display()), e))?;
+                    f.set_len(0).map_err(|e| {
+                        Error::io(format!("cannot truncate `{}`", seg.path.display()), e)
+                    })?;
+                    (&f).write_all(MAGIC).map_err(|e| {
+                        Error::io(format!("cannot write `{}`", seg.path.display()), e)
+                    })?;
                 }
-                f.set_len(len)
-                    .map_err(|e| Error::io(format!("cannot truncate `{}`", seg.path.display()), e))?;
+                f.set_len(len).map_err(|e| {
+                    Error::io(format!("cannot truncate `{}`", seg.path.display()), e)
+                })?;
                 f.sync_all()
                     .map_err(|e| Error::io(format!("cannot sync `{}`", seg.path.display()), e))?;
             }
@@ -404,13 +420,19 @@ impl Wal {
             buf.extend_from_slice(p);
             seq += 1;
         }
-        self.file
-            .write_all(&buf)
-            .map_err(|e| Error::io(format!("cannot write WAL segment `{}`", self.active.path.display()), e))?;
+        self.file.write_all(&buf).map_err(|e| {
+            Error::io(
+                format!("cannot write WAL segment `{}`", self.active.path.display()),
+                e,
+            )
+        })?;
         if self.options.sync {
-            self.file
-                .sync_data()
-                .map_err(|e| Error::io(format!("cannot sync WAL segment `{}`", self.active.path.display()), e))?;
+            self.file.sync_data().map_err(|e| {
+                Error::io(
+                    format!("cannot sync WAL segment `{}`", self.active.path.display()),
+                    e,
+                )
+            })?;
         }
         self.active_bytes += buf.len() as u64;
         self.bytes_written += buf.len() as u64;
@@ -440,7 +462,10 @@ impl Wal {
             }
             let (seg, _) = self.closed.remove(0);
             fs::remove_file(&seg.path).map_err(|e| {
-                Error::io(format!("cannot remove WAL segment `{}`", seg.path.display()), e)
+                Error::io(
+                    format!("cannot remove WAL segment `{}`", seg.path.display()),
+                    e,
+                )
             })?;
             removed_any = true;
         }
@@ -572,7 +597,10 @@ mod tests {
         wal.remove_through(3).unwrap();
         drop(wal);
         let (wal, replay) = Wal::open(dir.path(), 3, opts.clone()).unwrap();
-        assert_eq!(replay.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4, 5, 6]);
+        assert_eq!(
+            replay.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![4, 5, 6]
+        );
         assert_eq!(wal.next_seq(), 7);
         drop(wal);
         // Everything flushed: all segments but a fresh empty one go, numbering continues.

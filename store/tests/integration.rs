@@ -1,6 +1,8 @@
 //! Store tests on real files: exactly-once across flushes, crashes between commit and WAL
 //! truncation, read-only opens beside a writer, the lock, and the memory budget.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,7 +23,9 @@ fn batch(tag: u32, n: usize) -> RecordBatch {
                 col::SPAN_ID => Arc::new(StringArray::from(
                     (0..n).map(|i| format!("{i:016x}")).collect::<Vec<_>>(),
                 )),
-                col::START_TIME_UNIX_NANO => Arc::new(Int64Array::from(vec![1_763_700_000_000_000_000i64; n])),
+                col::START_TIME_UNIX_NANO => {
+                    Arc::new(Int64Array::from(vec![1_763_700_000_000_000_000i64; n]))
+                }
                 col::DATE => Arc::new(StringArray::from(vec!["2025-11-21"; n])),
                 _ => new_null_array(f.data_type(), n),
             }
@@ -38,8 +42,11 @@ fn options(dir: &Path) -> StoreOptions {
 
 async fn count(store: &Store) -> (i64, i64) {
     let ctx = SessionContext::new();
-    ctx.register_table("spans", Arc::new(custos_store::SpansProvider::new(store.clone())))
-        .unwrap();
+    ctx.register_table(
+        "spans",
+        Arc::new(custos_store::SpansProvider::new(store.clone())),
+    )
+    .unwrap();
     let batches = ctx
         .sql("SELECT count(*), count(DISTINCT trace_id || span_id) FROM spans")
         .await
@@ -48,8 +55,18 @@ async fn count(store: &Store) -> (i64, i64) {
         .await
         .unwrap();
     let b = &batches[0];
-    let a = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
-    let d = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+    let a = b
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0);
+    let d = b
+        .column(1)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0);
     (a, d)
 }
 
@@ -100,7 +117,11 @@ async fn crash_between_commit_and_wal_truncation_duplicates_nothing() {
     std::fs::remove_file(data.join("LOCK")).ok();
     let store = Store::open(options(&data)).await.unwrap();
     assert_eq!(count(&store).await, (20, 20));
-    assert_eq!(store.memtable_rows(), 0, "replay must skip records the table holds");
+    assert_eq!(
+        store.memtable_rows(),
+        0,
+        "replay must skip records the table holds"
+    );
     // New appends continue after the watermark.
     store.append(batch(3, 1)).await.unwrap();
     assert_eq!(count(&store).await, (21, 21));
@@ -121,7 +142,9 @@ async fn read_only_open_sees_the_wal_tail_beside_a_writer() {
     assert_eq!(count(&store).await, (8, 8));
     // A second writer is refused with a clear message.
     match Store::open(options(dir.path())).await {
-        Err(e @ Error::Locked(_)) => assert!(e.to_string().contains("in use by another custos process")),
+        Err(e @ Error::Locked(_)) => {
+            assert!(e.to_string().contains("in use by another custos process"))
+        }
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("two writers on one directory"),
     }
@@ -157,14 +180,21 @@ async fn compaction_and_retention_keep_rows_exactly_once() {
     let before = store.files_per_partition().await;
     assert_eq!(before, vec![("2025-11-21".to_string(), 4)]);
     assert!(store.compact_now(2).await.unwrap());
-    assert_eq!(store.files_per_partition().await, vec![("2025-11-21".to_string(), 1)]);
+    assert_eq!(
+        store.files_per_partition().await,
+        vec![("2025-11-21".to_string(), 1)]
+    );
     assert_eq!(count(&store).await, (100, 100));
     store.shutdown().await.unwrap();
     let mut o = options(dir.path());
     o.retention_days = Some(1);
     let store = Store::open(o).await.unwrap();
     store.maintain().await.unwrap();
-    assert_eq!(count(&store).await, (0, 0), "a partition from 2025 is past a one-day retention");
+    assert_eq!(
+        count(&store).await,
+        (0, 0),
+        "a partition from 2025 is past a one-day retention"
+    );
     store.shutdown().await.unwrap();
 }
 
