@@ -309,5 +309,10 @@ async fn bench_ingest(
         r.flush_seconds, r.compaction_seconds
     );
     println!("  peak memory       {:.0} MiB RSS", r.peak_rss_mib);
+    let st = &r.stages;
+    println!(
+        "  stages (1 core)   decode {:.2} µs/span, normalize {:.2}, IPC encode {:.2}, WAL write {:.2}; one fsync {:.0} µs",
+        st.decode_us, st.normalize_us, st.encode_us, st.wal_write_us, st.fsync_us
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -160,6 +160,14 @@ async fn read_body(body: Body, gzip: bool, max: usize) -> std::result::Result<Ve
     Ok(out)
 }
 
+/// Decodes an export request body (already decompressed); the error is the client-facing message.
+pub fn decode_request(
+    bytes: &[u8],
+    encoding: Encoding,
+) -> std::result::Result<ExportTraceServiceRequest, String> {
+    decode(bytes, encoding).map_err(|f| f.message)
+}
+
 fn decode(
     bytes: &[u8],
     encoding: Encoding,

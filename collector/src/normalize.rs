@@ -70,10 +70,31 @@ fn key_index() -> &'static HashMap<&'static str, (usize, usize)> {
     })
 }
 
+/// Which first bytes any convention key starts with.
+fn first_bytes() -> &'static [bool; 256] {
+    static FIRST: OnceLock<[bool; 256]> = OnceLock::new();
+    FIRST.get_or_init(|| {
+        let mut t = [false; 256];
+        for c in CONVENTIONS {
+            for k in c.keys {
+                if let Some(b) = k.as_bytes().first() {
+                    t[*b as usize] = true;
+                }
+            }
+        }
+        t
+    })
+}
+
 /// For each convention, the best-ranked attribute of the right type among `attrs`.
 fn lift<'a>(attrs: &'a [KeyValue], out: &mut [Option<(usize, Typed<'a>)>]) {
     let index = key_index();
     for kv in attrs {
+        // Most keys that fill no column are skipped by their first byte, without hashing.
+        let first = kv.key.as_bytes().first().copied().unwrap_or(0);
+        if !first_bytes()[first as usize] {
+            continue;
+        }
         let Some(&(ci, rank)) = index.get(kv.key.as_str()) else {
             continue;
         };

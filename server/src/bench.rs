@@ -66,6 +66,97 @@ pub struct BenchReport {
     pub compaction_seconds: f64,
     /// Peak resident memory of the process, MiB.
     pub peak_rss_mib: f64,
+    /// Single-threaded cost of each ingest stage, in microseconds per span.
+    pub stages: StageCosts,
+}
+
+/// Where the CPU time of ingest goes, measured single-threaded on the same requests.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageCosts {
+    /// Protobuf decode of the export request.
+    pub decode_us: f64,
+    /// Validation and normalization into an Arrow batch.
+    pub normalize_us: f64,
+    /// Arrow IPC encoding of the batch for the WAL.
+    pub encode_us: f64,
+    /// WAL write of the encoded records without fsync.
+    pub wal_write_us: f64,
+    /// One `fdatasync` of the WAL, in microseconds (not per span).
+    pub fsync_us: f64,
+}
+
+/// Times each stage over `pool`, single-threaded.
+fn stage_costs(pool: &[bytes::Bytes], spans_per_request: usize) -> Result<StageCosts> {
+    let rounds = 4;
+    let n = (pool.len() * rounds * spans_per_request) as f64;
+    let mut decoded = Vec::with_capacity(pool.len());
+    let t = Instant::now();
+    for _ in 0..rounds {
+        decoded.clear();
+        for body in pool {
+            decoded.push(
+                custos_collector::http::decode_request(
+                    body,
+                    custos_collector::http::Encoding::Protobuf,
+                )
+                .map_err(Error::Task)?,
+            );
+        }
+    }
+    let decode_us = t.elapsed().as_secs_f64() * 1e6 / n;
+    let mut batches = Vec::with_capacity(pool.len());
+    let t = Instant::now();
+    for _ in 0..rounds {
+        batches.clear();
+        for req in &decoded {
+            let normalized = custos_collector::normalize(req)
+                .map_err(|e| Error::Task(format!("normalize failed: {e}")))?;
+            batches.extend(normalized.batch);
+        }
+    }
+    let normalize_us = t.elapsed().as_secs_f64() * 1e6 / n;
+    let mut payloads = Vec::with_capacity(pool.len());
+    let t = Instant::now();
+    for _ in 0..rounds {
+        payloads.clear();
+        for b in &batches {
+            payloads.push(custos_store::codec::encode(b)?);
+        }
+    }
+    let encode_us = t.elapsed().as_secs_f64() * 1e6 / n;
+    let dir = std::env::temp_dir().join(format!("custos-bench-wal-{}", std::process::id()));
+    let (mut wal, _) = custos_store::wal::Wal::open(
+        &dir,
+        0,
+        custos_store::wal::WalOptions {
+            sync: false,
+            ..Default::default()
+        },
+    )?;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for p in &payloads {
+            wal.append(std::slice::from_ref(p))?;
+        }
+    }
+    let wal_write_us = t.elapsed().as_secs_f64() * 1e6 / n;
+    drop(wal);
+    let (mut wal, _) = custos_store::wal::Wal::open(&dir, 0, Default::default())?;
+    let syncs = 20;
+    let t = Instant::now();
+    for _ in 0..syncs {
+        wal.append(&[b"x"])?;
+    }
+    let fsync_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(syncs);
+    drop(wal);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(StageCosts {
+        decode_us,
+        normalize_us,
+        encode_us,
+        wal_write_us,
+        fsync_us,
+    })
 }
 
 /// A tiny deterministic generator (xorshift64*), enough for synthetic data; seed with non-zero.
@@ -348,6 +439,7 @@ pub async fn ingest(options: BenchOptions) -> Result<BenchReport> {
         .collect();
     let wire_bytes_per_span =
         pool.iter().map(|b| b.len()).sum::<usize>() as f64 / (pool.len() * options.batch) as f64;
+    let stages = stage_costs(&pool, options.batch)?;
     let requests = options.spans.div_ceil(options.batch);
     let url = format!("http://{}/v1/traces", server.otlp_http);
     let client = reqwest::Client::builder()
@@ -438,5 +530,6 @@ pub async fn ingest(options: BenchOptions) -> Result<BenchReport> {
         flush_seconds,
         compaction_seconds,
         peak_rss_mib: peak,
+        stages,
     })
 }

@@ -14,9 +14,7 @@ use std::num::NonZeroU64;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::compute::{
-    SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
-};
+use arrow::compute::{SortColumn, SortOptions, interleave_record_batch, lexsort_to_indices};
 use arrow::record_batch::RecordBatch;
 use custos_schema::{PARTITION_COLUMNS, col, spans_schema};
 use datafusion::catalog::TableProvider;
@@ -71,6 +69,17 @@ async fn read_watermark(table: &DeltaTable) -> Result<u64> {
     Ok(v.map(|v| v.max(0) as u64).unwrap_or(0))
 }
 
+/// Whether `dir/_delta_log` holds at least one commit file.
+fn has_commits(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("_delta_log"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        })
+        .unwrap_or(false)
+}
+
 fn table_url(dir: &Path) -> Result<url::Url> {
     let s = dir
         .to_str()
@@ -82,9 +91,16 @@ impl SpanTable {
     /// Opens the table in `dir`, creating the directory and an empty table when absent.
     pub async fn open_or_create(dir: &Path) -> Result<Self> {
         let url = table_url(dir)?;
-        let table = DeltaTable::try_from_url(url)
-            .await
-            .map_err(|e| table_err(&format!("cannot open table `{}`", dir.display()), e))?;
+        let table = if has_commits(dir) {
+            DeltaTable::try_from_url(url)
+                .await
+                .map_err(|e| table_err(&format!("cannot open table `{}`", dir.display()), e))?
+        } else {
+            // A new table: build the handle without loading a log that does not exist yet.
+            deltalake::DeltaTableBuilder::from_url(url)
+                .and_then(|b| b.build())
+                .map_err(|e| table_err(&format!("cannot open table `{}`", dir.display()), e))?
+        };
         let table = if table.version().is_some() {
             table
         } else {
@@ -107,7 +123,7 @@ impl SpanTable {
 
     /// Opens an existing table without creating anything; `None` when there is no table yet.
     pub async fn open_existing(dir: &Path) -> Result<Option<Self>> {
-        if !dir.join("_delta_log").is_dir() {
+        if !has_commits(dir) {
             return Ok(None);
         }
         let url = table_url(dir)?;
@@ -280,20 +296,42 @@ impl SpanTable {
     }
 }
 
-/// Concatenates and sorts a flush by `trace_id`, then `start_time_unix_nano`.
+/// Sorts a flush by `trace_id`, then `start_time_unix_nano`, into one batch.
+///
+/// Only the two key columns are concatenated; the rows are gathered straight from the memtable's
+/// batches, so the flush holds one extra copy of the data, not two.
 fn sort_for_storage(batches: &[RecordBatch]) -> Result<RecordBatch> {
     let schema = spans_schema();
-    let batch = concat_batches(&schema, batches).map_err(|e| Error::Codec(e.to_string()))?;
-    let by = |name: &str| -> Result<SortColumn> {
-        let i = schema
-            .index_of(name)
-            .map_err(|e| Error::Codec(e.to_string()))?;
+    let codec = |e: arrow::error::ArrowError| Error::Codec(e.to_string());
+    let key = |name: &str| -> Result<SortColumn> {
+        let i = schema.index_of(name).map_err(codec)?;
+        let parts: Vec<&dyn arrow::array::Array> =
+            batches.iter().map(|b| b.column(i).as_ref()).collect();
         Ok(SortColumn {
-            values: Arc::clone(batch.column(i)),
+            values: arrow::compute::concat(&parts).map_err(codec)?,
             options: Some(SortOptions::default()),
         })
     };
-    let indices = lexsort_to_indices(&[by(col::TRACE_ID)?, by(col::START_TIME_UNIX_NANO)?], None)
-        .map_err(|e| Error::Codec(e.to_string()))?;
-    take_record_batch(&batch, &indices).map_err(|e| Error::Codec(e.to_string()))
+    let order = lexsort_to_indices(
+        &[key(col::TRACE_ID)?, key(col::START_TIME_UNIX_NANO)?],
+        None,
+    )
+    .map_err(codec)?;
+    let mut starts = Vec::with_capacity(batches.len());
+    let mut total = 0usize;
+    for b in batches {
+        starts.push(total);
+        total += b.num_rows();
+    }
+    let rows: Vec<(usize, usize)> = order
+        .values()
+        .iter()
+        .map(|&g| {
+            let g = g as usize;
+            let b = starts.partition_point(|s| *s <= g).saturating_sub(1);
+            (b, g - starts[b])
+        })
+        .collect();
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    interleave_record_batch(&refs, &rows).map_err(codec)
 }
