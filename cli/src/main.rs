@@ -138,11 +138,16 @@ async fn serve(
     otlp_http: Option<SocketAddr>,
     api: Option<SocketAddr>,
 ) -> Result<ExitCode> {
+    // The Delta kernel logs every snapshot at INFO; keep custos' own INFO and the libraries' warnings.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(
+                    "warn,custos=info,custos_store=info,custos_server=info,custos_collector=info",
+                )
+            }),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let file = match &config {

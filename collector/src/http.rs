@@ -296,8 +296,19 @@ async fn handle(
     let response = accepted.response();
     let bytes = match encoding {
         Encoding::Protobuf => response.encode_to_vec(),
-        Encoding::Json => serde_json::to_vec(&response)
-            .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, UNKNOWN, e.to_string()))?,
+        // A success without rejections leaves `partialSuccess` unset, as the specification asks;
+        // `rejectedSpans` is an int64, which OTLP/JSON writes as a decimal string.
+        Encoding::Json => match &response.partial_success {
+            None => b"{}".to_vec(),
+            Some(p) => serde_json::json!({
+                "partialSuccess": {
+                    "rejectedSpans": p.rejected_spans.to_string(),
+                    "errorMessage": p.error_message,
+                }
+            })
+            .to_string()
+            .into_bytes(),
+        },
     };
     Ok((bytes, accepted.accepted, accepted.rejected))
 }
