@@ -38,10 +38,15 @@ fn table_err(context: &str, e: impl std::fmt::Display) -> Error {
     Error::Table(format!("{context}: {e}"))
 }
 
-/// Parquet settings for every file the store writes.
-pub fn writer_properties() -> WriterProperties {
+/// zstd level of files written by flushes: fast, since compaction rewrites them.
+pub const FLUSH_ZSTD_LEVEL: i32 = 1;
+/// zstd level of files written by compaction: these are the files kept for days.
+pub const COMPACT_ZSTD_LEVEL: i32 = 3;
+
+/// Parquet settings for the files the store writes, at a zstd `level`.
+pub fn writer_properties(level: i32) -> WriterProperties {
     let trace = ColumnPath::from(col::TRACE_ID);
-    let zstd = ZstdLevel::try_new(3).map_or(Compression::SNAPPY, Compression::ZSTD);
+    let zstd = ZstdLevel::try_new(level).map_or(Compression::SNAPPY, Compression::ZSTD);
     WriterProperties::builder()
         .set_compression(zstd)
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -180,7 +185,7 @@ impl SpanTable {
             .clone()
             .write(vec![batch])
             .with_save_mode(SaveMode::Append)
-            .with_writer_properties(writer_properties())
+            .with_writer_properties(writer_properties(FLUSH_ZSTD_LEVEL))
             .with_commit_properties(commit)
             .await
             .map_err(|e| table_err("flush commit failed", e))?;
@@ -212,7 +217,7 @@ impl SpanTable {
                     col::TRACE_ID.to_string(),
                 ]))
                 .with_target_size(target)
-                .with_writer_properties(writer_properties())
+                .with_writer_properties(writer_properties(COMPACT_ZSTD_LEVEL))
                 .with_max_concurrent_tasks(1)
                 .await
                 .map_err(|e| table_err(&format!("compaction of partition `{date}` failed"), e))?;
