@@ -260,17 +260,9 @@ async fn handle(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if let Some(len) = declared
-        && len > max
-    {
-        return Err(Failure::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            RESOURCE_EXHAUSTED,
-            format!(
-                "request body of {len} bytes exceeds the limit of {max} bytes; send smaller batches"
-            ),
-        ));
-    }
+    // A body declared larger than the limit is still read up to the limit before the 413, so
+    // that clients which write the whole body before reading the answer get the 413 rather than
+    // a broken pipe; memory stays bounded by the limit either way.
     // Reserve what the decoded request will roughly take before reading it.
     let estimate = declared.map_or(max / 4, |l| if gzip { l.saturating_mul(8) } else { l * 2 });
     let retry = ingest.options.retry_after.as_secs().max(1);

@@ -491,19 +491,8 @@ impl Store {
                 return Err(e);
             }
         }
-        let provider = table.provider().await?;
+        self.show(table).await?;
         let watermark = table.watermark();
-        let released = {
-            let mut v = self
-                .inner
-                .view
-                .lock()
-                .map_err(|_| Error::Closed("view lock poisoned".into()))?;
-            v.table = provider;
-            v.watermark = watermark;
-            v.memtable.remove_through(watermark)
-        };
-        self.inner.mem_bytes.fetch_sub(released, Ordering::AcqRel);
         let micros = started.elapsed().as_micros() as u64;
         let stats = &self.inner.stats;
         stats.flushes.fetch_add(1, Ordering::Relaxed);
@@ -543,18 +532,23 @@ impl Store {
         self.show(table).await
     }
 
-    /// Points readers at the table's loaded version. Compaction and retention change files, not the
-    /// set of WAL records the table holds, so the memtable is untouched.
+    /// Points readers at the table's loaded version and, in the same critical section, drops the
+    /// memtable entries that version holds (none after compaction or retention, which change files
+    /// but not the watermark).
     async fn show(&self, table: &SpanTable) -> Result<()> {
         let provider = table.provider().await?;
         let watermark = table.watermark();
-        let mut v = self
-            .inner
-            .view
-            .lock()
-            .map_err(|_| Error::Closed("view lock poisoned".into()))?;
-        v.table = provider;
-        v.watermark = watermark;
+        let released = {
+            let mut v = self
+                .inner
+                .view
+                .lock()
+                .map_err(|_| Error::Closed("view lock poisoned".into()))?;
+            v.table = provider;
+            v.watermark = watermark;
+            v.memtable.remove_through(watermark)
+        };
+        self.inner.mem_bytes.fetch_sub(released, Ordering::AcqRel);
         Ok(())
     }
 
