@@ -11,8 +11,9 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU64;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arrow::compute::{SortColumn, SortOptions, interleave_record_batch, lexsort_to_indices};
 use arrow::record_batch::RecordBatch;
@@ -61,6 +62,7 @@ pub fn writer_properties(level: i32) -> WriterProperties {
 pub struct SpanTable {
     table: DeltaTable,
     watermark: u64,
+    dir: PathBuf,
 }
 
 async fn read_watermark(table: &DeltaTable) -> Result<u64> {
@@ -72,6 +74,39 @@ async fn read_watermark(table: &DeltaTable) -> Result<u64> {
         .await
         .map_err(|e| table_err("cannot read the flush watermark", e))?;
     Ok(v.map(|v| v.max(0) as u64).unwrap_or(0))
+}
+
+/// Fsyncs every file under `dir` modified at or after `since`, and every directory holding one.
+fn sync_written_since(dir: &Path, since: SystemTime) -> Result<()> {
+    let since = since
+        .checked_sub(std::time::Duration::from_secs(2))
+        .unwrap_or(since);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d)
+            .map_err(|e| Error::io(format!("cannot list `{}`", d.display()), e))?;
+        let mut touched = false;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                // A directory created or changed since: its entry in `d` must be durable too.
+                touched |= meta.modified().is_ok_and(|m| m >= since);
+                stack.push(path);
+            } else if meta.modified().is_ok_and(|m| m >= since) {
+                std::fs::File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Error::io(format!("cannot sync `{}`", path.display()), e))?;
+                touched = true;
+            }
+        }
+        if touched {
+            std::fs::File::open(&d)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(format!("cannot sync directory `{}`", d.display()), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `dir/_delta_log` holds at least one commit file.
@@ -123,7 +158,11 @@ impl SpanTable {
                 .map_err(|e| table_err(&format!("cannot create table `{}`", dir.display()), e))?
         };
         let watermark = read_watermark(&table).await?;
-        Ok(Self { table, watermark })
+        Ok(Self {
+            table,
+            watermark,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Opens an existing table without creating anything; `None` when there is no table yet.
@@ -139,7 +178,11 @@ impl SpanTable {
             return Ok(None);
         }
         let watermark = read_watermark(&table).await?;
-        Ok(Some(Self { table, watermark }))
+        Ok(Some(Self {
+            table,
+            watermark,
+            dir: dir.to_path_buf(),
+        }))
     }
 
     /// The highest WAL sequence number the table holds.
@@ -178,6 +221,7 @@ impl SpanTable {
     /// Commits `batches` together with the watermark `through` in one transaction.
     pub async fn append(&mut self, batches: Vec<RecordBatch>, through: u64) -> Result<()> {
         let batch = sort_for_storage(&batches)?;
+        let started = SystemTime::now();
         let commit = CommitProperties::default()
             .with_application_transaction(Transaction::new(APP_ID, through as i64));
         let table = self
@@ -191,6 +235,13 @@ impl SpanTable {
             .map_err(|e| table_err("flush commit failed", e))?;
         self.table = table;
         self.watermark = through;
+        // The object store writes files without fsync. The WAL records this commit covers are
+        // deleted next, so make the commit and its data files durable first: a power loss must
+        // not take both copies.
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || sync_written_since(&dir, started))
+            .await
+            .map_err(|e| Error::Table(format!("sync task failed: {e}")))??;
         Ok(())
     }
 
