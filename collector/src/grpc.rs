@@ -75,6 +75,11 @@ impl TraceService for GrpcReceiver {
                 m.record("grpc", "UNAVAILABLE", 0, 0, secs);
                 Err(self.unavailable(msg))
             }
+            Err(Refusal::TooLarge(msg)) => {
+                // No RetryInfo: the same request will never fit.
+                m.record("grpc", "RESOURCE_EXHAUSTED", 0, 0, secs);
+                Err(Status::resource_exhausted(msg))
+            }
             Err(Refusal::Internal(msg)) => {
                 // Not INTERNAL: the rewrite layer would turn it into INVALID_ARGUMENT. UNKNOWN is
                 // not retried by OTLP clients either, and it says what it is.

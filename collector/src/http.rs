@@ -111,6 +111,9 @@ impl Failure {
 }
 
 const INVALID_ARGUMENT: i32 = 3;
+const DEADLINE_EXCEEDED: i32 = 4;
+/// How long a client may take to send its request body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 const RESOURCE_EXHAUSTED: i32 = 8;
 const UNAVAILABLE: i32 = 14;
 const UNKNOWN: i32 = 2;
@@ -264,7 +267,13 @@ async fn handle(
     // that clients which write the whole body before reading the answer get the 413 rather than
     // a broken pipe; memory stays bounded by the limit either way.
     // Reserve what the decoded request will roughly take before reading it.
-    let estimate = declared.map_or(max / 4, |l| if gzip { l.saturating_mul(8) } else { l * 2 });
+    let estimate = declared.map_or(max / 4, |l| {
+        if gzip {
+            l.saturating_mul(8)
+        } else {
+            l.saturating_mul(2)
+        }
+    });
     let retry = ingest.options.retry_after.as_secs().max(1);
     let admission = ingest.store.admit(estimate.min(max)).map_err(|e| Failure {
         status: StatusCode::SERVICE_UNAVAILABLE,
@@ -272,7 +281,19 @@ async fn handle(
         message: format!("server overloaded: {e}"),
         retry_after: Some(retry),
     })?;
-    let bytes = read_body(body, gzip, max).await?;
+    // A client that trickles its body must not hold the reservation forever.
+    let bytes = tokio::time::timeout(BODY_TIMEOUT, read_body(body, gzip, max))
+        .await
+        .map_err(|_| {
+            Failure::new(
+                StatusCode::REQUEST_TIMEOUT,
+                DEADLINE_EXCEEDED,
+                format!(
+                    "request body not received within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
+        })??;
     let req = decode(&bytes, encoding)?;
     drop(bytes);
     let accepted = ingest.export(&req).await.map_err(|r| match r {
@@ -282,6 +303,7 @@ async fn handle(
             message: m,
             retry_after: Some(retry),
         },
+        Refusal::TooLarge(m) => Failure::new(StatusCode::PAYLOAD_TOO_LARGE, RESOURCE_EXHAUSTED, m),
         Refusal::Internal(m) => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, UNKNOWN, m),
     })?;
     drop(admission);

@@ -14,6 +14,9 @@ pub enum Refusal {
     Overloaded(String),
     /// The store cannot make data durable right now (WAL failure, shutdown).
     Unavailable(String),
+    /// The export is too large to store (it expands past the limit once normalized); retrying
+    /// will not help.
+    TooLarge(String),
     /// A bug while converting valid data.
     Internal(String),
 }
@@ -55,6 +58,16 @@ pub struct Ingest {
 impl Ingest {
     /// Normalizes and stores an export; returns once the accepted spans are durable and visible.
     pub async fn export(&self, req: &ExportTraceServiceRequest) -> Result<Accepted, Refusal> {
+        // Resource attributes are copied onto every span of the resource: refuse exports that
+        // would expand far beyond their size on the wire before building anything.
+        let limit = self.options.max_body_bytes.saturating_mul(4);
+        let expanded = crate::normalize::expanded_size(req);
+        if expanded > limit {
+            return Err(Refusal::TooLarge(format!(
+                "the export expands to about {expanded} bytes once resource attributes are copied \
+                 onto each span, over the limit of {limit} bytes; send fewer spans per request"
+            )));
+        }
         let n = normalize(req).map_err(|e| Refusal::Internal(e.to_string()))?;
         let mut out = Accepted {
             accepted: 0,
@@ -65,6 +78,7 @@ impl Ingest {
             let rows = batch.num_rows() as u64;
             self.store.append(batch).await.map_err(|e| match e {
                 custos_store::Error::Overloaded { .. } => Refusal::Overloaded(e.to_string()),
+                custos_store::Error::TooLarge(m) => Refusal::TooLarge(m),
                 other => Refusal::Unavailable(other.to_string()),
             })?;
             out.accepted = rows;

@@ -490,6 +490,21 @@ fn opt_str(b: &mut StringBuilder, s: &str) {
     }
 }
 
+/// An upper estimate of the bytes an export takes once normalized: the request itself plus each
+/// resource's attributes and scope once per span.
+pub fn expanded_size(req: &ExportTraceServiceRequest) -> usize {
+    use prost::Message as _;
+    let mut total = req.encoded_len();
+    for rs in &req.resource_spans {
+        let resource = rs.resource.as_ref().map_or(0, |r| r.encoded_len());
+        for ss in &rs.scope_spans {
+            let scope = ss.scope.as_ref().map_or(0, |s| s.encoded_len());
+            total = total.saturating_add((resource + scope).saturating_mul(ss.spans.len()));
+        }
+    }
+    total
+}
+
 /// Converts an export request. Never fails on client data: invalid spans are counted as rejected.
 pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized> {
     let mut cols = Columns::new();

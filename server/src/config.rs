@@ -178,6 +178,13 @@ impl Config {
                 1,
             )?),
         };
+        if store.memory_budget_bytes < receiver.max_body_bytes.saturating_mul(2) {
+            return Err(Error::Config(format!(
+                "`store.memory_budget_mib` ({}) must be at least twice `receiver.max_body_mib` ({}), or a large export could never be admitted",
+                store.memory_budget_bytes / MIB as usize,
+                receiver.max_body_bytes / MIB as usize
+            )));
+        }
         let query = QueryOptions {
             memory_limit_bytes: (positive(
                 "query.memory_limit_mib",

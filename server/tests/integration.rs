@@ -475,6 +475,26 @@ async fn http_error_statuses() {
     let st = rpc_status(&res.bytes().await.unwrap());
     assert!(st.message.contains("after decompression"), "{}", st.message);
 
+    // 413: small on the wire, huge once the resource's attributes are copied onto every span.
+    let mut req = request((1..=250u8).map(|i| span(12, i, "tiny")).collect());
+    req.resource_spans[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .push(kv(
+            "big",
+            any_value::Value::StringValue("z".repeat(900 << 10)),
+        ));
+    let res = post(&server, "application/x-protobuf", None, req.encode_to_vec()).await;
+    assert_eq!(res.status(), 413);
+    let st = rpc_status(&res.bytes().await.unwrap());
+    assert!(
+        st.message.contains("fewer spans per request"),
+        "{}",
+        st.message
+    );
+
     // 415: unknown content type, and unknown content encoding.
     let res = post(&server, "text/plain", None, b"hello".to_vec()).await;
     assert_eq!(res.status(), 415);
@@ -505,7 +525,7 @@ async fn overload_answers_503_and_unavailable_with_retry_info() {
     // A budget of 1 MiB with flushes far apart: a few requests fill it.
     let server = start_with(
         dir.path(),
-        "[store]\nmemory_budget_mib = 1\nflush_mib = 1\nflush_interval_secs = 3600\n[receiver]\nretry_after_secs = 2\n",
+        "[store]\nmemory_budget_mib = 2\nflush_mib = 2\nflush_interval_secs = 3600\n[receiver]\nmax_body_mib = 1\nretry_after_secs = 2\n",
     )
     .await;
     let big: Vec<Span> = (0..2000u32)

@@ -389,7 +389,7 @@ impl Store {
             inner: Arc::clone(&self.inner),
             bytes,
         };
-        if mem + prev + bytes > limit {
+        if mem.saturating_add(prev).saturating_add(bytes) > limit {
             drop(admission);
             self.inner.flush_wanted.notify_one();
             return Err(Error::Overloaded {
@@ -418,6 +418,13 @@ impl Store {
     /// to disk and readable; only then may the caller acknowledge the export.
     pub async fn append(&self, batch: RecordBatch) -> Result<u64> {
         let payload = codec::encode(&batch)?;
+        if payload.len() > wal::MAX_RECORD_BYTES {
+            return Err(Error::TooLarge(format!(
+                "the export expands to {} bytes of spans, over the limit of {} bytes; send smaller batches",
+                payload.len(),
+                wal::MAX_RECORD_BYTES
+            )));
+        }
         let (reply, rx) = oneshot::channel();
         {
             let tx = self
@@ -463,21 +470,60 @@ impl Store {
         }
     }
 
-    /// Writes every memtable entry to the table in one commit. Returns the number of rows flushed.
+    /// Writes every memtable entry to the table, in commits of at most `flush_bytes` (so one
+    /// commit never builds arrays too large to write). Returns the number of rows flushed.
     pub async fn flush(&self) -> Result<usize> {
+        // Flush what is there now; spans arriving meanwhile wait for the next flush.
+        let target = self
+            .inner
+            .view
+            .lock()
+            .map_err(|_| Error::Closed("view lock poisoned".into()))?
+            .memtable
+            .last_seq();
+        let Some(target) = target else { return Ok(0) };
+        let mut total = 0;
+        loop {
+            let (rows, watermark) = self.flush_some().await?;
+            total += rows;
+            if rows == 0 || watermark >= target {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// One commit of the oldest memtable entries the table does not hold yet; returns the rows
+    /// written and the table's watermark after it.
+    async fn flush_some(&self) -> Result<(usize, u64)> {
         let mut guard = self.inner.table.lock().await;
         let Some(table) = guard.as_mut() else {
-            return Ok(0);
+            return Ok((0, 0));
         };
+        let view_watermark = self
+            .inner
+            .view
+            .lock()
+            .map_err(|_| Error::Closed("view lock poisoned".into()))?
+            .watermark;
+        if table.watermark() > view_watermark {
+            // An earlier commit landed but readers were not switched to it (its follow-up failed):
+            // switch now, so its entries are neither shown twice nor written twice.
+            self.show(table).await?;
+        }
         let (batches, last) = {
             let v = self
                 .inner
                 .view
                 .lock()
                 .map_err(|_| Error::Closed("view lock poisoned".into()))?;
-            v.memtable.entries_through(u64::MAX)
+            v.memtable.oldest_after(
+                table.watermark(),
+                self.inner.options.flush_bytes.max(1 << 20),
+            )
         };
-        let Some(last) = last else { return Ok(0) };
+        let Some(last) = last else {
+            return Ok((0, table.watermark()));
+        };
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let started = Instant::now();
         if let Err(e) = table.append(batches, last).await {
@@ -510,7 +556,7 @@ impl Store {
         {
             let _ = tx.send(WalCmd::Truncate { through: watermark });
         }
-        Ok(rows)
+        Ok((rows, watermark))
     }
 
     /// Compacts small files and applies retention once.
@@ -538,16 +584,14 @@ impl Store {
     async fn show(&self, table: &SpanTable) -> Result<()> {
         let provider = table.provider().await?;
         let watermark = table.watermark();
-        let released = {
-            let mut v = self
-                .inner
-                .view
-                .lock()
-                .map_err(|_| Error::Closed("view lock poisoned".into()))?;
-            v.table = provider;
-            v.watermark = watermark;
-            v.memtable.remove_through(watermark)
-        };
+        let mut v = self
+            .inner
+            .view
+            .lock()
+            .map_err(|_| Error::Closed("view lock poisoned".into()))?;
+        v.table = provider;
+        v.watermark = watermark;
+        let released = v.memtable.remove_through(watermark);
         self.inner.mem_bytes.fetch_sub(released, Ordering::AcqRel);
         Ok(())
     }
@@ -704,23 +748,24 @@ fn wal_writer(inner: Arc<Inner>, mut wal: Wal, rx: std::sync::mpsc::Receiver<Wal
                         payloads.iter().map(|p| p.len() as u64 + 16).sum(),
                         Ordering::Relaxed,
                     );
-                    let mut added = 0usize;
                     let mut replies = Vec::with_capacity(pending.len());
                     match inner.view.lock() {
                         Ok(mut v) => {
+                            let before = v.memtable.bytes();
                             for (i, (batch, reply)) in pending.into_iter().enumerate() {
-                                let before = v.memtable.bytes();
                                 v.memtable.push(first_seq + i as u64, batch);
-                                added += v.memtable.bytes() - before;
                                 replies.push((first_seq + i as u64, reply));
                             }
+                            // Counted under the view lock, so a flush cannot subtract it first.
+                            inner
+                                .mem_bytes
+                                .fetch_add(v.memtable.bytes() - before, Ordering::AcqRel);
                         }
                         Err(_) => {
                             failed = Some("view lock poisoned".into());
                             continue;
                         }
                     }
-                    inner.mem_bytes.fetch_add(added, Ordering::AcqRel);
                     for (seq, reply) in replies {
                         let _ = reply.send(Ok(seq));
                     }

@@ -46,12 +46,17 @@ impl Memtable {
             .collect()
     }
 
-    /// Entries up to and including `through`, oldest first, and the highest sequence number among
-    /// them.
-    pub fn entries_through(&self, through: u64) -> (Vec<RecordBatch>, Option<u64>) {
+    /// The oldest entries above `after`, as many as fit in `max_bytes` (at least one), and the
+    /// highest sequence number among them.
+    pub fn oldest_after(&self, after: u64, max_bytes: usize) -> (Vec<RecordBatch>, Option<u64>) {
         let mut out = Vec::new();
         let mut last = None;
-        for e in self.entries.iter().take_while(|e| e.seq <= through) {
+        let mut bytes = 0usize;
+        for e in self.entries.iter().filter(|e| e.seq > after) {
+            if !out.is_empty() && bytes + e.bytes > max_bytes {
+                break;
+            }
+            bytes += e.bytes;
             out.push(e.batch.clone());
             last = Some(e.seq);
         }

@@ -238,11 +238,15 @@ impl SpanTable {
         // The object store writes files without fsync. The WAL records this commit covers are
         // deleted next, so make the commit and its data files durable first: a power loss must
         // not take both copies.
+        self.sync_since(started).await
+    }
+
+    /// Fsyncs what the table directory gained since `started`.
+    async fn sync_since(&self, started: SystemTime) -> Result<()> {
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || sync_written_since(&dir, started))
             .await
-            .map_err(|e| Error::Table(format!("sync task failed: {e}")))??;
-        Ok(())
+            .map_err(|e| Error::Table(format!("sync task failed: {e}")))?
     }
 
     /// Rewrites partitions that hold at least `min_files` files into files of about `target_bytes`,
@@ -250,6 +254,7 @@ impl SpanTable {
     /// being written by flushes right now (the newest) is compacted too: appends and one compaction
     /// at a time are safe together.
     pub async fn compact(&mut self, min_files: usize, target_bytes: u64) -> Result<bool> {
+        let started = SystemTime::now();
         let mut did = false;
         for (date, files) in self.files_per_partition() {
             if files < min_files.max(2) {
@@ -282,6 +287,7 @@ impl SpanTable {
             did = true;
         }
         if did {
+            self.sync_since(started).await?;
             self.watermark = read_watermark(&self.table).await?;
         }
         Ok(did)
@@ -290,6 +296,7 @@ impl SpanTable {
     /// Deletes partitions older than `days` days and vacuums files no longer referenced for more
     /// than an hour (Lite mode: only files the log says were removed).
     pub async fn apply_retention(&mut self, days: u32) -> Result<()> {
+        let started = SystemTime::now();
         let cutoff = chrono::Utc::now().date_naive() - chrono::Days::new(u64::from(days));
         let cutoff = cutoff.format("%Y-%m-%d").to_string();
         let old = self
@@ -317,6 +324,7 @@ impl SpanTable {
             .await
             .map_err(|e| table_err("vacuum failed", e))?;
         self.table = table;
+        self.sync_since(started).await?;
         self.watermark = read_watermark(&self.table).await?;
         Ok(())
     }

@@ -155,7 +155,8 @@ fn scan_segment(seg: &Segment, mut f: impl FnMut(u64, Vec<u8>) -> Result<()>) ->
     if file_len < MAGIC.len() as u64 {
         return Ok(Scan {
             good_len: 0,
-            torn: file_len > 0,
+            // Even an empty file is torn: its magic never made it to disk.
+            torn: true,
             last_seq: None,
         });
     }
@@ -222,11 +223,36 @@ fn scan_segment(seg: &Segment, mut f: impl FnMut(u64, Vec<u8>) -> Result<()>) ->
     }
 }
 
+/// Invariant 1 across segments: a segment with records starts right after the previous one ends,
+/// and the first one kept starts at or below `after + 1` (nothing above the watermark is missing).
+fn check_continuity(seg: &Segment, prev_last: Option<u64>, after: u64) -> Result<()> {
+    let expected_max = match prev_last {
+        Some(p) if seg.first_seq != p + 1 => {
+            return Err(Error::Corrupt(format!(
+                "WAL segment `{}` starts at sequence number {} but the previous segment ends at {p}; a segment is missing",
+                seg.path.display(),
+                seg.first_seq
+            )));
+        }
+        Some(_) => return Ok(()),
+        None => after + 1,
+    };
+    if seg.first_seq > expected_max {
+        return Err(Error::Corrupt(format!(
+            "WAL segment `{}` starts at sequence number {} but the table holds only up to {after}; records in between are missing",
+            seg.path.display(),
+            seg.first_seq
+        )));
+    }
+    Ok(())
+}
+
 /// Reads every record with a sequence number above `after` without modifying anything, for readers
 /// that must not disturb a running writer. A torn tail in the newest segment ends the read.
 pub fn read_after(dir: &Path, after: u64) -> Result<Vec<WalRecord>> {
     let segments = list_segments(dir)?;
     let mut out = Vec::new();
+    let mut prev_last: Option<u64> = None;
     let n = segments.len();
     for (i, seg) in segments.iter().enumerate() {
         // Skip segments entirely at or below `after`: the next segment starts at or below after+1.
@@ -241,6 +267,10 @@ pub fn read_after(dir: &Path, after: u64) -> Result<Vec<WalRecord>> {
             }
             Ok(())
         })?;
+        if let Some(last) = scan.last_seq {
+            check_continuity(seg, prev_last, after)?;
+            prev_last = Some(last);
+        }
         if scan.torn && i + 1 != n {
             return Err(Error::Corrupt(format!(
                 "WAL segment `{}` has a damaged record at byte {} but is not the newest segment",
@@ -271,6 +301,7 @@ impl Wal {
         let mut closed = Vec::new();
         let mut next_seq = after + 1;
         let mut active: Option<(Segment, u64)> = None;
+        let mut prev_last: Option<u64> = None;
         for (i, seg) in segments.into_iter().enumerate() {
             let is_last = i + 1 == n;
             let scan = scan_segment(&seg, |seq, payload| {
@@ -279,6 +310,10 @@ impl Wal {
                 }
                 Ok(())
             })?;
+            if let Some(last) = scan.last_seq {
+                check_continuity(&seg, prev_last, after)?;
+                prev_last = Some(last);
+            }
             if scan.torn {
                 if !is_last {
                     return Err(Error::Corrupt(format!(
@@ -581,6 +616,38 @@ mod tests {
         fs::write(&first, bytes).unwrap();
         let err = Wal::open(dir.path(), 0, opts).unwrap_err();
         assert!(err.to_string().contains("not the newest segment"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_middle_segment_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            segment_bytes: 64,
+            sync: false,
+        };
+        let (mut wal, _) = Wal::open(dir.path(), 0, opts.clone()).unwrap();
+        for p in payloads(6) {
+            wal.append(&[p]).unwrap();
+        }
+        let middle = wal.closed[1].0.path.clone();
+        drop(wal);
+        fs::remove_file(middle).unwrap();
+        let err = Wal::open(dir.path(), 0, opts).unwrap_err().to_string();
+        assert!(err.contains("a segment is missing"), "{err}");
+        let err = read_after(dir.path(), 0).unwrap_err().to_string();
+        assert!(err.contains("a segment is missing"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_segment_file_is_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(format!("{:020}.wal", 1)), b"").unwrap();
+        let (mut wal, replay) = Wal::open(dir.path(), 0, WalOptions::default()).unwrap();
+        assert!(replay.is_empty());
+        wal.append(&[b"a"]).unwrap();
+        drop(wal);
+        let (_, replay) = Wal::open(dir.path(), 0, WalOptions::default()).unwrap();
+        assert_eq!(replay.len(), 1);
     }
 
     #[test]
