@@ -220,6 +220,25 @@ fn graceful_shutdown_on_sigterm_flushes_to_parquet() {
             .unwrap();
         assert_eq!(res.status(), 200);
     });
+    // `custos sql --server` goes through the API; errors exit 2 with the server's message.
+    let out = Command::new(BIN)
+        .args(["sql", "--server", &server.api, "--format", "csv"])
+        .arg("SELECT count(*) AS n, min(workflow) AS w FROM spans")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "n,w\n10,crash\n");
+    let out = Command::new(BIN)
+        .args(["sql", "--server", &server.api])
+        .arg("DROP TABLE spans")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"));
     let pid = server.child.id().to_string();
     let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(status.success());

@@ -129,6 +129,16 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
     metrics.register(&mut registry);
     let store_gauges = StoreGauges::default();
     register_store_gauges(&mut registry, &store_gauges);
+    let wal_sync = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+    registry.register(
+        "custos_wal_sync_duration_seconds",
+        "Latency of one WAL group commit (write and fdatasync)",
+        wal_sync.clone(),
+    );
+    let _ = store
+        .stats()
+        .sync_observer
+        .set(Box::new(move |secs| wal_sync.observe(secs)));
     let sql_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
     registry.register(
         "custos_sql_query_duration_seconds",

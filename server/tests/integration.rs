@@ -826,6 +826,7 @@ async fn metrics_and_health() {
         "custos_receiver_request_duration_seconds_bucket",
         "custos_wal_syncs_total",
         "custos_wal_sync_seconds_total",
+        "custos_wal_sync_duration_seconds_bucket",
         "custos_memtable_rows 4",
         "custos_sql_query_duration_seconds",
     ] {

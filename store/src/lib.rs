@@ -133,9 +133,14 @@ impl StoreOptions {
     }
 }
 
+/// Receives the duration of each WAL write+sync in seconds (for a latency histogram).
+pub type SyncObserver = Box<dyn Fn(f64) + Send + Sync>;
+
 /// Counters the server exports on `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct StoreStats {
+    /// Called with each WAL write+sync duration, once set.
+    pub sync_observer: std::sync::OnceLock<SyncObserver>,
     /// Bytes written to the WAL.
     pub wal_bytes: AtomicU64,
     /// WAL syncs performed.
@@ -737,9 +742,13 @@ fn wal_writer(inner: Arc<Inner>, mut wal: Wal, rx: std::sync::mpsc::Receiver<Wal
             match wal.append(&payloads) {
                 Ok(first_seq) => {
                     let stats = &inner.stats;
+                    let took = started.elapsed();
                     stats
                         .wal_sync_micros
-                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+                    if let Some(observe) = stats.sync_observer.get() {
+                        observe(took.as_secs_f64());
+                    }
                     stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
                     stats
                         .wal_records
