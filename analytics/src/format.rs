@@ -162,3 +162,83 @@ pub fn render(result: &QueryResult, format: Format) -> Result<Vec<u8>> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array as _, Int64Array, ListArray, StringArray};
+    use arrow::datatypes::Int64Type;
+
+    fn result() -> QueryResult {
+        let list = ListArray::from_iter_primitive::<Int64Type, _, _>(vec![
+            Some(vec![Some(1), Some(2)]),
+            None,
+        ]);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("l", list.data_type().clone(), true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StringArray::from(vec![Some("a,b"), None])),
+                Arc::new(list),
+            ],
+        )
+        .unwrap();
+        QueryResult {
+            schema,
+            batches: vec![batch],
+        }
+    }
+
+    #[test]
+    fn csv_quotes_and_renders_nested_values_as_text() {
+        let out = String::from_utf8(render(&result(), Format::Csv).unwrap()).unwrap();
+        assert_eq!(out, "n,s,l\n1,\"a,b\",\"[1, 2]\"\n2,,\n");
+    }
+
+    #[test]
+    fn json_and_ndjson_keep_nulls_explicit() {
+        let out = String::from_utf8(render(&result(), Format::Json).unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v[0]["l"], serde_json::json!([1, 2]));
+        assert!(v[1]["s"].is_null());
+        let out = String::from_utf8(render(&result(), Format::Ndjson).unwrap()).unwrap();
+        assert_eq!(out.lines().count(), 2);
+    }
+
+    #[test]
+    fn empty_results_still_have_a_shape() {
+        let empty = QueryResult {
+            schema: result().schema,
+            batches: vec![],
+        };
+        assert_eq!(render(&empty, Format::Json).unwrap(), b"[]\n");
+        assert_eq!(render(&empty, Format::Csv).unwrap(), b"n,s,l\n");
+        let table = String::from_utf8(render(&empty, Format::Table).unwrap()).unwrap();
+        assert!(
+            table.contains("| n | s | l |") && table.ends_with("0 rows\n"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn formats_parse_and_accept_headers_map() {
+        assert_eq!("csv".parse::<Format>().unwrap(), Format::Csv);
+        assert!(
+            "xml"
+                .parse::<Format>()
+                .unwrap_err()
+                .contains("unknown format `xml`")
+        );
+        assert_eq!(Format::from_accept("text/csv; q=0.9"), Format::Csv);
+        assert_eq!(Format::from_accept("*/*"), Format::Json);
+        assert_eq!(
+            Format::from_accept("application/vnd.apache.arrow.stream"),
+            Format::Arrow
+        );
+    }
+}
