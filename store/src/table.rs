@@ -249,10 +249,10 @@ impl SpanTable {
             .map_err(|e| Error::Table(format!("sync task failed: {e}")))?
     }
 
-    /// Rewrites partitions that hold at least `min_files` files into files of about `target_bytes`,
-    /// z-ordered by `workflow` and `trace_id`. Returns whether anything was compacted. The partition
-    /// being written by flushes right now (the newest) is compacted too: appends and one compaction
-    /// at a time are safe together.
+    /// Rewrites partitions that hold at least `min_files` files into files of about `target_bytes`
+    /// by bin-packing; each flush's rows stay sorted by trace. Returns whether anything was
+    /// compacted. The partition flushes are writing to is compacted too: appends and one
+    /// compaction at a time are safe together.
     pub async fn compact(&mut self, min_files: usize, target_bytes: u64) -> Result<bool> {
         let started = SystemTime::now();
         let mut did = false;
@@ -268,10 +268,7 @@ impl SpanTable {
                 .clone()
                 .optimize()
                 .with_filters(&filters)
-                .with_type(OptimizeType::ZOrder(vec![
-                    col::WORKFLOW.to_string(),
-                    col::TRACE_ID.to_string(),
-                ]))
+                .with_type(OptimizeType::Compact)
                 .with_target_size(target)
                 .with_writer_properties(writer_properties(COMPACT_ZSTD_LEVEL))
                 .with_max_concurrent_tasks(1)
