@@ -270,12 +270,16 @@ async fn bench_ingest(
     if batch == 0 || spans == 0 || concurrency == 0 {
         bail!("`--spans`, `--batch` and `--concurrency` must be greater than 0");
     }
-    let r = custos_server::bench::ingest(custos_server::bench::BenchOptions {
-        spans,
-        batch,
-        concurrency,
-        data_dir: data,
-    })
+    let exe = std::env::current_exe().context("cannot find the custos executable")?;
+    let r = custos_server::bench::ingest(
+        &exe,
+        custos_server::bench::BenchOptions {
+            spans,
+            batch,
+            concurrency,
+            data_dir: data,
+        },
+    )
     .await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -290,8 +294,8 @@ async fn bench_ingest(
         r.spans_per_second, r.seconds
     );
     println!(
-        "  per CPU second    {:>12.0} spans/s  ({:.2} CPU s, clients included)",
-        r.spans_per_cpu_second, r.cpu_seconds
+        "  per server CPU s  {:>12.0} spans/s  ({:.2} server CPU s; the clients used {:.2})",
+        r.spans_per_cpu_second, r.cpu_seconds, r.client_cpu_seconds
     );
     println!(
         "  latency           p50 {:.2} ms, p99 {:.2} ms",
@@ -310,10 +314,10 @@ async fn bench_ingest(
         r.disk_bytes_per_span
     );
     println!(
-        "  flush             {:.2} s, compaction {:.2} s",
+        "  shutdown flush    {:.2} s, compaction {:.2} s",
         r.flush_seconds, r.compaction_seconds
     );
-    println!("  peak memory       {:.0} MiB RSS", r.peak_rss_mib);
+    println!("  peak memory       {:.0} MiB RSS (server)", r.peak_rss_mib);
     let st = &r.stages;
     println!(
         "  stages (1 core)   decode {:.2} µs/span, normalize {:.2}, IPC encode {:.2}, WAL write {:.2}; one fsync {:.0} µs",

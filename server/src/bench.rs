@@ -1,9 +1,10 @@
 //! `custos bench ingest`: end-to-end ingest over loopback with durable acknowledgments.
 //!
-//! Starts a real server in a temporary (or given) data directory, sends pre-encoded OTLP/HTTP
-//! protobuf exports of a realistic automation workload from concurrent clients in the same
-//! process, and reports throughput, request latency, CPU time, WAL group-commit behaviour, peak
-//! memory, and bytes per span on disk after a flush and a compaction.
+//! Starts `custos serve` as a child process in a temporary (or given) data directory, sends
+//! pre-encoded OTLP/HTTP protobuf exports of a realistic automation workload from concurrent
+//! clients in this process, and reports throughput, request latency, the server's own CPU time,
+//! WAL group-commit behaviour, the server's peak memory, and bytes per span on disk after the
+//! shutdown flush and a compaction.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use prost::Message as _;
 use serde::Serialize;
 
-use crate::{Config, Error, Result};
+use crate::{Error, Result};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -42,10 +43,12 @@ pub struct BenchReport {
     pub seconds: f64,
     /// Acknowledged spans per wall-clock second.
     pub spans_per_second: f64,
-    /// CPU seconds (user + system) the whole process used during the run, clients included.
+    /// CPU seconds (user + system) the server process used while the clients sent.
     pub cpu_seconds: f64,
-    /// Spans per CPU second: the per-core figure (clients' CPU counted against custos).
+    /// Spans per server CPU second: the per-core figure.
     pub spans_per_cpu_second: f64,
+    /// CPU seconds the clients (this process) used meanwhile, on the same two cores.
+    pub client_cpu_seconds: f64,
     /// Request latency percentiles in milliseconds.
     pub latency_ms_p50: f64,
     /// 99th percentile.
@@ -60,11 +63,11 @@ pub struct BenchReport {
     pub wire_bytes_per_span: f64,
     /// Parquet bytes per span after flush and compaction.
     pub disk_bytes_per_span: f64,
-    /// Seconds the final flush took.
+    /// Seconds from SIGTERM to exit: the final flush of everything in the memtable.
     pub flush_seconds: f64,
     /// Seconds the compaction took.
     pub compaction_seconds: f64,
-    /// Peak resident memory of the process, MiB.
+    /// Peak resident memory of the server process, MiB.
     pub peak_rss_mib: f64,
     /// Single-threaded cost of each ingest stage, in microseconds per span.
     pub stages: StageCosts,
@@ -368,9 +371,10 @@ pub fn workload_request(rng: &mut Rng, n: usize, t0: u64) -> ExportTraceServiceR
     }
 }
 
-fn proc_cpu_seconds() -> f64 {
-    // utime and stime are fields 14 and 15 of /proc/self/stat, in clock ticks (100 Hz on Linux).
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+/// CPU seconds (user + system) of process `pid` ("self" for this one), from `/proc/PID/stat`.
+fn cpu_seconds_of(pid: &str) -> f64 {
+    // utime and stime are fields 14 and 15, in clock ticks (100 Hz on Linux).
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
     let Some(rest) = stat.rsplit(')').next() else {
@@ -386,8 +390,9 @@ fn proc_cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+/// Peak resident memory of process `pid`, MiB.
+fn peak_rss_mib_of(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -407,24 +412,88 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
-/// Runs the benchmark.
-pub async fn ingest(options: BenchOptions) -> Result<BenchReport> {
-    let tmp;
-    let dir = match &options.data_dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = std::env::temp_dir().join(format!("custos-bench-{}", std::process::id()));
-            tmp.clone()
+/// A value from Prometheus text, summed over label sets.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+struct Child {
+    child: std::process::Child,
+    http: String,
+    api: String,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_server(exe: &std::path::Path, dir: &std::path::Path) -> Result<Child> {
+    use std::io::BufRead as _;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Task(format!("cannot create `{}`: {e}", dir.display())))?;
+    let config = dir.join("bench.toml");
+    std::fs::write(
+        &config,
+        "[store]\nmemory_budget_mib = 1024\nflush_mib = 256\nflush_interval_secs = 3600\nmaintenance_interval_secs = 86400\n",
+    )
+    .map_err(|e| Error::Task(format!("cannot write `{}`: {e}", config.display())))?;
+    let mut child = std::process::Command::new(exe)
+        .arg("serve")
+        .arg("--data")
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--otlp-grpc",
+            "127.0.0.1:0",
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .env("CUSTOS_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| Error::Task(format!("cannot start `{} serve`: {e}", exe.display())))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::Task("no stdout from the server".into()))?;
+    let (mut http, mut api) = (None, None);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line =
+            line.map_err(|e| Error::Task(format!("cannot read the server's output: {e}")))?;
+        if let Some(rest) = line.strip_prefix("OTLP/HTTP listening on ") {
+            http = Some(rest.trim().to_string());
         }
-    };
-    let text = format!(
-        "data_dir = {:?}\n[listen]\notlp_grpc = \"127.0.0.1:0\"\notlp_http = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\n\
-         [store]\nmemory_budget_mib = 1024\nflush_mib = 256\nflush_interval_secs = 3600\nmaintenance_interval_secs = 86400\n",
-        dir.display().to_string()
-    );
-    let config: Config =
-        toml::from_str(&text).map_err(|e| Error::Config(format!("bench config: {e}")))?;
-    let server = crate::start(config.validate()?).await?;
+        if let Some(rest) = line.strip_prefix("API listening on ") {
+            api = Some(rest.trim().to_string());
+        }
+        if http.is_some() && api.is_some() {
+            break;
+        }
+    }
+    match (http, api) {
+        (Some(http), Some(api)) => Ok(Child { child, http, api }),
+        _ => Err(Error::Task("the server exited before listening".into())),
+    }
+}
+
+/// Runs the benchmark against a `custos serve` child process started from `exe`.
+pub async fn ingest(exe: &std::path::Path, options: BenchOptions) -> Result<BenchReport> {
+    let dir = options.data_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("custos-bench-{}", std::process::id()))
+    });
 
     // Pre-encode a pool of distinct requests so the clients spend little CPU.
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -440,24 +509,23 @@ pub async fn ingest(options: BenchOptions) -> Result<BenchReport> {
     let wire_bytes_per_span =
         pool.iter().map(|b| b.len()).sum::<usize>() as f64 / (pool.len() * options.batch) as f64;
     let stages = stage_costs(&pool, options.batch)?;
+
+    let mut server = spawn_server(exe, &dir)?;
+    let pid = server.child.id().to_string();
     let requests = options.spans.div_ceil(options.batch);
-    let url = format!("http://{}/v1/traces", server.otlp_http);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(options.concurrency)
         .build()
         .map_err(|e| Error::Task(format!("cannot build the HTTP client: {e}")))?;
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let pool = Arc::new(pool);
-    let stats = server.store().stats();
-    let syncs_before = stats.wal_syncs.load(std::sync::atomic::Ordering::Relaxed);
-    let records_before = stats.wal_records.load(std::sync::atomic::Ordering::Relaxed);
-    let wal_bytes_before = stats.wal_bytes.load(std::sync::atomic::Ordering::Relaxed);
-    let cpu_before = proc_cpu_seconds();
+    let server_cpu_before = cpu_seconds_of(&pid);
+    let client_cpu_before = cpu_seconds_of("self");
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..options.concurrency.max(1) {
         let client = client.clone();
-        let url = url.clone();
+        let url = server.http.clone();
         let next = Arc::clone(&next);
         let pool = Arc::clone(&pool);
         tasks.push(tokio::spawn(async move {
@@ -494,22 +562,48 @@ pub async fn ingest(options: BenchOptions) -> Result<BenchReport> {
         latencies.extend(l);
     }
     let seconds = started.elapsed().as_secs_f64();
-    let cpu_seconds = proc_cpu_seconds() - cpu_before;
+    let server_cpu = cpu_seconds_of(&pid) - server_cpu_before;
+    let client_cpu = cpu_seconds_of("self") - client_cpu_before;
     let spans = requests * options.batch;
-    let syncs = stats.wal_syncs.load(std::sync::atomic::Ordering::Relaxed) - syncs_before;
-    let records = stats.wal_records.load(std::sync::atomic::Ordering::Relaxed) - records_before;
-    let wal_bytes = stats.wal_bytes.load(std::sync::atomic::Ordering::Relaxed) - wal_bytes_before;
     latencies.sort();
+    let metrics = client
+        .get(format!("{}/metrics", server.api))
+        .send()
+        .await
+        .map_err(|e| Error::Task(format!("cannot read metrics: {e}")))?
+        .text()
+        .await
+        .map_err(|e| Error::Task(format!("cannot read metrics: {e}")))?;
+    let syncs = metric(&metrics, "custos_wal_syncs_total");
+    let wal_bytes = metric(&metrics, "custos_wal_bytes_total");
+    let peak = peak_rss_mib_of(&pid);
 
+    // Graceful stop: the server flushes everything before it exits.
     let t = Instant::now();
-    server.store().flush().await?;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait();
+        (server, status)
+    })
+    .await
+    .map_err(|e| Error::Task(format!("wait failed: {e}")))?;
+    let (server, status) = status;
+    drop(server);
+    if !status.is_ok_and(|s| s.success()) {
+        return Err(Error::Task("the server did not shut down cleanly".into()));
+    }
     let flush_seconds = t.elapsed().as_secs_f64();
+
+    // Compact offline, as the server's maintenance would, and measure what stays on disk.
+    let store =
+        custos_store::Store::open(custos_store::StoreOptions::new(dir.join("data"))).await?;
     let t = Instant::now();
-    server.store().compact_now(2).await?;
+    store.compact_now(2).await?;
     let compaction_seconds = t.elapsed().as_secs_f64();
-    let disk = server.store().table_bytes().await;
-    let peak = peak_rss_mib();
-    server.shutdown().await?;
+    let disk = store.table_bytes().await;
+    store.shutdown().await?;
     if options.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -518,13 +612,14 @@ pub async fn ingest(options: BenchOptions) -> Result<BenchReport> {
         requests,
         seconds,
         spans_per_second: spans as f64 / seconds,
-        cpu_seconds,
-        spans_per_cpu_second: spans as f64 / cpu_seconds.max(1e-9),
+        cpu_seconds: server_cpu,
+        spans_per_cpu_second: spans as f64 / server_cpu.max(1e-9),
+        client_cpu_seconds: client_cpu,
         latency_ms_p50: percentile(&latencies, 0.50),
         latency_ms_p99: percentile(&latencies, 0.99),
-        wal_syncs: syncs,
-        records_per_sync: records as f64 / syncs.max(1) as f64,
-        wal_bytes_per_span: wal_bytes as f64 / spans as f64,
+        wal_syncs: syncs as u64,
+        records_per_sync: requests as f64 / syncs.max(1.0),
+        wal_bytes_per_span: wal_bytes / spans as f64,
         wire_bytes_per_span,
         disk_bytes_per_span: disk as f64 / spans as f64,
         flush_seconds,
