@@ -269,3 +269,43 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn bench_ingest_runs_end_to_end_and_reports_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "ingest",
+            "--spans",
+            "3000",
+            "--batch",
+            "500",
+            "--concurrency",
+            "2",
+            "--json",
+            "--data",
+        ])
+        .arg(dir.path().join("bench"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["spans"], 3000);
+    assert_eq!(r["requests"], 6);
+    assert!(r["spans_per_second"].as_f64().unwrap() > 0.0);
+    assert!(r["wal_syncs"].as_u64().unwrap() >= 1);
+    let disk = r["disk_bytes_per_span"].as_f64().unwrap();
+    assert!(disk > 1.0 && disk < 400.0, "{disk}");
+    assert!(r["stages"]["normalize_us"].as_f64().unwrap() > 0.0);
+    // Every span is in the table afterwards.
+    let rows = sql_offline(
+        &dir.path().join("bench/data"),
+        "SELECT count(*) AS n FROM spans",
+    );
+    assert_eq!(rows[0]["n"], 3000);
+}
