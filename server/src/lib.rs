@@ -407,7 +407,10 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         .set(s.last_flush_unix.load(Ordering::Relaxed) as i64);
     g.memtable_rows.set(state.store.memtable_rows() as i64);
     g.memtable_bytes.set(state.store.memtable_bytes() as i64);
-    for (date, n) in state.store.files_per_partition().await {
+    // Rebuilt on every scrape, so partitions removed by retention disappear.
+    let partitions = state.store.files_per_partition().await;
+    g.files.clear();
+    for (date, n) in partitions {
         g.files
             .get_or_create(&vec![("date".to_string(), date)])
             .set(n as i64);
