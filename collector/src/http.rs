@@ -345,6 +345,6 @@ pub async fn serve(
         .await
         .map_err(|e| Error::Io {
             context: "OTLP/HTTP server failed".into(),
-            source: e,
+            cause: e,
         })
 }

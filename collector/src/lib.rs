@@ -34,12 +34,12 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
     /// A listener could not be bound or served.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done.
         context: String,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The gRPC server failed.
     #[error("gRPC server error: {0}")]

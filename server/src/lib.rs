@@ -44,14 +44,14 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
     /// A listener could not be bound.
-    #[error("cannot listen on `{addr}` for {what}: {source}")]
+    #[error("cannot listen on `{addr}` for {what}: {cause}")]
     Bind {
         /// What the listener is for.
         what: &'static str,
         /// The address.
         addr: SocketAddr,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The store failed.
     #[error(transparent)]
@@ -109,7 +109,7 @@ pub struct RunningServer {
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| Error::Bind { what, addr, source })
+        .map_err(|cause| Error::Bind { what, addr, cause })
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -156,7 +156,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
     let api_listener = bind("the API", options.api).await?;
     let local = |l: &TcpListener, what: &'static str, addr: SocketAddr| {
         l.local_addr()
-            .map_err(|source| Error::Bind { what, addr, source })
+            .map_err(|cause| Error::Bind { what, addr, cause })
     };
     let otlp_grpc = local(&grpc_listener, "OTLP/gRPC", options.otlp_grpc)?;
     let otlp_http = local(&http_listener, "OTLP/HTTP", options.otlp_http)?;

@@ -46,12 +46,12 @@ use wal::{Wal, WalOptions};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file system operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done.
         context: String,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The WAL or table holds data that fails its integrity checks.
     #[error("corrupt data: {0}")]
@@ -82,10 +82,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub(crate) fn io(context: impl Into<String>, cause: std::io::Error) -> Self {
         Self::Io {
             context: context.into(),
-            source,
+            cause,
         }
     }
 }
@@ -338,7 +338,7 @@ impl Store {
             match read {
                 Ok(records) if latest == version => break (table, provider, watermark, records),
                 Ok(_) => {}
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(Error::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
             if attempt >= 10 {
