@@ -119,7 +119,7 @@ const UNAVAILABLE: i32 = 14;
 const UNKNOWN: i32 = 2;
 
 /// Reads the body, enforcing `max` on the decompressed size.
-async fn read_body(body: Body, gzip: bool, max: usize) -> std::result::Result<Vec<u8>, Failure> {
+async fn read_body(body: Body, gzip: bool, max: usize) -> std::result::Result<Bytes, Failure> {
     let too_large = || {
         Failure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -146,7 +146,7 @@ async fn read_body(body: Body, gzip: bool, max: usize) -> std::result::Result<Ve
         }
     };
     if !gzip {
-        return Ok(raw.to_vec());
+        return Ok(raw);
     }
     let mut out = Vec::with_capacity((raw.len() * 4).min(max));
     let mut decoder = flate2::read::MultiGzDecoder::new(&raw[..]).take(max as u64 + 1);
@@ -160,7 +160,7 @@ async fn read_body(body: Body, gzip: bool, max: usize) -> std::result::Result<Ve
     if out.len() > max {
         return Err(too_large());
     }
-    Ok(out)
+    Ok(Bytes::from(out))
 }
 
 /// Decodes an export request body (already decompressed); the error is the client-facing message.

@@ -131,14 +131,19 @@ fn base64_encode(bytes: &[u8]) -> String {
 }
 
 fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+    map_builder_with(0, 0)
+}
+
+/// A map builder with room for `entries` entries of `bytes` text in all.
+fn map_builder_with(entries: usize, bytes: usize) -> MapBuilder<StringBuilder, StringBuilder> {
     MapBuilder::new(
         Some(MapFieldNames {
             entry: "key_value".into(),
             key: "key".into(),
             value: "value".into(),
         }),
-        StringBuilder::new(),
-        StringBuilder::new(),
+        StringBuilder::with_capacity(entries, bytes / 2),
+        StringBuilder::with_capacity(entries, bytes / 2),
     )
 }
 
@@ -381,43 +386,46 @@ impl Nested {
 }
 
 impl Columns {
-    fn new() -> Self {
+    /// Builders sized for `n` spans whose request is `bytes` long, so they rarely reallocate.
+    fn with_capacity(n: usize, bytes: usize) -> Self {
+        let s = |per_row: usize| StringBuilder::with_capacity(n, n * per_row);
+        let i = || Int64Builder::with_capacity(n);
         let lifted = CONVENTIONS
             .iter()
             .map(|c| match c.kind {
-                ValueKind::Str => Lifted::Str(StringBuilder::new()),
-                ValueKind::Int => Lifted::Int(Int64Builder::new()),
-                ValueKind::Float => Lifted::Float(Float64Builder::new()),
-                ValueKind::Bool => Lifted::Bool(BooleanBuilder::new()),
+                ValueKind::Str => Lifted::Str(s(16)),
+                ValueKind::Int => Lifted::Int(i()),
+                ValueKind::Float => Lifted::Float(Float64Builder::with_capacity(n)),
+                ValueKind::Bool => Lifted::Bool(BooleanBuilder::with_capacity(n)),
             })
             .collect();
         Self {
-            trace_id: StringBuilder::new(),
-            span_id: StringBuilder::new(),
-            parent_span_id: StringBuilder::new(),
-            trace_state: StringBuilder::new(),
-            flags: Int64Builder::new(),
-            name: StringBuilder::new(),
-            kind: StringBuilder::new(),
-            service_name: StringBuilder::new(),
-            start_time: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            end_time: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            start_nanos: Int64Builder::new(),
-            end_nanos: Int64Builder::new(),
-            duration_ms: Float64Builder::new(),
-            status_code: StringBuilder::new(),
-            status_message: StringBuilder::new(),
+            trace_id: s(32),
+            span_id: s(16),
+            parent_span_id: s(16),
+            trace_state: s(0),
+            flags: i(),
+            name: s(24),
+            kind: s(8),
+            service_name: s(16),
+            start_time: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            end_time: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            start_nanos: i(),
+            end_nanos: i(),
+            duration_ms: Float64Builder::with_capacity(n),
+            status_code: s(5),
+            status_message: s(0),
             lifted,
-            attributes: map_builder(),
-            resource_attributes: map_builder(),
-            scope_name: StringBuilder::new(),
-            scope_version: StringBuilder::new(),
+            attributes: map_builder_with(n * 16, bytes),
+            resource_attributes: map_builder_with(n * 4, n * 128),
+            scope_name: s(16),
+            scope_version: s(8),
             events: Nested::new(),
             links: Nested::new(),
-            dropped_attributes: Int64Builder::new(),
-            dropped_events: Int64Builder::new(),
-            dropped_links: Int64Builder::new(),
-            date: StringBuilder::new(),
+            dropped_attributes: i(),
+            dropped_events: i(),
+            dropped_links: i(),
+            date: s(10),
         }
     }
 
@@ -507,7 +515,13 @@ pub fn expanded_size(req: &ExportTraceServiceRequest) -> usize {
 
 /// Converts an export request. Never fails on client data: invalid spans are counted as rejected.
 pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized> {
-    let mut cols = Columns::new();
+    let n_spans: usize = req
+        .resource_spans
+        .iter()
+        .flat_map(|rs| rs.scope_spans.iter())
+        .map(|ss| ss.spans.len())
+        .sum();
+    let mut cols = Columns::with_capacity(n_spans, n_spans.saturating_mul(400).min(64 << 20));
     let mut accepted = 0usize;
     let mut rejected = 0u64;
     let mut messages: Vec<String> = Vec::new();
