@@ -564,7 +564,7 @@ impl Store {
         Ok((rows, watermark))
     }
 
-    /// Compacts small files and applies retention once.
+    /// Applies retention, compacts small files and vacuums unreferenced ones, once.
     pub async fn maintain(&self) -> Result<()> {
         let mut guard = self.inner.table.lock().await;
         let Some(table) = guard.as_mut() else {
@@ -580,6 +580,8 @@ impl Store {
         {
             self.inner.stats.compactions.fetch_add(1, Ordering::Relaxed);
         }
+        // Files replaced by compaction or removed by retention stay on disk until vacuumed.
+        table.vacuum().await?;
         self.show(table).await
     }
 

@@ -290,8 +290,7 @@ impl SpanTable {
         Ok(did)
     }
 
-    /// Deletes partitions older than `days` days and vacuums files no longer referenced for more
-    /// than an hour (Lite mode: only files the log says were removed).
+    /// Deletes partitions older than `days` days (their files go at the next [`Self::vacuum`]).
     pub async fn apply_retention(&mut self, days: u32) -> Result<()> {
         let started = SystemTime::now();
         let cutoff = chrono::Utc::now().date_naive() - chrono::Days::new(u64::from(days));
@@ -311,7 +310,17 @@ impl SpanTable {
             tracing::info!(removed_files = metrics.num_removed_files, before = %cutoff, "applied retention");
             self.table = table;
         }
-        let (table, _) = self
+        self.sync_since(started).await?;
+        self.watermark = read_watermark(&self.table).await?;
+        Ok(())
+    }
+
+    /// Deletes data files that no commit has referenced for over an hour: those replaced by
+    /// compaction and those removed by retention (Lite mode: only files the log names, so files of
+    /// a commit in flight are never touched).
+    pub async fn vacuum(&mut self) -> Result<()> {
+        let started = SystemTime::now();
+        let (table, metrics) = self
             .table
             .clone()
             .vacuum()
@@ -320,6 +329,12 @@ impl SpanTable {
             .with_enforce_retention_duration(false)
             .await
             .map_err(|e| table_err("vacuum failed", e))?;
+        if !metrics.files_deleted.is_empty() {
+            tracing::info!(
+                files = metrics.files_deleted.len(),
+                "vacuumed unreferenced files"
+            );
+        }
         self.table = table;
         self.sync_since(started).await?;
         self.watermark = read_watermark(&self.table).await?;
