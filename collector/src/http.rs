@@ -348,3 +348,57 @@ pub async fn serve(
             cause: e,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Arbitrary bytes in either encoding decode to an error or to a request that normalizes
+        /// without panicking.
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            for encoding in [Encoding::Protobuf, Encoding::Json] {
+                if let Ok(req) = decode_request(&body, encoding) {
+                    let _ = crate::normalize(&req);
+                    let _ = crate::normalize::expanded_size(&req);
+                }
+            }
+        }
+
+        /// Structurally valid OTLP/JSON with arbitrary ids, times and values never panics either.
+        #[test]
+        fn arbitrary_json_spans_never_panic(
+            trace in "[0-9a-fA-F]{0,40}",
+            span in "[0-9a-fA-F]{0,20}",
+            start in any::<u64>(),
+            end in any::<u64>(),
+            kind in any::<i32>(),
+            code in any::<i32>(),
+            int in any::<i64>(),
+            dbl in any::<f64>(),
+        ) {
+            let body = serde_json::json!({"resourceSpans": [{"scopeSpans": [{"spans": [{
+                "traceId": trace, "spanId": span, "parentSpanId": span,
+                "startTimeUnixNano": start.to_string(), "endTimeUnixNano": end,
+                "kind": kind, "status": {"code": code},
+                "attributes": [
+                    {"key": "gen_ai.usage.input_tokens", "value": {"intValue": int.to_string()}},
+                    {"key": "automation.cost_usd", "value": {"doubleValue": if dbl.is_finite() { dbl } else { 0.0 }}},
+                    {"key": "automation.decision.confidence", "value": {"intValue": int}}
+                ],
+                "events": [{"timeUnixNano": end.to_string(), "name": "e"}],
+                "links": [{"traceId": trace, "spanId": span}]
+            }]}]}]})
+            .to_string();
+            let req = decode_request(body.as_bytes(), Encoding::Json);
+            if let Ok(req) = req {
+                let n = crate::normalize(&req).unwrap();
+                let rows = n.batch.map_or(0, |b| b.num_rows()) as u64;
+                prop_assert_eq!(rows + n.rejected, 1);
+            }
+        }
+    }
+}
