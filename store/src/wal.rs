@@ -89,8 +89,6 @@ pub struct Wal {
     active_bytes: u64,
     /// The sequence number the next record gets.
     next_seq: u64,
-    /// Statistics for metrics.
-    bytes_written: u64,
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
@@ -395,7 +393,6 @@ impl Wal {
             file,
             active_bytes,
             next_seq,
-            bytes_written: 0,
         };
         wal.remove_through(after)?;
         Ok((wal, replay))
@@ -404,21 +401,6 @@ impl Wal {
     /// The sequence number the next appended record will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
-    }
-
-    /// Total bytes appended since open.
-    pub fn bytes_written(&self) -> u64 {
-        self.bytes_written
-    }
-
-    /// Bytes currently on disk across all segments.
-    pub fn disk_bytes(&self) -> u64 {
-        let closed: u64 = self
-            .closed
-            .iter()
-            .filter_map(|(s, _)| fs::metadata(&s.path).ok().map(|m| m.len()))
-            .sum();
-        closed + self.active_bytes
     }
 
     /// Appends the payloads as consecutive records and syncs once. Returns the first sequence
@@ -470,7 +452,6 @@ impl Wal {
             })?;
         }
         self.active_bytes += buf.len() as u64;
-        self.bytes_written += buf.len() as u64;
         self.next_seq = seq;
         Ok(first)
     }
