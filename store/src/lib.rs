@@ -332,11 +332,13 @@ impl Store {
             let read = tokio::task::spawn_blocking(move || wal::read_after(&wal_dir, watermark))
                 .await
                 .map_err(|e| Error::Closed(format!("WAL read task failed: {e}")))?;
-            let latest = SpanTable::open_existing(&table_dir)
-                .await?
-                .and_then(|t| t.version());
+            // Did a commit land while we read (or the table appear)?
+            let moved = match &table {
+                Some(t) => Some(t.latest_version().await?) != version,
+                None => SpanTable::exists(&table_dir),
+            };
             match read {
-                Ok(records) if latest == version => break (table, provider, watermark, records),
+                Ok(records) if !moved => break (table, provider, watermark, records),
                 Ok(_) => {}
                 Err(Error::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),

@@ -195,6 +195,19 @@ impl SpanTable {
         self.table.version()
     }
 
+    /// Whether a table with at least one commit exists in `dir`.
+    pub fn exists(dir: &Path) -> bool {
+        has_commits(dir)
+    }
+
+    /// The newest committed version, from a listing of the log (nothing is loaded).
+    pub async fn latest_version(&self) -> Result<u64> {
+        self.table
+            .get_latest_version()
+            .await
+            .map_err(|e| table_err("cannot list the table log", e))
+    }
+
     /// Re-reads the table log, picking up commits made by anyone.
     pub async fn reload(&mut self) -> Result<()> {
         self.table
