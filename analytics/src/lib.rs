@@ -7,6 +7,9 @@
 //! Views and metrics over `spans` build on this session.
 
 pub mod format;
+pub mod prices;
+pub mod udf;
+pub mod views;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use custos_store::{SpansProvider, Store};
+pub use prices::PriceTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -49,6 +53,9 @@ pub enum Error {
     /// The session could not be set up.
     #[error("cannot set up the SQL engine: {0}")]
     Setup(String),
+    /// A rules file (prices, SLOs) is invalid; the message names the file, entry and field.
+    #[error("invalid rules: {0}")]
+    Rules(String),
 }
 
 impl Error {
@@ -131,8 +138,18 @@ fn classify(e: DataFusionError, limit: usize) -> Error {
 }
 
 impl Analytics {
-    /// A session with the `spans` table over `store`.
-    pub fn new(store: Store, options: QueryOptions) -> Result<Self> {
+    /// A session with the `spans` table over `store` and the views, without a price table.
+    pub async fn new(store: Store, options: QueryOptions) -> Result<Self> {
+        Self::with_prices(store, options, PriceTable::empty()).await
+    }
+
+    /// A session with the `spans` table, the custos functions and the views (`steps`, `runs`,
+    /// `decisions`); spans without a reported cost are priced from `prices`.
+    pub async fn with_prices(
+        store: Store,
+        options: QueryOptions,
+        prices: PriceTable,
+    ) -> Result<Self> {
         let pool = TrackConsumersPool::new(
             FairSpillPool::new(options.memory_limit_bytes),
             NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN),
@@ -148,6 +165,8 @@ impl Analytics {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_table("spans", Arc::new(SpansProvider::new(store)))
             .map_err(|e| Error::Setup(e.to_string()))?;
+        udf::register(&ctx, Arc::new(prices));
+        views::register(&ctx).await?;
         Ok(Self { ctx, options })
     }
 

@@ -468,6 +468,8 @@ impl Columns {
             take(col::INPUT_TOKENS)?,
             take(col::OUTPUT_TOKENS)?,
             take(col::CACHE_READ_TOKENS)?,
+            take(col::CACHE_WRITE_TOKENS)?,
+            take(col::REASONING_TOKENS)?,
             take(col::COST_USD)?,
             take(col::CONFIDENCE)?,
             take(col::DECISION)?,

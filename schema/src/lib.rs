@@ -149,6 +149,10 @@ pub mod col {
     pub const OUTPUT_TOKENS: &str = "output_tokens";
     /// Cache-read input tokens.
     pub const CACHE_READ_TOKENS: &str = "cache_read_tokens";
+    /// Cache-write (cache-creation) input tokens.
+    pub const CACHE_WRITE_TOKENS: &str = "cache_write_tokens";
+    /// Reasoning output tokens (included in `output_tokens`).
+    pub const REASONING_TOKENS: &str = "reasoning_tokens";
     /// Cost in USD as reported by the span.
     pub const COST_USD: &str = "cost_usd";
     /// Decision confidence in [0, 1].
@@ -278,6 +282,8 @@ pub fn spans_schema() -> SchemaRef {
                 i(col::INPUT_TOKENS),
                 i(col::OUTPUT_TOKENS),
                 i(col::CACHE_READ_TOKENS),
+                i(col::CACHE_WRITE_TOKENS),
+                i(col::REASONING_TOKENS),
                 f(col::COST_USD),
                 f(col::CONFIDENCE),
                 s(col::DECISION),
@@ -406,6 +412,24 @@ pub const CONVENTIONS: &[Convention] = &[
             "gen_ai.usage.cache_read.input_tokens",
             "gen_ai.usage.cache_read_input_tokens",
             "llm.token_count.prompt_details.cache_read",
+        ],
+        kind: ValueKind::Int,
+    },
+    Convention {
+        column: col::CACHE_WRITE_TOKENS,
+        keys: &[
+            "gen_ai.usage.cache_creation.input_tokens",
+            "gen_ai.usage.cache_write.input_tokens",
+            "gen_ai.usage.cache_creation_input_tokens",
+            "llm.token_count.prompt_details.cache_write",
+        ],
+        kind: ValueKind::Int,
+    },
+    Convention {
+        column: col::REASONING_TOKENS,
+        keys: &[
+            "gen_ai.usage.reasoning.output_tokens",
+            "llm.token_count.completion_details.reasoning",
         ],
         kind: ValueKind::Int,
     },

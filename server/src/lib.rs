@@ -123,7 +123,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// Starts the store, the receivers and the API.
 pub async fn start(options: ServerOptions) -> Result<RunningServer> {
     let store = Store::open(options.store.clone()).await?;
-    let analytics = Analytics::new(store.clone(), options.query.clone())?;
+    let analytics = Analytics::new(store.clone(), options.query.clone()).await?;
     let metrics = CollectorMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -434,6 +434,6 @@ pub async fn query_offline(
     options: QueryOptions,
 ) -> Result<custos_analytics::QueryResult> {
     let store = Store::open_read_only(data_dir).await?;
-    let analytics = Analytics::new(store, options)?;
+    let analytics = Analytics::new(store, options).await?;
     Ok(analytics.query(sql).await?)
 }

@@ -909,7 +909,7 @@ mod round_trip {
                 if flush {
                     store.flush().await.unwrap();
                 }
-                let analytics = Analytics::new(store.clone(), QueryOptions::default()).unwrap();
+                let analytics = Analytics::new(store.clone(), QueryOptions::default()).await.unwrap();
                 let result = analytics.query(
                     "SELECT trace_id, span_id, parent_span_id, name, kind, start_time_unix_nano, \
                      end_time_unix_nano, status_code, status_message, attributes, flags, \

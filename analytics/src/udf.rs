@@ -1,0 +1,390 @@
+//! SQL functions custos adds to DataFusion.
+//!
+//! - `price_usd(model, start_time, input_tokens, output_tokens, cache_read_tokens,
+//!   cache_write_tokens, reasoning_tokens)`: the cost of a span's token usage from the price table
+//!   ([`crate::prices`]); NULL when the model has no price on that day or no usage is reported.
+//! - `psi(value, is_current)`: population stability index of a value in [0, 1] between the rows
+//!   where `is_current` is false (the baseline) and true (the current window).
+//! - `ks(value, is_current)`: the two-sample Kolmogorov–Smirnov statistic of the same split.
+//!
+//! Both drift functions ignore NULL and NaN values and return NULL when either side has no rows.
+//! Definitions (bins, smoothing) are in docs/metrics.md and in [`psi_from_counts`] / [`ks_statistic`].
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, ListArray, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type, TimeUnit, UInt64Type};
+use datafusion::common::{Result as DfResult, ScalarValue, exec_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
+};
+
+
+use crate::prices::{PriceTable, Usage};
+
+/// Number of equal-width bins over [0, 1] used by `psi`.
+pub const PSI_BINS: usize = 10;
+/// Pseudo-count added to every bin before computing proportions, so empty bins stay finite.
+pub const PSI_SMOOTHING: f64 = 0.5;
+
+/// The bin of `v` among [`PSI_BINS`] equal-width bins over [0, 1]; values outside are clamped to
+/// the first or last bin.
+pub fn psi_bin(v: f64) -> usize {
+    let b = (v * PSI_BINS as f64).floor();
+    if b < 0.0 {
+        0
+    } else {
+        (b as usize).min(PSI_BINS - 1)
+    }
+}
+
+/// PSI from per-bin counts: `Σ (c − b) · ln(c / b)` over smoothed proportions
+/// `(count + PSI_SMOOTHING) / (total + PSI_SMOOTHING · bins)`. `None` when a side is empty.
+pub fn psi_from_counts(baseline: &[u64], current: &[u64]) -> Option<f64> {
+    let nb: u64 = baseline.iter().sum();
+    let nc: u64 = current.iter().sum();
+    if nb == 0 || nc == 0 {
+        return None;
+    }
+    let k = baseline.len() as f64;
+    let mut psi = 0.0;
+    for (b, c) in baseline.iter().zip(current) {
+        let pb = (*b as f64 + PSI_SMOOTHING) / (nb as f64 + PSI_SMOOTHING * k);
+        let pc = (*c as f64 + PSI_SMOOTHING) / (nc as f64 + PSI_SMOOTHING * k);
+        psi += (pc - pb) * (pc / pb).ln();
+    }
+    Some(psi)
+}
+
+/// The two-sample KS statistic `sup |F_baseline(x) − F_current(x)|`; sorts its inputs. `None` when
+/// a side is empty.
+pub fn ks_statistic(baseline: &mut [f64], current: &mut [f64]) -> Option<f64> {
+    if baseline.is_empty() || current.is_empty() {
+        return None;
+    }
+    baseline.sort_by(f64::total_cmp);
+    current.sort_by(f64::total_cmp);
+    let (nb, nc) = (baseline.len() as f64, current.len() as f64);
+    let (mut i, mut j, mut d) = (0usize, 0usize, 0.0f64);
+    while i < baseline.len() && j < current.len() {
+        let x = baseline[i].min(current[j]);
+        while i < baseline.len() && baseline[i] <= x {
+            i += 1;
+        }
+        while j < current.len() && current[j] <= x {
+            j += 1;
+        }
+        d = d.max((i as f64 / nb - j as f64 / nc).abs());
+    }
+    Some(d)
+}
+
+/// Registers the custos functions on a session.
+pub fn register(ctx: &datafusion::prelude::SessionContext, prices: Arc<PriceTable>) {
+    ctx.register_udf(ScalarUDF::from(PriceUdf::new(prices)));
+    ctx.register_udaf(AggregateUDF::from(DriftUdaf::new(DriftKind::Psi)));
+    ctx.register_udaf(AggregateUDF::from(DriftUdaf::new(DriftKind::Ks)));
+}
+
+/// `price_usd(...)`.
+#[derive(Debug)]
+struct PriceUdf {
+    prices: Arc<PriceTable>,
+    signature: Signature,
+}
+
+impl PartialEq for PriceUdf {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.prices, &other.prices)
+    }
+}
+impl Eq for PriceUdf {}
+impl Hash for PriceUdf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        "price_usd".hash(state);
+    }
+}
+
+impl PriceUdf {
+    fn new(prices: Arc<PriceTable>) -> Self {
+        // Any argument types: the function casts (string views, dictionary strings, int32 counts).
+        Self {
+            prices,
+            signature: Signature::any(7, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for PriceUdf {
+    fn name(&self) -> &str {
+        "price_usd"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Float64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let [model, time, input, output, cache_read, cache_write, reasoning] = arrays.as_slice()
+        else {
+            return exec_err!("price_usd takes 7 arguments, got {}", arrays.len());
+        };
+        let model = arrow::compute::cast(model, &DataType::Utf8)?;
+        let model = model.as_string::<i32>();
+        let time = arrow::compute::cast(
+            time,
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )?;
+        let time = time.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        let ints: Vec<ArrayRef> = [input, output, cache_read, cache_write, reasoning]
+            .iter()
+            .map(|a| arrow::compute::cast(a, &DataType::Int64))
+            .collect::<Result<_, _>>()?;
+        let ints: Vec<_> = ints.iter().map(|a| a.as_primitive::<Int64Type>()).collect();
+        let get = |k: usize, i: usize| {
+            let a = ints[k];
+            if a.is_null(i) { None } else { Some(a.value(i)) }
+        };
+        let mut out = Float64Builder::with_capacity(n);
+        for i in 0..n {
+            let usage = Usage {
+                input: get(0, i),
+                output: get(1, i),
+                cache_read: get(2, i),
+                cache_write: get(3, i),
+                reasoning: get(4, i),
+            };
+            if model.is_null(i) || time.is_null(i) || usage.is_empty() {
+                out.append_null();
+                continue;
+            }
+            match self.prices.lookup(model.value(i), time.value(i)) {
+                Some(p) => out.append_value(p.cost(&usage)),
+                None => out.append_null(),
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum DriftKind {
+    Psi,
+    Ks,
+}
+
+/// `psi(value, is_current)` and `ks(value, is_current)`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct DriftUdaf {
+    kind: DriftKind,
+    signature: Signature,
+}
+
+impl DriftUdaf {
+    fn new(kind: DriftKind) -> Self {
+        Self {
+            kind,
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+}
+
+fn list_field(name: &str, item: DataType) -> FieldRef {
+    Arc::new(Field::new(
+        name,
+        DataType::List(Arc::new(Field::new_list_field(item, true))),
+        true,
+    ))
+}
+
+impl AggregateUDFImpl for DriftUdaf {
+    fn name(&self) -> &str {
+        match self.kind {
+            DriftKind::Psi => "psi",
+            DriftKind::Ks => "ks",
+        }
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Float64)
+    }
+    fn accumulator(&self, _acc_args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
+        Ok(match self.kind {
+            DriftKind::Psi => Box::new(PsiAccumulator::default()),
+            DriftKind::Ks => Box::new(KsAccumulator::default()),
+        })
+    }
+    fn state_fields(&self, _args: StateFieldsArgs) -> DfResult<Vec<FieldRef>> {
+        Ok(match self.kind {
+            DriftKind::Psi => vec![
+                list_field("baseline_bins", DataType::UInt64),
+                list_field("current_bins", DataType::UInt64),
+            ],
+            DriftKind::Ks => vec![
+                list_field("baseline_values", DataType::Float64),
+                list_field("current_values", DataType::Float64),
+            ],
+        })
+    }
+}
+
+/// Calls `f(value, is_current)` for every row with a non-NaN value and a non-null flag.
+fn each_row(values: &[ArrayRef], mut f: impl FnMut(f64, bool)) -> DfResult<()> {
+    let [v, cur] = values else {
+        return exec_err!("drift functions take (value, is_current), got {} arguments", values.len());
+    };
+    let v = arrow::compute::cast(v, &DataType::Float64)?;
+    let cur = arrow::compute::cast(cur, &DataType::Boolean)?;
+    let v: &Float64Array = v.as_primitive::<Float64Type>();
+    let cur: &BooleanArray = cur.as_boolean();
+    for i in 0..v.len() {
+        if v.is_null(i) || cur.is_null(i) {
+            continue;
+        }
+        let x = v.value(i);
+        if x.is_nan() {
+            continue;
+        }
+        f(x, cur.value(i));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+struct PsiAccumulator {
+    baseline: [u64; PSI_BINS],
+    current: [u64; PSI_BINS],
+}
+
+impl Accumulator for PsiAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+        let (b, c) = (&mut self.baseline, &mut self.current);
+        each_row(values, |x, is_current| {
+            let bin = psi_bin(x);
+            if is_current { c[bin] += 1 } else { b[bin] += 1 }
+        })
+    }
+    fn evaluate(&mut self) -> DfResult<ScalarValue> {
+        Ok(ScalarValue::Float64(psi_from_counts(
+            &self.baseline,
+            &self.current,
+        )))
+    }
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+    }
+    fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
+        let list = |counts: &[u64]| {
+            ScalarValue::List(Arc::new(ListArray::from_iter_primitive::<UInt64Type, _, _>(
+                [Some(counts.iter().map(|c| Some(*c)).collect::<Vec<_>>())],
+            )))
+        };
+        Ok(vec![list(&self.baseline), list(&self.current)])
+    }
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
+        for (state, target) in states.iter().zip([&mut self.baseline, &mut self.current]) {
+            let lists = state.as_list::<i32>();
+            for row in 0..lists.len() {
+                if lists.is_null(row) {
+                    continue;
+                }
+                let counts = lists.value(row);
+                let counts: &UInt64Array = counts.as_primitive::<UInt64Type>();
+                for (t, c) in target.iter_mut().zip(counts.values().iter()) {
+                    *t += c;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct KsAccumulator {
+    baseline: Vec<f64>,
+    current: Vec<f64>,
+}
+
+impl Accumulator for KsAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+        let (b, c) = (&mut self.baseline, &mut self.current);
+        each_row(values, |x, is_current| {
+            if is_current { c.push(x) } else { b.push(x) }
+        })
+    }
+    fn evaluate(&mut self) -> DfResult<ScalarValue> {
+        Ok(ScalarValue::Float64(ks_statistic(
+            &mut self.baseline,
+            &mut self.current,
+        )))
+    }
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + (self.baseline.capacity() + self.current.capacity()) * 8
+    }
+    fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
+        let list = |v: &[f64]| {
+            ScalarValue::List(Arc::new(ListArray::from_iter_primitive::<Float64Type, _, _>(
+                [Some(v.iter().map(|x| Some(*x)).collect::<Vec<_>>())],
+            )))
+        };
+        Ok(vec![list(&self.baseline), list(&self.current)])
+    }
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
+        for (state, target) in states.iter().zip([&mut self.baseline, &mut self.current]) {
+            let lists = state.as_list::<i32>();
+            for row in 0..lists.len() {
+                if lists.is_null(row) {
+                    continue;
+                }
+                let v = lists.value(row);
+                let v: &Float64Array = v.as_primitive::<Float64Type>();
+                target.extend(v.values().iter().copied());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn psi_is_zero_for_equal_distributions_and_grows_with_shift() {
+        let same = [10u64; PSI_BINS];
+        assert!(psi_from_counts(&same, &same).unwrap().abs() < 1e-12);
+        let mut shifted = [0u64; PSI_BINS];
+        shifted[9] = 100;
+        assert!(psi_from_counts(&same, &shifted).unwrap() > 0.25);
+        assert_eq!(psi_from_counts(&[0; PSI_BINS], &same), None);
+    }
+
+    #[test]
+    fn bins_clamp_out_of_range_values() {
+        assert_eq!(psi_bin(-0.5), 0);
+        assert_eq!(psi_bin(0.0), 0);
+        assert_eq!(psi_bin(0.95), 9);
+        assert_eq!(psi_bin(1.0), 9);
+        assert_eq!(psi_bin(7.0), 9);
+    }
+
+    #[test]
+    fn ks_matches_hand_computation() {
+        let mut a = vec![0.1, 0.2, 0.3, 0.4];
+        let mut b = vec![0.3, 0.4, 0.5, 0.6];
+        // After 0.2: F_a = 0.5, F_b = 0 → 0.5 is the supremum.
+        assert!((ks_statistic(&mut a, &mut b).unwrap() - 0.5).abs() < 1e-12);
+        let mut same = vec![0.5; 3];
+        assert_eq!(ks_statistic(&mut same.clone(), &mut same), Some(0.0));
+    }
+}

@@ -1,0 +1,107 @@
+//! The SQL views over `spans`: `steps`, `runs` and `decisions`.
+//!
+//! Their columns are a public contract (docs/metrics.md); every standard metric and SLO is written
+//! against them, so users' own SQL sees exactly the numbers custos reports.
+
+use datafusion::prelude::SessionContext;
+
+use crate::{Error, Result};
+
+/// `steps`: one row per span of an automation run, with its effective cost.
+///
+/// `cost_usd` is the reported cost when the span reports one, else the cost computed from the
+/// price table; `cost_source` says which (`reported`, `computed`, `unpriced` when tokens were
+/// reported for a model without a price, `none` when there is no usage at all).
+pub const STEPS: &str = r#"
+CREATE VIEW steps AS
+SELECT
+  start_time, end_time, start_time_unix_nano, end_time_unix_nano, duration_ms,
+  workflow, run_id, trace_id, span_id, parent_span_id, name, service_name,
+  step, step_kind, status_code, status_message,
+  model, provider, model_version, prompt_version,
+  input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+  CASE WHEN cost_usd IS NOT NULL THEN cost_usd
+       ELSE price_usd(model, start_time, input_tokens, output_tokens, cache_read_tokens,
+                      cache_write_tokens, reasoning_tokens) END AS cost_usd,
+  CASE WHEN cost_usd IS NOT NULL THEN 'reported'
+       WHEN price_usd(model, start_time, input_tokens, output_tokens, cache_read_tokens,
+                      cache_write_tokens, reasoning_tokens) IS NOT NULL THEN 'computed'
+       WHEN input_tokens IS NOT NULL OR output_tokens IS NOT NULL THEN 'unpriced'
+       ELSE 'none' END AS cost_source,
+  confidence, decision,
+  (human_override IS NOT NULL OR human_reviewer IS NOT NULL OR review_ms IS NOT NULL)
+    AS human_reviewed,
+  human_override, human_reviewer, review_ms, outcome,
+  (outcome IS NOT NULL OR parent_span_id IS NULL) AS is_root,
+  attributes['automation.connector'] AS connector,
+  date
+FROM spans
+"#;
+
+/// `runs`: one row per run (`run_id`) that has at least one span naming a workflow.
+pub const RUNS: &str = r#"
+CREATE VIEW runs AS
+SELECT
+  coalesce(max(workflow) FILTER (WHERE is_root), max(workflow)) AS workflow,
+  run_id,
+  coalesce(min(trace_id) FILTER (WHERE is_root), min(trace_id)) AS trace_id,
+  coalesce(max(service_name) FILTER (WHERE is_root), max(service_name)) AS service_name,
+  min(start_time) AS start_time,
+  max(end_time) FILTER (WHERE is_root) AS end_time,
+  CAST(max(end_time_unix_nano) FILTER (WHERE is_root) - min(start_time_unix_nano) AS DOUBLE)
+    / 1e6 AS duration_ms,
+  CASE
+    WHEN NOT bool_or(is_root) THEN 'in_progress'
+    WHEN max(outcome) FILTER (WHERE is_root) IS NOT NULL THEN max(outcome) FILTER (WHERE is_root)
+    WHEN bool_or(is_root AND status_code = 'error') THEN 'failure'
+    ELSE 'success'
+  END AS outcome,
+  sum(cost_usd) AS cost_usd,
+  CASE
+    WHEN count(*) FILTER (WHERE cost_source = 'unpriced') > 0 THEN 'incomplete'
+    WHEN count(*) FILTER (WHERE cost_source = 'computed') > 0
+     AND count(*) FILTER (WHERE cost_source = 'reported') > 0 THEN 'mixed'
+    WHEN count(*) FILTER (WHERE cost_source = 'computed') > 0 THEN 'computed'
+    WHEN count(*) FILTER (WHERE cost_source = 'reported') > 0 THEN 'reported'
+    ELSE 'none'
+  END AS cost_source,
+  sum(input_tokens) AS input_tokens,
+  sum(output_tokens) AS output_tokens,
+  count(step) AS steps,
+  count(step) - count(DISTINCT step) AS retries,
+  count(*) FILTER (WHERE status_code = 'error') AS errors,
+  count(*) FILTER (WHERE human_reviewed) AS human_reviews,
+  count(*) FILTER (WHERE human_override) AS overrides,
+  last_value(model ORDER BY start_time, span_id)
+    FILTER (WHERE confidence IS NOT NULL OR decision IS NOT NULL) AS model,
+  last_value(model_version ORDER BY start_time, span_id)
+    FILTER (WHERE confidence IS NOT NULL OR decision IS NOT NULL) AS model_version,
+  last_value(prompt_version ORDER BY start_time, span_id)
+    FILTER (WHERE confidence IS NOT NULL OR decision IS NOT NULL) AS prompt_version,
+  min(date) AS date
+FROM steps
+GROUP BY run_id
+HAVING max(workflow) IS NOT NULL
+"#;
+
+/// `decisions`: one row per span that carries a confidence or a decision outcome.
+pub const DECISIONS: &str = r#"
+CREATE VIEW decisions AS
+SELECT
+  start_time, workflow, run_id, step, model, model_version, prompt_version,
+  confidence, decision, human_reviewed,
+  CASE WHEN human_reviewed THEN coalesce(human_override, false) END AS human_override,
+  review_ms, human_reviewer, step_kind, trace_id, span_id, date
+FROM steps
+WHERE confidence IS NOT NULL OR decision IS NOT NULL
+"#;
+
+/// Registers the views on a session that has `spans` and the custos functions.
+pub async fn register(ctx: &SessionContext) -> Result<()> {
+    for sql in [STEPS, RUNS, DECISIONS] {
+        ctx.sql(sql)
+            .await
+            .map_err(|e| Error::Setup(format!("cannot create a view: {}", e.strip_backtrace())))?;
+    }
+    Ok(())
+}
