@@ -7,7 +7,10 @@
 //! Views and metrics over `spans` build on this session.
 
 pub mod format;
+pub mod metrics;
 pub mod prices;
+pub mod slo;
+pub mod thresholds;
 pub mod udf;
 pub mod views;
 
@@ -18,11 +21,11 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use custos_store::{SpansProvider, Store};
-pub use prices::PriceTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+pub use prices::PriceTable;
 
 /// Errors of the analytics layer.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,7 @@ impl Error {
                 | Error::ReadOnly(_)
                 | Error::Memory { .. }
                 | Error::Timeout(_)
+                | Error::Rules(_)
         )
     }
 }
@@ -173,6 +177,20 @@ impl Analytics {
     /// The DataFusion session, for callers that register more tables or views.
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// Plans one read-only statement without running it: reports syntax errors, unknown tables or
+    /// columns and writes.
+    pub async fn plan(&self, sql: &str) -> Result<()> {
+        let opts = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        self.ctx
+            .sql_with_options(sql, opts)
+            .await
+            .map_err(|e| classify(e, self.options.memory_limit_bytes))?;
+        Ok(())
     }
 
     /// Runs one read-only statement.

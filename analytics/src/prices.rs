@@ -175,16 +175,21 @@ impl PriceTable {
             if e.model.trim().is_empty() {
                 return Err(at("model", "must not be empty".into()));
             }
-            let day = NaiveDate::parse_from_str(&e.valid_from, "%Y-%m-%d")
-                .map_err(|err| at("valid_from", format!("`{}` is not YYYY-MM-DD: {err}", e.valid_from)))?;
-            let days = day
-                .signed_duration_since(NaiveDate::default())
-                .num_days();
+            let day = NaiveDate::parse_from_str(&e.valid_from, "%Y-%m-%d").map_err(|err| {
+                at(
+                    "valid_from",
+                    format!("`{}` is not YYYY-MM-DD: {err}", e.valid_from),
+                )
+            })?;
+            let days = day.signed_duration_since(NaiveDate::default()).num_days();
             let check = |field: &str, v: f64| {
                 if v.is_finite() && v >= 0.0 {
                     Ok(v)
                 } else {
-                    Err(at(field, format!("`{v}` must be a non-negative number (USD per million tokens)")))
+                    Err(at(
+                        field,
+                        format!("`{v}` must be a non-negative number (USD per million tokens)"),
+                    ))
                 }
             };
             let price = Price {
@@ -203,7 +208,10 @@ impl PriceTable {
             if list.iter().any(|p| p.valid_from_day == days) {
                 return Err(at(
                     "valid_from",
-                    format!("a second entry for the same model starts on `{}`", e.valid_from),
+                    format!(
+                        "a second entry for the same model starts on `{}`",
+                        e.valid_from
+                    ),
                 ));
             }
             list.push(price);
@@ -283,8 +291,14 @@ prices:
         assert!(t.lookup("m1", micros("2025-12-31")).is_none());
         let later = t.lookup("m1", micros("2026-06-01")).unwrap();
         assert_eq!(later.input, 1.0);
-        assert_eq!(later.cache_read, 1.0, "cache read defaults to the input price");
-        assert_eq!(later.reasoning, 4.0, "reasoning defaults to the output price");
+        assert_eq!(
+            later.cache_read, 1.0,
+            "cache read defaults to the input price"
+        );
+        assert_eq!(
+            later.reasoning, 4.0,
+            "reasoning defaults to the output price"
+        );
         assert!(t.lookup("fam-large-2026", micros("2026-02-01")).is_some());
         assert!(t.lookup("other", micros("2026-02-01")).is_none());
     }
@@ -292,8 +306,13 @@ prices:
     #[test]
     fn errors_name_file_entry_and_field() {
         let bad = FILE.replace("input: 1.0", "input: -1.0");
-        let e = PriceTable::parse(&bad, "rules/prices.yaml").unwrap_err().to_string();
-        assert!(e.contains("rules/prices.yaml") && e.contains("prices[1]") && e.contains("`input`"), "{e}");
+        let e = PriceTable::parse(&bad, "rules/prices.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rules/prices.yaml") && e.contains("prices[1]") && e.contains("`input`"),
+            "{e}"
+        );
         let bad = FILE.replace("2026-06-01", "June 1st");
         let e = PriceTable::parse(&bad, "p.yaml").unwrap_err().to_string();
         assert!(e.contains("valid_from") && e.contains("June 1st"), "{e}");

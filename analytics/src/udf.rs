@@ -24,7 +24,6 @@ use datafusion::logical_expr::{
     ScalarUDFImpl, Signature, Volatility,
 };
 
-
 use crate::prices::{PriceTable, Usage};
 
 /// Number of equal-width bins over [0, 1] used by `psi`.
@@ -133,16 +132,21 @@ impl ScalarUDFImpl for PriceUdf {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let n = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let [model, time, input, output, cache_read, cache_write, reasoning] = arrays.as_slice()
+        let [
+            model,
+            time,
+            input,
+            output,
+            cache_read,
+            cache_write,
+            reasoning,
+        ] = arrays.as_slice()
         else {
             return exec_err!("price_usd takes 7 arguments, got {}", arrays.len());
         };
         let model = arrow::compute::cast(model, &DataType::Utf8)?;
         let model = model.as_string::<i32>();
-        let time = arrow::compute::cast(
-            time,
-            &DataType::Timestamp(TimeUnit::Microsecond, None),
-        )?;
+        let time = arrow::compute::cast(time, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
         let time = time.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
         let ints: Vec<ArrayRef> = [input, output, cache_read, cache_write, reasoning]
             .iter()
@@ -241,7 +245,10 @@ impl AggregateUDFImpl for DriftUdaf {
 /// Calls `f(value, is_current)` for every row with a non-NaN value and a non-null flag.
 fn each_row(values: &[ArrayRef], mut f: impl FnMut(f64, bool)) -> DfResult<()> {
     let [v, cur] = values else {
-        return exec_err!("drift functions take (value, is_current), got {} arguments", values.len());
+        return exec_err!(
+            "drift functions take (value, is_current), got {} arguments",
+            values.len()
+        );
     };
     let v = arrow::compute::cast(v, &DataType::Float64)?;
     let cur = arrow::compute::cast(cur, &DataType::Boolean)?;
@@ -285,9 +292,11 @@ impl Accumulator for PsiAccumulator {
     }
     fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
         let list = |counts: &[u64]| {
-            ScalarValue::List(Arc::new(ListArray::from_iter_primitive::<UInt64Type, _, _>(
-                [Some(counts.iter().map(|c| Some(*c)).collect::<Vec<_>>())],
-            )))
+            ScalarValue::List(Arc::new(
+                ListArray::from_iter_primitive::<UInt64Type, _, _>([Some(
+                    counts.iter().map(|c| Some(*c)).collect::<Vec<_>>(),
+                )]),
+            ))
         };
         Ok(vec![list(&self.baseline), list(&self.current)])
     }
@@ -318,9 +327,12 @@ struct KsAccumulator {
 impl Accumulator for KsAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
         let (b, c) = (&mut self.baseline, &mut self.current);
-        each_row(values, |x, is_current| {
-            if is_current { c.push(x) } else { b.push(x) }
-        })
+        each_row(
+            values,
+            |x, is_current| {
+                if is_current { c.push(x) } else { b.push(x) }
+            },
+        )
     }
     fn evaluate(&mut self) -> DfResult<ScalarValue> {
         Ok(ScalarValue::Float64(ks_statistic(
@@ -333,9 +345,11 @@ impl Accumulator for KsAccumulator {
     }
     fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
         let list = |v: &[f64]| {
-            ScalarValue::List(Arc::new(ListArray::from_iter_primitive::<Float64Type, _, _>(
-                [Some(v.iter().map(|x| Some(*x)).collect::<Vec<_>>())],
-            )))
+            ScalarValue::List(Arc::new(
+                ListArray::from_iter_primitive::<Float64Type, _, _>([Some(
+                    v.iter().map(|x| Some(*x)).collect::<Vec<_>>(),
+                )]),
+            ))
         };
         Ok(vec![list(&self.baseline), list(&self.current)])
     }

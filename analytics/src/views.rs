@@ -34,6 +34,19 @@ SELECT
   human_override, human_reviewer, review_ms, outcome,
   (outcome IS NOT NULL OR parent_span_id IS NULL) AS is_root,
   attributes['automation.connector'] AS connector,
+  CASE WHEN status_code <> 'error' OR status_code IS NULL THEN NULL
+       WHEN status_message IS NULL OR status_message = '' THEN 'unspecified'
+       WHEN regexp_like(status_message, '(?i)time[d ]?out|deadline') THEN 'timeout'
+       WHEN regexp_like(status_message, '(?i)\b429\b|rate.?limit|too many requests|quota')
+         THEN 'rate_limited'
+       WHEN regexp_like(status_message, '(?i)\b5\d\d\b|unavailable|bad gateway')
+         THEN 'upstream_5xx'
+       WHEN regexp_like(status_message, '(?i)\b40[13]\b|unauthori[sz]ed|forbidden|permission')
+         THEN 'auth'
+       WHEN regexp_like(status_message, '(?i)policy|denied by') THEN 'policy_denied'
+       WHEN regexp_like(status_message, '(?i)\b4\d\d\b|invalid|validation|malformed')
+         THEN 'bad_request'
+       ELSE 'other' END AS error_class,
   date
 FROM spans
 "#;

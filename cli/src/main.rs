@@ -7,9 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+use custos_analytics::Analytics;
 use custos_analytics::QueryOptions;
 use custos_analytics::format::{Format, render};
-use custos_server::Config;
+use custos_server::{Config, RulesOptions};
+use serde::de::DeserializeOwned;
 
 /// custos: observability and governance for AI workflow automation.
 #[derive(Parser)]
@@ -50,14 +52,87 @@ enum Command {
         /// Output format: table, csv, json, ndjson.
         #[arg(long, default_value = "table")]
         format: String,
+        /// Model price table for spans without a reported cost [default: rules/prices.yaml if present].
+        #[arg(long, conflicts_with = "server")]
+        prices: Option<PathBuf>,
         /// The query.
         query: String,
+    },
+    /// Print the standard metrics: latency, success, review and override rates, cost per success,
+    /// errors, retries and confidence drift.
+    Metrics {
+        #[command(flatten)]
+        source: Source,
+        /// Window length ending at `--at`, e.g. 1h, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        window: String,
+        /// Grouping: workflow, model, version, hour, day.
+        #[arg(long, default_value = "workflow")]
+        by: String,
+        /// Output format: table, json, csv.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// End of the window, RFC 3339 [default: now].
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Tune a workflow's confidence threshold from reviewed decisions: automation rate and expected
+    /// error rate per threshold, and the threshold that meets a target error rate.
+    Thresholds {
+        #[command(flatten)]
+        source: Source,
+        /// Workflow name.
+        #[arg(long)]
+        workflow: String,
+        /// Only this decision step.
+        #[arg(long)]
+        step: Option<String>,
+        /// Target error rate (overrides among automated decisions), e.g. 0.03.
+        #[arg(long, default_value_t = 0.03)]
+        target_error: f64,
+        /// Window of decisions to learn from, ending at `--at`.
+        #[arg(long, default_value = "30d")]
+        window: String,
+        /// End of the window, RFC 3339 [default: now].
+        #[arg(long)]
+        at: Option<String>,
+        /// Output format: table, json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Evaluate the SLOs: SLI, error budget and burn-rate alerts. Exits 3 when a page alert fires.
+    Slo {
+        #[command(flatten)]
+        source: Source,
+        /// SLO file [default: rules/slos.yaml].
+        #[arg(long, conflicts_with = "server")]
+        rules: Option<PathBuf>,
+        /// Evaluation time, RFC 3339 [default: now].
+        #[arg(long)]
+        at: Option<String>,
+        /// Output format: table, json.
+        #[arg(long, default_value = "table")]
+        format: String,
     },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
     },
+}
+
+/// Where analytics commands read from.
+#[derive(clap::Args)]
+struct Source {
+    /// Data directory to read directly (safe while a server runs on it) [default: ./custos-data].
+    #[arg(long, conflicts_with = "server")]
+    data: Option<PathBuf>,
+    /// Server API URL, e.g. http://127.0.0.1:4380.
+    #[arg(long)]
+    server: Option<String>,
+    /// Model price table for spans without a reported cost [default: rules/prices.yaml if present].
+    #[arg(long, conflicts_with = "server")]
+    prices: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -116,8 +191,42 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             data,
             server,
             format,
+            prices,
             query,
-        } => sql(data, server, &format, &query).await,
+        } => sql(data, server, prices, &format, &query).await,
+        Command::Metrics {
+            source,
+            window,
+            by,
+            format,
+            at,
+        } => metrics(source, &window, &by, &format, at.as_deref()).await,
+        Command::Thresholds {
+            source,
+            workflow,
+            step,
+            target_error,
+            window,
+            at,
+            format,
+        } => {
+            thresholds(
+                source,
+                &workflow,
+                step.as_deref(),
+                target_error,
+                &window,
+                at.as_deref(),
+                &format,
+            )
+            .await
+        }
+        Command::Slo {
+            source,
+            rules,
+            at,
+            format,
+        } => slo(source, rules, at.as_deref(), &format).await,
         Command::Bench {
             what:
                 BenchCommand::Ingest {
@@ -204,6 +313,7 @@ async fn wait_for_signal() -> Result<()> {
 async fn sql(
     data: Option<PathBuf>,
     server: Option<String>,
+    prices: Option<PathBuf>,
     format: &str,
     query: &str,
 ) -> Result<ExitCode> {
@@ -246,7 +356,8 @@ async fn sql(
                     dir.display()
                 );
             }
-            match custos_server::query_offline(&dir, query, QueryOptions::default()).await {
+            let rules = custos_server::Rules::load(&RulesOptions::resolve(prices, None)?)?;
+            match custos_server::query_offline(&dir, query, QueryOptions::default(), &rules).await {
                 Ok(r) => render(&r, format)?,
                 Err(custos_server::Error::Analytics(e)) if e.is_client_error() => {
                     eprintln!("error: {e}");
@@ -258,6 +369,251 @@ async fn sql(
     };
     std::io::stdout().write_all(&bytes)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The outcome of an analytics command before printing: a value, or a user error (exit 2).
+enum Answer<T> {
+    Value(T),
+    UserError(String),
+}
+
+/// Opens `--data` read-only with the price table and, when given, an SLO file.
+async fn open_data(
+    source: &Source,
+    slos: Option<PathBuf>,
+) -> Result<Answer<(Analytics, custos_server::Rules)>> {
+    let dir = source
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("./custos-data"));
+    if !dir.exists() {
+        bail!(
+            "data directory `{}` does not exist; pass --data DIR or --server URL",
+            dir.display()
+        );
+    }
+    let rules_options = match RulesOptions::resolve(source.prices.clone(), slos) {
+        Ok(r) => r,
+        Err(e) => return Ok(Answer::UserError(e.to_string())),
+    };
+    let rules = match custos_server::Rules::load(&rules_options) {
+        Ok(r) => r,
+        Err(e) => return Ok(Answer::UserError(e.to_string())),
+    };
+    match custos_server::open_offline(&dir, QueryOptions::default(), &rules).await {
+        Ok(a) => Ok(Answer::Value((a, rules))),
+        Err(custos_server::Error::Analytics(e)) if e.is_client_error() => {
+            Ok(Answer::UserError(e.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// GETs a JSON answer from the server's API.
+async fn get_json<T: DeserializeOwned>(
+    server: &str,
+    path: &str,
+    query: &[(&str, String)],
+) -> Result<Answer<T>> {
+    let url = format!("{}{path}", server.trim_end_matches('/'));
+    let res = reqwest::Client::new()
+        .get(&url)
+        .query(query)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach `{url}`"))?;
+    let status = res.status();
+    let body = res
+        .bytes()
+        .await
+        .context("cannot read the server's answer")?;
+    if !status.is_success() {
+        let msg = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        if status.is_client_error() {
+            return Ok(Answer::UserError(msg));
+        }
+        bail!("the server answered {status}: {msg}");
+    }
+    Ok(Answer::Value(
+        serde_json::from_slice(&body).context("the server's answer is not the expected JSON")?,
+    ))
+}
+
+fn user_error(msg: impl std::fmt::Display) -> Result<ExitCode> {
+    eprintln!("error: {msg}");
+    Ok(ExitCode::from(2))
+}
+
+async fn metrics(
+    source: Source,
+    window: &str,
+    by: &str,
+    format: &str,
+    at: Option<&str>,
+) -> Result<ExitCode> {
+    use custos_analytics::metrics::{MetricsReport, compute, render_csv, render_table};
+    if !["table", "json", "csv"].contains(&format) {
+        return user_error(format!(
+            "unknown format `{format}`; expected table, json or csv"
+        ));
+    }
+    let report: MetricsReport = match &source.server {
+        Some(url) => {
+            let mut q = vec![("window", window.to_string()), ("by", by.to_string())];
+            if let Some(at) = at {
+                q.push(("at", at.to_string()));
+            }
+            match get_json(url, "/api/metrics", &q).await? {
+                Answer::Value(r) => r,
+                Answer::UserError(e) => return user_error(e),
+            }
+        }
+        None => {
+            let req = match custos_server::metrics_request(Some(window), Some(by), at) {
+                Ok(r) => r,
+                Err(e) => return user_error(e),
+            };
+            let (analytics, _) = match open_data(&source, None).await? {
+                Answer::Value(a) => a,
+                Answer::UserError(e) => return user_error(e),
+            };
+            match compute(&analytics, &req).await {
+                Ok(r) => r,
+                Err(e) if e.is_client_error() => return user_error(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let text = match format {
+        "json" => serde_json::to_string_pretty(&report)? + "\n",
+        "csv" => render_csv(&report),
+        _ => render_table(&report),
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn thresholds(
+    source: Source,
+    workflow: &str,
+    step: Option<&str>,
+    target_error: f64,
+    window: &str,
+    at: Option<&str>,
+    format: &str,
+) -> Result<ExitCode> {
+    use custos_analytics::thresholds::{ThresholdReport, compute, render_table};
+    if !["table", "json"].contains(&format) {
+        return user_error(format!("unknown format `{format}`; expected table or json"));
+    }
+    let report: ThresholdReport = match &source.server {
+        Some(url) => {
+            let mut q = vec![
+                ("workflow", workflow.to_string()),
+                ("target_error", target_error.to_string()),
+                ("window", window.to_string()),
+            ];
+            if let Some(s) = step {
+                q.push(("step", s.to_string()));
+            }
+            if let Some(at) = at {
+                q.push(("at", at.to_string()));
+            }
+            match get_json(url, "/api/thresholds", &q).await? {
+                Answer::Value(r) => r,
+                Answer::UserError(e) => return user_error(e),
+            }
+        }
+        None => {
+            let req = match custos_server::threshold_request(
+                workflow,
+                step,
+                Some(target_error),
+                Some(window),
+                at,
+            ) {
+                Ok(r) => r,
+                Err(e) => return user_error(e),
+            };
+            let (analytics, _) = match open_data(&source, None).await? {
+                Answer::Value(a) => a,
+                Answer::UserError(e) => return user_error(e),
+            };
+            match compute(&analytics, &req).await {
+                Ok(r) => r,
+                Err(e) if e.is_client_error() => return user_error(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let text = match format {
+        "json" => serde_json::to_string_pretty(&report)? + "\n",
+        _ => render_table(&report),
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn slo(
+    source: Source,
+    rules: Option<PathBuf>,
+    at: Option<&str>,
+    format: &str,
+) -> Result<ExitCode> {
+    use custos_analytics::slo::{SloReport, evaluate, render_table};
+    if !["table", "json"].contains(&format) {
+        return user_error(format!("unknown format `{format}`; expected table or json"));
+    }
+    let report: SloReport = match &source.server {
+        Some(url) => {
+            let q: Vec<(&str, String)> = at.map(|a| ("at", a.to_string())).into_iter().collect();
+            match get_json(url, "/api/slo", &q).await? {
+                Answer::Value(r) => r,
+                Answer::UserError(e) => return user_error(e),
+            }
+        }
+        None => {
+            let rules = Some(rules.unwrap_or_else(|| PathBuf::from("rules/slos.yaml")));
+            let (analytics, loaded) = match open_data(&source, rules).await? {
+                Answer::Value(a) => a,
+                Answer::UserError(e) => return user_error(e),
+            };
+            let Some(set) = loaded.slos else {
+                return user_error("no SLO file; pass --rules FILE");
+            };
+            let at = match at {
+                None => chrono::Utc::now(),
+                Some(s) => match chrono::DateTime::parse_from_rfc3339(s) {
+                    Ok(t) => t.with_timezone(&chrono::Utc),
+                    Err(e) => {
+                        return user_error(format!(
+                            "`--at {s}` is not an RFC 3339 time like 2026-11-21T12:00:00Z: {e}"
+                        ));
+                    }
+                },
+            };
+            match evaluate(&analytics, &set, at).await {
+                Ok(r) => r,
+                Err(e) if e.is_client_error() => {
+                    return user_error(e);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let text = match format {
+        "json" => serde_json::to_string_pretty(&report)? + "\n",
+        _ => render_table(&report),
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(if report.paging() {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn bench_ingest(

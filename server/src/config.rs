@@ -33,6 +33,60 @@ pub struct Config {
     /// SQL limits.
     #[serde(default)]
     pub query: QueryConfig,
+    /// Rules files: model prices and SLOs.
+    #[serde(default)]
+    pub rules: RulesConfig,
+}
+
+/// `[rules]`: the price table and the SLO definitions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Model price table (default `rules/prices.yaml` when that file exists). A file named here
+    /// must exist.
+    pub prices: Option<PathBuf>,
+    /// SLO definitions (default `rules/slos.yaml` when that file exists). A file named here must
+    /// exist.
+    pub slos: Option<PathBuf>,
+    /// How often the server evaluates the SLOs for `/metrics`, in seconds (default 60).
+    pub slo_interval_secs: Option<u64>,
+}
+
+/// Where the rules files are, resolved.
+#[derive(Debug, Clone, Default)]
+pub struct RulesOptions {
+    /// Price table, if any.
+    pub prices: Option<PathBuf>,
+    /// SLO file, if any.
+    pub slos: Option<PathBuf>,
+    /// SLO evaluation interval for `/metrics`.
+    pub slo_interval: Duration,
+}
+
+impl RulesOptions {
+    /// Resolves explicit paths (which must exist) and the defaults under `rules/` (used when they
+    /// exist).
+    pub fn resolve(prices: Option<PathBuf>, slos: Option<PathBuf>) -> Result<Self> {
+        let pick =
+            |field: &str, explicit: Option<PathBuf>, default: &str| -> Result<Option<PathBuf>> {
+                match explicit {
+                    Some(p) if p.is_file() => Ok(Some(p)),
+                    Some(p) => Err(Error::Config(format!(
+                        "`{field}` = `{}` does not exist or is not a file",
+                        p.display()
+                    ))),
+                    None => {
+                        let d = PathBuf::from(default);
+                        Ok(d.is_file().then_some(d))
+                    }
+                }
+            };
+        Ok(Self {
+            prices: pick("rules.prices", prices, "rules/prices.yaml")?,
+            slos: pick("rules.slos", slos, "rules/slos.yaml")?,
+            slo_interval: Duration::from_secs(60),
+        })
+    }
 }
 
 /// `[listen]`: where the server listens.
@@ -103,6 +157,8 @@ pub struct ServerOptions {
     pub receiver: ReceiverOptions,
     /// Query limits.
     pub query: QueryOptions,
+    /// Rules files.
+    pub rules: RulesOptions,
 }
 
 fn addr(field: &str, v: Option<&str>, default: &str) -> Result<SocketAddr> {
@@ -213,6 +269,16 @@ impl Config {
             store,
             receiver,
             query,
+            rules: {
+                let mut r =
+                    RulesOptions::resolve(self.rules.prices.clone(), self.rules.slos.clone())?;
+                r.slo_interval = Duration::from_secs(positive(
+                    "rules.slo_interval_secs",
+                    self.rules.slo_interval_secs,
+                    60,
+                )?);
+                r
+            },
         })
     }
 }

@@ -19,7 +19,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use custos_analytics::format::{Format, render};
-use custos_analytics::{Analytics, QueryOptions};
+use custos_analytics::slo::{SloReport, SloSet};
+use custos_analytics::{Analytics, PriceTable, QueryOptions};
 use custos_collector::CollectorMetrics;
 use custos_collector::grpc::GrpcReceiver;
 use custos_collector::ingest::Ingest;
@@ -35,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{Config, ServerOptions};
+pub use config::{Config, RulesOptions, ServerOptions};
 
 /// Errors of the server.
 #[derive(Debug, thiserror::Error)]
@@ -84,8 +85,47 @@ struct StoreGauges {
     files: Family<Vec<(String, String)>, Gauge>,
 }
 
+/// The loaded rules files.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// Model prices (empty when no file is configured).
+    pub prices: PriceTable,
+    /// SLO definitions, if a file is configured.
+    pub slos: Option<SloSet>,
+}
+
+impl Rules {
+    /// Loads and validates the configured files.
+    pub fn load(options: &RulesOptions) -> Result<Self> {
+        Ok(Self {
+            prices: match &options.prices {
+                Some(p) => PriceTable::load(p)?,
+                None => PriceTable::empty(),
+            },
+            slos: options.slos.as_deref().map(SloSet::load).transpose()?,
+        })
+    }
+}
+
+/// A session over `store` with the rules' prices; SLO queries are planned once so a broken SLO
+/// file is reported before anything serves.
+pub async fn analytics_with_rules(
+    store: Store,
+    options: QueryOptions,
+    rules: &Rules,
+) -> Result<Analytics> {
+    let analytics = Analytics::with_prices(store, options, rules.prices.clone()).await?;
+    if let Some(slos) = &rules.slos {
+        slos.check_sql(&analytics).await?;
+    }
+    Ok(analytics)
+}
+
 struct ApiState {
     analytics: Analytics,
+    rules: Rules,
+    /// The latest background SLO evaluation, for `/metrics`.
+    slo_report: std::sync::Mutex<Option<SloReport>>,
     store: Store,
     registry: Registry,
     store_gauges: StoreGauges,
@@ -123,7 +163,8 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// Starts the store, the receivers and the API.
 pub async fn start(options: ServerOptions) -> Result<RunningServer> {
     let store = Store::open(options.store.clone()).await?;
-    let analytics = Analytics::new(store.clone(), options.query.clone()).await?;
+    let rules = Rules::load(&options.rules)?;
+    let analytics = analytics_with_rules(store.clone(), options.query.clone(), &rules).await?;
     let metrics = CollectorMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -186,12 +227,29 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
     ));
     let state = Arc::new(ApiState {
         analytics,
+        rules,
+        slo_report: std::sync::Mutex::new(None),
         store: store.clone(),
         registry,
         store_gauges,
         sql_seconds,
         started: Instant::now(),
     });
+    if state.rules.slos.is_some() {
+        let st = state.clone();
+        let interval = options.rules.slo_interval;
+        let s = stopped(rx.clone());
+        tasks.push((
+            "SLO evaluation",
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = s => {}
+                    _ = evaluate_slos_forever(st, interval) => {}
+                }
+                Ok(())
+            }),
+        ));
+    }
     let s = stopped(rx);
     tasks.push((
         "API",
@@ -309,9 +367,29 @@ fn register_store_gauges(r: &mut Registry, g: &StoreGauges) {
     );
 }
 
+async fn evaluate_slos_forever(state: Arc<ApiState>, interval: Duration) {
+    let Some(set) = state.rules.slos.clone() else {
+        return;
+    };
+    loop {
+        match custos_analytics::slo::evaluate(&state.analytics, &set, chrono::Utc::now()).await {
+            Ok(report) => {
+                if let Ok(mut slot) = state.slo_report.lock() {
+                    *slot = Some(report);
+                }
+            }
+            Err(e) => tracing::warn!("SLO evaluation failed: {e}"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
 fn api_router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/api/sql", post(sql))
+        .route("/api/metrics", get(api_metrics))
+        .route("/api/thresholds", get(api_thresholds))
+        .route("/api/slo", get(api_slo))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -419,6 +497,16 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         return json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     }
+    // SLO gauges (Sloth's names) from the latest background evaluation, before `# EOF`.
+    if let (Some(set), Ok(slot)) = (&state.rules.slos, state.slo_report.lock())
+        && let Some(report) = slot.as_ref()
+    {
+        let gauges = custos_analytics::slo::render_prometheus(report, set);
+        match text.rfind("# EOF") {
+            Some(i) => text.insert_str(i, &gauges),
+            None => text.push_str(&gauges),
+        }
+    }
     let mut res = (StatusCode::OK, text).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -427,13 +515,203 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     res
 }
 
+fn parse_at(at: Option<&str>) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+    match at {
+        None => Ok(chrono::Utc::now()),
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| {
+                format!("`at` = `{s}` is not an RFC 3339 time like 2026-11-21T12:00:00Z: {e}")
+            }),
+    }
+}
+
+fn analytics_error(e: custos_analytics::Error) -> Response {
+    let status = if e.is_client_error() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    json_error(status, e.to_string())
+}
+
+/// Query parameters of `GET /api/metrics`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsParams {
+    window: Option<String>,
+    by: Option<String>,
+    at: Option<String>,
+}
+
+/// Builds a metrics request from user-facing parameters (CLI flags or API query).
+pub fn metrics_request(
+    window: Option<&str>,
+    by: Option<&str>,
+    at: Option<&str>,
+) -> std::result::Result<custos_analytics::metrics::MetricsRequest, String> {
+    use custos_analytics::metrics::{GroupBy, MetricsRequest, parse_duration};
+    Ok(MetricsRequest {
+        window: parse_duration(window.unwrap_or("24h")).map_err(|e| e.to_string())?,
+        by: GroupBy::parse(by.unwrap_or("workflow")).map_err(|e| e.to_string())?,
+        at: parse_at(at)?,
+    })
+}
+
+async fn api_metrics(
+    State(state): State<Arc<ApiState>>,
+    params: std::result::Result<
+        axum::extract::Query<MetricsParams>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Response {
+    let p = match params {
+        Ok(p) => p.0,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid query parameters: {e}; known: window, by, at"),
+            );
+        }
+    };
+    let req = match metrics_request(p.window.as_deref(), p.by.as_deref(), p.at.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    match custos_analytics::metrics::compute(&state.analytics, &req).await {
+        Ok(r) => axum::Json(r).into_response(),
+        Err(e) => analytics_error(e),
+    }
+}
+
+/// Query parameters of `GET /api/thresholds`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThresholdParams {
+    workflow: Option<String>,
+    step: Option<String>,
+    target_error: Option<f64>,
+    window: Option<String>,
+    at: Option<String>,
+}
+
+/// Builds a threshold request from user-facing parameters.
+pub fn threshold_request(
+    workflow: &str,
+    step: Option<&str>,
+    target_error: Option<f64>,
+    window: Option<&str>,
+    at: Option<&str>,
+) -> std::result::Result<custos_analytics::thresholds::ThresholdRequest, String> {
+    let window = custos_analytics::metrics::parse_duration(window.unwrap_or("30d"))
+        .map_err(|e| e.to_string())?;
+    let end = parse_at(at)?;
+    let start = end - chrono::Duration::from_std(window).map_err(|e| e.to_string())?;
+    Ok(custos_analytics::thresholds::ThresholdRequest {
+        workflow: workflow.to_string(),
+        step: step.map(String::from),
+        target_error: target_error.unwrap_or(0.03),
+        start,
+        end,
+    })
+}
+
+async fn api_thresholds(
+    State(state): State<Arc<ApiState>>,
+    params: std::result::Result<
+        axum::extract::Query<ThresholdParams>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Response {
+    let p = match params {
+        Ok(p) => p.0,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid query parameters: {e}; known: workflow, step, target_error, window, at"
+                ),
+            );
+        }
+    };
+    let Some(workflow) = p.workflow.as_deref() else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "the `workflow` query parameter is required",
+        );
+    };
+    let req = match threshold_request(
+        workflow,
+        p.step.as_deref(),
+        p.target_error,
+        p.window.as_deref(),
+        p.at.as_deref(),
+    ) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    match custos_analytics::thresholds::compute(&state.analytics, &req).await {
+        Ok(r) => axum::Json(r).into_response(),
+        Err(e) => analytics_error(e),
+    }
+}
+
+/// Query parameters of `GET /api/slo`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SloParams {
+    at: Option<String>,
+}
+
+async fn api_slo(
+    State(state): State<Arc<ApiState>>,
+    params: std::result::Result<
+        axum::extract::Query<SloParams>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Response {
+    let p = match params {
+        Ok(p) => p.0,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid query parameters: {e}; known: at"),
+            );
+        }
+    };
+    let Some(set) = &state.rules.slos else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "no SLO file is configured; set `rules.slos` in the config file or add rules/slos.yaml",
+        );
+    };
+    let at = match parse_at(p.at.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    match custos_analytics::slo::evaluate(&state.analytics, set, at).await {
+        Ok(r) => axum::Json(r).into_response(),
+        Err(e) => analytics_error(e),
+    }
+}
+
+/// Opens a data directory read-only with the rules' prices: for the CLI's `--data DIR`.
+pub async fn open_offline(
+    data_dir: &std::path::Path,
+    options: QueryOptions,
+    rules: &Rules,
+) -> Result<Analytics> {
+    let store = Store::open_read_only(data_dir).await?;
+    analytics_with_rules(store, options, rules).await
+}
+
 /// Opens a data directory read-only and runs one query: for `custos sql --data DIR`.
 pub async fn query_offline(
     data_dir: &std::path::Path,
     sql: &str,
     options: QueryOptions,
+    rules: &Rules,
 ) -> Result<custos_analytics::QueryResult> {
-    let store = Store::open_read_only(data_dir).await?;
-    let analytics = Analytics::new(store, options).await?;
+    let analytics = open_offline(data_dir, options, rules).await?;
     Ok(analytics.query(sql).await?)
 }

@@ -1,0 +1,727 @@
+//! The standard metrics ("ready answers"), each one SQL query over the views.
+//!
+//! Definitions are in docs/metrics.md; the SQL is here, in constants, so what `custos metrics` and
+//! `GET /api/metrics` report is exactly what a user gets by running the same query. A window is
+//! `[at - window, at)`; a run belongs to the window its first span started in.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Analytics, Error, QueryResult, Result};
+
+/// Drift thresholds on the population stability index.
+pub const PSI_WATCH: f64 = 0.1;
+/// PSI at or above which drift needs action.
+pub const PSI_ACT: f64 = 0.25;
+/// Fewer rows than this on either side and drift is reported as `insufficient_data`.
+pub const DRIFT_MIN_ROWS: i64 = 30;
+
+/// How the metrics are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    /// By workflow name.
+    Workflow,
+    /// By model (of the run's decision step, of the step, of the decision).
+    Model,
+    /// By model, model version and prompt version.
+    Version,
+    /// By UTC hour.
+    Hour,
+    /// By UTC day.
+    Day,
+}
+
+impl GroupBy {
+    /// Parses `workflow`, `model`, `version`, `hour` or `day`.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "workflow" => Self::Workflow,
+            "model" => Self::Model,
+            "version" => Self::Version,
+            "hour" => Self::Hour,
+            "day" => Self::Day,
+            other => {
+                return Err(Error::Plan(format!(
+                    "unknown grouping `{other}`; expected one of workflow, model, version, hour, day"
+                )));
+            }
+        })
+    }
+
+    /// The grouping key as SQL over `runs`, `steps` or `decisions` (all have these columns).
+    pub fn key_sql(self) -> &'static str {
+        match self {
+            Self::Workflow => "coalesce(workflow, '(none)')",
+            Self::Model => "coalesce(model, '(none)')",
+            Self::Version => {
+                "concat(coalesce(model, '(none)'), ' ', coalesce(model_version, '-'), \
+                 ' prompt ', coalesce(prompt_version, '-'))"
+            }
+            Self::Hour => "to_char(date_trunc('hour', start_time), '%Y-%m-%dT%H:00Z')",
+            Self::Day => "to_char(date_trunc('day', start_time), '%Y-%m-%d')",
+        }
+    }
+
+    /// The lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Workflow => "workflow",
+            Self::Model => "model",
+            Self::Version => "version",
+            Self::Hour => "hour",
+            Self::Day => "day",
+        }
+    }
+}
+
+/// Parses a duration such as `90s`, `30m`, `24h`, `7d` or `2w`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let bad = || {
+        Error::Plan(format!(
+            "invalid duration `{s}`: expected a whole number followed by s, m, h, d or w (e.g. `24h`)"
+        ))
+    };
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(bad()),
+    };
+    if n == 0 {
+        return Err(bad());
+    }
+    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(bad)
+}
+
+/// Renders a duration the way [`parse_duration`] reads it.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    for (unit, secs) in [("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if s >= secs && s % secs == 0 {
+            return format!("{}{unit}", s / secs);
+        }
+    }
+    format!("{s}s")
+}
+
+/// A SQL timestamp literal for `t`.
+pub fn sql_timestamp(t: DateTime<Utc>) -> String {
+    format!("TIMESTAMP '{}'", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+}
+
+/// What to compute.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsRequest {
+    /// Window length.
+    pub window: Duration,
+    /// End of the window (exclusive); usually now.
+    pub at: DateTime<Utc>,
+    /// Grouping.
+    pub by: GroupBy,
+}
+
+/// Latency percentiles in milliseconds (t-digest approximations, see docs/metrics.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: Option<f64>,
+    /// 95th percentile.
+    pub p95: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+}
+
+/// The metrics of one group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupMetrics {
+    /// The group's key (workflow, model, version or time bucket).
+    pub key: String,
+    /// Runs started in the window.
+    pub runs: i64,
+    /// Runs whose root span has arrived.
+    pub finished_runs: i64,
+    /// Runs still in progress (no root span yet).
+    pub in_progress_runs: i64,
+    /// Finished runs with outcome `success`.
+    pub successes: i64,
+    /// Finished runs with outcome `failure`.
+    pub failures: i64,
+    /// Finished runs with outcome `escalated`.
+    pub escalations: i64,
+    /// successes ÷ finished runs.
+    pub success_rate: Option<f64>,
+    /// escalations ÷ finished runs.
+    pub escalation_rate: Option<f64>,
+    /// Runs per hour over the window.
+    pub runs_per_hour: f64,
+    /// Latency of finished runs.
+    pub run_latency_ms: Percentiles,
+    /// Latency of step spans.
+    pub step_latency_ms: Percentiles,
+    /// Step spans.
+    pub step_spans: i64,
+    /// Step spans with status `error`.
+    pub error_spans: i64,
+    /// error spans ÷ step spans.
+    pub error_rate: Option<f64>,
+    /// Extra attempts: step spans beyond the first of the same step in the same run.
+    pub retries: i64,
+    /// Decisions (spans with a confidence or a decision outcome).
+    pub decisions: i64,
+    /// Decisions a human reviewed.
+    pub human_reviews: i64,
+    /// Reviewed decisions the human overrode.
+    pub overrides: i64,
+    /// human reviews ÷ decisions.
+    pub human_review_rate: Option<f64>,
+    /// overrides ÷ human reviews.
+    pub override_rate: Option<f64>,
+    /// All spend of the window's runs, failed, escalated and in-progress runs included (USD).
+    pub spend_usd: f64,
+    /// Spend computed from the price table rather than reported by spans (USD).
+    pub computed_spend_usd: f64,
+    /// Spans with token usage for a model without a price: their cost is missing from spend.
+    pub unpriced_spans: i64,
+    /// spend ÷ successful runs.
+    pub cost_per_success_usd: Option<f64>,
+}
+
+/// One class of errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorClass {
+    /// Step kind (`model`, `connector`, ...).
+    pub step_kind: String,
+    /// Class of the status message (docs/metrics.md).
+    pub class: String,
+    /// Connector, when the span names one.
+    pub connector: String,
+    /// Error spans.
+    pub errors: i64,
+    /// Runs affected.
+    pub runs: i64,
+}
+
+/// Drift of one model's confidence distribution, current window against the window before it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    /// Model.
+    pub model: String,
+    /// Baseline rows.
+    pub baseline_rows: i64,
+    /// Current rows.
+    pub current_rows: i64,
+    /// Population stability index.
+    pub psi: Option<f64>,
+    /// Kolmogorov–Smirnov statistic.
+    pub ks: Option<f64>,
+    /// Mean confidence in the baseline.
+    pub baseline_mean: Option<f64>,
+    /// Mean confidence in the current window.
+    pub current_mean: Option<f64>,
+    /// `stable`, `watch`, `act` or `insufficient_data`.
+    pub status: String,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsReport {
+    /// Window start (inclusive), RFC 3339.
+    pub window_start: String,
+    /// Window end (exclusive), RFC 3339.
+    pub window_end: String,
+    /// Window length, e.g. `24h`.
+    pub window: String,
+    /// Grouping.
+    pub by: GroupBy,
+    /// One entry per group, ordered by key.
+    pub groups: Vec<GroupMetrics>,
+    /// Errors by step kind, message class and connector, most frequent first.
+    pub errors: Vec<ErrorClass>,
+    /// Confidence drift per model; baseline is the window before the current one.
+    pub drift: Vec<Drift>,
+}
+
+/// Per-run metrics.
+pub const RUNS_SQL: &str = "SELECT {key} AS key,
+  count(*) AS runs,
+  count(*) FILTER (WHERE outcome <> 'in_progress') AS finished_runs,
+  count(*) FILTER (WHERE outcome = 'in_progress') AS in_progress_runs,
+  count(*) FILTER (WHERE outcome = 'success') AS successes,
+  count(*) FILTER (WHERE outcome = 'failure') AS failures,
+  count(*) FILTER (WHERE outcome = 'escalated') AS escalations,
+  approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,
+  approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95,
+  approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99,
+  coalesce(sum(cost_usd), 0.0) AS spend_usd,
+  coalesce(sum(retries), 0) AS retries
+FROM runs WHERE start_time >= {start} AND start_time < {end}
+GROUP BY 1";
+
+/// Per-step metrics.
+pub const STEPS_SQL: &str = "SELECT {key} AS key,
+  count(*) AS step_spans,
+  count(*) FILTER (WHERE status_code = 'error') AS error_spans,
+  approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,
+  approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95,
+  approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99,
+  coalesce(sum(cost_usd) FILTER (WHERE cost_source = 'computed'), 0.0) AS computed_spend_usd,
+  count(*) FILTER (WHERE cost_source = 'unpriced') AS unpriced_spans
+FROM steps WHERE step IS NOT NULL AND start_time >= {start} AND start_time < {end}
+GROUP BY 1";
+
+/// Per-decision metrics.
+pub const DECISIONS_SQL: &str = "SELECT {key} AS key,
+  count(*) AS decisions,
+  count(*) FILTER (WHERE human_reviewed) AS human_reviews,
+  count(*) FILTER (WHERE human_override) AS overrides
+FROM decisions WHERE start_time >= {start} AND start_time < {end}
+GROUP BY 1";
+
+/// The error taxonomy.
+pub const ERRORS_SQL: &str = "SELECT coalesce(step_kind, '(none)') AS step_kind,
+  error_class AS class, coalesce(connector, '(none)') AS connector,
+  count(*) AS errors, count(DISTINCT run_id) AS runs
+FROM steps WHERE status_code = 'error' AND start_time >= {start} AND start_time < {end}
+GROUP BY 1, 2, 3 ORDER BY errors DESC, 1, 2, 3";
+
+/// Confidence drift per model.
+pub const DRIFT_SQL: &str = "SELECT coalesce(model, '(none)') AS model,
+  count(*) FILTER (WHERE NOT is_current) AS baseline_rows,
+  count(*) FILTER (WHERE is_current) AS current_rows,
+  psi(confidence, is_current) AS psi,
+  ks(confidence, is_current) AS ks,
+  avg(confidence) FILTER (WHERE NOT is_current) AS baseline_mean,
+  avg(confidence) FILTER (WHERE is_current) AS current_mean
+FROM (SELECT model, confidence, start_time >= {start} AS is_current FROM decisions
+      WHERE confidence IS NOT NULL AND start_time >= {baseline_start} AND start_time < {end})
+GROUP BY 1 ORDER BY 1";
+
+/// Substitutes the window into one of the SQL constants.
+pub fn bind(sql: &str, req: &MetricsRequest) -> String {
+    let window = chrono::Duration::from_std(req.window).unwrap_or(chrono::Duration::zero());
+    let start = req.at - window;
+    sql.replace("{key}", req.by.key_sql())
+        .replace("{baseline_start}", &sql_timestamp(start - window))
+        .replace("{start}", &sql_timestamp(start))
+        .replace("{end}", &sql_timestamp(req.at))
+}
+
+/// Reads result columns by name.
+pub(crate) struct Rows<'a> {
+    result: &'a QueryResult,
+}
+
+impl<'a> Rows<'a> {
+    pub(crate) fn new(result: &'a QueryResult) -> Self {
+        Self { result }
+    }
+
+    /// Calls `f` with a row accessor for every row.
+    pub(crate) fn each(&self, mut f: impl FnMut(&Row<'_>)) {
+        for batch in &self.result.batches {
+            for i in 0..batch.num_rows() {
+                f(&Row { batch, i });
+            }
+        }
+    }
+}
+
+pub(crate) struct Row<'a> {
+    batch: &'a arrow::record_batch::RecordBatch,
+    i: usize,
+}
+
+impl Row<'_> {
+    fn column(&self, name: &str) -> Option<&arrow::array::ArrayRef> {
+        let idx = self.batch.schema().index_of(name).ok()?;
+        let c = self.batch.column(idx);
+        if c.is_null(self.i) { None } else { Some(c) }
+    }
+    pub(crate) fn f64(&self, name: &str) -> Option<f64> {
+        let c = self.column(name)?;
+        match c.data_type() {
+            DataType::Float64 => Some(c.as_primitive::<Float64Type>().value(self.i)),
+            DataType::Int64 => Some(c.as_primitive::<Int64Type>().value(self.i) as f64),
+            _ => {
+                let c = arrow::compute::cast(c, &DataType::Float64).ok()?;
+                Some(c.as_primitive::<Float64Type>().value(self.i))
+            }
+        }
+    }
+    pub(crate) fn i64(&self, name: &str) -> i64 {
+        self.f64(name).map_or(0, |v| v as i64)
+    }
+    pub(crate) fn string(&self, name: &str) -> String {
+        let Some(c) = self.column(name) else {
+            return String::new();
+        };
+        arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &Default::default())
+            .map(|f| f.value(self.i).to_string())
+            .unwrap_or_default()
+    }
+}
+
+fn ratio(n: i64, d: i64) -> Option<f64> {
+    (d > 0).then(|| n as f64 / d as f64)
+}
+
+/// Computes the report.
+pub async fn compute(analytics: &Analytics, req: &MetricsRequest) -> Result<MetricsReport> {
+    let mut groups: BTreeMap<String, GroupMetrics> = BTreeMap::new();
+    let entry = |groups: &mut BTreeMap<String, GroupMetrics>, key: String| {
+        groups
+            .entry(key.clone())
+            .or_insert_with(|| GroupMetrics {
+                key,
+                ..Default::default()
+            })
+            .clone()
+    };
+    let hours = req.window.as_secs_f64() / 3600.0;
+
+    let runs = analytics.query(&bind(RUNS_SQL, req)).await?;
+    Rows::new(&runs).each(|r| {
+        let mut g = entry(&mut groups, r.string("key"));
+        g.runs = r.i64("runs");
+        g.finished_runs = r.i64("finished_runs");
+        g.in_progress_runs = r.i64("in_progress_runs");
+        g.successes = r.i64("successes");
+        g.failures = r.i64("failures");
+        g.escalations = r.i64("escalations");
+        g.run_latency_ms = Percentiles {
+            p50: r.f64("p50"),
+            p95: r.f64("p95"),
+            p99: r.f64("p99"),
+        };
+        g.spend_usd = r.f64("spend_usd").unwrap_or(0.0);
+        g.retries = r.i64("retries");
+        groups.insert(g.key.clone(), g);
+    });
+    let steps = analytics.query(&bind(STEPS_SQL, req)).await?;
+    Rows::new(&steps).each(|r| {
+        let mut g = entry(&mut groups, r.string("key"));
+        g.step_spans = r.i64("step_spans");
+        g.error_spans = r.i64("error_spans");
+        g.step_latency_ms = Percentiles {
+            p50: r.f64("p50"),
+            p95: r.f64("p95"),
+            p99: r.f64("p99"),
+        };
+        g.computed_spend_usd = r.f64("computed_spend_usd").unwrap_or(0.0);
+        g.unpriced_spans = r.i64("unpriced_spans");
+        groups.insert(g.key.clone(), g);
+    });
+    let decisions = analytics.query(&bind(DECISIONS_SQL, req)).await?;
+    Rows::new(&decisions).each(|r| {
+        let mut g = entry(&mut groups, r.string("key"));
+        g.decisions = r.i64("decisions");
+        g.human_reviews = r.i64("human_reviews");
+        g.overrides = r.i64("overrides");
+        groups.insert(g.key.clone(), g);
+    });
+    for g in groups.values_mut() {
+        g.success_rate = ratio(g.successes, g.finished_runs);
+        g.escalation_rate = ratio(g.escalations, g.finished_runs);
+        g.runs_per_hour = if hours > 0.0 {
+            g.runs as f64 / hours
+        } else {
+            0.0
+        };
+        g.error_rate = ratio(g.error_spans, g.step_spans);
+        g.human_review_rate = ratio(g.human_reviews, g.decisions);
+        g.override_rate = ratio(g.overrides, g.human_reviews);
+        g.cost_per_success_usd = (g.successes > 0).then(|| g.spend_usd / g.successes as f64);
+    }
+
+    let mut errors = Vec::new();
+    let result = analytics.query(&bind(ERRORS_SQL, req)).await?;
+    Rows::new(&result).each(|r| {
+        errors.push(ErrorClass {
+            step_kind: r.string("step_kind"),
+            class: r.string("class"),
+            connector: r.string("connector"),
+            errors: r.i64("errors"),
+            runs: r.i64("runs"),
+        })
+    });
+
+    let mut drift = Vec::new();
+    let result = analytics.query(&bind(DRIFT_SQL, req)).await?;
+    Rows::new(&result).each(|r| {
+        let (baseline_rows, current_rows) = (r.i64("baseline_rows"), r.i64("current_rows"));
+        let psi = r.f64("psi");
+        drift.push(Drift {
+            model: r.string("model"),
+            baseline_rows,
+            current_rows,
+            psi,
+            ks: r.f64("ks"),
+            baseline_mean: r.f64("baseline_mean"),
+            current_mean: r.f64("current_mean"),
+            status: drift_status(psi, baseline_rows, current_rows).to_string(),
+        })
+    });
+
+    let window = chrono::Duration::from_std(req.window).unwrap_or(chrono::Duration::zero());
+    Ok(MetricsReport {
+        window_start: (req.at - window).to_rfc3339(),
+        window_end: req.at.to_rfc3339(),
+        window: format_duration(req.window),
+        by: req.by,
+        groups: groups.into_values().collect(),
+        errors,
+        drift,
+    })
+}
+
+/// The drift verdict for a PSI value and the sample sizes behind it.
+pub fn drift_status(psi: Option<f64>, baseline_rows: i64, current_rows: i64) -> &'static str {
+    match psi {
+        _ if baseline_rows < DRIFT_MIN_ROWS || current_rows < DRIFT_MIN_ROWS => "insufficient_data",
+        None => "insufficient_data",
+        Some(p) if p >= PSI_ACT => "act",
+        Some(p) if p >= PSI_WATCH => "watch",
+        Some(_) => "stable",
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"))
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{:.1}%", v * 100.0))
+}
+
+/// Renders the report as aligned text tables.
+pub fn render_table(r: &MetricsReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "window {} .. {} ({}), by {}\n",
+        r.window_start,
+        r.window_end,
+        r.window,
+        r.by.name()
+    );
+    let header = [
+        r.by.name(),
+        "runs",
+        "open",
+        "success",
+        "escal",
+        "run p50/p95/p99 ms",
+        "step p99 ms",
+        "err rate",
+        "retries",
+        "review",
+        "override",
+        "spend $",
+        "$/success",
+        "unpriced",
+    ];
+    let rows: Vec<Vec<String>> = r
+        .groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.key.clone(),
+                g.runs.to_string(),
+                g.in_progress_runs.to_string(),
+                pct(g.success_rate),
+                pct(g.escalation_rate),
+                format!(
+                    "{}/{}/{}",
+                    opt(g.run_latency_ms.p50, 0),
+                    opt(g.run_latency_ms.p95, 0),
+                    opt(g.run_latency_ms.p99, 0)
+                ),
+                opt(g.step_latency_ms.p99, 0),
+                pct(g.error_rate),
+                g.retries.to_string(),
+                pct(g.human_review_rate),
+                pct(g.override_rate),
+                format!("{:.4}", g.spend_usd),
+                opt(g.cost_per_success_usd, 5),
+                g.unpriced_spans.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&text_table(&header, &rows));
+    if !r.errors.is_empty() {
+        out.push_str("\nerrors\n");
+        let rows: Vec<Vec<String>> = r
+            .errors
+            .iter()
+            .map(|e| {
+                vec![
+                    e.step_kind.clone(),
+                    e.class.clone(),
+                    e.connector.clone(),
+                    e.errors.to_string(),
+                    e.runs.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&text_table(
+            &["step kind", "class", "connector", "errors", "runs"],
+            &rows,
+        ));
+    }
+    if !r.drift.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nconfidence drift (current {} vs the {} before; PSI watch {PSI_WATCH}, act {PSI_ACT})",
+            r.window, r.window
+        );
+        let rows: Vec<Vec<String>> = r
+            .drift
+            .iter()
+            .map(|d| {
+                vec![
+                    d.model.clone(),
+                    d.baseline_rows.to_string(),
+                    d.current_rows.to_string(),
+                    opt(d.psi, 3),
+                    opt(d.ks, 3),
+                    opt(d.baseline_mean, 3),
+                    opt(d.current_mean, 3),
+                    d.status.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&text_table(
+            &[
+                "model",
+                "baseline n",
+                "current n",
+                "psi",
+                "ks",
+                "mean before",
+                "mean now",
+                "status",
+            ],
+            &rows,
+        ));
+    }
+    out
+}
+
+/// Renders the groups as CSV (one row per group, every numeric field).
+pub fn render_csv(r: &MetricsReport) -> String {
+    let mut out = String::from(
+        "key,runs,finished_runs,in_progress_runs,successes,failures,escalations,success_rate,\
+         escalation_rate,runs_per_hour,run_p50_ms,run_p95_ms,run_p99_ms,step_p50_ms,step_p95_ms,\
+         step_p99_ms,step_spans,error_spans,error_rate,retries,decisions,human_reviews,overrides,\
+         human_review_rate,override_rate,spend_usd,computed_spend_usd,unpriced_spans,\
+         cost_per_success_usd\n",
+    );
+    let o = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    for g in &r.groups {
+        let key = if g.key.contains([',', '"', '\n']) {
+            format!("\"{}\"", g.key.replace('"', "\"\""))
+        } else {
+            g.key.clone()
+        };
+        let _ = writeln!(
+            out,
+            "{key},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            g.runs,
+            g.finished_runs,
+            g.in_progress_runs,
+            g.successes,
+            g.failures,
+            g.escalations,
+            o(g.success_rate),
+            o(g.escalation_rate),
+            g.runs_per_hour,
+            o(g.run_latency_ms.p50),
+            o(g.run_latency_ms.p95),
+            o(g.run_latency_ms.p99),
+            o(g.step_latency_ms.p50),
+            o(g.step_latency_ms.p95),
+            o(g.step_latency_ms.p99),
+            g.step_spans,
+            g.error_spans,
+            o(g.error_rate),
+            g.retries,
+            g.decisions,
+            g.human_reviews,
+            g.overrides,
+            o(g.human_review_rate),
+            o(g.override_rate),
+            g.spend_usd,
+            g.computed_spend_usd,
+            g.unpriced_spans,
+            o(g.cost_per_success_usd),
+        );
+    }
+    out
+}
+
+/// An aligned plain-text table.
+pub fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let mut first = true;
+        for (cell, w) in cells.zip(&widths) {
+            if !first {
+                out.push_str("  ");
+            }
+            first = false;
+            let _ = write!(out, "{cell:<w$}");
+        }
+        let trimmed = out.trim_end().len();
+        out.truncate(trimmed);
+        out.push('\n');
+    };
+    line(&mut out, &mut header.iter().copied());
+    for row in rows {
+        line(&mut out, &mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert_eq!(format_duration(Duration::from_secs(86_400)), "1d");
+        assert_eq!(format_duration(Duration::from_secs(5_400)), "90m");
+        for bad in ["", "h", "24", "24x", "0h", "-1h", "1.5h"] {
+            let e = parse_duration(bad).unwrap_err().to_string();
+            assert!(e.contains("invalid duration"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn drift_verdicts() {
+        assert_eq!(drift_status(Some(0.3), 100, 100), "act");
+        assert_eq!(drift_status(Some(0.1), 100, 100), "watch");
+        assert_eq!(drift_status(Some(0.05), 100, 100), "stable");
+        assert_eq!(drift_status(Some(0.9), 10, 100), "insufficient_data");
+    }
+}
