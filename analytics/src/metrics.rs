@@ -19,8 +19,17 @@ use crate::{Analytics, Error, QueryResult, Result};
 pub const PSI_WATCH: f64 = 0.1;
 /// PSI at or above which drift needs action.
 pub const PSI_ACT: f64 = 0.25;
-/// Fewer rows than this on either side and drift is reported as `insufficient_data`.
-pub const DRIFT_MIN_ROWS: i64 = 30;
+/// Fewer rows than this on either side and drift is reported as `insufficient_data`: PSI over
+/// small samples is biased upwards (see [`psi_noise`]).
+pub const DRIFT_MIN_ROWS: i64 = 100;
+
+/// The PSI expected from sampling noise alone when nothing drifted: about
+/// `(bins − 1) · (1/n_baseline + 1/n_current)` (PSI is approximately a chi-square statistic).
+pub fn psi_noise(baseline_rows: i64, current_rows: i64) -> Option<f64> {
+    (baseline_rows > 0 && current_rows > 0).then(|| {
+        (crate::udf::PSI_BINS as f64 - 1.0) * (1.0 / baseline_rows as f64 + 1.0 / current_rows as f64)
+    })
+}
 
 /// How the metrics are grouped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +234,8 @@ pub struct Drift {
     pub current_rows: i64,
     /// Population stability index.
     pub psi: Option<f64>,
+    /// PSI expected from sampling noise alone at these sample sizes.
+    pub psi_noise: Option<f64>,
     /// Kolmogorov–Smirnov statistic.
     pub ks: Option<f64>,
     /// Mean confidence in the baseline.
@@ -294,7 +305,7 @@ GROUP BY 1";
 pub const ERRORS_SQL: &str = "SELECT coalesce(step_kind, '(none)') AS step_kind,
   error_class AS class, coalesce(connector, '(none)') AS connector,
   count(*) AS errors, count(DISTINCT run_id) AS runs
-FROM steps WHERE status_code = 'error' AND start_time >= {start} AND start_time < {end}
+FROM steps WHERE status_code = 'error' AND step IS NOT NULL AND start_time >= {start} AND start_time < {end}
 GROUP BY 1, 2, 3 ORDER BY errors DESC, 1, 2, 3";
 
 /// Confidence drift per model.
@@ -468,6 +479,7 @@ pub async fn compute(analytics: &Analytics, req: &MetricsRequest) -> Result<Metr
             baseline_rows,
             current_rows,
             psi,
+            psi_noise: psi_noise(baseline_rows, current_rows),
             ks: r.f64("ks"),
             baseline_mean: r.f64("baseline_mean"),
             current_mean: r.f64("current_mean"),
@@ -596,6 +608,7 @@ pub fn render_table(r: &MetricsReport) -> String {
                     d.baseline_rows.to_string(),
                     d.current_rows.to_string(),
                     opt(d.psi, 3),
+                    opt(d.psi_noise, 3),
                     opt(d.ks, 3),
                     opt(d.baseline_mean, 3),
                     opt(d.current_mean, 3),

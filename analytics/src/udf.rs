@@ -17,7 +17,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, ListArray, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type, TimeUnit, UInt64Type};
-use datafusion::common::{Result as DfResult, ScalarValue, exec_err};
+use datafusion::common::{Result as DfResult, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF,
@@ -196,7 +196,7 @@ impl DriftUdaf {
     fn new(kind: DriftKind) -> Self {
         Self {
             kind,
-            signature: Signature::any(2, Volatility::Immutable),
+            signature: Signature::user_defined(Volatility::Immutable),
         }
     }
 }
@@ -221,6 +221,18 @@ impl AggregateUDFImpl for DriftUdaf {
     }
     fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
         Ok(DataType::Float64)
+    }
+    fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
+        match arg_types {
+            [v, c] if (v.is_numeric() || v.is_null()) && matches!(c, DataType::Boolean | DataType::Null) => {
+                Ok(vec![DataType::Float64, DataType::Boolean])
+            }
+            _ => plan_err!(
+                "{}(value, is_current) takes a number in [0, 1] and a boolean (true for the current window), got ({})",
+                self.name(),
+                arg_types.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        }
     }
     fn accumulator(&self, _acc_args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
         Ok(match self.kind {

@@ -89,21 +89,93 @@ fn render(r: &QueryResult) -> Vec<String> {
     lines
 }
 
-#[tokio::test]
-async fn explore() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = fixture_analytics(dir.path()).await;
-    for sql in [
-        "SELECT * FROM runs ORDER BY start_time LIMIT 5",
-        "SELECT outcome, count(*) FROM runs GROUP BY 1 ORDER BY 1",
-        "SELECT cost_source, count(*) FROM steps GROUP BY 1 ORDER BY 1",
-        "SELECT * FROM decisions ORDER BY start_time LIMIT 3",
-        "SELECT model, psi(confidence, start_time >= TIMESTAMP '2026-11-02T00:00:00Z'), ks(confidence, start_time >= TIMESTAMP '2026-11-02T00:00:00Z') FROM decisions GROUP BY 1 ORDER BY 1",
-        "SELECT approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) FROM runs",
-    ] {
-        match a.query(sql).await {
-            Ok(r) => println!("{sql}\n{}\n", render(&r).join("\n")),
-            Err(e) => println!("{sql}\nERROR {e}\n"),
+/// One `query NAME` block of a golden file.
+struct Block {
+    name: String,
+    sql: String,
+    expected: Vec<String>,
+}
+
+fn parse_golden(text: &str) -> (Vec<String>, Vec<Block>) {
+    let mut header = Vec::new();
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if let Some(name) = line.strip_prefix("query ") {
+            let mut sql = Vec::new();
+            for l in lines.by_ref() {
+                if l == "----" {
+                    break;
+                }
+                sql.push(l);
+            }
+            let mut expected = Vec::new();
+            while let Some(l) = lines.peek() {
+                if l.is_empty() {
+                    break;
+                }
+                expected.push(lines.next().unwrap().to_string());
+            }
+            blocks.push(Block {
+                name: name.trim().to_string(),
+                sql: sql.join("\n"),
+                expected,
+            });
+        } else if blocks.is_empty() && !line.is_empty() {
+            header.push(line.to_string());
         }
     }
+    (header, blocks)
+}
+
+/// Runs every golden file under `fixtures/sql/`; with `CUSTOS_REGENERATE=1`, rewrites them.
+#[tokio::test]
+async fn golden_sql_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = fixture_analytics(dir.path()).await;
+    let regenerate = std::env::var("CUSTOS_REGENERATE").is_ok_and(|v| v == "1");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("fixtures/sql"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let mut failures = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let (header, blocks) = parse_golden(&text);
+        assert!(!blocks.is_empty(), "{}", file.display());
+        let mut out = header.join("\n");
+        out.push_str("\n\n");
+        for b in &blocks {
+            let actual = match a.query(&b.sql).await {
+                Ok(r) => render(&r),
+                Err(e) => vec![format!("error: {e}")],
+            };
+            if !regenerate && actual != b.expected {
+                failures.push(format!(
+                    "{} `{}`:\n--- expected\n{}\n--- actual\n{}",
+                    file.display(),
+                    b.name,
+                    b.expected.join("\n"),
+                    actual.join("\n")
+                ));
+            }
+            out.push_str(&format!("query {}\n{}\n----\n", b.name, b.sql));
+            for l in &actual {
+                out.push_str(l);
+                out.push('\n');
+            }
+            out.push('\n');
+        }
+        if regenerate {
+            std::fs::write(file, out.trim_end().to_string() + "\n").unwrap();
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "golden SQL mismatches (regenerate with CUSTOS_REGENERATE=1 if intended):\n{}",
+        failures.join("\n\n")
+    );
 }

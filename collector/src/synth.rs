@@ -43,11 +43,11 @@ impl Default for SynthOptions {
     fn default() -> Self {
         Self {
             seed: 7,
-            runs: 400,
+            runs: 2_000,
             // 2026-11-01T00:00:00Z
             start_unix_nano: 1_793_491_200_000_000_000,
             span_seconds: 2 * 86_400,
-            runs_per_request: 50,
+            runs_per_request: 100,
             in_progress: 3,
         }
     }
@@ -429,6 +429,6 @@ mod tests {
             assert_eq!(n.rejected, 0, "{:?}", n.message);
             spans += n.batch.unwrap().num_rows();
         }
-        assert!(spans > 2_000, "{spans}");
+        assert!(spans > 10_000, "{spans}");
     }
 }
