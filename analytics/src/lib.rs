@@ -121,6 +121,8 @@ impl QueryResult {
 pub struct Analytics {
     ctx: SessionContext,
     options: QueryOptions,
+    store: Store,
+    prices: Arc<PriceTable>,
 }
 
 fn classify(e: DataFusionError, limit: usize) -> Error {
@@ -167,11 +169,67 @@ impl Analytics {
             config = config.with_target_partitions(options.target_partitions);
         }
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        ctx.register_table("spans", Arc::new(SpansProvider::new(store)))
+        let prices = Arc::new(prices);
+        Self::register_all(&ctx, &store, &prices).await?;
+        Ok(Self {
+            ctx,
+            options,
+            store,
+            prices,
+        })
+    }
+
+    async fn register_all(
+        ctx: &SessionContext,
+        store: &Store,
+        prices: &Arc<PriceTable>,
+    ) -> Result<()> {
+        ctx.register_table("spans", Arc::new(SpansProvider::new(store.clone())))
             .map_err(|e| Error::Setup(e.to_string()))?;
-        udf::register(&ctx, Arc::new(prices));
-        views::register(&ctx).await?;
-        Ok(Self { ctx, options })
+        udf::register(ctx, prices.clone());
+        views::register(ctx).await
+    }
+
+    /// A session in which the named views (e.g. `runs`, `decisions`) are computed once and held
+    /// in memory, so many queries over them (an SLO evaluation: every SLO over every window) do
+    /// not aggregate the spans again each time. Other tables stay live.
+    pub async fn with_materialized(&self, views: &[&str]) -> Result<Analytics> {
+        let ctx =
+            SessionContext::new_with_config_rt(self.ctx.copied_config(), self.ctx.runtime_env());
+        Self::register_all(&ctx, &self.store, &self.prices).await?;
+        let limit = self.options.memory_limit_bytes;
+        for name in views {
+            let run = async {
+                let df = self
+                    .ctx
+                    .table(*name)
+                    .await
+                    .map_err(|e| classify(e, limit))?;
+                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                let batches = df.collect().await.map_err(|e| classify(e, limit))?;
+                Ok::<_, Error>((schema, batches))
+            };
+            let (schema, batches) = tokio::time::timeout(self.options.timeout, run)
+                .await
+                .map_err(|_| Error::Timeout(self.options.timeout))??;
+            let partitions = self.ctx.copied_config().target_partitions().max(1);
+            let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
+            for (i, b) in batches.into_iter().enumerate() {
+                parts[i % partitions].push(b);
+            }
+            let table = datafusion::datasource::MemTable::try_new(schema, parts)
+                .map_err(|e| Error::Setup(e.to_string()))?;
+            ctx.deregister_table(*name)
+                .map_err(|e| Error::Setup(e.to_string()))?;
+            ctx.register_table(*name, Arc::new(table))
+                .map_err(|e| Error::Setup(e.to_string()))?;
+        }
+        Ok(Analytics {
+            ctx,
+            options: self.options.clone(),
+            store: self.store.clone(),
+            prices: self.prices.clone(),
+        })
     }
 
     /// The DataFusion session, for callers that register more tables or views.

@@ -27,7 +27,8 @@ pub const DRIFT_MIN_ROWS: i64 = 100;
 /// `(bins − 1) · (1/n_baseline + 1/n_current)` (PSI is approximately a chi-square statistic).
 pub fn psi_noise(baseline_rows: i64, current_rows: i64) -> Option<f64> {
     (baseline_rows > 0 && current_rows > 0).then(|| {
-        (crate::udf::PSI_BINS as f64 - 1.0) * (1.0 / baseline_rows as f64 + 1.0 / current_rows as f64)
+        (crate::udf::PSI_BINS as f64 - 1.0)
+            * (1.0 / baseline_rows as f64 + 1.0 / current_rows as f64)
     })
 }
 

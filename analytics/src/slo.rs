@@ -486,7 +486,22 @@ async fn number(
 }
 
 /// Evaluates every SLO at `at`.
+///
+/// `runs` and `decisions` are computed once for the whole evaluation
+/// ([`Analytics::with_materialized`]): every SLO over every window then reads them from memory,
+/// and all SLOs see the same data.
 pub async fn evaluate(analytics: &Analytics, set: &SloSet, at: DateTime<Utc>) -> Result<SloReport> {
+    let uses = |view: &str| {
+        set.slos
+            .iter()
+            .any(|s| s.error_query.contains(view) || s.total_query.contains(view))
+    };
+    let views: Vec<&str> = ["runs", "decisions"]
+        .into_iter()
+        .filter(|v| uses(v))
+        .collect();
+    let materialized = analytics.with_materialized(&views).await?;
+    let analytics = &materialized;
     let mut slos = Vec::new();
     for slo in &set.slos {
         let budget = 1.0 - slo.objective;

@@ -224,13 +224,20 @@ impl AggregateUDFImpl for DriftUdaf {
     }
     fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
         match arg_types {
-            [v, c] if (v.is_numeric() || v.is_null()) && matches!(c, DataType::Boolean | DataType::Null) => {
+            [v, c]
+                if (v.is_numeric() || v.is_null())
+                    && matches!(c, DataType::Boolean | DataType::Null) =>
+            {
                 Ok(vec![DataType::Float64, DataType::Boolean])
             }
             _ => plan_err!(
                 "{}(value, is_current) takes a number in [0, 1] and a boolean (true for the current window), got ({})",
                 self.name(),
-                arg_types.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+                arg_types
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }

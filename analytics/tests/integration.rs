@@ -239,18 +239,25 @@ impl Raw {
         if let Some(c) = self.f("gen_ai.usage.cost") {
             return (Some(c), "reported");
         }
-        let input = self.i("gen_ai.usage.input_tokens").or(self.i("llm.token_count.prompt"));
-        let output = self.i("gen_ai.usage.output_tokens").or(self.i("llm.token_count.completion"));
+        let input = self
+            .i("gen_ai.usage.input_tokens")
+            .or(self.i("llm.token_count.prompt"));
+        let output = self
+            .i("gen_ai.usage.output_tokens")
+            .or(self.i("llm.token_count.completion"));
         if input.is_none() && output.is_none() {
             return (None, "none");
         }
         match self.model() {
             Some("claude-sonnet-4") => {
                 let cr = self.i("gen_ai.usage.cache_read.input_tokens").unwrap_or(0) as f64;
-                let cw = self.i("gen_ai.usage.cache_creation.input_tokens").unwrap_or(0) as f64;
+                let cw = self
+                    .i("gen_ai.usage.cache_creation.input_tokens")
+                    .unwrap_or(0) as f64;
                 let r = self.i("gen_ai.usage.reasoning.output_tokens").unwrap_or(0) as f64;
                 let (i, o) = (input.unwrap_or(0) as f64, output.unwrap_or(0) as f64);
-                let c = ((i - cr - cw) * 3.0 + cr * 0.30 + cw * 3.75 + (o - r) * 15.0 + r * 15.0) / 1e6;
+                let c =
+                    ((i - cr - cw) * 3.0 + cr * 0.30 + cw * 3.75 + (o - r) * 15.0 + r * 15.0) / 1e6;
                 (Some(c), "computed")
             }
             _ => (None, "unpriced"),
@@ -278,7 +285,11 @@ fn raw_spans() -> Vec<Raw> {
                         is_root: span.parent_span_id.is_empty(),
                         start: span.start_time_unix_nano,
                         end: span.end_time_unix_nano,
-                        error: span.status.as_ref().filter(|s| s.code == 2).map(|s| s.message.clone()),
+                        error: span
+                            .status
+                            .as_ref()
+                            .filter(|s| s.code == 2)
+                            .map(|s| s.message.clone()),
                         attrs: span
                             .attributes
                             .iter()
@@ -293,7 +304,10 @@ fn raw_spans() -> Vec<Raw> {
 }
 
 fn nanos(t: &str) -> u64 {
-    DateTime::parse_from_rfc3339(t).unwrap().timestamp_nanos_opt().unwrap() as u64
+    DateTime::parse_from_rfc3339(t)
+        .unwrap()
+        .timestamp_nanos_opt()
+        .unwrap() as u64
 }
 
 /// Exact percentile with linear interpolation (the definition of `percentile_cont`).
@@ -340,7 +354,11 @@ fn expected_by_workflow(spans: &[Raw]) -> BTreeMap<String, Expected> {
     }
     let mut out: BTreeMap<String, Expected> = BTreeMap::new();
     for run in by_trace.values() {
-        let wf = run.iter().find_map(|s| s.s("automation.workflow")).unwrap().to_string();
+        let wf = run
+            .iter()
+            .find_map(|s| s.s("automation.workflow"))
+            .unwrap()
+            .to_string();
         let e = out.entry(wf).or_default();
         let start = run.iter().map(|s| s.start).min().unwrap();
         if start >= lo && start < hi {
@@ -394,7 +412,9 @@ fn expected_by_workflow(spans: &[Raw]) -> BTreeMap<String, Expected> {
 async fn metrics_match_an_independent_computation() {
     let dir = tempfile::tempdir().unwrap();
     let a = fixture_analytics(dir.path()).await;
-    let at: DateTime<Utc> = DateTime::parse_from_rfc3339(AT).unwrap().with_timezone(&Utc);
+    let at: DateTime<Utc> = DateTime::parse_from_rfc3339(AT)
+        .unwrap()
+        .with_timezone(&Utc);
     let req = MetricsRequest {
         window: std::time::Duration::from_secs(86_400),
         at,
@@ -410,37 +430,110 @@ async fn metrics_match_an_independent_computation() {
         assert_eq!(g.runs, e.runs, "{}", g.key);
         assert_eq!(g.in_progress_runs, e.in_progress, "{}", g.key);
         assert_eq!(g.finished_runs, finished);
-        assert_eq!((g.successes, g.failures, g.escalations), (e.successes, e.failures, e.escalations));
-        assert!(close(g.success_rate.unwrap(), e.successes as f64 / finished as f64, 1e-12));
-        assert!(close(g.escalation_rate.unwrap(), e.escalations as f64 / finished as f64, 1e-12));
+        assert_eq!(
+            (g.successes, g.failures, g.escalations),
+            (e.successes, e.failures, e.escalations)
+        );
+        assert!(close(
+            g.success_rate.unwrap(),
+            e.successes as f64 / finished as f64,
+            1e-12
+        ));
+        assert!(close(
+            g.escalation_rate.unwrap(),
+            e.escalations as f64 / finished as f64,
+            1e-12
+        ));
         assert!(close(g.runs_per_hour, e.runs as f64 / 24.0, 1e-12));
         // Latency: approximate percentiles within 1% of the exact ones.
         let mut d = e.durations.clone();
-        for (q, got) in [(0.5, g.run_latency_ms.p50), (0.95, g.run_latency_ms.p95), (0.99, g.run_latency_ms.p99)] {
+        for (q, got) in [
+            (0.5, g.run_latency_ms.p50),
+            (0.95, g.run_latency_ms.p95),
+            (0.99, g.run_latency_ms.p99),
+        ] {
             let exact = exact_percentile(&mut d, q);
-            assert!(close(got.unwrap(), exact, 0.01), "{} run p{q}: {got:?} vs exact {exact}", g.key);
+            assert!(
+                close(got.unwrap(), exact, 0.01),
+                "{} run p{q}: {got:?} vs exact {exact}",
+                g.key
+            );
         }
         let mut d = e.step_durations.clone();
         let exact = exact_percentile(&mut d, 0.99);
-        assert!(close(g.step_latency_ms.p99.unwrap(), exact, 0.01), "{} step p99", g.key);
-        assert_eq!((g.step_spans, g.error_spans, g.retries), (e.step_spans, e.error_spans, e.retries), "{}", g.key);
-        assert!(close(g.error_rate.unwrap(), e.error_spans as f64 / e.step_spans as f64, 1e-12));
-        assert_eq!((g.decisions, g.human_reviews, g.overrides), (e.decisions, e.reviews, e.overrides), "{}", g.key);
-        assert!(close(g.human_review_rate.unwrap(), e.reviews as f64 / e.decisions as f64, 1e-12));
-        assert!(close(g.override_rate.unwrap(), e.overrides as f64 / e.reviews as f64, 1e-12));
-        assert!(close(g.spend_usd, e.spend, 1e-9), "{} spend {} vs {}", g.key, g.spend_usd, e.spend);
-        assert!(close(g.computed_spend_usd, e.computed_spend, 1e-9), "{}", g.key);
+        assert!(
+            close(g.step_latency_ms.p99.unwrap(), exact, 0.01),
+            "{} step p99",
+            g.key
+        );
+        assert_eq!(
+            (g.step_spans, g.error_spans, g.retries),
+            (e.step_spans, e.error_spans, e.retries),
+            "{}",
+            g.key
+        );
+        assert!(close(
+            g.error_rate.unwrap(),
+            e.error_spans as f64 / e.step_spans as f64,
+            1e-12
+        ));
+        assert_eq!(
+            (g.decisions, g.human_reviews, g.overrides),
+            (e.decisions, e.reviews, e.overrides),
+            "{}",
+            g.key
+        );
+        assert!(close(
+            g.human_review_rate.unwrap(),
+            e.reviews as f64 / e.decisions as f64,
+            1e-12
+        ));
+        assert!(close(
+            g.override_rate.unwrap(),
+            e.overrides as f64 / e.reviews as f64,
+            1e-12
+        ));
+        assert!(
+            close(g.spend_usd, e.spend, 1e-9),
+            "{} spend {} vs {}",
+            g.key,
+            g.spend_usd,
+            e.spend
+        );
+        assert!(
+            close(g.computed_spend_usd, e.computed_spend, 1e-9),
+            "{}",
+            g.key
+        );
         assert_eq!(g.unpriced_spans, e.unpriced, "{}", g.key);
-        assert!(close(g.cost_per_success_usd.unwrap(), e.spend / e.successes as f64, 1e-9));
+        assert!(close(
+            g.cost_per_success_usd.unwrap(),
+            e.spend / e.successes as f64,
+            1e-9
+        ));
     }
 
     // Error taxonomy: the synthetic connectors fail with two kinds of messages.
     let (lo, hi) = (nanos(WINDOW_START), nanos(AT));
     let mut classes: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for s in spans.iter().filter(|s| s.start >= lo && s.start < hi && s.s("automation.step").is_some()) {
+    for s in spans
+        .iter()
+        .filter(|s| s.start >= lo && s.start < hi && s.s("automation.step").is_some())
+    {
         if let Some(m) = &s.error {
-            let class = if m.contains("timeout") { "timeout" } else if m.contains("503") { "upstream_5xx" } else { "other" };
-            *classes.entry((class.to_string(), s.s("automation.connector").unwrap_or("(none)").to_string())).or_default() += 1;
+            let class = if m.contains("timeout") {
+                "timeout"
+            } else if m.contains("503") {
+                "upstream_5xx"
+            } else {
+                "other"
+            };
+            *classes
+                .entry((
+                    class.to_string(),
+                    s.s("automation.connector").unwrap_or("(none)").to_string(),
+                ))
+                .or_default() += 1;
         }
     }
     let got: BTreeMap<(String, String), i64> = report
@@ -457,13 +550,20 @@ async fn metrics_match_an_independent_computation() {
     for s in spans.iter().filter(|s| s.start >= base_lo && s.start < hi) {
         if let Some(c) = s.f("automation.decision.confidence") {
             let e = by_model.entry(s.model().unwrap().to_string()).or_default();
-            if s.start >= lo { e.1.push(c) } else { e.0.push(c) }
+            if s.start >= lo {
+                e.1.push(c)
+            } else {
+                e.0.push(c)
+            }
         }
     }
     assert_eq!(report.drift.len(), by_model.len());
     for d in &report.drift {
         let (b, c) = by_model.get_mut(&d.model).unwrap();
-        assert_eq!((d.baseline_rows, d.current_rows), (b.len() as i64, c.len() as i64));
+        assert_eq!(
+            (d.baseline_rows, d.current_rows),
+            (b.len() as i64, c.len() as i64)
+        );
         let bins = |v: &[f64]| {
             let mut h = [0f64; 10];
             for x in v {
@@ -479,11 +579,25 @@ async fn metrics_match_an_independent_computation() {
                 (pc - pb) * (pc / pb).ln()
             })
             .sum();
-        assert!(close(d.psi.unwrap(), psi, 1e-9), "{}: {:?} vs {psi}", d.model, d.psi);
+        assert!(
+            close(d.psi.unwrap(), psi, 1e-9),
+            "{}: {:?} vs {psi}",
+            d.model,
+            d.psi
+        );
         // KS: the largest gap between the empirical CDFs, evaluated at every observed value.
         let cdf = |v: &[f64], x: f64| v.iter().filter(|y| **y <= x).count() as f64 / v.len() as f64;
-        let ks = b.iter().chain(c.iter()).map(|x| (cdf(b, *x) - cdf(c, *x)).abs()).fold(0.0, f64::max);
-        assert!(close(d.ks.unwrap(), ks, 1e-9), "{}: ks {:?} vs {ks}", d.model, d.ks);
+        let ks = b
+            .iter()
+            .chain(c.iter())
+            .map(|x| (cdf(b, *x) - cdf(c, *x)).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            close(d.ks.unwrap(), ks, 1e-9),
+            "{}: ks {:?} vs {ks}",
+            d.model,
+            d.ks
+        );
     }
     let gpt = report.drift.iter().find(|d| d.model == "gpt-4o").unwrap();
     assert_eq!(gpt.status, "act", "the injected drift is detected: {gpt:?}");
@@ -493,7 +607,9 @@ async fn metrics_match_an_independent_computation() {
 async fn thresholds_match_an_independent_computation() {
     let dir = tempfile::tempdir().unwrap();
     let a = fixture_analytics(dir.path()).await;
-    let end: DateTime<Utc> = DateTime::parse_from_rfc3339(AT).unwrap().with_timezone(&Utc);
+    let end: DateTime<Utc> = DateTime::parse_from_rfc3339(AT)
+        .unwrap()
+        .with_timezone(&Utc);
     let req = custos_analytics::thresholds::ThresholdRequest {
         workflow: "support-triage".into(),
         step: None,
@@ -501,33 +617,53 @@ async fn thresholds_match_an_independent_computation() {
         start: end - chrono::Duration::days(30),
         end,
     };
-    let report = custos_analytics::thresholds::compute(&a, &req).await.unwrap();
+    let report = custos_analytics::thresholds::compute(&a, &req)
+        .await
+        .unwrap();
     let decisions: Vec<(f64, bool, bool)> = raw_spans()
         .iter()
         .filter(|s| s.s("automation.workflow") == Some("support-triage"))
         .filter_map(|s| {
             let c = s.f("automation.decision.confidence")?;
-            Some((c, s.reviewed(), s.b("automation.human.override") == Some(true)))
+            Some((
+                c,
+                s.reviewed(),
+                s.b("automation.human.override") == Some(true),
+            ))
         })
         .collect();
     assert_eq!(report.decisions, decisions.len() as i64);
     for p in &report.curve {
-        let above: Vec<_> = decisions.iter().filter(|d| d.0 >= p.threshold - 1e-9).collect();
+        let above: Vec<_> = decisions
+            .iter()
+            .filter(|d| d.0 >= p.threshold - 1e-9)
+            .collect();
         let reviewed = above.iter().filter(|d| d.1).count() as i64;
         let overrides = above.iter().filter(|d| d.1 && d.2).count() as i64;
         assert_eq!(p.automated, above.len() as i64, "t={}", p.threshold);
-        assert_eq!((p.reviewed, p.overrides), (reviewed, overrides), "t={}", p.threshold);
+        assert_eq!(
+            (p.reviewed, p.overrides),
+            (reviewed, overrides),
+            "t={}",
+            p.threshold
+        );
     }
     // The recommendation is the lowest threshold meeting the target with enough evidence.
     let rec = report.recommended.clone().unwrap();
     assert!(rec.expected_error_rate.unwrap() <= 0.05 && rec.reviewed >= 30);
     for p in report.curve.iter().filter(|p| p.threshold < rec.threshold) {
-        assert!(p.reviewed < 30 || p.expected_error_rate.unwrap() > 0.05, "{p:?}");
+        assert!(
+            p.reviewed < 30 || p.expected_error_rate.unwrap() > 0.05,
+            "{p:?}"
+        );
     }
     // Stricter targets recommend higher thresholds (less automation).
     let strict = custos_analytics::thresholds::compute(
         &a,
-        &custos_analytics::thresholds::ThresholdRequest { target_error: 0.02, ..req.clone() },
+        &custos_analytics::thresholds::ThresholdRequest {
+            target_error: 0.02,
+            ..req.clone()
+        },
     )
     .await
     .unwrap();
@@ -538,7 +674,10 @@ async fn thresholds_match_an_independent_computation() {
     assert!(table.contains("recommended threshold"), "{table}");
     let unknown = custos_analytics::thresholds::compute(
         &a,
-        &custos_analytics::thresholds::ThresholdRequest { workflow: "nope".into(), ..req },
+        &custos_analytics::thresholds::ThresholdRequest {
+            workflow: "nope".into(),
+            ..req
+        },
     )
     .await
     .unwrap_err();
@@ -551,20 +690,34 @@ async fn slos_match_an_independent_computation() {
     let a = fixture_analytics(dir.path()).await;
     let set = custos_analytics::slo::SloSet::load(&repo().join("rules/slos.yaml")).unwrap();
     set.check_sql(&a).await.unwrap();
-    let at: DateTime<Utc> = DateTime::parse_from_rfc3339(AT).unwrap().with_timezone(&Utc);
+    let at: DateTime<Utc> = DateTime::parse_from_rfc3339(AT)
+        .unwrap()
+        .with_timezone(&Utc);
     let report = custos_analytics::slo::evaluate(&a, &set, at).await.unwrap();
     let spans = raw_spans();
     // run-success: failures among runs whose root ended in the window.
     let roots: Vec<&Raw> = spans.iter().filter(|s| s.is_root).collect();
     let ratio = |secs: u64| {
         let lo = nanos(AT) - secs * 1_000_000_000;
-        let ended: Vec<_> = roots.iter().filter(|r| r.end >= lo && r.end < nanos(AT)).collect();
-        let bad = ended.iter().filter(|r| r.s("automation.outcome") == Some("failure")).count();
+        let ended: Vec<_> = roots
+            .iter()
+            .filter(|r| r.end >= lo && r.end < nanos(AT))
+            .collect();
+        let bad = ended
+            .iter()
+            .filter(|r| r.s("automation.outcome") == Some("failure"))
+            .count();
         (bad as f64, ended.len() as f64)
     };
-    let success = report.slos.iter().find(|s| s.name == "run-success").unwrap();
+    let success = report
+        .slos
+        .iter()
+        .find(|s| s.name == "run-success")
+        .unwrap();
     for w in &success.windows {
-        let secs = custos_analytics::metrics::parse_duration(&w.window).unwrap().as_secs();
+        let secs = custos_analytics::metrics::parse_duration(&w.window)
+            .unwrap()
+            .as_secs();
         let (bad, total) = ratio(secs);
         assert_eq!((w.errors, w.total), (bad, total), "window {}", w.window);
         if total > 0.0 {
@@ -574,15 +727,30 @@ async fn slos_match_an_independent_computation() {
         }
     }
     let (bad, total) = ratio(30 * 86_400);
-    assert!(close(success.error_budget_remaining.unwrap(), 1.0 - (bad / total) / 0.05, 1e-9));
+    assert!(close(
+        success.error_budget_remaining.unwrap(),
+        1.0 - (bad / total) / 0.05,
+        1e-9
+    ));
     for alert in &success.alerts {
-        let burn = |w: &str| success.windows.iter().find(|x| x.window == w).unwrap().burn_rate;
+        let burn = |w: &str| {
+            success
+                .windows
+                .iter()
+                .find(|x| x.window == w)
+                .unwrap()
+                .burn_rate
+        };
         let want = burn(&alert.long).is_some_and(|b| b > alert.burn_rate_threshold)
             && burn(&alert.short).is_some_and(|b| b > alert.burn_rate_threshold);
         assert_eq!(alert.firing, want);
     }
     // cost-per-success: the burn rate is (spend / successes) / ceiling.
-    let cost = report.slos.iter().find(|s| s.name == "cost-per-success").unwrap();
+    let cost = report
+        .slos
+        .iter()
+        .find(|s| s.name == "cost-per-success")
+        .unwrap();
     let lo = nanos(AT) - 30 * 86_400 * 1_000_000_000;
     let mut by_trace: BTreeMap<&[u8], Vec<&Raw>> = BTreeMap::new();
     for s in &spans {
@@ -593,11 +761,18 @@ async fn slos_match_an_independent_computation() {
         let start = run.iter().map(|s| s.start).min().unwrap();
         if start >= lo && start < nanos(AT) {
             spend += run.iter().filter_map(|s| s.cost().0).sum::<f64>();
-            successes += run.iter().any(|s| s.s("automation.outcome") == Some("success")) as i64 as f64;
+            successes += run
+                .iter()
+                .any(|s| s.s("automation.outcome") == Some("success"))
+                as i64 as f64;
         }
     }
     let period = cost.windows.iter().find(|w| w.window == "30d").unwrap();
-    assert!(close(period.burn_rate.unwrap(), spend / successes / 0.05, 1e-9));
+    assert!(close(
+        period.burn_rate.unwrap(),
+        spend / successes / 0.05,
+        1e-9
+    ));
     // Prometheus gauges use Sloth's names.
     let text = custos_analytics::slo::render_prometheus(&report, &set);
     for name in [

@@ -137,6 +137,30 @@ struct Source {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// The standard metrics and a trace lookup over a large store, compared with DuckDB.
+    Analytics {
+        /// Spans to generate (about six per run, over 30 days).
+        #[arg(long, default_value_t = 10_000_000)]
+        spans: usize,
+        /// Data directory: reused when it already holds a table (default: a temporary one).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Price table [default: rules/prices.yaml if present].
+        #[arg(long)]
+        prices: Option<PathBuf>,
+        /// SLO file to time [default: rules/slos.yaml if present].
+        #[arg(long)]
+        slos: Option<PathBuf>,
+        /// DuckDB comparison script [default: bench/duckdb_compare.py if present].
+        #[arg(long)]
+        duckdb_script: Option<PathBuf>,
+        /// Timed runs per query after one warm-up; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// End-to-end ingest over loopback with durable acknowledgments.
     Ingest {
         /// Total spans to send.
@@ -227,6 +251,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             at,
             format,
         } => slo(source, rules, at.as_deref(), &format).await,
+        Command::Bench {
+            what:
+                BenchCommand::Analytics {
+                    spans,
+                    data,
+                    prices,
+                    slos,
+                    duckdb_script,
+                    repeats,
+                    json,
+                },
+        } => bench_analytics(spans, data, prices, slos, duckdb_script, repeats, json).await,
         Command::Bench {
             what:
                 BenchCommand::Ingest {
@@ -614,6 +650,78 @@ async fn slo(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+async fn bench_analytics(
+    spans: usize,
+    data: Option<PathBuf>,
+    prices: Option<PathBuf>,
+    slos: Option<PathBuf>,
+    duckdb_script: Option<PathBuf>,
+    repeats: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    if spans == 0 {
+        bail!("`--spans` must be greater than 0");
+    }
+    let rules = RulesOptions::resolve(prices, slos)?;
+    let script = duckdb_script.or_else(|| {
+        let d = PathBuf::from("bench/duckdb_compare.py");
+        d.is_file().then_some(d)
+    });
+    let temporary = data.is_none();
+    let r = custos_server::bench_analytics::analytics(
+        custos_server::bench_analytics::AnalyticsBenchOptions {
+            spans,
+            data_dir: data,
+            prices: rules.prices,
+            slos: rules.slos,
+            duckdb_script: script,
+            repeats,
+        },
+    )
+    .await?;
+    if temporary {
+        let dir =
+            std::env::temp_dir().join(format!("custos-bench-analytics-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "analytics: {} spans, {} runs, {} Parquet files ({:.1} MiB, {:.1} B/span){}",
+        r.spans,
+        r.runs,
+        r.files,
+        r.table_bytes as f64 / 1048576.0,
+        r.table_bytes as f64 / r.spans.max(1) as f64,
+        if r.load_seconds > 0.0 {
+            format!(", loaded in {:.0} s", r.load_seconds)
+        } else {
+            String::new()
+        }
+    );
+    match (&r.duckdb_version, &r.duckdb_skipped) {
+        (Some(v), _) => println!("  compared with DuckDB {v} over the same active Parquet files"),
+        (None, Some(why)) => println!("  DuckDB not compared: {why}"),
+        _ => {}
+    }
+    println!(
+        "  {:<58} {:>10} {:>10} {:>8}",
+        "question", "custos ms", "DuckDB ms", "ratio"
+    );
+    for t in &r.timings {
+        println!(
+            "  {:<58} {:>10.1} {:>10} {:>8}",
+            t.name,
+            t.custos_ms,
+            t.duckdb_ms.map_or("-".into(), |v| format!("{v:.1}")),
+            t.ratio.map_or("-".into(), |v| format!("{v:.2}x")),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn bench_ingest(

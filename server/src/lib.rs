@@ -6,6 +6,7 @@
 //! shutdown (stop accepting, finish requests in flight, flush the memtable).
 
 pub mod bench;
+pub mod bench_analytics;
 pub mod config;
 
 use std::net::SocketAddr;

@@ -627,6 +627,16 @@ impl Store {
         guard.as_ref().map(|t| t.data_bytes()).unwrap_or(0)
     }
 
+    /// Absolute paths of the table's active Parquet files.
+    pub async fn data_files(&self) -> Vec<PathBuf> {
+        let guard = self.inner.table.lock().await;
+        let dir = self.inner.options.data_dir.join("spans");
+        guard
+            .as_ref()
+            .map(|t| t.data_files().into_iter().map(|f| dir.join(f)).collect())
+            .unwrap_or_default()
+    }
+
     /// Active data files per `date` partition.
     pub async fn files_per_partition(&self) -> Vec<(String, usize)> {
         let guard = self.inner.table.lock().await;

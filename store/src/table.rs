@@ -372,6 +372,19 @@ impl SpanTable {
         counts.into_iter().collect()
     }
 
+    /// Paths of the active data files, relative to the table directory (Delta's `add.path`,
+    /// URL-decoded): what an external reader must read, and nothing a compaction removed.
+    pub fn data_files(&self) -> Vec<String> {
+        let Ok(snapshot) = self.table.snapshot() else {
+            return Vec::new();
+        };
+        snapshot
+            .log_data()
+            .iter()
+            .map(|f| f.object_store_path().to_string())
+            .collect()
+    }
+
     /// Total bytes of active data files.
     pub fn data_bytes(&self) -> u64 {
         let Ok(snapshot) = self.table.snapshot() else {

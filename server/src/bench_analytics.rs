@@ -1,0 +1,358 @@
+//! `custos bench analytics`: the standard metrics and a trace lookup over a large store.
+//!
+//! Writes the synthetic reference workload ([`custos_collector::synth`], about six spans per run,
+//! spread over 30 days) through the real store (normalize, WAL, memtable, flush to Delta/Parquet,
+//! compaction), then times each standard metric query over the whole data (30-day window), the
+//! drift query (15 days against the 15 before), the full `metrics` report, the SLO evaluation and
+//! a trace lookup by id. Each figure is the median of several runs after one warm-up run. When
+//! Python's `duckdb` package is available, the same questions are asked of DuckDB over the same
+//! active Parquet files in the same run (`bench/duckdb_compare.py`), and the ratios reported.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use custos_analytics::metrics::{self, GroupBy, MetricsRequest};
+use custos_analytics::{Analytics, PriceTable, QueryOptions};
+use custos_collector::synth::{SynthOptions, generate};
+use custos_store::{Store, StoreOptions};
+use serde::Serialize;
+
+use crate::{Error, Result};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct AnalyticsBenchOptions {
+    /// Approximate number of spans to generate.
+    pub spans: usize,
+    /// Data directory; reused when it already holds a table, else filled. Temporary when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// Price table.
+    pub prices: Option<PathBuf>,
+    /// SLO file to evaluate.
+    pub slos: Option<PathBuf>,
+    /// The DuckDB comparison script; skipped when `None` or when `duckdb` cannot be imported.
+    pub duckdb_script: Option<PathBuf>,
+    /// Timed repetitions per query (after one warm-up).
+    pub repeats: usize,
+}
+
+/// One timed question.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    /// Name.
+    pub name: String,
+    /// Median milliseconds in custos.
+    pub custos_ms: f64,
+    /// Median milliseconds in DuckDB over the same files, when measured.
+    pub duckdb_ms: Option<f64>,
+    /// custos ÷ DuckDB.
+    pub ratio: Option<f64>,
+    /// Rows returned by custos.
+    pub rows: usize,
+}
+
+/// Measured figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct AnalyticsBenchReport {
+    /// Spans in the store.
+    pub spans: i64,
+    /// Runs in the store.
+    pub runs: i64,
+    /// Active Parquet files.
+    pub files: usize,
+    /// Bytes of active Parquet files.
+    pub table_bytes: u64,
+    /// Seconds spent generating and storing the data (0 when reused).
+    pub load_seconds: f64,
+    /// Per question.
+    pub timings: Vec<Timing>,
+    /// DuckDB version, when compared.
+    pub duckdb_version: Option<String>,
+    /// Why DuckDB was not compared, when it was not.
+    pub duckdb_skipped: Option<String>,
+}
+
+/// The end of the generated 30 days.
+fn end_of_data() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_793_491_200, 0).unwrap_or_default()
+}
+
+const DAYS: u64 = 30;
+
+async fn load(dir: &Path, spans: usize) -> Result<f64> {
+    let started = Instant::now();
+    let mut o = StoreOptions::new(dir);
+    o.wal_sync = false;
+    o.flush_interval = Duration::from_secs(3600);
+    o.maintenance_interval = Duration::from_secs(3600);
+    o.memory_budget_bytes = 2 << 30;
+    o.retention_days = None;
+    let store = Store::open(o).await?;
+    let runs = spans / 6;
+    let synth = SynthOptions {
+        seed: 11,
+        runs,
+        start_unix_nano: (end_of_data().timestamp() as u64 - DAYS * 86_400) * 1_000_000_000,
+        span_seconds: DAYS * 86_400,
+        runs_per_request: 2_000,
+        in_progress: 20,
+    };
+    for req in generate(synth) {
+        let n = custos_collector::normalize(&req)
+            .map_err(|e| Error::Task(format!("normalize failed: {e}")))?;
+        if let Some(batch) = n.batch {
+            store.append(batch).await?;
+        }
+        if store.memtable_bytes() > 256 << 20 {
+            store.flush().await?;
+        }
+    }
+    store.flush().await?;
+    while store.compact_now(2).await? {}
+    store.shutdown().await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+async fn time_query(a: &Analytics, sql: &str, repeats: usize) -> Result<(f64, usize)> {
+    let rows = a.query(sql).await?.num_rows();
+    let mut ms = Vec::new();
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        a.query(sql).await?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok((ms[ms.len() / 2], rows))
+}
+
+/// Runs the benchmark.
+pub async fn analytics(options: AnalyticsBenchOptions) -> Result<AnalyticsBenchReport> {
+    let tmp;
+    let dir = match &options.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp =
+                std::env::temp_dir().join(format!("custos-bench-analytics-{}", std::process::id()));
+            tmp.clone()
+        }
+    };
+    let load_seconds = if custos_store::SpanTable::exists(&dir.join("spans")) {
+        0.0
+    } else {
+        load(&dir, options.spans).await?
+    };
+    let store = Store::open_read_only(&dir).await?;
+    let prices = match &options.prices {
+        Some(p) => PriceTable::load(p)?,
+        None => PriceTable::empty(),
+    };
+    let query = QueryOptions {
+        memory_limit_bytes: 4 << 30,
+        timeout: Duration::from_secs(600),
+        target_partitions: 0,
+    };
+    let a = Analytics::with_prices(store.clone(), query, prices).await?;
+    let count = |sql: &'static str| {
+        let a = a.clone();
+        async move {
+            let r = a.query(sql).await?;
+            let mut v = 0;
+            metrics_rows(&r, |x| v = x);
+            Ok::<i64, Error>(v)
+        }
+    };
+    let spans = count("SELECT count(*) FROM spans").await?;
+    let runs = count("SELECT count(*) FROM runs").await?;
+    let files = store.data_files().await;
+    let table_bytes = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+
+    let at = end_of_data();
+    let whole = MetricsRequest {
+        window: Duration::from_secs(DAYS * 86_400),
+        at,
+        by: GroupBy::Workflow,
+    };
+    let half = MetricsRequest {
+        window: Duration::from_secs(DAYS / 2 * 86_400),
+        ..whole
+    };
+    let trace_id = {
+        let r = a
+            .query("SELECT trace_id FROM spans WHERE start_time >= TIMESTAMP '2026-10-15T12:00:00Z' LIMIT 1")
+            .await?;
+        let mut id = String::new();
+        crate::bench_analytics::string_cell(&r, &mut id);
+        id
+    };
+    let questions: Vec<(&str, String)> = vec![
+        (
+            "runs: outcomes, run latency p50/p95/p99, spend, retries",
+            metrics::bind(metrics::RUNS_SQL, &whole),
+        ),
+        (
+            "steps: step latency, error rate, computed cost",
+            metrics::bind(metrics::STEPS_SQL, &whole),
+        ),
+        (
+            "decisions: review and override rates",
+            metrics::bind(metrics::DECISIONS_SQL, &whole),
+        ),
+        (
+            "errors: taxonomy",
+            metrics::bind(metrics::ERRORS_SQL, &whole),
+        ),
+        (
+            "drift: psi and ks per model, 15d vs 15d",
+            metrics::bind(metrics::DRIFT_SQL, &half),
+        ),
+        (
+            "trace by id",
+            format!("SELECT * FROM spans WHERE trace_id = '{trace_id}'"),
+        ),
+    ];
+    let mut timings = Vec::new();
+    for (name, sql) in &questions {
+        let (ms, rows) = time_query(&a, sql, options.repeats).await?;
+        timings.push(Timing {
+            name: name.to_string(),
+            custos_ms: ms,
+            duckdb_ms: None,
+            ratio: None,
+            rows,
+        });
+    }
+    // The whole report and the SLOs, end to end.
+    let mut ms = Vec::new();
+    for _ in 0..options.repeats.max(1) {
+        let t = Instant::now();
+        metrics::compute(&a, &whole).await?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    timings.push(Timing {
+        name: "custos metrics --window 30d (all five queries)".into(),
+        custos_ms: ms[ms.len() / 2],
+        duckdb_ms: None,
+        ratio: None,
+        rows: 0,
+    });
+    if let Some(path) = &options.slos {
+        let set = custos_analytics::slo::SloSet::load(path)?;
+        let t = Instant::now();
+        custos_analytics::slo::evaluate(&a, &set, at).await?;
+        timings.push(Timing {
+            name: format!("custos slo ({} SLOs, all windows)", set.slos.len()),
+            custos_ms: t.elapsed().as_secs_f64() * 1e3,
+            duckdb_ms: None,
+            ratio: None,
+            rows: 0,
+        });
+    }
+
+    let (mut duckdb_version, mut duckdb_skipped) = (None, None);
+    match &options.duckdb_script {
+        None => duckdb_skipped = Some("no script given".into()),
+        Some(script) => match duckdb_compare(script, &files, &trace_id, options.repeats) {
+            Ok(out) => {
+                duckdb_version = out.version;
+                for t in &mut timings {
+                    if let Some(ms) = out.timings.get(&t.name) {
+                        t.duckdb_ms = Some(*ms);
+                        t.ratio = Some(t.custos_ms / ms);
+                    }
+                }
+            }
+            Err(e) => duckdb_skipped = Some(e),
+        },
+    }
+    Ok(AnalyticsBenchReport {
+        spans,
+        runs,
+        files: files.len(),
+        table_bytes,
+        load_seconds,
+        timings,
+        duckdb_version,
+        duckdb_skipped,
+    })
+}
+
+fn metrics_rows(r: &custos_analytics::QueryResult, mut f: impl FnMut(i64)) {
+    use arrow::array::AsArray;
+    if let Some(b) = r.batches.iter().find(|b| b.num_rows() > 0)
+        && let Ok(c) = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64)
+    {
+        f(c.as_primitive::<arrow::datatypes::Int64Type>().value(0));
+    }
+}
+
+fn string_cell(r: &custos_analytics::QueryResult, out: &mut String) {
+    use arrow::array::AsArray;
+    if let Some(b) = r.batches.iter().find(|b| b.num_rows() > 0)
+        && let Ok(c) = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)
+    {
+        *out = c.as_string::<i32>().value(0).to_string();
+    }
+}
+
+struct DuckOut {
+    version: Option<String>,
+    timings: std::collections::HashMap<String, f64>,
+}
+
+fn duckdb_compare(
+    script: &Path,
+    files: &[PathBuf],
+    trace_id: &str,
+    repeats: usize,
+) -> Result<DuckOut, String> {
+    if !script.is_file() {
+        return Err(format!("`{}` not found", script.display()));
+    }
+    let list = std::env::temp_dir().join(format!("custos-bench-files-{}.json", std::process::id()));
+    let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    std::fs::write(
+        &list,
+        serde_json::to_vec(&files).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg("--files")
+        .arg(&list)
+        .arg("--end")
+        .arg(end_of_data().to_rfc3339())
+        .arg("--trace-id")
+        .arg(trace_id)
+        .arg("--repeats")
+        .arg(repeats.to_string())
+        .output()
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    let _ = std::fs::remove_file(&list);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "the DuckDB script failed (install it with `pip install duckdb`): {}",
+            err.lines().last().unwrap_or_default()
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let timings = v
+        .get("timings")
+        .and_then(|t| t.as_object())
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(DuckOut {
+        version: v.get("version").and_then(|s| s.as_str()).map(String::from),
+        timings,
+    })
+}
