@@ -193,18 +193,25 @@ impl Analytics {
     /// A session in which the named views (e.g. `runs`, `decisions`) are computed once and held
     /// in memory, so many queries over them (an SLO evaluation: every SLO over every window) do
     /// not aggregate the spans again each time. Other tables stay live.
-    pub async fn with_materialized(&self, views: &[&str]) -> Result<Analytics> {
+    ///
+    /// Each entry names a view and the columns to keep (`None` for all): computing only the
+    /// columns the later queries use skips the aggregates behind the others.
+    pub async fn with_materialized(
+        &self,
+        views: &[(&str, Option<Vec<String>>)],
+    ) -> Result<Analytics> {
         let ctx =
             SessionContext::new_with_config_rt(self.ctx.copied_config(), self.ctx.runtime_env());
         Self::register_all(&ctx, &self.store, &self.prices).await?;
         let limit = self.options.memory_limit_bytes;
-        for name in views {
+        for (name, columns) in views {
+            let name = *name;
             let run = async {
-                let df = self
-                    .ctx
-                    .table(*name)
-                    .await
-                    .map_err(|e| classify(e, limit))?;
+                let mut df = self.ctx.table(name).await.map_err(|e| classify(e, limit))?;
+                if let Some(columns) = columns {
+                    let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
+                    df = df.select_columns(&cols).map_err(|e| classify(e, limit))?;
+                }
                 let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
                 let batches = df.collect().await.map_err(|e| classify(e, limit))?;
                 Ok::<_, Error>((schema, batches))
@@ -219,9 +226,9 @@ impl Analytics {
             }
             let table = datafusion::datasource::MemTable::try_new(schema, parts)
                 .map_err(|e| Error::Setup(e.to_string()))?;
-            ctx.deregister_table(*name)
+            ctx.deregister_table(name)
                 .map_err(|e| Error::Setup(e.to_string()))?;
-            ctx.register_table(*name, Arc::new(table))
+            ctx.register_table(name, Arc::new(table))
                 .map_err(|e| Error::Setup(e.to_string()))?;
         }
         Ok(Analytics {

@@ -491,15 +491,37 @@ async fn number(
 /// ([`Analytics::with_materialized`]): every SLO over every window then reads them from memory,
 /// and all SLOs see the same data.
 pub async fn evaluate(analytics: &Analytics, set: &SloSet, at: DateTime<Utc>) -> Result<SloReport> {
-    let uses = |view: &str| {
-        set.slos
-            .iter()
-            .any(|s| s.error_query.contains(view) || s.total_query.contains(view))
-    };
-    let views: Vec<&str> = ["runs", "decisions"]
-        .into_iter()
-        .filter(|v| uses(v))
+    let texts: Vec<&str> = set
+        .slos
+        .iter()
+        .flat_map(|s| [s.error_query.as_str(), s.total_query.as_str()])
         .collect();
+    let mentions = |word: &str| texts.iter().any(|t| contains_word(t, word));
+    let mut views: Vec<(&str, Option<Vec<String>>)> = Vec::new();
+    for view in ["runs", "decisions"] {
+        if !mentions(view) {
+            continue;
+        }
+        let schema = analytics
+            .context()
+            .table(view)
+            .await
+            .map_err(|e| Error::Setup(e.to_string()))?
+            .schema()
+            .as_arrow()
+            .clone();
+        let mut columns: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|c| mentions(c))
+            .collect();
+        if columns.is_empty() {
+            // `SELECT count(*) FROM runs` still needs a column to count rows of.
+            columns.push("run_id".into());
+        }
+        views.push((view, Some(columns)));
+    }
     let materialized = analytics.with_materialized(&views).await?;
     let analytics = &materialized;
     let mut slos = Vec::new();
@@ -591,6 +613,16 @@ pub async fn evaluate(analytics: &Analytics, set: &SloSet, at: DateTime<Utc>) ->
         service: set.service.clone(),
         at: at.to_rfc3339(),
         slos,
+    })
+}
+
+/// Whether `word` occurs in `text` as a whole identifier.
+fn contains_word(text: &str, word: &str) -> bool {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(word).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + word.len()..].chars().next();
+        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
     })
 }
 

@@ -309,3 +309,271 @@ fn bench_ingest_runs_end_to_end_and_reports_figures() {
     );
     assert_eq!(rows[0]["n"], 3000);
 }
+
+/// The analytics commands end to end: the synthetic reference workload exported over OTLP/HTTP to
+/// a real server that loads the shipped rules, then `custos metrics`, `thresholds` and `slo`
+/// against the server's API and against the data directory, and the API's errors.
+#[test]
+fn analytics_commands_against_server_and_data_dir() {
+    use prost::Message as _;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Started from the repository root so `rules/prices.yaml` and `rules/slos.yaml` load.
+    let mut child = Command::new(BIN)
+        .current_dir(repo)
+        .args(["serve", "--data"])
+        .arg(dir.path())
+        .args([
+            "--otlp-grpc",
+            "127.0.0.1:0",
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .env("CUSTOS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut http, mut api) = (None, None);
+    while http.is_none() || api.is_none() {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("OTLP/HTTP listening on ") {
+            http = Some(rest.trim().to_string());
+        }
+        if let Some(rest) = line.strip_prefix("API listening on ") {
+            api = Some(rest.trim().to_string());
+        }
+    }
+    let (http, api) = (http.unwrap(), api.unwrap());
+    // Kills the server if an assertion fails before the orderly SIGTERM at the end.
+    struct Guard(u32);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-9", &self.0.to_string()])
+                .status();
+        }
+    }
+    let guard = Guard(child.id());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        for req in
+            custos_collector::synth::generate(custos_collector::synth::SynthOptions::default())
+        {
+            let res = client
+                .post(&http)
+                .header("content-type", "application/x-protobuf")
+                .body(req.encode_to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+        }
+        let res = client
+            .get(format!("{api}/api/metrics?window=soon"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+        let body: Value = res.json().await.unwrap();
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("invalid duration `soon`"),
+            "{body}"
+        );
+        let res = client
+            .get(format!("{api}/api/thresholds"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+        let metrics = client
+            .get(format!("{api}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("slo:objective:ratio{sloth_id=\"reference-workflows-run-success\""),
+            "{metrics}"
+        );
+        assert!(metrics.trim_end().ends_with("# EOF"));
+    });
+
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .current_dir(repo)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let at = "2026-11-03T00:00:00Z";
+    let data = dir.path().to_str().unwrap();
+    // The same report from the server and from the data directory.
+    let (code, served, err) = run(&["metrics", "--server", &api, "--at", at, "--format", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, offline, err) = run(&["metrics", "--data", data, "--at", at, "--format", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (served, offline): (Value, Value) = (
+        serde_json::from_str(&served).unwrap(),
+        serde_json::from_str(&offline).unwrap(),
+    );
+    // Equal up to the order floating-point partial sums were added in.
+    fn same(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+            }
+            _ => a == b,
+        }
+    }
+    assert!(
+        same(&served["groups"], &offline["groups"]),
+        "{served}\n{offline}"
+    );
+    let groups = served["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2);
+    assert!(
+        groups.iter().all(|g| g["runs"].as_i64().unwrap() > 300
+            && g["cost_per_success_usd"].as_f64().unwrap() > 0.0)
+    );
+    let gpt = served["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["model"] == "gpt-4o")
+        .unwrap();
+    assert_eq!(gpt["status"], "act");
+    let (code, table, _) = run(&["metrics", "--data", data, "--at", at, "--by", "version"]);
+    assert_eq!(code, Some(0));
+    assert!(table.contains("gpt-4o 2024-08-06 prompt v2"), "{table}");
+    let (code, csv, _) = run(&[
+        "metrics", "--server", &api, "--at", at, "--format", "csv", "--by", "day",
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(
+        csv.starts_with("key,runs,") && csv.contains("\n2026-11-02,"),
+        "{csv}"
+    );
+    let (code, _, err) = run(&["metrics", "--data", data, "--by", "colour"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("unknown grouping `colour`"), "{err}");
+
+    let (code, out, err) = run(&[
+        "thresholds",
+        "--server",
+        &api,
+        "--workflow",
+        "support-triage",
+        "--target-error",
+        "0.05",
+        "--at",
+        at,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("recommended threshold"), "{out}");
+    let (code, _, err) = run(&[
+        "thresholds",
+        "--data",
+        data,
+        "--workflow",
+        "nope",
+        "--at",
+        at,
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("`nope`"), "{err}");
+
+    // SLOs: the shipped rules where there is no data exit 0 with no_data; a rule that must page exits 3.
+    let (code, out, err) = run(&[
+        "slo",
+        "--data",
+        data,
+        "--at",
+        "2020-01-01T00:00:00Z",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        report["slos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "no_data")
+    );
+    let (code, out, err) = run(&["slo", "--server", &api, "--at", at]);
+    assert!(code == Some(0) || code == Some(3), "{err}");
+    assert!(
+        out.contains("run-success") && out.contains("cost-per-success"),
+        "{out}"
+    );
+    let strict = dir.path().join("strict.yaml");
+    std::fs::write(
+        &strict,
+        "version: custos/v1\nservice: strict\nslos:\n  - name: never-succeed\n    objective: 99.9\n    sli:\n      events:\n        error_query: SELECT count(*) FROM runs WHERE outcome = 'success' AND end_time >= {{.window_start}} AND end_time < {{.window_end}}\n        total_query: SELECT count(*) FROM runs WHERE end_time >= {{.window_start}} AND end_time < {{.window_end}}\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&[
+        "slo",
+        "--data",
+        data,
+        "--rules",
+        strict.to_str().unwrap(),
+        "--at",
+        at,
+    ]);
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(out.contains("page"), "{out}");
+    std::fs::write(
+        &strict,
+        std::fs::read_to_string(&strict)
+            .unwrap()
+            .replace("FROM runs WHERE outcome", "FROM runs WHERE outcom"),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["slo", "--data", data, "--rules", strict.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("strict.yaml")
+            && err.contains("never-succeed")
+            && err.contains("error_query")
+            && err.contains("outcom"),
+        "{err}"
+    );
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+    std::mem::forget(guard);
+}
