@@ -154,6 +154,9 @@ pub struct SloSet {
     pub slos: Vec<Slo>,
 }
 
+/// Page and ticket rules given in a file or an SLO; `None` keeps the level above.
+type AlertOverrides = (Option<Vec<AlertRule>>, Option<Vec<AlertRule>>);
+
 fn default_alerts() -> Vec<AlertRule> {
     let h = |n: u64| Duration::from_secs(n * 3600);
     let m = |n: u64| Duration::from_secs(n * 60);
@@ -211,9 +214,7 @@ impl SloSet {
         if raw.service.trim().is_empty() {
             return Err(fail("field `service` must not be empty".into()));
         }
-        let alerts_of = |spec: &AlertingSpec,
-                         at: &str|
-         -> Result<(Option<Vec<AlertRule>>, Option<Vec<AlertRule>>)> {
+        let alerts_of = |spec: &AlertingSpec, at: &str| -> Result<AlertOverrides> {
             let conv = |list: &Option<Vec<WindowSpec>>,
                         sev: Severity,
                         field: &str|
