@@ -21,7 +21,13 @@ struct Server {
 }
 
 fn spawn(dir: &Path) -> Server {
+    spawn_in(dir, Path::new("."))
+}
+
+/// Starts `custos serve` on ephemeral ports with `cwd` as its working directory.
+fn spawn_in(dir: &Path, cwd: &Path) -> Server {
     let mut child = Command::new(BIN)
+        .current_dir(cwd)
         .args(["serve", "--data"])
         .arg(dir)
         .args([
@@ -319,38 +325,11 @@ fn analytics_commands_against_server_and_data_dir() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Started from the repository root so `rules/prices.yaml` and `rules/slos.yaml` load.
-    let mut child = Command::new(BIN)
-        .current_dir(repo)
-        .args(["serve", "--data"])
-        .arg(dir.path())
-        .args([
-            "--otlp-grpc",
-            "127.0.0.1:0",
-            "--otlp-http",
-            "127.0.0.1:0",
-            "--api",
-            "127.0.0.1:0",
-        ])
-        .env("CUSTOS_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut http, mut api) = (None, None);
-    while http.is_none() || api.is_none() {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("OTLP/HTTP listening on ") {
-            http = Some(rest.trim().to_string());
-        }
-        if let Some(rest) = line.strip_prefix("API listening on ") {
-            api = Some(rest.trim().to_string());
-        }
-    }
-    let (http, api) = (http.unwrap(), api.unwrap());
+    let Server {
+        mut child,
+        http,
+        api,
+    } = spawn_in(dir.path(), repo);
     // Kills the server if an assertion fails before the orderly SIGTERM at the end.
     struct Guard(u32);
     impl Drop for Guard {

@@ -539,6 +539,19 @@ fn analytics_error(e: custos_analytics::Error) -> Response {
     json_error(status, e.to_string())
 }
 
+type QueryParams<T> =
+    std::result::Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>;
+
+/// The parsed query parameters, or a 400 naming the parameters the route knows.
+fn query_params<T>(params: QueryParams<T>, known: &str) -> std::result::Result<T, Response> {
+    params.map(|p| p.0).map_err(|e| {
+        json_error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid query parameters: {e}; known: {known}"),
+        )
+    })
+}
+
 /// Query parameters of `GET /api/metrics`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -564,19 +577,11 @@ pub fn metrics_request(
 
 async fn api_metrics(
     State(state): State<Arc<ApiState>>,
-    params: std::result::Result<
-        axum::extract::Query<MetricsParams>,
-        axum::extract::rejection::QueryRejection,
-    >,
+    params: QueryParams<MetricsParams>,
 ) -> Response {
-    let p = match params {
-        Ok(p) => p.0,
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid query parameters: {e}; known: window, by, at"),
-            );
-        }
+    let p = match query_params(params, "window, by, at") {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let req = match metrics_request(p.window.as_deref(), p.by.as_deref(), p.at.as_deref()) {
         Ok(r) => r,
@@ -622,21 +627,11 @@ pub fn threshold_request(
 
 async fn api_thresholds(
     State(state): State<Arc<ApiState>>,
-    params: std::result::Result<
-        axum::extract::Query<ThresholdParams>,
-        axum::extract::rejection::QueryRejection,
-    >,
+    params: QueryParams<ThresholdParams>,
 ) -> Response {
-    let p = match params {
-        Ok(p) => p.0,
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "invalid query parameters: {e}; known: workflow, step, target_error, window, at"
-                ),
-            );
-        }
+    let p = match query_params(params, "workflow, step, target_error, window, at") {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let Some(workflow) = p.workflow.as_deref() else {
         return json_error(
@@ -667,21 +662,10 @@ struct SloParams {
     at: Option<String>,
 }
 
-async fn api_slo(
-    State(state): State<Arc<ApiState>>,
-    params: std::result::Result<
-        axum::extract::Query<SloParams>,
-        axum::extract::rejection::QueryRejection,
-    >,
-) -> Response {
-    let p = match params {
-        Ok(p) => p.0,
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid query parameters: {e}; known: at"),
-            );
-        }
+async fn api_slo(State(state): State<Arc<ApiState>>, params: QueryParams<SloParams>) -> Response {
+    let p = match query_params(params, "at") {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let Some(set) = &state.rules.slos else {
         return json_error(

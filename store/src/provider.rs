@@ -51,11 +51,14 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     if batch.schema().as_ref() == schema.as_ref() {
         return Ok(batch.clone());
     }
-    let columns = batch
-        .columns()
+    // By name: a table created by an older version has later columns at the end.
+    let columns = schema
+        .fields()
         .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
+        .map(|f| {
+            let c = batch.column_by_name(f.name()).ok_or_else(|| {
+                DataFusionError::Internal(format!("memtable batch has no column `{}`", f.name()))
+            })?;
             if c.data_type() == f.data_type() {
                 Ok(Arc::clone(c))
             } else {

@@ -157,6 +157,7 @@ impl SpanTable {
                 .await
                 .map_err(|e| table_err(&format!("cannot create table `{}`", dir.display()), e))?
         };
+        let table = evolve(table, dir).await?;
         let watermark = read_watermark(&table).await?;
         Ok(Self {
             table,
@@ -234,6 +235,33 @@ impl SpanTable {
     /// Commits `batches` together with the watermark `through` in one transaction.
     pub async fn append(&mut self, batches: Vec<RecordBatch>, through: u64) -> Result<()> {
         let batch = sort_for_storage(&batches)?;
+        // A table created by an older version has columns added later at the end: write in the
+        // table's column order.
+        let batch = match self.table.snapshot() {
+            Ok(snapshot) => {
+                let target = snapshot.snapshot().arrow_schema();
+                let names: Vec<&str> = target.fields().iter().map(|f| f.name().as_str()).collect();
+                let current: Vec<&str> = batch
+                    .schema_ref()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect();
+                if names == current {
+                    batch
+                } else {
+                    let indices = names
+                        .iter()
+                        .map(|n| batch.schema_ref().index_of(n))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| Error::Codec(e.to_string()))?;
+                    batch
+                        .project(&indices)
+                        .map_err(|e| Error::Codec(e.to_string()))?
+                }
+            }
+            Err(_) => batch,
+        };
         let started = SystemTime::now();
         let commit = CommitProperties::default()
             .with_application_transaction(Transaction::new(APP_ID, through as i64));
@@ -396,6 +424,49 @@ impl SpanTable {
             .map(|f| f.size().max(0) as u64)
             .sum()
     }
+}
+
+/// Adds the columns of [`spans_schema`] that a table created by an older version lacks (a
+/// metadata-only commit; old files read them as NULL). Columns are only ever added, never removed
+/// or retyped, so this is the whole schema evolution.
+async fn evolve(table: DeltaTable, dir: &Path) -> Result<DeltaTable> {
+    let Ok(snapshot) = table.snapshot() else {
+        return Ok(table);
+    };
+    let existing = snapshot.snapshot().arrow_schema();
+    let missing: Vec<arrow::datatypes::Field> = spans_schema()
+        .fields()
+        .iter()
+        .filter(|f| existing.field_with_name(f.name()).is_err())
+        .map(|f| f.as_ref().clone())
+        .collect();
+    if missing.is_empty() {
+        return Ok(table);
+    }
+    let names: Vec<String> = missing.iter().map(|f| format!("`{}`", f.name())).collect();
+    let missing = arrow::datatypes::Schema::new(missing);
+    let kernel: StructType = (&missing)
+        .try_into_kernel()
+        .map_err(|e| table_err("cannot convert the added columns", e))?;
+    tracing::info!(
+        "adding columns {} to the table in `{}` (written by an older version)",
+        names.join(", "),
+        dir.display()
+    );
+    table
+        .add_columns()
+        .with_fields(kernel.fields().cloned().collect::<Vec<_>>())
+        .await
+        .map_err(|e| {
+            table_err(
+                &format!(
+                    "cannot add columns {} to `{}`",
+                    names.join(", "),
+                    dir.display()
+                ),
+                e,
+            )
+        })
 }
 
 /// Sorts a flush by `trace_id`, then `start_time_unix_nano`, into one batch.

@@ -217,3 +217,90 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// A table created by an older version, without the columns added since, gains them on open:
+/// old rows read NULL, new rows keep their values, in the table and in the memtable tail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_from_an_older_version_gains_the_new_columns() {
+    use deltalake::kernel::StructType;
+    use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+    let dir = tempfile::tempdir().unwrap();
+    let spans = dir.path().join("spans");
+    std::fs::create_dir_all(&spans).unwrap();
+    let added = [col::CACHE_WRITE_TOKENS, col::REASONING_TOKENS];
+    let old_schema = Arc::new(arrow::datatypes::Schema::new(
+        spans_schema()
+            .fields()
+            .iter()
+            .filter(|f| !added.contains(&f.name().as_str()))
+            .map(|f| f.as_ref().clone())
+            .collect::<Vec<_>>(),
+    ));
+    let kernel: StructType = old_schema.as_ref().try_into_kernel().unwrap();
+    let url = url::Url::from_directory_path(&spans).unwrap();
+    let table = deltalake::DeltaTableBuilder::from_url(url)
+        .unwrap()
+        .build()
+        .unwrap()
+        .create()
+        .with_columns(kernel.fields().cloned())
+        .with_partition_columns(["date"])
+        .await
+        .unwrap();
+    let old = batch(1, 4);
+    let indices: Vec<usize> = old_schema
+        .fields()
+        .iter()
+        .map(|f| old.schema().index_of(f.name()).unwrap())
+        .collect();
+    table
+        .write(vec![old.project(&indices).unwrap()])
+        .await
+        .unwrap();
+
+    let store = Store::open(options(dir.path())).await.unwrap();
+    let mut new = batch(2, 3);
+    let i = new.schema().index_of(col::REASONING_TOKENS).unwrap();
+    let mut columns = new.columns().to_vec();
+    columns[i] = Arc::new(Int64Array::from(vec![7i64; 3]));
+    new = RecordBatch::try_new(new.schema(), columns).unwrap();
+    store.append(new.clone()).await.unwrap();
+    let reasoning = |store: &Store| {
+        let store = store.clone();
+        async move {
+            let ctx = SessionContext::new();
+            ctx.register_table("spans", Arc::new(custos_store::SpansProvider::new(store)))
+                .unwrap();
+            let b = ctx
+                .sql("SELECT count(*), count(reasoning_tokens), sum(reasoning_tokens) FROM spans")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let v = |i: usize| {
+                b[0].column(i)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .value(0)
+            };
+            (v(0), v(1), v(2))
+        }
+    };
+    assert_eq!(
+        reasoning(&store).await,
+        (7, 3, 21),
+        "memtable tail over the evolved table"
+    );
+    store.flush().await.unwrap();
+    assert_eq!(
+        reasoning(&store).await,
+        (7, 3, 21),
+        "after the flush into the evolved table"
+    );
+    store.shutdown().await.unwrap();
+    let store = Store::open(options(dir.path())).await.unwrap();
+    assert_eq!(reasoning(&store).await, (7, 3, 21), "after reopening");
+    store.shutdown().await.unwrap();
+}
