@@ -542,14 +542,11 @@ fn analytics_error(e: custos_analytics::Error) -> Response {
 type QueryParams<T> =
     std::result::Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>;
 
-/// The parsed query parameters, or a 400 naming the parameters the route knows.
-fn query_params<T>(params: QueryParams<T>, known: &str) -> std::result::Result<T, Response> {
-    params.map(|p| p.0).map_err(|e| {
-        json_error(
-            StatusCode::BAD_REQUEST,
-            format!("invalid query parameters: {e}; known: {known}"),
-        )
-    })
+/// The parsed query parameters, or the message of a 400 naming the parameters the route knows.
+fn query_params<T>(params: QueryParams<T>, known: &str) -> std::result::Result<T, String> {
+    params
+        .map(|p| p.0)
+        .map_err(|e| format!("invalid query parameters: {e}; known: {known}"))
 }
 
 /// Query parameters of `GET /api/metrics`.
@@ -581,7 +578,7 @@ async fn api_metrics(
 ) -> Response {
     let p = match query_params(params, "window, by, at") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
     };
     let req = match metrics_request(p.window.as_deref(), p.by.as_deref(), p.at.as_deref()) {
         Ok(r) => r,
@@ -631,7 +628,7 @@ async fn api_thresholds(
 ) -> Response {
     let p = match query_params(params, "workflow, step, target_error, window, at") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
     };
     let Some(workflow) = p.workflow.as_deref() else {
         return json_error(
@@ -665,7 +662,7 @@ struct SloParams {
 async fn api_slo(State(state): State<Arc<ApiState>>, params: QueryParams<SloParams>) -> Response {
     let p = match query_params(params, "at") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
     };
     let Some(set) = &state.rules.slos else {
         return json_error(
