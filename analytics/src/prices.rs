@@ -285,6 +285,29 @@ prices:
         assert!((p.cost(&usage) - want).abs() < 1e-12);
     }
 
+    proptest::proptest! {
+        /// Cost is never negative, and adding tokens of any kind never makes it cheaper.
+        #[test]
+        fn cost_is_non_negative_and_monotone(
+            input in proptest::option::of(-10i64..10_000_000),
+            output in proptest::option::of(-10i64..10_000_000),
+            cache_read in proptest::option::of(-10i64..10_000_000),
+            cache_write in proptest::option::of(-10i64..10_000_000),
+            reasoning in proptest::option::of(-10i64..10_000_000),
+            extra in 0i64..1_000_000,
+        ) {
+            let t = PriceTable::parse(FILE, "prices.yaml").unwrap();
+            let p = t.lookup("m1", micros("2026-03-01")).unwrap();
+            let u = Usage { input, output, cache_read, cache_write, reasoning };
+            let c = p.cost(&u);
+            proptest::prop_assert!(c >= 0.0 && c.is_finite());
+            let more_input = Usage { input: Some(input.unwrap_or(0).max(0) + extra), ..u };
+            proptest::prop_assert!(p.cost(&more_input) >= c - 1e-12);
+            let more_output = Usage { output: Some(output.unwrap_or(0).max(0) + extra), ..u };
+            proptest::prop_assert!(p.cost(&more_output) >= c - 1e-12);
+        }
+    }
+
     #[test]
     fn validity_dates_and_defaults() {
         let t = PriceTable::parse(FILE, "prices.yaml").unwrap();

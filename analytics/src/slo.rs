@@ -303,7 +303,11 @@ impl SloSet {
                 while let Some(i) = rest.find("{{") {
                     let tail = &rest[i..];
                     if !PLACEHOLDERS.iter().any(|p| tail.starts_with(p)) {
-                        let end = tail.find("}}").map_or(tail.len().min(20), |e| e + 2);
+                        // Up to the closing braces, or 20 characters (on a char boundary).
+                        let end = tail.find("}}").map_or_else(
+                            || tail.char_indices().nth(20).map_or(tail.len(), |(i, _)| i),
+                            |e| e + 2,
+                        );
                         return Err(fail(format!(
                             "{at}, field `{field}`: unknown placeholder `{}`; known: {}",
                             &tail[..end],
@@ -798,6 +802,10 @@ slos:
                 "does not use the window",
             ),
             (FILE.replace("name: success", "name: Success!"), "field `name`"),
+            (
+                FILE.replace("{{.window_end}}\n        total", "{{.wïndöw_énd ünclosed ääääää\n        total"),
+                "unknown placeholder",
+            ),
             (FILE.replace("objective: 99", "objective: 99\n    burn: 2"), "unknown field `burn`"),
             (
                 FILE.replace("objective: 99", "objective: 99\n    alerting:\n      page:\n        - {long: 5m, short: 1h, burn_rate: 2}"),

@@ -411,6 +411,39 @@ mod tests {
         assert_eq!(psi_bin(7.0), 9);
     }
 
+    proptest::proptest! {
+        /// PSI is never negative and is zero for identical samples; KS is in [0, 1] and zero for
+        /// identical samples; neither panics on any input (NaN and infinities included).
+        #[test]
+        fn drift_statistics_are_well_behaved(
+            a in proptest::collection::vec(proptest::num::f64::ANY, 1..200),
+            b in proptest::collection::vec(proptest::num::f64::ANY, 1..200),
+        ) {
+            let hist = |v: &[f64]| {
+                let mut h = [0u64; PSI_BINS];
+                for x in v.iter().filter(|x| !x.is_nan()) {
+                    h[psi_bin(*x)] += 1;
+                }
+                h
+            };
+            let (ha, hb) = (hist(&a), hist(&b));
+            if let Some(p) = psi_from_counts(&ha, &hb) {
+                proptest::prop_assert!(p >= -1e-12 && p.is_finite());
+            }
+            if let Some(p) = psi_from_counts(&ha, &ha) {
+                proptest::prop_assert!(p.abs() < 1e-12);
+            }
+            let clean = |v: &[f64]| v.iter().copied().filter(|x| !x.is_nan()).collect::<Vec<_>>();
+            let (mut ca, mut cb) = (clean(&a), clean(&b));
+            if let Some(d) = ks_statistic(&mut ca.clone(), &mut cb) {
+                proptest::prop_assert!((0.0..=1.0).contains(&d));
+            }
+            if let Some(d) = ks_statistic(&mut ca.clone(), &mut ca) {
+                proptest::prop_assert!(d.abs() < 1e-12);
+            }
+        }
+    }
+
     #[test]
     fn ks_matches_hand_computation() {
         let mut a = vec![0.1, 0.2, 0.3, 0.4];
