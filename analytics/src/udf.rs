@@ -83,9 +83,20 @@ pub fn ks_statistic(baseline: &mut [f64], current: &mut [f64]) -> Option<f64> {
     Some(d)
 }
 
+/// FNV-1a, 64 bits: the value of `hash64(text)`.
+pub fn fnv1a64(bytes: &[u8]) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
+}
+
 /// Registers the custos functions on a session.
 pub fn register(ctx: &datafusion::prelude::SessionContext, prices: Arc<PriceTable>) {
     ctx.register_udf(ScalarUDF::from(PriceUdf::new(prices)));
+    ctx.register_udf(ScalarUDF::from(Hash64Udf::default()));
     ctx.register_udaf(AggregateUDF::from(DriftUdaf::new(DriftKind::Psi)));
     ctx.register_udaf(AggregateUDF::from(DriftUdaf::new(DriftKind::Ks)));
 }
@@ -176,6 +187,59 @@ impl ScalarUDFImpl for PriceUdf {
             }
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// `hash64(text)`: a 64-bit FNV-1a hash of a string, NULL for NULL. Lets `count(DISTINCT ...)`
+/// over strings use DataFusion's grouped accumulator for integers.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Hash64Udf {
+    signature: Signature,
+}
+
+impl Default for Hash64Udf {
+    fn default() -> Self {
+        Self {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Hash64Udf {
+    fn name(&self) -> &str {
+        "hash64"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Int64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let [text] = arrays.as_slice() else {
+            return exec_err!("hash64 takes 1 argument, got {}", arrays.len());
+        };
+        let out: arrow::array::Int64Array = match text.data_type() {
+            DataType::Utf8View => text
+                .as_string_view()
+                .iter()
+                .map(|v| v.map(|s| fnv1a64(s.as_bytes())))
+                .collect(),
+            DataType::Utf8 => text
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(|s| fnv1a64(s.as_bytes())))
+                .collect(),
+            _ => {
+                let text = arrow::compute::cast(text, &DataType::Utf8)?;
+                text.as_string::<i32>()
+                    .iter()
+                    .map(|v| v.map(|s| fnv1a64(s.as_bytes())))
+                    .collect()
+            }
+        };
+        Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }
 
@@ -442,6 +506,13 @@ mod tests {
                 proptest::prop_assert!(d.abs() < 1e-12);
             }
         }
+    }
+
+    #[test]
+    fn hash64_is_fnv1a() {
+        assert_eq!(fnv1a64(b"") as u64, 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a") as u64, 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(fnv1a64(b"lookup"), fnv1a64(b"reply"));
     }
 
     #[test]
