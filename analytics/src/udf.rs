@@ -14,7 +14,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, ListArray, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, ListArray,
 };
 use arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type, TimeUnit, UInt64Type};
 use datafusion::common::{Result as DfResult, ScalarValue, exec_err, plan_err};
@@ -350,6 +350,19 @@ fn each_row(values: &[ArrayRef], mut f: impl FnMut(f64, bool)) -> DfResult<()> {
     Ok(())
 }
 
+/// Calls `f` with the values of every non-null list of a list-typed state column.
+fn each_list<T: arrow::datatypes::ArrowPrimitiveType>(
+    state: &ArrayRef,
+    mut f: impl FnMut(&[T::Native]),
+) {
+    let lists = state.as_list::<i32>();
+    for row in 0..lists.len() {
+        if !lists.is_null(row) {
+            f(lists.value(row).as_primitive::<T>().values());
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct PsiAccumulator {
     baseline: [u64; PSI_BINS],
@@ -385,17 +398,11 @@ impl Accumulator for PsiAccumulator {
     }
     fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
         for (state, target) in states.iter().zip([&mut self.baseline, &mut self.current]) {
-            let lists = state.as_list::<i32>();
-            for row in 0..lists.len() {
-                if lists.is_null(row) {
-                    continue;
-                }
-                let counts = lists.value(row);
-                let counts: &UInt64Array = counts.as_primitive::<UInt64Type>();
-                for (t, c) in target.iter_mut().zip(counts.values().iter()) {
+            each_list::<UInt64Type>(state, |counts| {
+                for (t, c) in target.iter_mut().zip(counts) {
                     *t += c;
                 }
-            }
+            });
         }
         Ok(())
     }
@@ -438,15 +445,7 @@ impl Accumulator for KsAccumulator {
     }
     fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
         for (state, target) in states.iter().zip([&mut self.baseline, &mut self.current]) {
-            let lists = state.as_list::<i32>();
-            for row in 0..lists.len() {
-                if lists.is_null(row) {
-                    continue;
-                }
-                let v = lists.value(row);
-                let v: &Float64Array = v.as_primitive::<Float64Type>();
-                target.extend(v.values().iter().copied());
-            }
+            each_list::<Float64Type>(state, |values| target.extend_from_slice(values));
         }
         Ok(())
     }

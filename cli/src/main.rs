@@ -195,6 +195,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        Err(e) if e.downcast_ref::<UserError>().is_some() => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -407,17 +411,47 @@ async fn sql(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The outcome of an analytics command before printing: a value, or a user error (exit 2).
-enum Answer<T> {
-    Value(T),
-    UserError(String),
+/// A mistake in the user's input (flags, rules, SQL): printed as `error: ...`, exit code 2.
+#[derive(Debug)]
+struct UserError(String);
+
+impl std::fmt::Display for UserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+fn user(msg: impl std::fmt::Display) -> anyhow::Error {
+    UserError(msg.to_string()).into()
+}
+
+/// An analytics error: the user's fault (exit 2) or not (exit 1).
+fn analytics_err(e: custos_analytics::Error) -> anyhow::Error {
+    if e.is_client_error() {
+        user(e)
+    } else {
+        e.into()
+    }
+}
+
+fn check_format(format: &str, allowed: &[&str]) -> Result<()> {
+    if allowed.contains(&format) {
+        Ok(())
+    } else {
+        Err(user(format!(
+            "unknown format `{format}`; expected {}",
+            allowed.join(", ")
+        )))
+    }
 }
 
 /// Opens `--data` read-only with the price table and, when given, an SLO file.
 async fn open_data(
     source: &Source,
     slos: Option<PathBuf>,
-) -> Result<Answer<(Analytics, custos_server::Rules)>> {
+) -> Result<(Analytics, custos_server::Rules)> {
     let dir = source
         .data
         .clone()
@@ -428,29 +462,21 @@ async fn open_data(
             dir.display()
         );
     }
-    let rules_options = match RulesOptions::resolve(source.prices.clone(), slos) {
-        Ok(r) => r,
-        Err(e) => return Ok(Answer::UserError(e.to_string())),
-    };
-    let rules = match custos_server::Rules::load(&rules_options) {
-        Ok(r) => r,
-        Err(e) => return Ok(Answer::UserError(e.to_string())),
-    };
+    let rules_options = RulesOptions::resolve(source.prices.clone(), slos).map_err(user)?;
+    let rules = custos_server::Rules::load(&rules_options).map_err(user)?;
     match custos_server::open_offline(&dir, QueryOptions::default(), &rules).await {
-        Ok(a) => Ok(Answer::Value((a, rules))),
-        Err(custos_server::Error::Analytics(e)) if e.is_client_error() => {
-            Ok(Answer::UserError(e.to_string()))
-        }
+        Ok(a) => Ok((a, rules)),
+        Err(custos_server::Error::Analytics(e)) => Err(analytics_err(e)),
         Err(e) => Err(e.into()),
     }
 }
 
-/// GETs a JSON answer from the server's API.
+/// GETs a JSON answer from the server's API; a 4xx answer is the user's error.
 async fn get_json<T: DeserializeOwned>(
     server: &str,
     path: &str,
     query: &[(&str, String)],
-) -> Result<Answer<T>> {
+) -> Result<T> {
     let url = format!("{}{path}", server.trim_end_matches('/'));
     let res = reqwest::Client::new()
         .get(&url)
@@ -469,18 +495,24 @@ async fn get_json<T: DeserializeOwned>(
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         if status.is_client_error() {
-            return Ok(Answer::UserError(msg));
+            return Err(user(msg));
         }
         bail!("the server answered {status}: {msg}");
     }
-    Ok(Answer::Value(
-        serde_json::from_slice(&body).context("the server's answer is not the expected JSON")?,
-    ))
+    serde_json::from_slice(&body).context("the server's answer is not the expected JSON")
 }
 
-fn user_error(msg: impl std::fmt::Display) -> Result<ExitCode> {
-    eprintln!("error: {msg}");
-    Ok(ExitCode::from(2))
+/// `key=value` query parameters, leaving out absent ones.
+fn params<'a>(pairs: &[(&'a str, Option<String>)]) -> Vec<(&'a str, String)> {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (*k, v)))
+        .collect()
+}
+
+fn print(text: &str) -> Result<ExitCode> {
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn metrics(
@@ -491,45 +523,27 @@ async fn metrics(
     at: Option<&str>,
 ) -> Result<ExitCode> {
     use custos_analytics::metrics::{MetricsReport, compute, render_csv, render_table};
-    if !["table", "json", "csv"].contains(&format) {
-        return user_error(format!(
-            "unknown format `{format}`; expected table, json or csv"
-        ));
-    }
+    check_format(format, &["table", "json", "csv"])?;
     let report: MetricsReport = match &source.server {
         Some(url) => {
-            let mut q = vec![("window", window.to_string()), ("by", by.to_string())];
-            if let Some(at) = at {
-                q.push(("at", at.to_string()));
-            }
-            match get_json(url, "/api/metrics", &q).await? {
-                Answer::Value(r) => r,
-                Answer::UserError(e) => return user_error(e),
-            }
+            let q = params(&[
+                ("window", Some(window.to_string())),
+                ("by", Some(by.to_string())),
+                ("at", at.map(String::from)),
+            ]);
+            get_json(url, "/api/metrics", &q).await?
         }
         None => {
-            let req = match custos_server::metrics_request(Some(window), Some(by), at) {
-                Ok(r) => r,
-                Err(e) => return user_error(e),
-            };
-            let (analytics, _) = match open_data(&source, None).await? {
-                Answer::Value(a) => a,
-                Answer::UserError(e) => return user_error(e),
-            };
-            match compute(&analytics, &req).await {
-                Ok(r) => r,
-                Err(e) if e.is_client_error() => return user_error(e),
-                Err(e) => return Err(e.into()),
-            }
+            let req = custos_server::metrics_request(Some(window), Some(by), at).map_err(user)?;
+            let (analytics, _) = open_data(&source, None).await?;
+            compute(&analytics, &req).await.map_err(analytics_err)?
         }
     };
-    let text = match format {
+    print(&match format {
         "json" => serde_json::to_string_pretty(&report)? + "\n",
         "csv" => render_csv(&report),
         _ => render_table(&report),
-    };
-    std::io::stdout().write_all(text.as_bytes())?;
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 async fn thresholds(
@@ -542,55 +556,35 @@ async fn thresholds(
     format: &str,
 ) -> Result<ExitCode> {
     use custos_analytics::thresholds::{ThresholdReport, compute, render_table};
-    if !["table", "json"].contains(&format) {
-        return user_error(format!("unknown format `{format}`; expected table or json"));
-    }
+    check_format(format, &["table", "json"])?;
     let report: ThresholdReport = match &source.server {
         Some(url) => {
-            let mut q = vec![
-                ("workflow", workflow.to_string()),
-                ("target_error", target_error.to_string()),
-                ("window", window.to_string()),
-            ];
-            if let Some(s) = step {
-                q.push(("step", s.to_string()));
-            }
-            if let Some(at) = at {
-                q.push(("at", at.to_string()));
-            }
-            match get_json(url, "/api/thresholds", &q).await? {
-                Answer::Value(r) => r,
-                Answer::UserError(e) => return user_error(e),
-            }
+            let q = params(&[
+                ("workflow", Some(workflow.to_string())),
+                ("step", step.map(String::from)),
+                ("target_error", Some(target_error.to_string())),
+                ("window", Some(window.to_string())),
+                ("at", at.map(String::from)),
+            ]);
+            get_json(url, "/api/thresholds", &q).await?
         }
         None => {
-            let req = match custos_server::threshold_request(
+            let req = custos_server::threshold_request(
                 workflow,
                 step,
                 Some(target_error),
                 Some(window),
                 at,
-            ) {
-                Ok(r) => r,
-                Err(e) => return user_error(e),
-            };
-            let (analytics, _) = match open_data(&source, None).await? {
-                Answer::Value(a) => a,
-                Answer::UserError(e) => return user_error(e),
-            };
-            match compute(&analytics, &req).await {
-                Ok(r) => r,
-                Err(e) if e.is_client_error() => return user_error(e),
-                Err(e) => return Err(e.into()),
-            }
+            )
+            .map_err(user)?;
+            let (analytics, _) = open_data(&source, None).await?;
+            compute(&analytics, &req).await.map_err(analytics_err)?
         }
     };
-    let text = match format {
+    print(&match format {
         "json" => serde_json::to_string_pretty(&report)? + "\n",
         _ => render_table(&report),
-    };
-    std::io::stdout().write_all(text.as_bytes())?;
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 async fn slo(
@@ -600,51 +594,37 @@ async fn slo(
     format: &str,
 ) -> Result<ExitCode> {
     use custos_analytics::slo::{SloReport, evaluate, render_table};
-    if !["table", "json"].contains(&format) {
-        return user_error(format!("unknown format `{format}`; expected table or json"));
-    }
+    check_format(format, &["table", "json"])?;
     let report: SloReport = match &source.server {
         Some(url) => {
-            let q: Vec<(&str, String)> = at.map(|a| ("at", a.to_string())).into_iter().collect();
-            match get_json(url, "/api/slo", &q).await? {
-                Answer::Value(r) => r,
-                Answer::UserError(e) => return user_error(e),
-            }
+            let q = params(&[("at", at.map(String::from))]);
+            get_json(url, "/api/slo", &q).await?
         }
         None => {
             let rules = Some(rules.unwrap_or_else(|| PathBuf::from("rules/slos.yaml")));
-            let (analytics, loaded) = match open_data(&source, rules).await? {
-                Answer::Value(a) => a,
-                Answer::UserError(e) => return user_error(e),
-            };
-            let Some(set) = loaded.slos else {
-                return user_error("no SLO file; pass --rules FILE");
-            };
+            let (analytics, loaded) = open_data(&source, rules).await?;
+            let set = loaded
+                .slos
+                .ok_or_else(|| user("no SLO file; pass --rules FILE"))?;
             let at = match at {
                 None => chrono::Utc::now(),
-                Some(s) => match chrono::DateTime::parse_from_rfc3339(s) {
-                    Ok(t) => t.with_timezone(&chrono::Utc),
-                    Err(e) => {
-                        return user_error(format!(
+                Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+                    .map_err(|e| {
+                        user(format!(
                             "`--at {s}` is not an RFC 3339 time like 2026-11-21T12:00:00Z: {e}"
-                        ));
-                    }
-                },
+                        ))
+                    })?
+                    .with_timezone(&chrono::Utc),
             };
-            match evaluate(&analytics, &set, at).await {
-                Ok(r) => r,
-                Err(e) if e.is_client_error() => {
-                    return user_error(e);
-                }
-                Err(e) => return Err(e.into()),
-            }
+            evaluate(&analytics, &set, at)
+                .await
+                .map_err(analytics_err)?
         }
     };
-    let text = match format {
+    print(&match format {
         "json" => serde_json::to_string_pretty(&report)? + "\n",
         _ => render_table(&report),
-    };
-    std::io::stdout().write_all(text.as_bytes())?;
+    })?;
     Ok(if report.paging() {
         ExitCode::from(3)
     } else {
