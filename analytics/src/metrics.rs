@@ -623,6 +623,7 @@ pub fn render_table(r: &MetricsReport) -> String {
                 "baseline n",
                 "current n",
                 "psi",
+                "noise",
                 "ks",
                 "mean before",
                 "mean now",
@@ -729,6 +730,45 @@ mod tests {
             let e = parse_duration(bad).unwrap_err().to_string();
             assert!(e.contains("invalid duration"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn drift_table_header_matches_its_rows() {
+        let report = MetricsReport {
+            window_start: String::new(),
+            window_end: String::new(),
+            window: "1d".into(),
+            by: GroupBy::Workflow,
+            groups: Vec::new(),
+            errors: Vec::new(),
+            drift: vec![Drift {
+                model: "m".into(),
+                baseline_rows: 500,
+                current_rows: 400,
+                psi: Some(0.3),
+                psi_noise: psi_noise(500, 400),
+                ks: Some(0.2),
+                baseline_mean: Some(0.8),
+                current_mean: Some(0.7),
+                status: "act".into(),
+            }],
+        };
+        let text = render_table(&report);
+        let lines: Vec<&str> = text.lines().rev().take(2).collect();
+        let (row, header) = (lines[0], lines[1]);
+        assert_eq!(
+            header.split_whitespace().collect::<Vec<_>>(),
+            [
+                "model", "baseline", "n", "current", "n", "psi", "noise", "ks", "mean", "before",
+                "mean", "now", "status"
+            ]
+        );
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            [
+                "m", "500", "400", "0.300", "0.041", "0.200", "0.800", "0.700", "act"
+            ]
+        );
     }
 
     #[test]
