@@ -128,14 +128,9 @@ async fn time_query(a: &Analytics, sql: &str, repeats: usize) -> Result<(f64, us
 
 /// Runs the benchmark.
 pub async fn analytics(options: AnalyticsBenchOptions) -> Result<AnalyticsBenchReport> {
-    let tmp;
     let dir = match &options.data_dir {
         Some(d) => d.clone(),
-        None => {
-            tmp =
-                std::env::temp_dir().join(format!("custos-bench-analytics-{}", std::process::id()));
-            tmp.clone()
-        }
+        None => std::env::temp_dir().join(format!("custos-bench-analytics-{}", std::process::id())),
     };
     let load_seconds = if custos_store::SpanTable::exists(&dir.join("spans")) {
         0.0
@@ -186,7 +181,7 @@ pub async fn analytics(options: AnalyticsBenchOptions) -> Result<AnalyticsBenchR
             .query("SELECT trace_id FROM spans WHERE start_time >= TIMESTAMP '2026-10-15T12:00:00Z' LIMIT 1")
             .await?;
         let mut id = String::new();
-        crate::bench_analytics::string_cell(&r, &mut id);
+        string_cell(&r, &mut id);
         id
     };
     let questions: Vec<(&str, String)> = vec![
