@@ -366,27 +366,15 @@ async fn sql(
     let bytes = match server {
         Some(url) => {
             let url = format!("{}/api/sql", url.trim_end_matches('/'));
-            let res = reqwest::Client::new()
+            let request = reqwest::Client::new()
                 .post(&url)
                 .header("accept", format.content_type())
-                .json(&serde_json::json!({ "sql": query }))
-                .send()
-                .await
-                .with_context(|| format!("cannot reach `{url}`"))?;
-            let status = res.status();
-            let body = res
-                .bytes()
-                .await
-                .context("cannot read the server's answer")?;
-            if !status.is_success() {
-                let msg = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
-                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-                eprintln!("error: {msg}");
-                return Ok(ExitCode::from(2));
+                .json(&serde_json::json!({ "sql": query }));
+            match send(request, &url).await? {
+                Ok(body) => body.to_vec(),
+                // Every refusal of a query is reported as the user's (exit 2), as before.
+                Err((_, msg)) => return Err(user(msg)),
             }
-            body.to_vec()
         }
         None => {
             let dir = data.unwrap_or_else(|| PathBuf::from("./custos-data"));
@@ -399,10 +387,7 @@ async fn sql(
             let rules = custos_server::Rules::load(&RulesOptions::resolve(prices, None)?)?;
             match custos_server::query_offline(&dir, query, QueryOptions::default(), &rules).await {
                 Ok(r) => render(&r, format)?,
-                Err(custos_server::Error::Analytics(e)) if e.is_client_error() => {
-                    eprintln!("error: {e}");
-                    return Ok(ExitCode::from(2));
-                }
+                Err(custos_server::Error::Analytics(e)) => return Err(analytics_err(e)),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -478,9 +463,22 @@ async fn get_json<T: DeserializeOwned>(
     query: &[(&str, String)],
 ) -> Result<T> {
     let url = format!("{}{path}", server.trim_end_matches('/'));
-    let res = reqwest::Client::new()
-        .get(&url)
-        .query(query)
+    match send(reqwest::Client::new().get(&url).query(query), &url).await? {
+        Ok(body) => {
+            serde_json::from_slice(&body).context("the server's answer is not the expected JSON")
+        }
+        Err((status, msg)) if status.is_client_error() => Err(user(msg)),
+        Err((status, msg)) => bail!("the server answered {status}: {msg}"),
+    }
+}
+
+/// Sends a request to the API: the body of a success, or the status and the `error` message of
+/// a refusal. Connection failures are errors.
+async fn send(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<std::result::Result<bytes::Bytes, (reqwest::StatusCode, String)>> {
+    let res = request
         .send()
         .await
         .with_context(|| format!("cannot reach `{url}`"))?;
@@ -489,17 +487,14 @@ async fn get_json<T: DeserializeOwned>(
         .bytes()
         .await
         .context("cannot read the server's answer")?;
-    if !status.is_success() {
-        let msg = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        if status.is_client_error() {
-            return Err(user(msg));
-        }
-        bail!("the server answered {status}: {msg}");
+    if status.is_success() {
+        return Ok(Ok(body));
     }
-    serde_json::from_slice(&body).context("the server's answer is not the expected JSON")
+    let msg = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    Ok(Err((status, msg)))
 }
 
 /// `key=value` query parameters, leaving out absent ones.
