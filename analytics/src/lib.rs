@@ -6,6 +6,8 @@
 //! timeout, and renders results as a table, CSV, JSON, NDJSON or an Arrow IPC stream ([`format`]).
 //! Views and metrics over `spans` build on this session.
 
+pub mod audit;
+pub mod canary;
 pub mod format;
 pub mod metrics;
 pub mod prices;
@@ -185,6 +187,9 @@ impl Analytics {
         prices: &Arc<PriceTable>,
     ) -> Result<()> {
         ctx.register_table("spans", Arc::new(SpansProvider::new(store.clone())))
+            .map_err(|e| Error::Setup(e.to_string()))?;
+        let audit_dir = store.options().data_dir.join("audit");
+        ctx.register_table("audit", Arc::new(audit::AuditProvider::new(audit_dir)))
             .map_err(|e| Error::Setup(e.to_string()))?;
         udf::register(ctx, prices.clone());
         views::register(ctx).await

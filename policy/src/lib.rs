@@ -5,6 +5,14 @@
 //! policy from its `@id` annotation (Cedar itself names them `policy0`, `policy1`, ...), and strict
 //! validation against the schema with warnings treated as errors. Every problem is reported with
 //! the file, line and column it points at, so `custos policy validate` reads like a compiler.
+//!
+//! On top of a loaded directory, [`engine::Engine`] answers authorization requests (failing closed on
+//! any error) and [`testing`] runs policy tests written in the JSON format of `cedar run-tests`.
+//! Every loaded set has a [`Policies::hash`]: the SHA-256 of the schema and the policy files, which
+//! every decision record carries.
+
+pub mod engine;
+pub mod testing;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,6 +21,7 @@ use std::str::FromStr;
 
 use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
+use sha2::{Digest, Sha256};
 
 /// One problem in a policy directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +60,17 @@ pub enum Error {
     /// The policies or the schema are invalid; every problem found is listed.
     #[error("{} problem(s) in the policies:\n{}", .0.len(), .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
+    /// The entity store does not parse or does not match the schema.
+    #[error("invalid entities: {0}")]
+    Entities(String),
+    /// A policy test file is invalid.
+    #[error("invalid policy test file `{path}`: {message}")]
+    TestFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Result type of the policy crate.
@@ -65,6 +85,13 @@ pub struct Policies {
     pub set: PolicySet,
     /// The file each policy came from, by id.
     pub files: BTreeMap<String, PathBuf>,
+    /// Where each policy's `@id` annotation is: file, 1-based line and column, by id.
+    pub locations: BTreeMap<String, (PathBuf, usize, usize)>,
+    /// SHA-256 (hex) of the schema and every policy file, by file name and content; changes with
+    /// any edit, including comments.
+    pub hash: String,
+    /// The directory the policies were loaded from.
+    pub dir: PathBuf,
 }
 
 impl Policies {
@@ -79,6 +106,8 @@ impl Policies {
     }
 
     /// The `@advice` annotation of a policy.
+    ///
+    /// Policies without one have none.
     pub fn advice(&self, id: &str) -> Option<&str> {
         self.set
             .policy(&PolicyId::new(id))
@@ -132,6 +161,15 @@ fn problems(file: &Path, text: &str, d: &dyn Diagnostic) -> Vec<Problem> {
     out
 }
 
+/// Feeds one file into the set's hash: its name and content, each length-prefixed so that no two
+/// different directories hash alike.
+fn hash_file(hasher: &mut Sha256, name: &str, text: &str) {
+    for part in [name.as_bytes(), text.as_bytes()] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+}
+
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|cause| Error::Read {
         path: path.to_path_buf(),
@@ -176,11 +214,19 @@ pub fn load(dir: &Path) -> Result<Policies> {
         });
     }
 
+    let mut hasher = Sha256::new();
+    hash_file(&mut hasher, "schema.cedarschema", &schema_text);
+    let mut locations = BTreeMap::new();
     let mut set = PolicySet::new();
     let mut origin: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut texts: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
     for file in &files {
         let text = read(file)?;
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        hash_file(&mut hasher, &name, &text);
         let parsed = match PolicySet::from_str(&text) {
             Ok(p) => p,
             Err(e) => {
@@ -227,6 +273,10 @@ pub fn load(dir: &Path) -> Result<Policies> {
                 found.push(at(format!("cannot add policy `{id}`"), Some(id)));
                 continue;
             }
+            if let Some(o) = text.find(&format!("@id(\"{id}\")")) {
+                let (line, column) = line_col(&text, o);
+                locations.insert(id.to_string(), (file.clone(), line, column));
+            }
             origin.insert(id.to_string(), file.clone());
             texts.insert(id.to_string(), (file.clone(), text.clone()));
         }
@@ -262,6 +312,9 @@ pub fn load(dir: &Path) -> Result<Policies> {
             schema,
             set,
             files: origin,
+            locations,
+            hash: hex::encode(hasher.finalize()),
+            dir: dir.to_path_buf(),
         }),
         _ => Err(Error::Invalid(found)),
     }

@@ -4,10 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use cedar_policy::{Authorizer, Context, Decision, Entities, EntityUid, Request};
-use custos_policy::{Error, Policies, load};
+use custos_policy::engine::{AuthzRequest, Engine};
+use custos_policy::{Error, load, testing};
+use serde_json::{Value, json};
 
 fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/policy")
@@ -38,12 +38,19 @@ fn the_shipped_policies_validate_strictly() {
     let p = load(&shipped()).unwrap();
     assert!(p.len() >= 10, "{}", p.len());
     assert!(p.files.contains_key("deploy-override-rate-regressed"));
-    assert!(p.advice("execute-large-amount-needs-human").unwrap().contains("human review"));
+    assert!(
+        p.advice("execute-large-amount-needs-human")
+            .unwrap()
+            .contains("human review")
+    );
 }
 
 #[test]
 fn syntax_errors_point_at_file_line_and_column() {
-    let dir = with_file("extra.cedar", "@id(\"x\")\npermit (principal, action, resource)\nwhen { context.a == };\n");
+    let dir = with_file(
+        "extra.cedar",
+        "@id(\"x\")\npermit (principal, action, resource)\nwhen { context.a == };\n",
+    );
     let p = problems(dir.path());
     assert!(p.iter().any(|p| p.contains("extra.cedar:3:")), "{p:?}");
 }
@@ -59,84 +66,291 @@ fn type_errors_and_unknown_attributes_point_at_the_policy() {
 
 #[test]
 fn ids_are_required_and_unique() {
-    let dir = with_file("extra.cedar", "permit (principal, action, resource);\n@id(\"threshold-floor\")\nforbid (principal, action, resource);\n");
+    let dir = with_file(
+        "extra.cedar",
+        "permit (principal, action, resource);\n@id(\"threshold-floor\")\nforbid (principal, action, resource);\n",
+    );
     let p = problems(dir.path());
     assert!(p.iter().any(|p| p.contains("no `@id")), "{p:?}");
-    assert!(p.iter().any(|p| p.contains("extra.cedar:2:1") && p.contains("already used in")), "{p:?}");
+    // The shipped `runtime.cedar` sorts after `extra.cedar`: its copy is the duplicate.
+    assert!(
+        p.iter().any(|p| p.contains("runtime.cedar:")
+            && p.contains("`threshold-floor` is already used in")
+            && p.contains("extra.cedar")),
+        "{p:?}"
+    );
 }
 
 #[test]
 fn a_broken_schema_is_reported_with_its_position() {
-    let dir = with_file("schema.cedarschema", "namespace Custos {\n  entity User {\n    email: Strin,\n  };\n}\n");
+    let dir = with_file(
+        "schema.cedarschema",
+        "namespace Custos {\n  entity User {\n    email: Strin,\n  };\n}\n",
+    );
     let p = problems(dir.path());
     assert!(p.iter().any(|p| p.contains("schema.cedarschema")), "{p:?}");
 }
 
-fn decide(p: &Policies, action: &str, context: serde_json::Value, principal: &str, resource: &str) -> (Decision, Vec<String>) {
-    let entities = Entities::from_json_value(
-        serde_json::json!([
-            {"uid": {"type": "Custos::Team", "id": "ap"}, "attrs": {}, "parents": []},
-            {"uid": {"type": "Custos::User", "id": "ana"}, "attrs": {"email": "ana@example.com"}, "parents": [{"type": "Custos::Team", "id": "ap"}]},
-            {"uid": {"type": "Custos::Service", "id": "ci"}, "attrs": {"kind": "ci"}, "parents": []},
-            {"uid": {"type": "Custos::Workflow", "id": "invoice-posting"}, "attrs": {"owner": {"__entity": {"type": "Custos::Team", "id": "ap"}}, "risk": "medium", "auto_threshold": {"__extn": {"fn": "decimal", "arg": "0.9"}}}, "parents": []},
-            {"uid": {"type": "Custos::Connector", "id": "erp"}, "attrs": {"side_effects": true}, "parents": []}
-        ]),
-        Some(&p.schema),
-    )
-    .unwrap();
-    let action = EntityUid::from_str(&format!("Custos::Action::\"{action}\"")).unwrap();
-    let context = Context::from_json_value(context, Some((&p.schema, &action))).unwrap();
-    let request = Request::new(
-        EntityUid::from_str(principal).unwrap(),
-        action,
-        EntityUid::from_str(resource).unwrap(),
-        context,
-        Some(&p.schema),
-    )
-    .unwrap();
-    let response = Authorizer::new().is_authorized(&request, &p.set, &entities);
-    assert_eq!(response.diagnostics().errors().count(), 0);
-    let mut reasons: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
-    reasons.sort();
-    (response.decision(), reasons)
+fn engine() -> Engine {
+    Engine::load(&shipped()).unwrap()
 }
 
-fn canary(sample: i64, delta: &str, errors: &str, psi: &str) -> serde_json::Value {
-    serde_json::json!({
+fn request(action: &str, principal: &str, resource: &str, context: Value) -> AuthzRequest {
+    AuthzRequest {
+        principal: Value::String(principal.into()),
+        action: Value::String(action.into()),
+        resource: Value::String(resource.into()),
+        context,
+        entities: vec![],
+    }
+}
+
+fn canary(sample: i64, delta: &str, errors: &str, psi: &str) -> Value {
+    json!({
         "change": "prompt", "current_version": "v1", "candidate_version": "v2",
         "metrics": {
-            "sample_size": sample, "override_rate": "0.1", "override_rate_delta": delta,
-            "error_rate": errors, "p99_latency_ms": 900000, "cost_per_success_usd": "0.02",
-            "confidence_psi": psi
+            "sample_size": sample, "baseline_sample_size": 900, "override_rate": "0.1",
+            "override_rate_delta": delta, "error_rate": errors, "error_rate_delta": "0.0",
+            "p99_latency_ms": 900000, "p99_latency_ratio": "1.0", "cost_per_success_usd": "0.02",
+            "cost_per_success_ratio": "1.0", "confidence_psi": psi
         }
     })
 }
 
+const CI: &str = "Custos::Service::\"ci\"";
+const WF: &str = "Custos::Workflow::\"invoice-posting\"";
+
 #[test]
-fn the_deploy_gate_allows_a_healthy_canary_and_names_each_deny() {
+fn the_shipped_policy_tests_pass() {
     let p = load(&shipped()).unwrap();
-    let (ci, wf) = ("Custos::Service::\"ci\"", "Custos::Workflow::\"invoice-posting\"");
-    let (d, why) = decide(&p, "deploy", canary(500, "0.0", "0.01", "0.05"), ci, wf);
-    assert_eq!((d, why), (Decision::Allow, vec!["deploy-by-ci-or-owner".to_string()]));
-    let (d, why) = decide(&p, "deploy", canary(500, "0.05", "0.01", "0.05"), ci, wf);
-    assert_eq!((d, why), (Decision::Deny, vec!["deploy-override-rate-regressed".to_string()]));
-    let (d, why) = decide(&p, "deploy", canary(50, "0.0", "0.2", "0.3"), ci, wf);
-    assert_eq!(d, Decision::Deny);
-    assert_eq!(why, ["deploy-canary-too-small", "deploy-confidence-drifted", "deploy-error-rate-too-high"]);
-    assert!(p.advice("deploy-canary-too-small").unwrap().contains("longer"));
+    let report = testing::run(&p, &shipped().join("tests")).unwrap();
+    assert!(report.cases.len() >= 20, "{}", report.cases.len());
+    assert!(report.ok(), "{}", testing::render_text(&report));
+    // Every deploy forbid has a deny case.
+    for id in p.files.keys().filter(|id| {
+        id.starts_with("deploy-")
+            && p.set
+                .policy(&cedar_policy::PolicyId::new(id.as_str()))
+                .is_some_and(|x| x.effect() == cedar_policy::Effect::Forbid)
+    }) {
+        let tests = std::fs::read_to_string(shipped().join("tests/deploy.json")).unwrap();
+        assert!(tests.contains(&format!("\"{id}\"")), "no test names `{id}`");
+    }
 }
 
 #[test]
-fn runtime_actions_need_confidence_or_a_human_for_large_amounts() {
-    let p = load(&shipped()).unwrap();
-    let wf = serde_json::json!({"__entity": {"type": "Custos::Workflow", "id": "invoice-posting"}});
-    let ctx = |conf: &str, amount: &str, human: bool| {
-        serde_json::json!({"workflow": wf, "confidence": conf, "amount_usd": amount, "human_approved": human})
+fn failing_policy_tests_are_reported_in_text_and_junit() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = json!([{
+        "name": "a tiny canary <is> allowed",
+        "request": {"principal": CI, "action": "Custos::Action::\"deploy\"", "resource": WF,
+                    "context": canary(10, "0.0", "0.0", "0.0")},
+        "entities": serde_json::from_str::<Value>(&std::fs::read_to_string(shipped().join("entities.json")).unwrap()).unwrap(),
+        "decision": "allow",
+        "reason": ["deploy-by-ci-or-owner"],
+        "num_errors": 0
+    }, {
+        "name": "an unknown principal type",
+        "request": {"principal": "Custos::Robot::\"r2\"", "action": "Custos::Action::\"deploy\"", "resource": WF,
+                    "context": canary(10, "0.0", "0.0", "0.0")},
+        "entities": [],
+        "decision": "deny"
+    }]);
+    std::fs::write(dir.path().join("bad.json"), case.to_string()).unwrap();
+    let report = testing::run(&load(&shipped()).unwrap(), dir.path()).unwrap();
+    assert_eq!(report.failed(), 2);
+    let text = testing::render_text(&report);
+    assert!(text.contains("expected `allow`, got `deny`"), "{text}");
+    assert!(
+        text.contains(
+            "expected determining policies `deploy-by-ci-or-owner`, got `deploy-canary-too-small`"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("the request cannot be evaluated"), "{text}");
+    assert!(
+        text.contains("test result: FAILED. 0 passed; 2 failed"),
+        "{text}"
+    );
+    let xml = testing::render_junit(&report);
+    assert!(
+        xml.contains("<testsuite name=\"bad.json\" tests=\"2\" failures=\"2\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("name=\"a tiny canary &lt;is&gt; allowed\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<failure message=\"expected `allow`, got `deny`\">"),
+        "{xml}"
+    );
+}
+
+#[test]
+fn malformed_test_files_name_file_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.json"),
+        "[{\"name\": \"x\",\n \"request\": 3}]",
+    )
+    .unwrap();
+    let e = testing::run(&load(&shipped()).unwrap(), dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("t.json") && e.contains("line 2"), "{e}");
+}
+
+#[test]
+fn the_deploy_gate_allows_a_healthy_canary_and_names_each_deny() {
+    let e = engine();
+    let d = e.authorize(&request(
+        "deploy",
+        CI,
+        WF,
+        canary(500, "0.0", "0.01", "0.05"),
+    ));
+    assert!(d.allowed(), "{d:?}");
+    assert_eq!(d.policy_ids(), ["deploy-by-ci-or-owner"]);
+    assert_eq!(d.policy_hash, e.hash());
+    let d = e.authorize(&request("deploy", CI, WF, canary(50, "0.0", "0.2", "0.3")));
+    assert!(!d.allowed());
+    assert_eq!(
+        d.policy_ids(),
+        [
+            "deploy-canary-too-small",
+            "deploy-confidence-drifted",
+            "deploy-error-rate-too-high"
+        ]
+    );
+    assert!(
+        d.advice.iter().any(|a| a.contains("longer")),
+        "{:?}",
+        d.advice
+    );
+    let first = &d.determining_policies[0];
+    assert_eq!(
+        (first.file.as_deref(), first.effect.as_str()),
+        (Some("deploy.cedar"), "forbid")
+    );
+    assert!(first.line.unwrap() > 1);
+}
+
+#[test]
+fn requests_that_do_not_match_the_schema_are_denied_as_request_errors() {
+    let e = engine();
+    let mut bad = canary(500, "0.0", "0.01", "0.05");
+    bad["metrics"]["override_rate"] = json!(0.1);
+    let d = e.authorize(&request("deploy", CI, WF, bad));
+    assert!(!d.allowed() && d.request_error(), "{d:?}");
+    assert!(d.errors[0].message.contains("context"), "{:?}", d.errors);
+    let d = e.authorize(&request("launch", CI, WF, json!({})));
+    assert!(!d.allowed() && d.request_error(), "{d:?}");
+    let d = e.authorize(&request("deploy", "ci", WF, json!({})));
+    assert!(
+        d.errors[0].message.contains("principal `ci`"),
+        "{:?}",
+        d.errors
+    );
+}
+
+#[test]
+fn a_policy_that_errors_makes_the_decision_a_deny() {
+    // A forbid reading an attribute the entity lacks errors at runtime; Cedar would skip it
+    // and allow on the permit. custos denies.
+    let dir = with_file(
+        "extra.cedar",
+        "@id(\"needs-risk\")\n@advice(\"x\")\nforbid (principal, action == Custos::Action::\"deploy\", resource)\nwhen { resource.risk == \"extreme\" };\n",
+    );
+    let e = Engine::load(dir.path()).unwrap();
+    let mut req = request(
+        "deploy",
+        CI,
+        "Custos::Workflow::\"ghost\"",
+        canary(500, "0.0", "0.01", "0.05"),
+    );
+    req.entities = vec![];
+    let d = e.authorize(&req);
+    assert!(!d.allowed(), "{d:?}");
+    assert!(!d.errors.is_empty() && !d.request_error(), "{d:?}");
+    assert!(d.determining_policies.is_empty());
+}
+
+#[test]
+fn request_entities_extend_the_store() {
+    let e = engine();
+    let ctx = json!({"override": false});
+    let task = json!({"uid": {"type": "Custos::ReviewTask", "id": "t1"}, "attrs": {
+        "workflow": {"type": "Custos::Workflow", "id": "invoice-posting"},
+        "reviewers": {"type": "Custos::Team", "id": "reviewers"},
+        "requested_by": {"type": "Custos::User", "id": "ana"}}, "parents": []});
+    let mut req = request(
+        "approve_review",
+        "Custos::User::\"ben\"",
+        "Custos::ReviewTask::\"t1\"",
+        ctx,
+    );
+    req.entities = vec![task];
+    let d = e.authorize(&req);
+    assert!(d.allowed(), "{d:?}");
+    req.principal = json!({"type": "Custos::User", "id": "ana"});
+    let d = e.authorize(&req);
+    assert_eq!(d.policy_ids(), ["review-four-eyes"]);
+}
+
+#[test]
+fn the_policy_hash_changes_with_any_edit() {
+    let a = load(&shipped()).unwrap().hash;
+    let same = with_file(
+        "deploy.cedar",
+        &std::fs::read_to_string(shipped().join("deploy.cedar")).unwrap(),
+    );
+    assert_eq!(load(same.path()).unwrap().hash, a);
+    let edited = with_file(
+        "deploy.cedar",
+        &format!(
+            "{}\n// a comment\n",
+            std::fs::read_to_string(shipped().join("deploy.cedar")).unwrap()
+        ),
+    );
+    let b = load(edited.path()).unwrap().hash;
+    assert_ne!(a, b);
+    assert_eq!(a.len(), 64);
+}
+
+#[test]
+fn decisions_snapshot() {
+    let e = engine();
+    let wf = json!({"__entity": {"type": "Custos::Workflow", "id": "invoice-posting"}});
+    let exec = |conf: &str, amount: &str, human: bool| {
+        request(
+            "execute",
+            "Custos::Service::\"executor\"",
+            "Custos::Connector::\"erp\"",
+            json!({"workflow": wf, "confidence": conf, "amount_usd": amount, "human_approved": human}),
+        )
     };
-    let (svc, erp) = ("Custos::Service::\"ci\"", "Custos::Connector::\"erp\"");
-    assert_eq!(decide(&p, "execute", ctx("0.95", "120.0", false), svc, erp).0, Decision::Allow);
-    assert_eq!(decide(&p, "execute", ctx("0.5", "120.0", false), svc, erp).0, Decision::Deny);
-    let (d, why) = decide(&p, "execute", ctx("0.99", "25000.0", false), svc, erp);
-    assert_eq!((d, why), (Decision::Deny, vec!["execute-large-amount-needs-human".to_string()]));
-    assert_eq!(decide(&p, "execute", ctx("0.99", "25000.0", true), svc, erp).0, Decision::Allow);
+    let cases = vec![
+        (
+            "healthy canary",
+            request("deploy", CI, WF, canary(500, "0.0", "0.01", "0.05")),
+        ),
+        (
+            "regressed canary",
+            request("deploy", CI, WF, canary(500, "0.08", "0.01", "0.31")),
+        ),
+        ("confident posting", exec("0.97", "120.0", false)),
+        ("low confidence posting", exec("0.5", "120.0", false)),
+        ("large posting", exec("0.99", "25000.0", false)),
+        ("bad context", exec("high", "120.0", false)),
+    ];
+    let out: Vec<Value> = cases
+        .into_iter()
+        .map(|(name, r)| {
+            let mut d = serde_json::to_value(e.authorize(&r)).unwrap();
+            d["policy_hash"] = json!("[hash]");
+            json!({"case": name, "decision": d})
+        })
+        .collect();
+    insta::assert_json_snapshot!("decisions", out);
 }

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod bench_analytics;
 pub mod config;
+pub mod gate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,6 +65,15 @@ pub enum Error {
     /// A server task failed.
     #[error("{0}")]
     Task(String),
+    /// The policies could not be loaded.
+    #[error(transparent)]
+    Policy(#[from] custos_policy::Error),
+    /// The audit log failed.
+    #[error(transparent)]
+    Audit(#[from] custos_audit::Error),
+    /// The deploy gate cannot run as asked (a bad change file, an unknown format).
+    #[error("{0}")]
+    Gate(String),
 }
 
 /// Result type of the server.

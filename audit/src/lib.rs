@@ -1,0 +1,658 @@
+//! The tamper-evident audit trail: every governance decision, appended durably and hash-chained.
+//!
+//! This crate owns the audit log of a data directory (`DATA/audit/`): appending records before a
+//! decision is returned, reading them back (for the `audit` SQL table and reports), and verifying
+//! the chain (`custos audit verify`).
+//!
+//! # On-disk format
+//!
+//! - `audit.jsonl`: one record per line, UTF-8 JSON, in append order. Fields, in this order:
+//!   `seq` (1, 2, 3, ... without gaps), `time` (RFC 3339, UTC, microseconds), `kind` (`gate`,
+//!   `authorize`, `review`, `policy_change`), `principal`, `action`, `resource`, `decision`,
+//!   `policies` (determining policy ids), `advice`, `errors`, `context` (what was evaluated),
+//!   `policy_hash` (the deciding policy set), `prev_hash`, `hash`.
+//! - `hash` is the SHA-256 (hex) of the record's JSON serialization without the `hash` field;
+//!   `prev_hash` is the previous record's `hash` (64 zeros for the first record). Each record thus
+//!   commits to the whole history before it.
+//! - `audit.head`: `{"seq": N, "hash": "..."}` of the last appended record, replaced atomically
+//!   after each append. It lets verification notice records cut from the end, which the chain alone
+//!   cannot. It may lag the log by the last record after a crash; it must never be ahead of it.
+//!
+//! # Invariants
+//!
+//! - A record is acknowledged (its decision returned) only after its line is written and
+//!   `fdatasync`ed. A crash mid-append leaves at most one partial last line, which was never
+//!   acknowledged; the next writer truncates it and verification reports it without failing.
+//! - Writers serialize on an exclusive lock of `audit.jsonl` (in-process mutex plus an OS file
+//!   lock), so a server and a CLI gate run on the same data directory extend one chain.
+//! - Verification recomputes every hash and follows `seq` and `prev_hash`; it names the first
+//!   record that was modified, deleted, inserted or reordered. Someone able to rewrite the whole
+//!   file and the head can forge a consistent chain: publish the head hash elsewhere (the audit
+//!   report's manifest carries it) to anchor it, as CloudTrail digests do.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Errors of the audit crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("audit log `{path}`: {cause}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        cause: std::io::Error,
+    },
+    /// The last record cannot be read, so the chain cannot be extended.
+    #[error(
+        "audit log `{path}`: the last record is unreadable ({message}); run `custos audit verify`"
+    )]
+    Corrupt {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A record could not be serialized.
+    #[error("cannot serialize an audit record: {0}")]
+    Serialize(String),
+}
+
+/// Result type of the audit crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `prev_hash` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Log file name inside the audit directory.
+pub const LOG_FILE: &str = "audit.jsonl";
+/// Head file name inside the audit directory.
+pub const HEAD_FILE: &str = "audit.head";
+
+/// What a caller records: the decision and what it was about.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Entry {
+    /// `gate`, `authorize`, `review` or `policy_change`.
+    pub kind: String,
+    /// Who asked (a Cedar entity reference).
+    pub principal: String,
+    /// The action.
+    pub action: String,
+    /// The resource.
+    pub resource: String,
+    /// `allow`, `deny`, or what was recorded.
+    pub decision: String,
+    /// Determining policy ids.
+    pub policies: Vec<String>,
+    /// Advice given with the decision.
+    pub advice: Vec<String>,
+    /// Errors met while deciding.
+    pub errors: Vec<String>,
+    /// The context that was evaluated.
+    pub context: Value,
+    /// Hash of the policy set that decided.
+    pub policy_hash: String,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// When it was recorded (RFC 3339, UTC).
+    pub time: String,
+    /// `gate`, `authorize`, `review` or `policy_change`.
+    pub kind: String,
+    /// Who asked.
+    pub principal: String,
+    /// The action.
+    pub action: String,
+    /// The resource.
+    pub resource: String,
+    /// The decision.
+    pub decision: String,
+    /// Determining policy ids.
+    pub policies: Vec<String>,
+    /// Advice given.
+    pub advice: Vec<String>,
+    /// Errors met.
+    pub errors: Vec<String>,
+    /// The evaluated context.
+    pub context: Value,
+    /// The deciding policy set's hash.
+    pub policy_hash: String,
+    /// The previous record's hash.
+    pub prev_hash: String,
+    /// This record's hash.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hash: String,
+}
+
+impl Record {
+    /// The SHA-256 this record should carry: over its serialization without `hash`.
+    pub fn digest(&self) -> Result<String> {
+        let mut body = self.clone();
+        body.hash = String::new();
+        let bytes = serde_json::to_vec(&body).map_err(|e| Error::Serialize(e.to_string()))?;
+        Ok(hex::encode(Sha256::digest(&bytes)))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+#[derive(Debug)]
+struct Tail {
+    /// File length after the last record this process saw.
+    len: u64,
+    seq: u64,
+    hash: String,
+    policy_hash: Option<String>,
+}
+
+/// The audit log of one data directory.
+#[derive(Debug)]
+pub struct AuditLog {
+    dir: PathBuf,
+    tail: Mutex<Tail>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |cause| Error::Io {
+        path: path.to_path_buf(),
+        cause,
+    }
+}
+
+/// The last complete line of `file` (one ending in `\n`) and the file length up to and including
+/// it; `(None, 0)` when there is no complete line.
+fn last_line(file: &mut File, path: &Path) -> Result<(Option<String>, u64)> {
+    const CHUNK: u64 = 64 * 1024;
+    let len = file.metadata().map_err(io(path))?.len();
+    // `buf` holds the bytes `start..len` of the file.
+    let mut start = len;
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        if let Some(end) = buf.iter().rposition(|&b| b == b'\n') {
+            let before = buf.get(..end).unwrap_or_default();
+            let complete = start + end as u64 + 1;
+            if let Some(nl) = before.iter().rposition(|&b| b == b'\n') {
+                let line = before.get(nl + 1..).unwrap_or_default();
+                return Ok((Some(String::from_utf8_lossy(line).into_owned()), complete));
+            }
+            if start == 0 {
+                return Ok((Some(String::from_utf8_lossy(before).into_owned()), complete));
+            }
+        } else if start == 0 {
+            return Ok((None, 0));
+        }
+        let from = start.saturating_sub(CHUNK);
+        let mut part = vec![0u8; (start - from) as usize];
+        file.seek(SeekFrom::Start(from)).map_err(io(path))?;
+        file.read_exact(&mut part).map_err(io(path))?;
+        part.extend_from_slice(&buf);
+        buf = part;
+        start = from;
+    }
+}
+
+impl AuditLog {
+    /// Opens (creating when needed) the audit log in `dir`. A partial last line left by a crash
+    /// is removed: it was never acknowledged.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let log = Self {
+            dir: dir.to_path_buf(),
+            tail: Mutex::new(Tail {
+                len: u64::MAX,
+                seq: 0,
+                hash: GENESIS.into(),
+                policy_hash: None,
+            }),
+        };
+        let path = log.log_path();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        file.lock().map_err(io(&path))?;
+        let result = log.refresh(&mut file, true);
+        let _ = file.unlock();
+        result?;
+        Ok(log)
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(LOG_FILE)
+    }
+
+    /// The audit directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Re-reads the tail when the file changed behind this process; truncates a partial line.
+    fn refresh(&self, file: &mut File, repair: bool) -> Result<()> {
+        let path = self.log_path();
+        let len = file.metadata().map_err(io(&path))?.len();
+        let mut tail = self
+            .tail
+            .lock()
+            .map_err(|_| Error::Serialize("audit log lock poisoned".into()))?;
+        if tail.len == len {
+            return Ok(());
+        }
+        let (line, complete) = last_line(file, &path)?;
+        if complete < len && repair {
+            tracing::warn!(
+                path = %path.display(),
+                bytes = len - complete,
+                "removing a partial audit record left by a crash (never acknowledged)"
+            );
+            file.set_len(complete).map_err(io(&path))?;
+            file.sync_data().map_err(io(&path))?;
+        }
+        match line {
+            None => {
+                tail.seq = 0;
+                tail.hash = GENESIS.into();
+                tail.policy_hash = None;
+            }
+            Some(line) => {
+                let r: Record = serde_json::from_str(&line).map_err(|e| Error::Corrupt {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                tail.seq = r.seq;
+                tail.hash = r.hash;
+                tail.policy_hash = Some(r.policy_hash);
+            }
+        }
+        tail.len = complete;
+        Ok(())
+    }
+
+    /// The policy set hash of the last record, if any.
+    pub fn last_policy_hash(&self) -> Option<String> {
+        self.tail.lock().ok().and_then(|t| t.policy_hash.clone())
+    }
+
+    /// Appends `entry` durably and returns the record as written. Returns only after the record
+    /// is on disk.
+    pub fn append(&self, entry: Entry) -> Result<Record> {
+        let path = self.log_path();
+        let mut file = OpenOptions::new()
+            .append(true)
+            .read(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        file.lock().map_err(io(&path))?;
+        let result = self.append_locked(&mut file, entry);
+        let _ = file.unlock();
+        result
+    }
+
+    fn append_locked(&self, file: &mut File, entry: Entry) -> Result<Record> {
+        let path = self.log_path();
+        self.refresh(file, true)?;
+        let mut tail = self
+            .tail
+            .lock()
+            .map_err(|_| Error::Serialize("audit log lock poisoned".into()))?;
+        let mut record = Record {
+            seq: tail.seq + 1,
+            time: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+            kind: entry.kind,
+            principal: entry.principal,
+            action: entry.action,
+            resource: entry.resource,
+            decision: entry.decision,
+            policies: entry.policies,
+            advice: entry.advice,
+            errors: entry.errors,
+            context: entry.context,
+            policy_hash: entry.policy_hash,
+            prev_hash: tail.hash.clone(),
+            hash: String::new(),
+        };
+        record.hash = record.digest()?;
+        let mut line = serde_json::to_vec(&record).map_err(|e| Error::Serialize(e.to_string()))?;
+        line.push(b'\n');
+        if let Err(cause) = file.write_all(&line).and_then(|_| file.sync_data()) {
+            // Leave no partial record behind when possible.
+            let _ = file.set_len(tail.len);
+            return Err(Error::Io { path, cause });
+        }
+        tail.len += line.len() as u64;
+        tail.seq = record.seq;
+        tail.hash = record.hash.clone();
+        tail.policy_hash = Some(record.policy_hash.clone());
+        drop(tail);
+        self.write_head(record.seq, &record.hash)?;
+        Ok(record)
+    }
+
+    fn write_head(&self, seq: u64, hash: &str) -> Result<()> {
+        let path = self.dir.join(HEAD_FILE);
+        let tmp = self.dir.join(format!("{HEAD_FILE}.tmp"));
+        let body = serde_json::to_vec(&Head {
+            seq,
+            hash: hash.to_string(),
+        })
+        .map_err(|e| Error::Serialize(e.to_string()))?;
+        std::fs::write(&tmp, body).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        Ok(())
+    }
+}
+
+/// Reads every complete record of the audit log in `dir` (an absent log has none). Lines that do
+/// not parse are errors: run [`verify`] for a full diagnosis.
+pub fn read_all(dir: &Path) -> Result<Vec<Record>> {
+    let path = dir.join(LOG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(cause) => return Err(Error::Io { path, cause }),
+    };
+    let complete = text.rfind('\n').map_or("", |i| &text[..i]);
+    complete
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| Error::Corrupt {
+                path: path.clone(),
+                message: format!("line {}: {e}", i + 1),
+            })
+        })
+        .collect()
+}
+
+/// What kind of tampering verification found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tamper {
+    /// A record's content no longer matches its hash, or a later record does not commit to it.
+    Modified,
+    /// Records are missing from the chain or from its end.
+    Deleted,
+    /// A record that does not belong to the chain was added.
+    Inserted,
+    /// Records are out of order.
+    Reordered,
+}
+
+/// The first problem verification found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// What happened.
+    pub tamper: Tamper,
+    /// The record (`seq`) it concerns.
+    pub seq: u64,
+    /// The 1-based line of the log where it was noticed.
+    pub line: usize,
+    /// A full sentence for people.
+    pub message: String,
+}
+
+/// The result of verifying an audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    /// The log file.
+    pub path: PathBuf,
+    /// Records read.
+    pub records: u64,
+    /// `seq` of the last record.
+    pub last_seq: u64,
+    /// Hash of the last record: the value to anchor elsewhere.
+    pub last_hash: String,
+    /// Whether the log ends in a partial record left by a crash (never acknowledged).
+    pub partial_tail: bool,
+    /// The first problem, if any.
+    pub finding: Option<Finding>,
+}
+
+impl Verification {
+    /// Whether the chain is intact.
+    pub fn ok(&self) -> bool {
+        self.finding.is_none()
+    }
+}
+
+/// Verifies the whole chain of the audit log in `dir`.
+pub fn verify(dir: &Path) -> Result<Verification> {
+    let path = dir.join(LOG_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(cause) => return Err(Error::Io { path, cause }),
+    };
+    let complete_len = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let partial_tail = complete_len < text.len();
+    let body = text.get(..complete_len).unwrap_or_default();
+    let mut v = Verification {
+        path: path.clone(),
+        records: 0,
+        last_seq: 0,
+        last_hash: GENESIS.into(),
+        partial_tail,
+        finding: None,
+    };
+    // Parse every line first: reordering is told apart from deletion by looking ahead.
+    let mut records: Vec<(usize, Record)> = Vec::new();
+    for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
+        let line = i + 1;
+        if raw.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<Record>(raw) {
+            Ok(r) => records.push((line, r)),
+            Err(e) => {
+                let seq = records.last().map_or(1, |(_, r)| r.seq + 1);
+                v.finding = Some(Finding {
+                    tamper: Tamper::Modified,
+                    seq,
+                    line,
+                    message: format!(
+                        "line {line} is not an audit record ({e}): the record after seq {} was modified",
+                        seq - 1
+                    ),
+                });
+                return Ok(v);
+            }
+        }
+    }
+    let lines_of: HashMap<u64, Vec<usize>> =
+        records.iter().fold(HashMap::new(), |mut m, (line, r)| {
+            m.entry(r.seq).or_default().push(*line);
+            m
+        });
+    let mut prev_seq = 0u64;
+    let mut prev_hash = GENESIS.to_string();
+    for (line, r) in &records {
+        let (line, expected) = (*line, prev_seq + 1);
+        let find = |tamper, seq, message: String| {
+            Some(Finding {
+                tamper,
+                seq,
+                line,
+                message,
+            })
+        };
+        if r.seq != expected {
+            let expected_later = lines_of
+                .get(&expected)
+                .and_then(|ls| ls.iter().find(|&&l| l > line).copied());
+            v.finding = if r.seq < expected {
+                find(
+                    Tamper::Inserted,
+                    r.seq,
+                    format!(
+                        "line {line} holds a record with seq {} after seq {prev_seq}: it was inserted",
+                        r.seq
+                    ),
+                )
+            } else if let Some(at) = expected_later {
+                find(
+                    Tamper::Reordered,
+                    expected,
+                    format!(
+                        "records are out of order: seq {} is at line {line}, before seq {expected} at line {at}",
+                        r.seq
+                    ),
+                )
+            } else {
+                let gone = if r.seq - 1 == expected {
+                    format!("record seq {expected} was deleted")
+                } else {
+                    format!("records seq {expected} to {} were deleted", r.seq - 1)
+                };
+                find(
+                    Tamper::Deleted,
+                    expected,
+                    format!(
+                        "{gone}: line {line} holds seq {} after seq {prev_seq}",
+                        r.seq
+                    ),
+                )
+            };
+            return Ok(v);
+        }
+        let digest = r.digest()?;
+        if digest != r.hash {
+            v.finding = find(
+                Tamper::Modified,
+                r.seq,
+                format!(
+                    "record seq {} (line {line}) was modified: its content does not match its hash",
+                    r.seq
+                ),
+            );
+            return Ok(v);
+        }
+        if r.prev_hash != prev_hash {
+            v.finding = if prev_seq == 0 {
+                find(
+                    Tamper::Inserted,
+                    r.seq,
+                    format!(
+                        "record seq {} (line {line}) does not start a chain: it was inserted or the log was cut at the front",
+                        r.seq
+                    ),
+                )
+            } else {
+                find(
+                    Tamper::Modified,
+                    prev_seq,
+                    format!(
+                        "record seq {prev_seq} was modified or replaced: record seq {} (line {line}) commits to a different one",
+                        r.seq
+                    ),
+                )
+            };
+            return Ok(v);
+        }
+        prev_seq = r.seq;
+        prev_hash = r.hash.clone();
+        v.records += 1;
+        v.last_seq = r.seq;
+        v.last_hash = r.hash.clone();
+    }
+    // The head catches records cut from the end.
+    let head_path = dir.join(HEAD_FILE);
+    if let Ok(text) = std::fs::read_to_string(&head_path) {
+        match serde_json::from_str::<Head>(&text) {
+            Ok(head) if head.seq > v.last_seq => {
+                v.finding = Some(Finding {
+                    tamper: Tamper::Deleted,
+                    seq: v.last_seq + 1,
+                    line: records.last().map_or(0, |(l, _)| *l) + 1,
+                    message: format!(
+                        "records seq {} to {} were deleted from the end: the head records seq {}",
+                        v.last_seq + 1,
+                        head.seq,
+                        head.seq
+                    ),
+                });
+            }
+            Ok(head) => {
+                let at = records.iter().find(|(_, r)| r.seq == head.seq);
+                if let Some((line, r)) = at
+                    && r.hash != head.hash
+                {
+                    v.finding = Some(Finding {
+                        tamper: Tamper::Modified,
+                        seq: head.seq,
+                        line: *line,
+                        message: format!(
+                            "record seq {} (line {line}) differs from the one the head recorded: the chain from there was rewritten",
+                            head.seq
+                        ),
+                    });
+                }
+            }
+            Err(e) => {
+                v.finding = Some(Finding {
+                    tamper: Tamper::Modified,
+                    seq: v.last_seq,
+                    line: 0,
+                    message: format!("the head file `{}` is unreadable: {e}", head_path.display()),
+                });
+            }
+        }
+    } else if v.records > 0 {
+        v.finding = Some(Finding {
+            tamper: Tamper::Deleted,
+            seq: v.last_seq,
+            line: 0,
+            message: format!(
+                "the head file `{}` is missing: records cut from the end cannot be ruled out",
+                head_path.display()
+            ),
+        });
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_line_finds_the_last_complete_record() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"one\ntwo\nthr").unwrap_or_else(|e| panic!("{e}"));
+        let mut f = File::open(&p).unwrap_or_else(|e| panic!("{e}"));
+        let (line, len) = last_line(&mut f, &p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(line.as_deref(), Some("two"));
+        assert_eq!(len, 8);
+        std::fs::write(&p, b"only\n").unwrap_or_else(|e| panic!("{e}"));
+        let mut f = File::open(&p).unwrap_or_else(|e| panic!("{e}"));
+        let (line, len) = last_line(&mut f, &p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((line.as_deref(), len), (Some("only"), 5));
+        std::fs::write(&p, b"partial").unwrap_or_else(|e| panic!("{e}"));
+        let mut f = File::open(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            last_line(&mut f, &p).unwrap_or_else(|e| panic!("{e}")),
+            (None, 0)
+        );
+    }
+}
