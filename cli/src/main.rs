@@ -114,6 +114,42 @@ enum Command {
         #[arg(long, default_value = "table")]
         format: String,
     },
+    /// Validate and test the governance policies (Cedar).
+    Policy {
+        #[command(subcommand)]
+        what: PolicyCommand,
+    },
+    /// The deploy gate for CI: measure a candidate prompt or model version on its canary traffic
+    /// and evaluate the deploy policies. Exits 0 allow, 2 deny, 1 error.
+    Gate {
+        /// Change file (YAML or JSON): change, workflow, current, candidate, requested_by, canary.
+        #[arg(long)]
+        change: PathBuf,
+        /// Data directory to measure (and whose audit log records the decision)
+        /// [default: ./custos-data].
+        #[arg(long, conflicts_with = "server")]
+        data: Option<PathBuf>,
+        /// Server API URL: the server measures, decides with its policies and records.
+        #[arg(long)]
+        server: Option<String>,
+        /// Policy directory for `--data` [default: rules/policy].
+        #[arg(long, conflicts_with = "server", default_value = "rules/policy")]
+        policies: PathBuf,
+        /// Model price table for `--data` [default: rules/prices.yaml if present].
+        #[arg(long, conflicts_with = "server")]
+        prices: Option<PathBuf>,
+        /// Evaluation time, RFC 3339 [default: now]; a `canary.last` window ends here.
+        #[arg(long)]
+        at: Option<String>,
+        /// Output format: text, json, github, junit, sarif.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+    /// The audit trail: verify its hash chain.
+    Audit {
+        #[command(subcommand)]
+        what: AuditCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -133,6 +169,43 @@ struct Source {
     /// Model price table for spans without a reported cost [default: rules/prices.yaml if present].
     #[arg(long, conflicts_with = "server")]
     prices: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate the policies strictly against the schema (warnings are errors). Exits 1 when a
+    /// problem is found, listing each with file, line and column.
+    Validate {
+        /// Policy directory.
+        #[arg(long, default_value = "rules/policy")]
+        dir: PathBuf,
+    },
+    /// Run policy tests (the JSON format of `cedar run-tests`). Exits 1 when a test fails.
+    Test {
+        /// Policy directory.
+        #[arg(long, default_value = "rules/policy")]
+        dir: PathBuf,
+        /// Test directory [default: DIR/tests].
+        #[arg(long)]
+        tests: Option<PathBuf>,
+        /// Output format: text, junit.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the whole hash chain. Exits 1 naming the first record that was modified, deleted,
+    /// inserted or reordered.
+    Verify {
+        /// Data directory [default: ./custos-data].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Output format: text, json.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -255,6 +328,43 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             at,
             format,
         } => slo(source, rules, at.as_deref(), &format).await,
+        Command::Policy {
+            what: PolicyCommand::Validate { dir },
+        } => policy_validate(&dir),
+        Command::Policy {
+            what: PolicyCommand::Test { dir, tests, format },
+        } => policy_test(&dir, tests, &format),
+        Command::Gate {
+            change,
+            data,
+            server,
+            policies,
+            prices,
+            at,
+            format,
+        } => {
+            // Every failure to decide is exit 1: 2 means deny.
+            match gate(
+                &change,
+                data,
+                server,
+                &policies,
+                prices,
+                at.as_deref(),
+                &format,
+            )
+            .await
+            {
+                Ok(code) => Ok(code),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Audit {
+            what: AuditCommand::Verify { data, format },
+        } => audit_verify(data, &format),
         Command::Bench {
             what:
                 BenchCommand::Analytics {
@@ -394,6 +504,154 @@ async fn sql(
     };
     std::io::stdout().write_all(&bytes)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn policy_validate(dir: &std::path::Path) -> Result<ExitCode> {
+    match custos_policy::load(dir) {
+        Ok(p) => {
+            println!(
+                "{}: {} policies valid against the schema; policy set {}",
+                dir.display(),
+                p.len(),
+                p.hash
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(custos_policy::Error::Invalid(problems)) => {
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            eprintln!("{} problem(s) in `{}`", problems.len(), dir.display());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(user(e)),
+    }
+}
+
+fn policy_test(dir: &std::path::Path, tests: Option<PathBuf>, format: &str) -> Result<ExitCode> {
+    check_format(format, &["text", "junit"])?;
+    let policies = match custos_policy::load(dir) {
+        Ok(p) => p,
+        Err(custos_policy::Error::Invalid(problems)) => {
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            eprintln!(
+                "the policies are invalid; fix them before testing (`custos policy validate`)"
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(user(e)),
+    };
+    let tests = tests.unwrap_or_else(|| dir.join("tests"));
+    let report = custos_policy::testing::run(&policies, &tests).map_err(user)?;
+    let out = match format {
+        "junit" => custos_policy::testing::render_junit(&report),
+        _ => custos_policy::testing::render_text(&report),
+    };
+    print!("{out}");
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn gate(
+    change: &std::path::Path,
+    data: Option<PathBuf>,
+    server: Option<String>,
+    policies: &std::path::Path,
+    prices: Option<PathBuf>,
+    at: Option<&str>,
+    format: &str,
+) -> Result<ExitCode> {
+    use custos_server::gate::{ChangeFile, GateFormat, GateReport, render};
+    let format = GateFormat::parse(format)?;
+    let change = ChangeFile::load(change)?;
+    let report: GateReport = match server {
+        Some(url) => {
+            let url = format!("{}/api/gate", url.trim_end_matches('/'));
+            let body = serde_json::json!({"change": change, "at": at});
+            match send(reqwest::Client::new().post(&url).json(&body), &url).await? {
+                Ok(body) => serde_json::from_slice(&body)
+                    .context("the server's gate answer is not the expected JSON")?,
+                Err((status, msg)) => bail!("the server answered {status}: {msg}"),
+            }
+        }
+        None => {
+            let dir = data.unwrap_or_else(|| PathBuf::from("./custos-data"));
+            if !dir.exists() {
+                bail!(
+                    "data directory `{}` does not exist; pass --data DIR or --server URL",
+                    dir.display()
+                );
+            }
+            let at = parse_time(at)?;
+            let rules = custos_server::Rules::load(&RulesOptions::resolve(prices, None)?)?;
+            custos_server::gate_offline(&dir, policies, &change, at, &rules).await?
+        }
+    };
+    print!("{}", render(&report, format)?);
+    Ok(ExitCode::from(report.exit_code() as u8))
+}
+
+fn parse_time(at: Option<&str>) -> Result<chrono::DateTime<chrono::Utc>> {
+    match at {
+        None => Ok(chrono::Utc::now()),
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| {
+                user(format!(
+                    "`--at {s}` is not an RFC 3339 time like 2026-11-21T12:00:00Z: {e}"
+                ))
+            }),
+    }
+}
+
+fn audit_verify(data: Option<PathBuf>, format: &str) -> Result<ExitCode> {
+    check_format(format, &["text", "json"])?;
+    let dir = data.unwrap_or_else(|| PathBuf::from("./custos-data"));
+    if !dir.exists() {
+        return Err(user(format!(
+            "data directory `{}` does not exist; pass --data DIR",
+            dir.display()
+        )));
+    }
+    let v = custos_audit::verify(&custos_server::audit_dir(&dir))?;
+    if format == "json" {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        match &v.finding {
+            None => {
+                println!(
+                    "audit log `{}`: {} record(s), chain intact; last record {} ({})",
+                    v.path.display(),
+                    v.records,
+                    v.last_seq,
+                    v.last_hash
+                );
+                if v.partial_tail {
+                    println!(
+                        "note: the log ends in a partial record left by a crash; it was never acknowledged and the next writer removes it"
+                    );
+                }
+            }
+            Some(f) => {
+                println!(
+                    "audit log `{}`: TAMPERED: {} (checked {} intact record(s) before it)",
+                    v.path.display(),
+                    f.message,
+                    v.records
+                );
+            }
+        }
+    }
+    Ok(if v.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// A mistake in the user's input (flags, rules, SQL): printed as `error: ...`, exit code 2.

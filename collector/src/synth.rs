@@ -15,7 +15,8 @@
 //! (OpenInference keys) has no price. Confidence is reviewed below 0.9 and for one in five decisions
 //! above it; overrides are likelier at low confidence. In the second half of the time range,
 //! `classify` on prompt `v2` has a confidence distribution shifted downwards (injected drift). The
-//! last runs are still in progress: their root span has not arrived.
+//! last runs are still in progress: their root span has not arrived. With `canary`, `invoice-posting`
+//! also runs a healthy (`v2`) and a regressed (`v3`) canary prompt beside `v1`.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
@@ -37,6 +38,10 @@ pub struct SynthOptions {
     pub runs_per_request: usize,
     /// How many of the last runs have no root span yet.
     pub in_progress: usize,
+    /// Canary prompts in `invoice-posting`: a quarter of its `approve` decisions use prompt `v2`
+    /// (healthy: same behaviour as `v1`) and a quarter prompt `v3` (regressed: humans override it
+    /// 30 points more often). Off by default.
+    pub canary: bool,
 }
 
 impl Default for SynthOptions {
@@ -49,6 +54,7 @@ impl Default for SynthOptions {
             span_seconds: 2 * 86_400,
             runs_per_request: 100,
             in_progress: 3,
+            canary: false,
         }
     }
 }
@@ -288,7 +294,17 @@ fn one_run(
         } else {
             "llama-3-70b"
         };
-        ("approve", model, "v1")
+        // Drawn only with canaries on, so the default workload stays as it was.
+        let prompt = if o.canary {
+            match r.rng.unit() {
+                u if u < 0.25 => "v2",
+                u if u < 0.5 => "v3",
+                _ => "v1",
+            }
+        } else {
+            "v1"
+        };
+        ("approve", model, prompt)
     };
     let model_version = match model {
         "gpt-4o" => "2024-08-06",
@@ -303,7 +319,8 @@ fn one_run(
     }
     let confidence = (confidence * 1000.0).round() / 1000.0;
     let reviewed = confidence < 0.9 || r.rng.unit() < 0.2;
-    let override_p = ((1.0 - confidence) * 0.6).clamp(0.0, 1.0);
+    let regressed = !triage && prompt == "v3";
+    let override_p = ((1.0 - confidence) * 0.6 + if regressed { 0.3 } else { 0.0 }).clamp(0.0, 1.0);
     let overridden = reviewed && r.rng.unit() < override_p;
 
     if !triage {

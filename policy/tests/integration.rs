@@ -110,7 +110,7 @@ fn canary(sample: i64, delta: &str, errors: &str, psi: &str) -> Value {
         "change": "prompt", "current_version": "v1", "candidate_version": "v2",
         "metrics": {
             "sample_size": sample, "baseline_sample_size": 900, "override_rate": "0.1",
-            "override_rate_delta": delta, "error_rate": errors, "error_rate_delta": "0.0",
+            "override_rate_delta": delta, "override_rate_delta_upper": delta, "error_rate": errors, "error_rate_delta": "0.0",
             "p99_latency_ms": 900000, "p99_latency_ratio": "1.0", "cost_per_success_usd": "0.02",
             "cost_per_success_ratio": "1.0", "confidence_psi": psi
         }

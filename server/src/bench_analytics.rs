@@ -97,6 +97,7 @@ async fn load(dir: &Path, spans: usize) -> Result<f64> {
         span_seconds: DAYS * 86_400,
         runs_per_request: 2_000,
         in_progress: 20,
+        canary: false,
     };
     for req in generate(synth) {
         let n = custos_collector::normalize(&req)

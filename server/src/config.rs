@@ -50,6 +50,10 @@ pub struct RulesConfig {
     pub slos: Option<PathBuf>,
     /// How often the server evaluates the SLOs for `/metrics`, in seconds (default 60).
     pub slo_interval_secs: Option<u64>,
+    /// Policy directory: `schema.cedarschema`, `*.cedar` and the entity store `entities.json`
+    /// (default `rules/policy` when it exists). Without policies, `/api/authorize` and
+    /// `/api/gate` deny everything.
+    pub policies: Option<PathBuf>,
 }
 
 /// Where the rules files are, resolved.
@@ -61,6 +65,8 @@ pub struct RulesOptions {
     pub slos: Option<PathBuf>,
     /// SLO evaluation interval for `/metrics`.
     pub slo_interval: Duration,
+    /// Policy directory, if any.
+    pub policies: Option<PathBuf>,
 }
 
 impl RulesOptions {
@@ -85,7 +91,27 @@ impl RulesOptions {
             prices: pick("rules.prices", prices, "rules/prices.yaml")?,
             slos: pick("rules.slos", slos, "rules/slos.yaml")?,
             slo_interval: Duration::from_secs(60),
+            policies: None,
         })
+    }
+
+    /// Resolves the policy directory: an explicit one must exist; the default `rules/policy` is
+    /// used when it exists.
+    pub fn with_policies(mut self, explicit: Option<PathBuf>) -> Result<Self> {
+        self.policies = match explicit {
+            Some(p) if p.is_dir() => Some(p),
+            Some(p) => {
+                return Err(Error::Config(format!(
+                    "`rules.policies` = `{}` is not a directory",
+                    p.display()
+                )));
+            }
+            None => {
+                let d = PathBuf::from("rules/policy");
+                d.is_dir().then_some(d)
+            }
+        };
+        Ok(self)
     }
 }
 
@@ -271,7 +297,8 @@ impl Config {
             query,
             rules: {
                 let mut r =
-                    RulesOptions::resolve(self.rules.prices.clone(), self.rules.slos.clone())?;
+                    RulesOptions::resolve(self.rules.prices.clone(), self.rules.slos.clone())?
+                        .with_policies(self.rules.policies.clone())?;
                 r.slo_interval = Duration::from_secs(positive(
                     "rules.slo_interval_secs",
                     self.rules.slo_interval_secs,

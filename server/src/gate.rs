@@ -325,11 +325,23 @@ fn metrics_context(m: &CanaryMeasurement) -> std::result::Result<Value, Vec<Stri
             1.0
         }
     };
+    // One-sided 95% upper bound of the override-rate difference (Wald, with Agresti-Caffo's
+    // pseudo-counts for the standard error so that 0 of n does not claim certainty).
+    let adjusted = |x: i64, n: i64| (x as f64 + 1.0) / (n as f64 + 2.0);
+    let (pa, pb) = (
+        adjusted(c.overrides, c.reviewed),
+        adjusted(b.overrides, b.reviewed),
+    );
+    let se = (pa * (1.0 - pa) / (c.reviewed as f64 + 2.0)
+        + pb * (1.0 - pb) / (b.reviewed as f64 + 2.0))
+        .sqrt();
+    let upper = (co - bo) + 1.645 * se;
     Ok(json!({
         "sample_size": c.decisions,
         "baseline_sample_size": b.decisions,
         "override_rate": decimal(co),
         "override_rate_delta": decimal(co - bo),
+        "override_rate_delta_upper": decimal(upper),
         "error_rate": decimal(ce),
         "error_rate_delta": decimal(ce - be),
         "p99_latency_ms": cp.round() as i64,
@@ -576,8 +588,10 @@ pub fn render_text(r: &GateReport) -> String {
         out,
         "requested by {}; canary window {} .. {}; policy set {}",
         c.requested_by,
-        r.window_from.to_rfc3339(),
-        r.window_to.to_rfc3339(),
+        r.window_from
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        r.window_to
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
         r.decision.policy_hash.get(..12).unwrap_or_default()
     );
     let (a, b) = (&r.measurement.candidate, &r.measurement.current);

@@ -2,8 +2,10 @@
 //! serves the HTTP API.
 //!
 //! This crate owns process-level concerns: the configuration file ([`config`]), binding the three
-//! listeners, the API routes (`POST /api/sql`, `GET /healthz`, `GET /metrics`), and graceful
-//! shutdown (stop accepting, finish requests in flight, flush the memtable).
+//! listeners, the API routes (`POST /api/sql`, the analytics answers, `POST /api/authorize`,
+//! `POST /api/gate`, `GET /api/audit/verify`, `GET /healthz`, `GET /metrics`), recording policy set
+//! changes and every decision in the audit log, and graceful shutdown (stop accepting, finish
+//! requests in flight, flush the memtable).
 
 pub mod bench;
 pub mod bench_analytics;
@@ -23,9 +25,11 @@ use axum::routing::{get, post};
 use custos_analytics::format::{Format, render};
 use custos_analytics::slo::{SloReport, SloSet};
 use custos_analytics::{Analytics, PriceTable, QueryOptions};
+use custos_audit::AuditLog;
 use custos_collector::CollectorMetrics;
 use custos_collector::grpc::GrpcReceiver;
 use custos_collector::ingest::Ingest;
+use custos_policy::engine::{AuthzRequest, Engine};
 use custos_store::Store;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use prometheus_client::metrics::counter::Counter;
@@ -103,6 +107,10 @@ pub struct Rules {
     pub prices: PriceTable,
     /// SLO definitions, if a file is configured.
     pub slos: Option<SloSet>,
+    /// The policy engine, if a policy directory is configured.
+    pub engine: Option<Engine>,
+    /// The policy directory as configured (paths in gate annotations start with it).
+    pub policy_dir: Option<std::path::PathBuf>,
 }
 
 impl Rules {
@@ -114,6 +122,8 @@ impl Rules {
                 None => PriceTable::empty(),
             },
             slos: options.slos.as_deref().map(SloSet::load).transpose()?,
+            engine: options.policies.as_deref().map(Engine::load).transpose()?,
+            policy_dir: options.policies.clone(),
         })
     }
 }
@@ -134,6 +144,8 @@ pub async fn analytics_with_rules(
 
 struct ApiState {
     analytics: Analytics,
+    /// The data directory's audit log.
+    audit: Arc<AuditLog>,
     rules: Rules,
     /// The latest background SLO evaluation, for `/metrics`.
     slo_report: std::sync::Mutex<Option<SloReport>>,
@@ -176,6 +188,15 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
     let store = Store::open(options.store.clone()).await?;
     let rules = Rules::load(&options.rules)?;
     let analytics = analytics_with_rules(store.clone(), options.query.clone(), &rules).await?;
+    let audit = Arc::new(AuditLog::open(&audit_dir(&options.store.data_dir))?);
+    if let Some(engine) = &rules.engine
+        && gate::note_policy_set(&audit, engine, SERVER_PRINCIPAL)?
+    {
+        tracing::info!(
+            hash = engine.hash(),
+            "recorded a new policy set in the audit log"
+        );
+    }
     let metrics = CollectorMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -238,6 +259,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
     ));
     let state = Arc::new(ApiState {
         analytics,
+        audit,
         rules,
         slo_report: std::sync::Mutex::new(None),
         store: store.clone(),
@@ -404,6 +426,9 @@ fn api_router(state: Arc<ApiState>) -> Router {
         .route("/api/metrics", get(api_metrics))
         .route("/api/thresholds", get(api_thresholds))
         .route("/api/slo", get(api_slo))
+        .route("/api/authorize", post(api_authorize))
+        .route("/api/gate", post(api_gate))
+        .route("/api/audit/verify", get(api_audit_verify))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -527,6 +552,198 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     res
+}
+
+/// The principal of records the server makes on its own (policy set changes).
+pub const SERVER_PRINCIPAL: &str = "Custos::Service::\"custos-server\"";
+
+/// The audit directory of a data directory.
+pub fn audit_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("audit")
+}
+
+/// Decides a runtime authorization request and records it before answering: the library call
+/// behind `POST /api/authorize`. Fails closed: a decision that cannot be recorded is an error,
+/// never an allow.
+pub fn authorize_and_record(
+    engine: &Engine,
+    audit: &AuditLog,
+    req: &AuthzRequest,
+) -> Result<(custos_policy::engine::Decision, custos_audit::Record)> {
+    let d = engine.authorize(req);
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let record = audit.append(custos_audit::Entry {
+        kind: "authorize".into(),
+        principal: text(&req.principal),
+        action: text(&req.action),
+        resource: text(&req.resource),
+        decision: d.decision.clone(),
+        policies: d.policy_ids(),
+        advice: d.advice.clone(),
+        errors: d.errors.iter().map(|e| e.message.clone()).collect(),
+        context: req.context.clone(),
+        policy_hash: d.policy_hash.clone(),
+    })?;
+    Ok((d, record))
+}
+
+fn deny_body(message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "decision": "deny",
+        "determining_policies": [],
+        "advice": [],
+        "errors": [{"kind": "evaluation", "message": message}],
+        "error": message,
+    })
+}
+
+async fn api_authorize(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+    let req: AuthzRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!(
+                "request body must be a JSON object with `principal`, `action`, `resource`, `context` and optionally `entities` (docs/governance.md): {e}"
+            );
+            return (StatusCode::BAD_REQUEST, axum::Json(deny_body(&msg))).into_response();
+        }
+    };
+    let Some(engine) = state.rules.engine.clone() else {
+        let msg = "no policies are loaded (set `[rules] policies` or create rules/policy); every request is denied";
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(deny_body(msg))).into_response();
+    };
+    let audit = state.audit.clone();
+    let done =
+        tokio::task::spawn_blocking(move || authorize_and_record(&engine, &audit, &req)).await;
+    match done {
+        Ok(Ok((d, record))) => {
+            let status = if d.request_error() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
+            let mut body = serde_json::to_value(&d).unwrap_or_default();
+            body["audit"] = serde_json::json!({"seq": record.seq, "hash": record.hash});
+            (status, axum::Json(body)).into_response()
+        }
+        Ok(Err(e)) => {
+            let msg = format!("the decision could not be recorded, so it is a deny: {e}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(deny_body(&msg)),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            let msg = format!("the decision failed, so it is a deny: {e}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(deny_body(&msg)),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Body of `POST /api/gate`.
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateRequest {
+    /// The change file's content.
+    pub change: gate::ChangeFile,
+    /// Evaluation time, RFC 3339 (default now).
+    #[serde(default)]
+    pub at: Option<String>,
+}
+
+async fn api_gate(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+    let req: GateRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "request body must be JSON like {{\"change\": {{...change file...}}, \"at\": \"2026-11-21T12:00:00Z\"}}: {e}"
+                ),
+            );
+        }
+    };
+    let change = match serde_json::to_string(&req.change)
+        .map_err(|e| Error::Gate(e.to_string()))
+        .and_then(|t| gate::ChangeFile::parse(&t, "request body"))
+    {
+        Ok(c) => c,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let at = match parse_at(req.at.as_deref()) {
+        Ok(t) => t,
+        Err(m) => return json_error(StatusCode::BAD_REQUEST, m),
+    };
+    let Some(engine) = state.rules.engine.clone() else {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no policies are loaded (set `[rules] policies` or create rules/policy); the gate cannot allow anything",
+        );
+    };
+    let dir = state
+        .rules
+        .policy_dir
+        .as_ref()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let mut report = match gate::evaluate(&state.analytics, &engine, &change, at, &dir).await {
+        Ok(r) => r,
+        Err(Error::Analytics(e)) => return analytics_error(e),
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let audit = state.audit.clone();
+    let recorded =
+        tokio::task::spawn_blocking(move || gate::record(&audit, &mut report).map(|_| report))
+            .await;
+    match recorded {
+        Ok(Ok(report)) => axum::Json(report).into_response(),
+        Ok(Err(e)) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the gate decision could not be recorded, so nothing is allowed: {e}"),
+        ),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn api_audit_verify(State(state): State<Arc<ApiState>>) -> Response {
+    let dir = state.audit.dir().to_path_buf();
+    match tokio::task::spawn_blocking(move || custos_audit::verify(&dir)).await {
+        Ok(Ok(v)) => axum::Json(v).into_response(),
+        Ok(Err(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Runs the deploy gate on a data directory (read-only for spans) and records the decision in its
+/// audit log: `custos gate --data DIR`.
+pub async fn gate_offline(
+    data_dir: &std::path::Path,
+    policy_dir: &std::path::Path,
+    change: &gate::ChangeFile,
+    at: chrono::DateTime<chrono::Utc>,
+    rules: &Rules,
+) -> Result<gate::GateReport> {
+    let engine = Engine::load(policy_dir)?;
+    let analytics = open_offline(data_dir, QueryOptions::default(), rules).await?;
+    let mut report = gate::evaluate(
+        &analytics,
+        &engine,
+        change,
+        at,
+        &policy_dir.display().to_string(),
+    )
+    .await?;
+    let audit = AuditLog::open(&audit_dir(data_dir))?;
+    gate::note_policy_set(&audit, &engine, "Custos::Service::\"custos-cli\"")?;
+    gate::record(&audit, &mut report)?;
+    Ok(report)
 }
 
 fn parse_at(at: Option<&str>) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {

@@ -7,7 +7,9 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use custos_analytics::{Analytics, QueryOptions};
 use custos_server::{Config, RunningServer};
+use custos_store::{Store, StoreOptions};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{
     Span as _, SpanKind, Status as OtelStatus, Tracer as _, TracerProvider as _,
@@ -840,8 +842,6 @@ mod round_trip {
 
     use super::*;
     use custos_analytics::format::{Format, render};
-    use custos_analytics::{Analytics, QueryOptions};
-    use custos_store::{Store, StoreOptions};
     use opentelemetry_proto::tonic::trace::v1::{Status, span};
     use proptest::prelude::*;
 
@@ -957,4 +957,282 @@ mod round_trip {
     fn hex_of(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
+}
+
+/// A store holding the synthetic workload with the `invoice-posting` canaries (`v2` healthy, `v3`
+/// regressed), half flushed to Parquet.
+async fn canary_store(dir: &Path) -> Store {
+    let mut o = StoreOptions::new(dir);
+    o.flush_interval = Duration::from_secs(3600);
+    o.retention_days = None;
+    let store = Store::open(o).await.unwrap();
+    let synth = custos_collector::synth::SynthOptions {
+        runs: 8_000,
+        runs_per_request: 500,
+        canary: true,
+        ..Default::default()
+    };
+    let requests: Vec<_> = custos_collector::synth::generate(synth).collect();
+    let half = requests.len() / 2;
+    for (i, req) in requests.iter().enumerate() {
+        let n = custos_collector::normalize(req).unwrap();
+        store.append(n.batch.unwrap()).await.unwrap();
+        if i + 1 == half {
+            store.flush().await.unwrap();
+        }
+    }
+    store
+}
+
+fn repo() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn change(candidate: &str) -> custos_server::gate::ChangeFile {
+    custos_server::gate::ChangeFile::parse(
+        &format!(
+            "change: prompt\nworkflow: invoice-posting\nstep: approve\ncurrent: v1\ncandidate: {candidate}\nrequested_by: 'Custos::Service::\"ci\"'\ncanary:\n  last: 48h\ndescription: PR 42\n"
+        ),
+        "change.yaml",
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_denies_a_regressed_canary_and_allows_a_healthy_one_in_every_format() {
+    use custos_server::gate::{GateFormat, evaluate, record, render};
+    let dir = tempfile::tempdir().unwrap();
+    let store = canary_store(dir.path()).await;
+    let prices = custos_analytics::PriceTable::load(&repo().join("rules/prices.yaml")).unwrap();
+    let analytics = Analytics::with_prices(store, QueryOptions::default(), prices)
+        .await
+        .unwrap();
+    let engine = custos_policy::engine::Engine::load(&repo().join("rules/policy")).unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-03T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let audit = custos_audit::AuditLog::open(&dir.path().join("audit")).unwrap();
+
+    let mut bad = evaluate(&analytics, &engine, &change("v3"), at, "rules/policy")
+        .await
+        .unwrap();
+    assert!(
+        !bad.allowed(),
+        "{}",
+        render(&bad, GateFormat::Text).unwrap()
+    );
+    assert_eq!(bad.exit_code(), 2);
+    assert_eq!(
+        bad.decision.policy_ids(),
+        ["deploy-override-rate-regressed"]
+    );
+    assert!(
+        bad.measurement.candidate.decisions >= 200,
+        "{:?}",
+        bad.measurement
+    );
+    let delta = bad.measurement.candidate.override_rate.unwrap()
+        - bad.measurement.current.override_rate.unwrap();
+    assert!(delta > 0.2, "{delta}");
+    assert_eq!(bad.mattered[0].metric, "override_rate_delta_upper");
+
+    let mut good = evaluate(&analytics, &engine, &change("v2"), at, "rules/policy")
+        .await
+        .unwrap();
+    assert!(
+        good.allowed(),
+        "{}",
+        render(&good, GateFormat::Text).unwrap()
+    );
+    assert_eq!(good.exit_code(), 0);
+    assert_eq!(good.decision.policy_ids(), ["deploy-by-ci-or-owner"]);
+
+    // Nothing measured: a window without traffic is a deny naming what is missing.
+    let mut empty_change = change("v2");
+    empty_change.canary = custos_server::gate::CanaryWindow {
+        last: None,
+        from: Some(at + chrono::Duration::days(30)),
+        to: Some(at + chrono::Duration::days(31)),
+    };
+    let mut empty = evaluate(&analytics, &engine, &empty_change, at, "rules/policy")
+        .await
+        .unwrap();
+    assert!(!empty.allowed());
+    assert!(
+        empty
+            .decision
+            .errors
+            .iter()
+            .any(|e| e.message.contains("no canary traffic")),
+        "{:?}",
+        empty.decision
+    );
+
+    record(&audit, &mut bad).unwrap();
+    record(&audit, &mut good).unwrap();
+    record(&audit, &mut empty).unwrap();
+    assert_eq!(good.audit.as_ref().unwrap().seq, 2);
+    let records = custos_audit::read_all(&dir.path().join("audit")).unwrap();
+    assert_eq!(records[0].decision, "deny");
+    assert_eq!(records[0].policies, ["deploy-override-rate-regressed"]);
+    assert_eq!(
+        records[0].context["evaluated"]["metrics"]["sample_size"],
+        bad.measurement.candidate.decisions
+    );
+    assert_eq!(records[1].policy_hash, engine.hash());
+    assert!(
+        custos_audit::verify(&dir.path().join("audit"))
+            .unwrap()
+            .ok()
+    );
+
+    // The audit table sees them.
+    let r = analytics
+        .query("SELECT seq, kind, decision, policies FROM audit ORDER BY seq")
+        .await
+        .unwrap();
+    assert_eq!(r.num_rows(), 3);
+
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"[0-9a-f]{64}", "[sha256]");
+    settings.add_filter(r"policy set [0-9a-f]{12}", "policy set [hash]");
+    settings.add_filter(r#""version": "\d+\.\d+\.\d+""#, r#""version": "[version]""#);
+    settings.bind(|| {
+        for (name, report) in [("deny", &bad), ("allow", &good), ("missing", &empty)] {
+            for (fname, format) in [
+                ("text", GateFormat::Text),
+                ("json", GateFormat::Json),
+                ("github", GateFormat::Github),
+                ("junit", GateFormat::Junit),
+                ("sarif", GateFormat::Sarif),
+            ] {
+                let out = render(report, format).unwrap();
+                if matches!(format, GateFormat::Json | GateFormat::Sarif) {
+                    serde_json::from_str::<Value>(&out).unwrap();
+                }
+                insta::assert_snapshot!(format!("gate_{name}_{fname}"), out);
+            }
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorize_api_decides_records_and_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(
+        dir.path(),
+        &format!(
+            "[rules]\npolicies = {:?}\n",
+            repo().join("rules/policy").display().to_string()
+        ),
+    )
+    .await;
+    let url = format!("http://{}/api/authorize", server.api);
+    let client = reqwest::Client::new();
+    let ask = |body: Value| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let res = client.post(&url).json(&body).send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap())
+        }
+    };
+    let exec = |conf: &str, amount: &str, human: bool| {
+        serde_json::json!({
+            "principal": "Custos::Service::\"executor\"",
+            "action": "execute",
+            "resource": {"type": "Custos::Connector", "id": "erp"},
+            "context": {"workflow": {"__entity": {"type": "Custos::Workflow", "id": "invoice-posting"}},
+                        "confidence": conf, "amount_usd": amount, "human_approved": human}
+        })
+    };
+    let (status, d) = ask(exec("0.97", "120.00", false)).await;
+    assert_eq!(
+        (status, d["decision"].as_str()),
+        (200, Some("allow")),
+        "{d}"
+    );
+    assert_eq!(d["determining_policies"][0]["id"], "execute-when-confident");
+    let (status, d) = ask(exec("0.99", "25000.00", false)).await;
+    assert_eq!((status, d["decision"].as_str()), (200, Some("deny")), "{d}");
+    assert!(
+        d["advice"][0]
+            .as_str()
+            .unwrap()
+            .contains("route to human review"),
+        "{d}"
+    );
+    let (status, d) = ask(exec("very", "1", false)).await;
+    assert_eq!((status, d["decision"].as_str()), (400, Some("deny")), "{d}");
+    assert!(
+        d["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("decimal"),
+        "{d}"
+    );
+    let res = client.post(&url).body("{not json").send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    // Every decision was recorded, after the policy set itself.
+    let rows = sql(&server, "SELECT kind, decision FROM audit ORDER BY seq").await;
+    let kinds: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap().to_string(),
+                r["decision"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("policy_change".to_string(), "recorded".to_string()),
+            ("authorize".into(), "allow".into()),
+            ("authorize".into(), "deny".into()),
+            ("authorize".into(), "deny".into()),
+        ]
+    );
+    let v: Value = client
+        .get(format!("http://{}/api/audit/verify", server.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["records"], 4, "{v}");
+    assert!(v["finding"].is_null(), "{v}");
+    server.shutdown().await.unwrap();
+
+    // A restart with the same policies records no change; with none, authorize denies (503).
+    let server = start_with(
+        dir.path(),
+        &format!(
+            "[rules]\npolicies = {:?}\n",
+            repo().join("rules/policy").display().to_string()
+        ),
+    )
+    .await;
+    assert_eq!(
+        sql(&server, "SELECT count(*) AS n FROM audit").await[0]["n"],
+        4
+    );
+    server.shutdown().await.unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let server = start(empty.path()).await;
+    let res = client
+        .post(format!("http://{}/api/authorize", server.api))
+        .json(&exec("0.97", "1.0", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let d: Value = res.json().await.unwrap();
+    assert_eq!(d["decision"], "deny");
+    server.shutdown().await.unwrap();
 }
