@@ -556,3 +556,212 @@ fn analytics_commands_against_server_and_data_dir() {
     assert!(child.wait().unwrap().success());
     std::mem::forget(guard);
 }
+
+#[test]
+fn gate_policy_and_audit_commands_through_the_binary() {
+    use prost::Message as _;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .current_dir(repo)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // Policies validate and their tests pass; a broken copy is reported with its position.
+    let (code, out, err) = run(&["policy", "validate"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("policies valid"), "{out}");
+    let (code, out, err) = run(&["policy", "test"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("test result: ok."), "{out}");
+    let (code, out, _) = run(&["policy", "test", "--format", "junit"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.starts_with("<?xml") && out.contains("failures=\"0\""),
+        "{out}"
+    );
+    let broken = work.path().join("policy");
+    std::fs::create_dir(&broken).unwrap();
+    for f in ["schema.cedarschema", "deploy.cedar", "runtime.cedar"] {
+        std::fs::copy(repo.join("rules/policy").join(f), broken.join(f)).unwrap();
+    }
+    std::fs::write(
+        broken.join("oops.cedar"),
+        "@id(\"oops\")\npermit (principal, action == Custos::Action::\"deploy\", resource)\nwhen { context.metrics.sample_sise > 3 };\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["policy", "validate", "--dir", broken.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("oops.cedar:3:") && err.contains("sample_sise"),
+        "{err}"
+    );
+
+    // A server with canary traffic: `v3` regressed, `v2` healthy.
+    let Server {
+        mut child,
+        http,
+        api,
+    } = spawn_in(dir.path(), repo);
+    struct Guard(u32);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-9", &self.0.to_string()])
+                .status();
+        }
+    }
+    let guard = Guard(child.id());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let synth = custos_collector::synth::SynthOptions {
+            runs: 8_000,
+            runs_per_request: 500,
+            canary: true,
+            ..Default::default()
+        };
+        for req in custos_collector::synth::generate(synth) {
+            let res = client
+                .post(&http)
+                .header("content-type", "application/x-protobuf")
+                .body(req.encode_to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+        }
+    });
+    let change = |name: &str, candidate: &str, json: bool| {
+        let path = work.path().join(name);
+        let text = if json {
+            serde_json::json!({
+                "change": "prompt", "workflow": "invoice-posting", "step": "approve",
+                "current": "v1", "candidate": candidate,
+                "requested_by": "Custos::Service::\"ci\"", "canary": {"last": "48h"}
+            })
+            .to_string()
+        } else {
+            format!(
+                "change: prompt\nworkflow: invoice-posting\nstep: approve\ncurrent: v1\ncandidate: {candidate}\nrequested_by: 'Custos::Service::\"ci\"'\ncanary:\n  last: 48h\n"
+            )
+        };
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let at = "2026-11-03T00:00:00Z";
+    let data = dir.path().to_str().unwrap();
+    let bad = change("v3.yaml", "v3", false);
+    let good = change("v2.json", "v2", true);
+    let (code, out, err) = run(&["gate", "--change", &bad, "--server", &api, "--at", at]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        out.contains("DENY") && out.contains("deploy-override-rate-regressed"),
+        "{out}"
+    );
+    let (code, out, err) = run(&[
+        "gate", "--change", &good, "--server", &api, "--at", at, "--format", "json",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["decision"]["decision"], "allow");
+    // The same decisions from the data directory, while the server runs.
+    let (code, out, err) = run(&[
+        "gate", "--change", &bad, "--data", data, "--at", at, "--format", "github",
+    ]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        out.starts_with("::error file=rules/policy/deploy.cedar,line="),
+        "{out}"
+    );
+    let (code, out, err) = run(&[
+        "gate", "--change", &good, "--data", data, "--at", at, "--format", "sarif",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let sarif: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), 0);
+    // Errors are exit 1, never an allow.
+    let broken_change = change("broken.yaml", "v1", false);
+    let (code, _, err) = run(&["gate", "--change", &broken_change, "--data", data]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("both `v1`"), "{err}");
+    let (code, _, err) = run(&[
+        "gate",
+        "--change",
+        &good,
+        "--data",
+        data,
+        "--policies",
+        broken.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("sample_sise"), "{err}");
+
+    // The audit trail: the policy set, then four gate decisions (server and CLI interleaved).
+    let rows = sql_offline(
+        dir.path(),
+        "SELECT seq, kind, principal, decision FROM audit ORDER BY seq",
+    );
+    let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["policy_change", "gate", "gate", "gate", "gate"],
+        "{rows:?}"
+    );
+    let decisions: Vec<&str> = rows
+        .iter()
+        .skip(1)
+        .map(|r| r["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(decisions, ["deny", "allow", "deny", "allow"]);
+    let (code, out, err) = run(&["audit", "verify", "--data", data]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("5 record(s), chain intact"), "{out}");
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().unwrap();
+    drop(guard);
+
+    // Tampering: a modified, a deleted and a reordered record are each named.
+    let log = dir.path().join("audit/audit.jsonl");
+    let original = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let write = |l: &[String]| std::fs::write(&log, l.join("\n") + "\n").unwrap();
+    let owned = || lines.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut l = owned();
+    // Record 3 is the healthy canary's allow.
+    l[2] = l[2].replace("\"decision\":\"allow\"", "\"decision\":\"deny\"");
+    assert_ne!(l[2], lines[2]);
+    write(&l);
+    let (code, out, _) = run(&["audit", "verify", "--data", data]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("record seq 3 (line 3) was modified"), "{out}");
+    let mut l = owned();
+    l.remove(1);
+    write(&l);
+    let (code, out, _) = run(&["audit", "verify", "--data", data]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("record seq 2 was deleted"), "{out}");
+    let mut l = owned();
+    l.swap(3, 4);
+    write(&l);
+    let (code, out, _) = run(&["audit", "verify", "--data", data, "--format", "json"]);
+    assert_eq!(code, Some(1), "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["finding"]["tamper"], "reordered", "{v}");
+    assert_eq!(v["finding"]["seq"], 4, "{v}");
+    std::fs::write(&log, &original).unwrap();
+    let (code, _, _) = run(&["audit", "verify", "--data", data]);
+    assert_eq!(code, Some(0));
+}
