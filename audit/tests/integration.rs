@@ -14,7 +14,7 @@ fn entry(i: usize) -> Entry {
         principal: "Custos::Service::\"executor\"".into(),
         action: "Custos::Action::\"execute\"".into(),
         resource: format!("Custos::Connector::\"erp-{i}\""),
-        decision: if i % 3 == 0 { "deny" } else { "allow" }.into(),
+        decision: if i.is_multiple_of(3) { "deny" } else { "allow" }.into(),
         policies: vec!["execute-when-confident".into()],
         advice: vec!["run the step".into()],
         errors: vec![],
@@ -163,8 +163,8 @@ fn two_writers_on_one_directory_extend_one_chain() {
     let dir = tempfile::tempdir().unwrap();
     let a = AuditLog::open(dir.path()).unwrap();
     let b = AuditLog::open(dir.path()).unwrap();
-    for i in 0..10 {
-        let log = if i % 2 == 0 { &a } else { &b };
+    for i in 0..10usize {
+        let log = if i.is_multiple_of(2) { &a } else { &b };
         assert_eq!(log.append(entry(i)).unwrap().seq, i as u64 + 1);
     }
     let v = verify(dir.path()).unwrap();
