@@ -234,6 +234,22 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Policy decision latency with the shipped policies: in process, recorded in the audit log,
+    /// and over `POST /api/authorize`.
+    Policy {
+        /// Policy directory.
+        #[arg(long, default_value = "rules/policy")]
+        policies: PathBuf,
+        /// In-process decisions to time.
+        #[arg(long, default_value_t = 200_000)]
+        decisions: usize,
+        /// Recorded (fsync) and HTTP decisions to time.
+        #[arg(long, default_value_t = 2_000)]
+        durable: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// End-to-end ingest over loopback with durable acknowledgments.
     Ingest {
         /// Total spans to send.
@@ -377,6 +393,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     json,
                 },
         } => bench_analytics(spans, data, prices, slos, duckdb_script, repeats, json).await,
+        Command::Bench {
+            what:
+                BenchCommand::Policy {
+                    policies,
+                    decisions,
+                    durable,
+                    json,
+                },
+        } => bench_policy(&policies, decisions, durable, json).await,
         Command::Bench {
             what:
                 BenchCommand::Ingest {
@@ -952,6 +977,39 @@ async fn bench_analytics(
             t.custos_ms,
             t.duckdb_ms.map_or("-".into(), |v| format!("{v:.1}")),
             t.ratio.map_or("-".into(), |v| format!("{v:.2}x")),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench_policy(
+    policies: &std::path::Path,
+    decisions: usize,
+    durable: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    if decisions == 0 || durable == 0 {
+        return Err(user("`--decisions` and `--durable` must be greater than 0"));
+    }
+    let r = custos_server::bench_policy::run(policies, decisions, durable).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "policy decisions: {} policies from {}, a mix of 6 requests (deploy, execute)",
+        r.policies,
+        policies.display()
+    );
+    for (name, l) in [
+        ("evaluation only (Engine::decide)", &r.evaluate_only),
+        ("in process (Engine::authorize)", &r.in_process),
+        ("recorded (+ audit append, fdatasync)", &r.recorded),
+        ("POST /api/authorize (loopback)", &r.http),
+    ] {
+        println!(
+            "  {name:<38} {:>8} decisions  p50 {:>9.1} µs  p99 {:>9.1} µs  max {:>9.1} µs  {:>9.0}/s",
+            l.decisions, l.p50_us, l.p99_us, l.max_us, l.per_second
         );
     }
     Ok(ExitCode::SUCCESS)

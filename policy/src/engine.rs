@@ -230,49 +230,46 @@ impl Engine {
         }])
     }
 
+    /// Builds and checks `req` against the schema: the Cedar request, and the entities it sees
+    /// when the request brings its own. A faulty request is the deny to return.
+    pub fn build(
+        &self,
+        req: &AuthzRequest,
+    ) -> std::result::Result<(Request, Option<Entities>), Box<Decision>> {
+        let schema = &self.policies.schema;
+        let fail = |m: String| Box::new(self.request_error(m));
+        let principal = entity_ref("principal", &req.principal).map_err(fail)?;
+        let action = action_ref(&req.action).map_err(fail)?;
+        let resource = entity_ref("resource", &req.resource).map_err(fail)?;
+        let context = Context::from_json_value(req.context.clone(), Some((schema, &action)))
+            .map_err(|e| fail(format!("context: {e}{}", help(&e))))?;
+        let request = Request::new(principal, action, resource, context, Some(schema))
+            .map_err(|e| fail(format!("{e}{}", help(&e))))?;
+        if req.entities.is_empty() {
+            return Ok((request, None));
+        }
+        let parsed = Entities::from_json_value(Value::Array(req.entities.clone()), Some(schema))
+            .map_err(|e| fail(format!("entities: {e}{}", help(&e))))?;
+        let merged = self
+            .entities
+            .clone()
+            .upsert_entities(parsed.iter().cloned(), Some(schema))
+            .map_err(|e| fail(format!("entities: {e}{}", help(&e))))?;
+        Ok((request, Some(merged)))
+    }
+
     /// Decides `req`. Never fails: every problem is a deny with its errors.
     pub fn authorize(&self, req: &AuthzRequest) -> Decision {
-        let schema = &self.policies.schema;
-        let principal = match entity_ref("principal", &req.principal) {
-            Ok(p) => p,
-            Err(m) => return self.request_error(m),
-        };
-        let action = match action_ref(&req.action) {
-            Ok(a) => a,
-            Err(m) => return self.request_error(m),
-        };
-        let resource = match entity_ref("resource", &req.resource) {
-            Ok(r) => r,
-            Err(m) => return self.request_error(m),
-        };
-        let context = match Context::from_json_value(req.context.clone(), Some((schema, &action))) {
-            Ok(c) => c,
-            Err(e) => return self.request_error(format!("context: {e}{}", help(&e))),
-        };
-        let request = match Request::new(principal, action, resource, context, Some(schema)) {
-            Ok(r) => r,
-            Err(e) => return self.request_error(format!("{e}{}", help(&e))),
-        };
-        let extra;
-        let entities = if req.entities.is_empty() {
-            &self.entities
-        } else {
-            let parsed =
-                match Entities::from_json_value(Value::Array(req.entities.clone()), Some(schema)) {
-                    Ok(e) => e,
-                    Err(e) => return self.request_error(format!("entities: {e}{}", help(&e))),
-                };
-            extra = match self
-                .entities
-                .clone()
-                .upsert_entities(parsed.iter().cloned(), Some(schema))
-            {
-                Ok(e) => e,
-                Err(e) => return self.request_error(format!("entities: {e}{}", help(&e))),
-            };
-            &extra
-        };
-        self.decide(&request, entities)
+        match self.build(req) {
+            Ok((request, None)) => self.decide(&request, &self.entities),
+            Ok((request, Some(entities))) => self.decide(&request, &entities),
+            Err(deny) => *deny,
+        }
+    }
+
+    /// The configured entity store.
+    pub fn entities(&self) -> &Entities {
+        &self.entities
     }
 
     /// Decides a request already built against the schema.
