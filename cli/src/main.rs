@@ -206,6 +206,31 @@ enum AuditCommand {
         #[arg(long, default_value = "text")]
         format: String,
     },
+    /// Write a compliance report for a period: decisions, gate results, human oversight, version
+    /// change log, SLOs, denials, integrity, retention; with a manifest of SHA-256 sums.
+    Report {
+        /// Period start: a date (UTC day) or an RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// Period end: a date (the whole day is included) or an RFC 3339 time (exclusive).
+        #[arg(long)]
+        to: String,
+        /// Output directory (created when missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Formats, comma-separated: html, md, csv, json.
+        #[arg(long, default_value = "html,md,csv,json")]
+        format: String,
+        /// Data directory [default: ./custos-data].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// SLO file [default: rules/slos.yaml if present].
+        #[arg(long)]
+        slos: Option<PathBuf>,
+        /// Model price table [default: rules/prices.yaml if present].
+        #[arg(long)]
+        prices: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -381,6 +406,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit {
             what: AuditCommand::Verify { data, format },
         } => audit_verify(data, &format),
+        Command::Audit {
+            what:
+                AuditCommand::Report {
+                    from,
+                    to,
+                    out,
+                    format,
+                    data,
+                    slos,
+                    prices,
+                },
+        } => audit_report(&from, &to, &out, &format, data, slos, prices).await,
         Command::Bench {
             what:
                 BenchCommand::Analytics {
@@ -632,6 +669,68 @@ fn parse_time(at: Option<&str>) -> Result<chrono::DateTime<chrono::Utc>> {
                 ))
             }),
     }
+}
+
+/// A report bound: a date is a whole UTC day (its start, or for `end` the next day's start).
+fn report_bound(s: &str, flag: &str, end: bool) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.to_utc());
+    }
+    match chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        Ok(d) => {
+            let d = if end { d + chrono::Days::new(1) } else { d };
+            Ok(d.and_time(chrono::NaiveTime::MIN).and_utc())
+        }
+        Err(_) => Err(user(format!(
+            "`{flag} {s}` is neither a date like 2026-11-01 nor an RFC 3339 time like 2026-11-01T00:00:00Z"
+        ))),
+    }
+}
+
+async fn audit_report(
+    from: &str,
+    to: &str,
+    out: &std::path::Path,
+    format: &str,
+    data: Option<PathBuf>,
+    slos: Option<PathBuf>,
+    prices: Option<PathBuf>,
+) -> Result<ExitCode> {
+    use custos_server::report::{ReportFormat, write};
+    let formats = ReportFormat::parse_list(format).map_err(user)?;
+    let (from, to) = (
+        report_bound(from, "--from", false)?,
+        report_bound(to, "--to", true)?,
+    );
+    if to <= from {
+        return Err(user("`--to` must be after `--from`"));
+    }
+    let dir = data.unwrap_or_else(|| PathBuf::from("./custos-data"));
+    if !dir.exists() {
+        return Err(user(format!(
+            "data directory `{}` does not exist; pass --data DIR",
+            dir.display()
+        )));
+    }
+    let rules = custos_server::Rules::load(&RulesOptions::resolve(prices, slos).map_err(user)?)
+        .map_err(user)?;
+    let report = custos_server::report_offline(&dir, &rules, from, to).await?;
+    let files = write(&report, out, &formats)?;
+    println!(
+        "audit report {} .. {} written to {}:",
+        from.to_rfc3339(),
+        to.to_rfc3339(),
+        out.display()
+    );
+    for f in &files {
+        println!("  {:<20} {:>9} bytes  sha256 {}", f.file, f.bytes, f.sha256);
+    }
+    println!("  manifest.json (lists them, with the audit chain's last hash)");
+    if !report.integrity.ok() {
+        eprintln!("warning: the audit log failed verification; the report says where");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn audit_verify(data: Option<PathBuf>, format: &str) -> Result<ExitCode> {

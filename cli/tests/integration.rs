@@ -727,6 +727,82 @@ fn gate_policy_and_audit_commands_through_the_binary() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("5 record(s), chain intact"), "{out}");
 
+    // The audit report: every format, a manifest with each file's SHA-256.
+    let report_dir = work.path().join("report");
+    let (code, out, err) = run(&[
+        "audit",
+        "report",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-12-31",
+        "--out",
+        report_dir.to_str().unwrap(),
+        "--data",
+        data,
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("manifest.json")).unwrap())
+            .unwrap();
+    let files = manifest["files"].as_array().unwrap();
+    assert!(files.len() >= 12, "{manifest}");
+    for f in files {
+        let bytes = std::fs::read(report_dir.join(f["file"].as_str().unwrap())).unwrap();
+        use sha2::Digest as _;
+        assert_eq!(
+            f["sha256"].as_str().unwrap(),
+            hex::encode(sha2::Sha256::digest(&bytes))
+        );
+    }
+    assert_eq!(manifest["audit_log"]["intact"], true);
+    let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
+    for needle in [
+        "Policy decisions by policy and outcome",
+        "Deploy gate results",
+        "Human oversight",
+        "Change log",
+        "SLO attainment",
+        "Denials and incidents",
+        "Integrity check",
+        "Retention status",
+        "<svg",
+        "deploy-override-rate-regressed",
+        "allowed (prompt)",
+    ] {
+        assert!(html.contains(needle), "report.html lacks `{needle}`");
+    }
+    assert!(!html.contains("<script"), "the report must be static");
+    let md = std::fs::read_to_string(report_dir.join("report.md")).unwrap();
+    assert!(md.contains("```sql") && md.contains("| reviewer |"), "{md}");
+    let gate_csv = std::fs::read_to_string(report_dir.join("gate.csv")).unwrap();
+    assert_eq!(gate_csv.lines().count(), 5, "{gate_csv}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["sections"].as_array().unwrap().len(), 9);
+    if let Ok(keep) = std::env::var("CUSTOS_KEEP_REPORT") {
+        std::fs::create_dir_all(&keep).unwrap();
+        for f in files {
+            let name = f["file"].as_str().unwrap();
+            std::fs::copy(report_dir.join(name), Path::new(&keep).join(name)).unwrap();
+        }
+    }
+    let (code, _, err) = run(&[
+        "audit",
+        "report",
+        "--from",
+        "2026-11-05",
+        "--to",
+        "2026-11-01",
+        "--out",
+        report_dir.to_str().unwrap(),
+        "--data",
+        data,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("must be after"), "{err}");
+
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

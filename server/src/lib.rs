@@ -12,6 +12,7 @@ pub mod bench_analytics;
 pub mod bench_policy;
 pub mod config;
 pub mod gate;
+pub mod report;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -745,6 +746,25 @@ pub async fn gate_offline(
     gate::note_policy_set(&audit, &engine, "Custos::Service::\"custos-cli\"")?;
     gate::record(&audit, &mut report)?;
     Ok(report)
+}
+
+/// Builds the audit report of a data directory (read-only for spans): `custos audit report`.
+pub async fn report_offline(
+    data_dir: &std::path::Path,
+    rules: &Rules,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<report::AuditReport> {
+    let analytics = open_offline(data_dir, QueryOptions::default(), rules).await?;
+    report::build(
+        &analytics,
+        data_dir,
+        &audit_dir(data_dir),
+        rules.slos.as_ref(),
+        from,
+        to,
+    )
+    .await
 }
 
 fn parse_at(at: Option<&str>) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
