@@ -262,7 +262,7 @@ pub async fn build(
     let r = analytics.query(&sql).await?;
     let (_, raw) = cells(&r);
     let mut gate_rows = Vec::new();
-    let mut approvals: Vec<(String, String, String, String, String)> = Vec::new();
+    let mut approvals: Vec<GateOutcome> = Vec::new();
     for row in &raw {
         let ctx: Value = serde_json::from_str(&row[6]).unwrap_or(Value::Null);
         let change = &ctx["change"];
@@ -270,15 +270,14 @@ pub async fn build(
         let metrics = &ctx["evaluated"]["metrics"];
         let workflow = text(&change["workflow"]);
         let candidate = text(&change["candidate"]);
-        if row[4] == "allow" {
-            approvals.push((
-                workflow.clone(),
-                text(&change["change"]),
-                candidate.clone(),
-                row[0].clone(),
-                row[1].clone(),
-            ));
-        }
+        approvals.push(GateOutcome {
+            workflow: workflow.clone(),
+            kind: text(&change["change"]),
+            candidate: candidate.clone(),
+            decision: row[4].clone(),
+            seq: row[0].clone(),
+            time: row[1].clone(),
+        });
         gate_rows.push(vec![
             row[0].clone(),
             row[1].clone(),
@@ -374,15 +373,28 @@ pub async fn build(
     );
     let (mut columns, mut rows) = table(analytics, &sql).await?;
     columns.push("gate approval".into());
-    let mut unapproved = 0;
+    let (mut unapproved, mut served_denied) = (0, 0);
     for r in &mut rows {
-        let found = approvals.iter().find(|(wf, kind, cand, _, _)| {
-            wf == &r[0]
-                && ((kind == "prompt" && cand == &r[4]) || (kind == "model" && cand == &r[3]))
-        });
-        r.push(match found {
-            Some((_, kind, _, seq, time)) => format!("allowed ({kind}), audit seq {seq} at {time}"),
-            None => {
+        let matching: Vec<&GateOutcome> = approvals
+            .iter()
+            .filter(|g| {
+                g.workflow == r[0]
+                    && ((g.kind == "prompt" && g.candidate == r[4])
+                        || (g.kind == "model" && g.candidate == r[3]))
+            })
+            .collect();
+        let allowed = matching.iter().rev().find(|g| g.decision == "allow");
+        let denied = matching.iter().rev().find(|g| g.decision != "allow");
+        r.push(match (allowed, denied) {
+            (Some(g), _) => format!("allowed ({}), audit seq {} at {}", g.kind, g.seq, g.time),
+            (None, Some(g)) => {
+                served_denied += 1;
+                format!(
+                    "DENIED ({}), audit seq {} at {}: served without an allow",
+                    g.kind, g.seq, g.time
+                )
+            }
+            (None, None) => {
                 unapproved += 1;
                 "none recorded".into()
             }
@@ -394,9 +406,14 @@ pub async fn build(
         summary: "Every model and prompt version that made decisions in the period, when it was first and last seen, and the deploy gate approval recorded for it.".into(),
         sql: vec![sql],
         columns,
-        notes: vec![format!(
-            "{unapproved} version(s) served without an allow from the deploy gate in the period (baselines deployed before it, or deployed around the gate)"
-        )],
+        notes: vec![
+            format!(
+                "{served_denied} version(s) served decisions although the gate denied them (canary traffic before the gate ran, or deployed around it)"
+            ),
+            format!(
+                "{unapproved} version(s) without any gate decision in the period (baselines deployed before it, or deployed around the gate)"
+            ),
+        ],
         rows,
         chart: None,
     });
@@ -582,6 +599,24 @@ pub async fn build(
     })
 }
 
+/// A gate decision as the change log matches it to versions.
+#[derive(Debug, Clone)]
+struct GateOutcome {
+    workflow: String,
+    kind: String,
+    candidate: String,
+    decision: String,
+    seq: String,
+    time: String,
+}
+
+/// The last day the period covers (its end is exclusive).
+fn last_day(r: &AuditReport) -> String {
+    (r.to - chrono::Duration::nanoseconds(1))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -641,7 +676,7 @@ pub fn render_html(r: &AuditReport) -> String {
     let title = format!(
         "custos audit report {} to {}",
         r.from.format("%Y-%m-%d"),
-        r.to.format("%Y-%m-%d")
+        last_day(r)
     );
     let _ = write!(
         out,
@@ -744,7 +779,7 @@ pub fn render_md(r: &AuditReport) -> String {
     let mut out = format!(
         "# custos audit report {} to {}\n\nGenerated {} by custos {} from `{}`. Period: {} to {} (UTC, end exclusive).\n\nAudit log integrity: {}\n",
         r.from.format("%Y-%m-%d"),
-        r.to.format("%Y-%m-%d"),
+        last_day(r),
         r.generated_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         r.version,
         r.data_dir,
