@@ -576,6 +576,23 @@ fn gate_policy_and_audit_commands_through_the_binary() {
         )
     };
 
+    // The decision-latency benchmark runs and reports every path.
+    let (code, out, err) = run(&[
+        "bench",
+        "policy",
+        "--decisions",
+        "300",
+        "--durable",
+        "12",
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let bench: Value = serde_json::from_str(&out).unwrap();
+    for path in ["evaluate_only", "in_process", "recorded", "http"] {
+        assert!(bench[path]["p99_us"].as_f64().unwrap() > 0.0, "{bench}");
+    }
+    assert_eq!(bench["http"]["decisions"], 12);
+
     // Policies validate and their tests pass; a broken copy is reported with its position.
     let (code, out, err) = run(&["policy", "validate"]);
     assert_eq!(code, Some(0), "{out}{err}");
@@ -729,13 +746,15 @@ fn gate_policy_and_audit_commands_through_the_binary() {
 
     // The audit report: every format, a manifest with each file's SHA-256.
     let report_dir = work.path().join("report");
+    // Through today: the spans are of early November, the audit records of now.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let (code, out, err) = run(&[
         "audit",
         "report",
         "--from",
         "2026-11-01",
         "--to",
-        "2026-12-31",
+        &today,
         "--out",
         report_dir.to_str().unwrap(),
         "--data",
@@ -769,6 +788,8 @@ fn gate_policy_and_audit_commands_through_the_binary() {
         "<svg",
         "deploy-override-rate-regressed",
         "allowed (prompt)",
+        "DENIED (prompt)",
+        "run-success",
     ] {
         assert!(html.contains(needle), "report.html lacks `{needle}`");
     }

@@ -624,6 +624,27 @@ fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Escaped prose with `backticked` spans as `<code>`.
+fn html_prose(s: &str) -> String {
+    let escaped = html_escape(s);
+    let parts: Vec<&str> = escaped.split('`').collect();
+    if parts.len().is_multiple_of(2) {
+        // An unpaired backtick: leave the text as it is.
+        return escaped;
+    }
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if i % 2 == 1 {
+                format!("<code>{p}</code>")
+            } else {
+                (*p).to_string()
+            }
+        })
+        .collect()
+}
+
 /// A horizontal bar chart as inline SVG.
 fn svg_chart(c: &Chart) -> String {
     let bars: Vec<&(String, f64)> = c.bars.iter().take(24).collect();
@@ -728,12 +749,12 @@ ul.notes li{{margin:2px 0}} nav a{{margin-right:12px}}
             "<section id=\"{}\"><h2>{}</h2><p>{}</p>",
             s.id,
             html_escape(&s.title),
-            html_escape(&s.summary)
+            html_prose(&s.summary)
         );
         if !s.notes.is_empty() {
             out.push_str("<ul class=\"notes\">");
             for n in &s.notes {
-                let _ = write!(out, "<li>{}</li>", html_escape(n));
+                let _ = write!(out, "<li>{}</li>", html_prose(n));
             }
             out.push_str("</ul>\n");
         }
