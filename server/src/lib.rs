@@ -577,10 +577,18 @@ pub fn authorize_and_record(
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
+    // Authorizing `approve_review` is a person's review decision being checked: recorded as a
+    // review so oversight queries find it.
+    let action = text(&req.action);
+    let kind = if action == "approve_review" || action.ends_with("Action::\"approve_review\"") {
+        "review"
+    } else {
+        "authorize"
+    };
     let record = audit.append(custos_audit::Entry {
-        kind: "authorize".into(),
+        kind: kind.into(),
         principal: text(&req.principal),
-        action: text(&req.action),
+        action,
         resource: text(&req.resource),
         decision: d.decision.clone(),
         policies: d.policy_ids(),

@@ -1177,6 +1177,28 @@ async fn authorize_api_decides_records_and_fails_closed() {
     );
     let res = client.post(&url).body("{not json").send().await.unwrap();
     assert_eq!(res.status(), 400);
+    // A review decision being authorized is recorded as a review; four eyes holds.
+    let review = |who: &str| {
+        serde_json::json!({
+            "principal": {"type": "Custos::User", "id": who},
+            "action": "approve_review",
+            "resource": "Custos::ReviewTask::\"r-7\"",
+            "context": {"override": true},
+            "entities": [{"uid": {"type": "Custos::ReviewTask", "id": "r-7"}, "attrs": {
+                "workflow": {"type": "Custos::Workflow", "id": "invoice-posting"},
+                "reviewers": {"type": "Custos::Team", "id": "reviewers"},
+                "requested_by": {"type": "Custos::User", "id": "ana"}}, "parents": []}]
+        })
+    };
+    let (status, d) = ask(review("ben")).await;
+    assert_eq!(
+        (status, d["decision"].as_str()),
+        (200, Some("allow")),
+        "{d}"
+    );
+    let (status, d) = ask(review("ana")).await;
+    assert_eq!((status, d["decision"].as_str()), (200, Some("deny")), "{d}");
+    assert_eq!(d["determining_policies"][0]["id"], "review-four-eyes");
     // Every decision was recorded, after the policy set itself.
     let rows = sql(&server, "SELECT kind, decision FROM audit ORDER BY seq").await;
     let kinds: Vec<(String, String)> = rows
@@ -1195,6 +1217,8 @@ async fn authorize_api_decides_records_and_fails_closed() {
             ("authorize".into(), "allow".into()),
             ("authorize".into(), "deny".into()),
             ("authorize".into(), "deny".into()),
+            ("review".into(), "allow".into()),
+            ("review".into(), "deny".into()),
         ]
     );
     let v: Value = client
@@ -1205,7 +1229,7 @@ async fn authorize_api_decides_records_and_fails_closed() {
         .json()
         .await
         .unwrap();
-    assert_eq!(v["records"], 4, "{v}");
+    assert_eq!(v["records"], 6, "{v}");
     assert!(v["finding"].is_null(), "{v}");
     server.shutdown().await.unwrap();
 
@@ -1220,7 +1244,7 @@ async fn authorize_api_decides_records_and_fails_closed() {
     .await;
     assert_eq!(
         sql(&server, "SELECT count(*) AS n FROM audit").await[0]["n"],
-        4
+        6
     );
     server.shutdown().await.unwrap();
     let empty = tempfile::tempdir().unwrap();
