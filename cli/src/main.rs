@@ -568,6 +568,13 @@ async fn sql(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Policy problems on stderr, one `error: file:line:col: message` per line.
+fn print_problems(problems: &[custos_policy::Problem]) {
+    for p in problems {
+        eprintln!("error: {p}");
+    }
+}
+
 fn policy_validate(dir: &std::path::Path) -> Result<ExitCode> {
     match custos_policy::load(dir) {
         Ok(p) => {
@@ -580,9 +587,7 @@ fn policy_validate(dir: &std::path::Path) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(custos_policy::Error::Invalid(problems)) => {
-            for p in &problems {
-                eprintln!("error: {p}");
-            }
+            print_problems(&problems);
             eprintln!("{} problem(s) in `{}`", problems.len(), dir.display());
             Ok(ExitCode::FAILURE)
         }
@@ -595,9 +600,7 @@ fn policy_test(dir: &std::path::Path, tests: Option<PathBuf>, format: &str) -> R
     let policies = match custos_policy::load(dir) {
         Ok(p) => p,
         Err(custos_policy::Error::Invalid(problems)) => {
-            for p in &problems {
-                eprintln!("error: {p}");
-            }
+            print_problems(&problems);
             eprintln!(
                 "the policies are invalid; fix them before testing (`custos policy validate`)"
             );

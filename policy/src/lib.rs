@@ -170,6 +170,20 @@ fn hash_file(hasher: &mut Sha256, name: &str, text: &str) {
     }
 }
 
+/// The files `dir/*.EXT`, sorted by name.
+pub(crate) fn files_with_extension(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|cause| Error::Read {
+            path: dir.to_path_buf(),
+            cause,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|cause| Error::Read {
         path: path.to_path_buf(),
@@ -196,15 +210,7 @@ pub fn load(dir: &Path) -> Result<Policies> {
         }
     };
 
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|cause| Error::Read {
-            path: dir.to_path_buf(),
-            cause,
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
-        .collect();
-    files.sort();
+    let files = files_with_extension(dir, "cedar")?;
     if files.is_empty() {
         found.push(Problem {
             file: dir.to_path_buf(),

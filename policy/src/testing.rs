@@ -106,17 +106,8 @@ impl TestReport {
 
 /// Reads every `*.json` test file in `dir`, sorted by name.
 pub fn read_tests(dir: &Path) -> Result<Vec<(PathBuf, Vec<TestCase>)>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|cause| Error::Read {
-            path: dir.to_path_buf(),
-            cause,
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
     let mut out = Vec::new();
-    for path in files {
+    for path in crate::files_with_extension(dir, "json")? {
         let text = std::fs::read_to_string(&path).map_err(|cause| Error::Read {
             path: path.clone(),
             cause,

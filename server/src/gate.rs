@@ -11,7 +11,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use custos_analytics::Analytics;
-use custos_analytics::canary::{CanaryMeasurement, CanaryQuery, ChangeKind, measure};
+use custos_analytics::canary::{CanaryMeasurement, CanaryQuery, ChangeKind, VersionStats, measure};
 use custos_analytics::metrics::parse_duration;
 use custos_audit::{AuditLog, Entry};
 use custos_policy::engine::{AuthzRequest, Decision, DecisionError, Engine, ErrorKind};
@@ -253,66 +253,40 @@ fn metrics_context(m: &CanaryMeasurement) -> std::result::Result<Value, Vec<Stri
             b.version
         ));
     }
-    let need = |missing: &mut Vec<String>, v: Option<f64>, what: String| -> f64 {
-        match v {
-            Some(x) if x.is_finite() => x,
-            _ => {
-                missing.push(what);
-                0.0
+    // Each metric of both versions, and why it can be missing.
+    let why = [
+        "override rate: no human-reviewed decisions",
+        "error rate: no finished runs",
+        "p99 latency: no finished runs",
+        "cost per success: no successful runs",
+    ];
+    let values = |s: &VersionStats| {
+        [
+            s.override_rate,
+            s.error_rate,
+            s.p99_ms,
+            s.cost_per_success_usd,
+        ]
+    };
+    let usable = |v: Option<f64>| v.filter(|x| x.is_finite());
+    let (cv, bv) = (values(c), values(b));
+    for (i, why) in why.iter().enumerate() {
+        for (s, v) in [(c, cv[i]), (b, bv[i])] {
+            if usable(v).is_none() {
+                let (what, reason) = why.split_once(':').unwrap_or((why, ""));
+                missing.push(format!("{what} of `{}`:{reason}", s.version));
             }
         }
+    }
+    let [co, ce, cp, cc] = cv.map(|v| usable(v).unwrap_or(0.0));
+    let [bo, be, bp, bc] = bv.map(|v| usable(v).unwrap_or(0.0));
+    let psi = match m.confidence_psi {
+        Some(x) if x.is_finite() => x,
+        _ => {
+            missing.push("confidence drift: decisions of both versions need a confidence".into());
+            0.0
+        }
     };
-    let co = need(
-        &mut missing,
-        c.override_rate,
-        format!(
-            "override rate of `{}`: no human-reviewed decisions",
-            c.version
-        ),
-    );
-    let bo = need(
-        &mut missing,
-        b.override_rate,
-        format!(
-            "override rate of `{}`: no human-reviewed decisions",
-            b.version
-        ),
-    );
-    let ce = need(
-        &mut missing,
-        c.error_rate,
-        format!("error rate of `{}`: no finished runs", c.version),
-    );
-    let be = need(
-        &mut missing,
-        b.error_rate,
-        format!("error rate of `{}`: no finished runs", b.version),
-    );
-    let cp = need(
-        &mut missing,
-        c.p99_ms,
-        format!("p99 latency of `{}`: no finished runs", c.version),
-    );
-    let bp = need(
-        &mut missing,
-        b.p99_ms,
-        format!("p99 latency of `{}`: no finished runs", b.version),
-    );
-    let cc = need(
-        &mut missing,
-        c.cost_per_success_usd,
-        format!("cost per success of `{}`: no successful runs", c.version),
-    );
-    let bc = need(
-        &mut missing,
-        b.cost_per_success_usd,
-        format!("cost per success of `{}`: no successful runs", b.version),
-    );
-    let psi = need(
-        &mut missing,
-        m.confidence_psi,
-        "confidence drift: decisions of both versions need a confidence".into(),
-    );
     if !missing.is_empty() {
         return Err(missing);
     }
