@@ -81,6 +81,50 @@ fn export_body(batch: u32, spans: u32) -> String {
     serde_json::json!({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}).to_string()
 }
 
+/// Kills a process (the server) when dropped: an assertion failing before the orderly stop.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// Runs the binary in `cwd`: exit code, stdout, stderr.
+fn run_in(cwd: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Sends the synthetic workload to an OTLP/HTTP endpoint as protobuf; every export must succeed.
+async fn send_synth(
+    client: &reqwest::Client,
+    http: &str,
+    options: custos_collector::synth::SynthOptions,
+) {
+    use prost::Message as _;
+    for req in custos_collector::synth::generate(options) {
+        let res = client
+            .post(http)
+            .header("content-type", "application/x-protobuf")
+            .body(req.encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+}
+
 fn sql_offline(dir: &Path, query: &str) -> Vec<Value> {
     let out = Command::new(BIN)
         .args(["sql", "--format", "json", "--data"])
@@ -321,7 +365,6 @@ fn bench_ingest_runs_end_to_end_and_reports_figures() {
 /// against the server's API and against the data directory, and the API's errors.
 #[test]
 fn analytics_commands_against_server_and_data_dir() {
-    use prost::Message as _;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Started from the repository root so `rules/prices.yaml` and `rules/slos.yaml` load.
@@ -331,30 +374,16 @@ fn analytics_commands_against_server_and_data_dir() {
         api,
     } = spawn_in(dir.path(), repo);
     // Kills the server if an assertion fails before the orderly SIGTERM at the end.
-    struct Guard(u32);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-9", &self.0.to_string()])
-                .status();
-        }
-    }
-    let guard = Guard(child.id());
+    let guard = KillOnDrop(child.id());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = reqwest::Client::new();
-        for req in
-            custos_collector::synth::generate(custos_collector::synth::SynthOptions::default())
-        {
-            let res = client
-                .post(&http)
-                .header("content-type", "application/x-protobuf")
-                .body(req.encode_to_vec())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200);
-        }
+        send_synth(
+            &client,
+            &http,
+            custos_collector::synth::SynthOptions::default(),
+        )
+        .await;
         let res = client
             .get(format!("{api}/api/metrics?window=soon"))
             .send()
@@ -390,18 +419,7 @@ fn analytics_commands_against_server_and_data_dir() {
         assert!(metrics.trim_end().ends_with("# EOF"));
     });
 
-    let run = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .current_dir(repo)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| run_in(repo, args);
     let at = "2026-11-03T00:00:00Z";
     let data = dir.path().to_str().unwrap();
     // The same report from the server and from the data directory.
@@ -559,22 +577,10 @@ fn analytics_commands_against_server_and_data_dir() {
 
 #[test]
 fn gate_policy_and_audit_commands_through_the_binary() {
-    use prost::Message as _;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .current_dir(repo)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| run_in(repo, args);
 
     // The decision-latency benchmark runs and reports every path.
     let (code, out, err) = run(&[
@@ -629,15 +635,7 @@ fn gate_policy_and_audit_commands_through_the_binary() {
         http,
         api,
     } = spawn_in(dir.path(), repo);
-    struct Guard(u32);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-9", &self.0.to_string()])
-                .status();
-        }
-    }
-    let guard = Guard(child.id());
+    let guard = KillOnDrop(child.id());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = reqwest::Client::new();
@@ -647,16 +645,7 @@ fn gate_policy_and_audit_commands_through_the_binary() {
             canary: true,
             ..Default::default()
         };
-        for req in custos_collector::synth::generate(synth) {
-            let res = client
-                .post(&http)
-                .header("content-type", "application/x-protobuf")
-                .body(req.encode_to_vec())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200);
-        }
+        send_synth(&client, &http, synth).await;
     });
     let change = |name: &str, candidate: &str, json: bool| {
         let path = work.path().join(name);
