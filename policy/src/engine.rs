@@ -16,6 +16,7 @@ use cedar_policy::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::context::ContextTypes;
 use crate::{Error, Policies, Result};
 
 /// Namespace of the shipped schema; action names without one are taken from it.
@@ -128,6 +129,7 @@ pub struct Engine {
     policies: Arc<Policies>,
     entities: Entities,
     authorizer: Arc<Authorizer>,
+    types: Arc<ContextTypes>,
 }
 
 /// An entity reference from a string in Cedar syntax or a `{"type", "id"}` object.
@@ -165,10 +167,12 @@ impl Engine {
             Some(json) => Entities::from_json_value(json, Some(&policies.schema))
                 .map_err(|e| Error::Entities(e.to_string()))?,
         };
+        let types = ContextTypes::from_schema_text(&policies.schema_source);
         Ok(Self {
             policies: Arc::new(policies),
             entities,
             authorizer: Arc::new(Authorizer::new()),
+            types: Arc::new(types),
         })
     }
 
@@ -241,8 +245,12 @@ impl Engine {
         let principal = entity_ref("principal", &req.principal).map_err(fail)?;
         let action = action_ref(&req.action).map_err(fail)?;
         let resource = entity_ref("resource", &req.resource).map_err(fail)?;
-        let context = Context::from_json_value(req.context.clone(), Some((schema, &action)))
-            .map_err(|e| fail(format!("context: {e}{}", help(&e))))?;
+        // The typed fast path, or Cedar's parser (which also words the errors).
+        let context = match self.types.build(&action, &req.context) {
+            Some(c) => c,
+            None => Context::from_json_value(req.context.clone(), Some((schema, &action)))
+                .map_err(|e| fail(format!("context: {e}{}", help(&e))))?,
+        };
         let request = Request::new(principal, action, resource, context, Some(schema))
             .map_err(|e| fail(format!("{e}{}", help(&e))))?;
         if req.entities.is_empty() {
@@ -265,6 +273,17 @@ impl Engine {
             Ok((request, Some(entities))) => self.decide(&request, &entities),
             Err(deny) => *deny,
         }
+    }
+
+    /// Builds `req`'s context with Cedar's JSON parser only (no typed fast path): for tests that
+    /// compare both paths.
+    pub fn build_with_cedar_parser(
+        &self,
+        req: &AuthzRequest,
+    ) -> std::result::Result<(Request, Option<Entities>), Box<Decision>> {
+        let mut slow = self.clone();
+        slow.types = Arc::new(ContextTypes::default());
+        slow.build(req)
     }
 
     /// The configured entity store.

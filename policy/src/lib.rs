@@ -11,6 +11,7 @@
 //! Every loaded set has a [`Policies::hash`]: the SHA-256 of the schema and the policy files, which
 //! every decision record carries.
 
+mod context;
 pub mod engine;
 pub mod testing;
 
@@ -92,6 +93,8 @@ pub struct Policies {
     pub hash: String,
     /// The directory the policies were loaded from.
     pub dir: PathBuf,
+    /// The schema's source text.
+    pub schema_source: String,
 }
 
 impl Policies {
@@ -321,6 +324,7 @@ pub fn load(dir: &Path) -> Result<Policies> {
             locations,
             hash: hex::encode(hasher.finalize()),
             dir: dir.to_path_buf(),
+            schema_source: schema_text,
         }),
         _ => Err(Error::Invalid(found)),
     }

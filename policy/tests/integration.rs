@@ -354,3 +354,62 @@ fn decisions_snapshot() {
         .collect();
     insta::assert_json_snapshot!("decisions", out);
 }
+
+/// The typed context path decides exactly as Cedar's JSON parser does, and falls back to it for
+/// anything it does not handle (so errors keep Cedar's wording).
+#[test]
+fn typed_contexts_decide_like_cedars_parser() {
+    let p = load(&shipped()).unwrap();
+    let e = Engine::new(p.clone(), None).unwrap();
+    let mut requests: Vec<AuthzRequest> = Vec::new();
+    for (_, cases) in testing::read_tests(&shipped().join("tests")).unwrap() {
+        for c in cases {
+            requests.push(AuthzRequest {
+                principal: c.request.principal,
+                action: c.request.action,
+                resource: c.request.resource,
+                context: c.request.context.unwrap_or_else(|| json!({})),
+                entities: c.entities,
+            });
+        }
+    }
+    // Odd shapes: each must give the same outcome on both paths.
+    let base = requests
+        .iter()
+        .find(|r| r.action.as_str().is_some_and(|a| a.contains("execute")))
+        .unwrap()
+        .clone();
+    let variants = [
+        json!({"workflow": "Custos::Workflow::\"invoice-posting\"", "confidence": "0.97", "amount_usd": "1.0", "human_approved": false}),
+        json!({"workflow": {"type": "Custos::Workflow", "id": "invoice-posting"}, "confidence": "0.97", "amount_usd": "1.0", "human_approved": false}),
+        json!({"workflow": {"__entity": {"type": "Custos::Workflow", "id": "invoice-posting"}}, "confidence": {"__extn": {"fn": "decimal", "arg": "0.97"}}, "amount_usd": "1.0", "human_approved": false}),
+        json!({"workflow": {"__entity": {"type": "Custos::Workflow", "id": "invoice-posting"}}, "confidence": 0.97, "amount_usd": "1.0", "human_approved": false}),
+        json!({"workflow": {"__entity": {"type": "Custos::Workflow", "id": "invoice-posting"}}, "confidence": "high", "amount_usd": "1.0", "human_approved": false}),
+        json!({"workflow": {"__entity": {"type": "Custos::Workflow", "id": "invoice-posting"}}, "confidence": "0.97", "amount_usd": "1.0"}),
+        json!({"workflow": {"__entity": {"type": "Custos::Workflow", "id": "invoice-posting"}}, "confidence": "0.97", "amount_usd": "1.0", "human_approved": false, "extra": 1}),
+        json!({"workflow": {"__entity": {"type": "Custos::Connector", "id": "erp"}}, "confidence": "0.97", "amount_usd": "1.0", "human_approved": "no"}),
+        json!([1, 2]),
+    ];
+    for v in variants {
+        let mut r = base.clone();
+        r.context = v;
+        requests.push(r);
+    }
+    let mut fast_paths = 0;
+    for r in &requests {
+        let decide = |built: Result<
+            (cedar_policy::Request, Option<cedar_policy::Entities>),
+            Box<custos_policy::engine::Decision>,
+        >| match built {
+            Ok((req, ents)) => e.decide(&req, ents.as_ref().unwrap_or(e.entities())),
+            Err(d) => *d,
+        };
+        let fast = decide(e.build(r));
+        let slow = decide(e.build_with_cedar_parser(r));
+        assert_eq!(fast, slow, "{}", r.context);
+        if !fast.request_error() {
+            fast_paths += 1;
+        }
+    }
+    assert!(fast_paths >= 25, "{fast_paths}");
+}
