@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server: OTLP receivers, span store, SQL API.
+    /// Run the server: OTLP receivers, span store, SQL API, policy decisions and the audit log.
     Serve {
         /// Data directory (WAL and Delta tables) [default: ./custos-data].
         #[arg(long)]
@@ -145,7 +145,7 @@ enum Command {
         #[arg(long, default_value = "text")]
         format: String,
     },
-    /// The audit trail: verify its hash chain.
+    /// The audit trail: verify its hash chain, write compliance reports.
     Audit {
         #[command(subcommand)]
         what: AuditCommand,
