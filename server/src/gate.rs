@@ -521,6 +521,15 @@ fn value_text(v: &Value) -> String {
     }
 }
 
+/// The measured values a determining policy read, as `metric = value`.
+fn values_read(r: &GateReport, policy: &str) -> Vec<String> {
+    r.mattered
+        .iter()
+        .filter(|m| m.policy == policy)
+        .map(|m| format!("{} = {}", m.metric, value_text(&m.value)))
+        .collect()
+}
+
 fn policy_path(r: &GateReport, file: &str) -> String {
     let dir = r.policy_dir.trim_end_matches('/');
     if dir.is_empty() {
@@ -629,8 +638,8 @@ pub fn render_text(r: &GateReport) -> String {
             .map(|(f, l)| format!(" ({f}:{l})"))
             .unwrap_or_default();
         let _ = writeln!(out, "  {} {}{loc}", d.effect, d.id);
-        for m in r.mattered.iter().filter(|m| m.policy == d.id) {
-            let _ = writeln!(out, "    {} = {}", m.metric, value_text(&m.value));
+        for v in values_read(r, &d.id) {
+            let _ = writeln!(out, "    {v}");
         }
         if let Some(a) = &d.advice {
             let _ = writeln!(out, "    advice: {a}");
@@ -684,12 +693,7 @@ pub fn render_github(r: &GateReport) -> String {
         );
     } else {
         for d in &r.decision.determining_policies {
-            let values: Vec<String> = r
-                .mattered
-                .iter()
-                .filter(|m| m.policy == d.id)
-                .map(|m| format!("{} = {}", m.metric, value_text(&m.value)))
-                .collect();
+            let values = values_read(r, &d.id);
             let msg = format!(
                 "{title}: {}{}",
                 d.advice.as_deref().unwrap_or("denied"),
@@ -795,12 +799,7 @@ pub fn render_junit(r: &GateReport) -> String {
             p.line
         );
         if denying.contains(&p.id.as_str()) {
-            let values: Vec<String> = r
-                .mattered
-                .iter()
-                .filter(|m| m.policy == p.id)
-                .map(|m| format!("{} = {}", m.metric, value_text(&m.value)))
-                .collect();
+            let values = values_read(r, &p.id);
             let advice = p.advice.as_deref().unwrap_or("denied");
             let _ = writeln!(
                 out,
@@ -841,12 +840,7 @@ pub fn render_sarif(r: &GateReport) -> Result<String> {
     let title = headline(r);
     if !r.allowed() {
         for d in &r.decision.determining_policies {
-            let values: Vec<String> = r
-                .mattered
-                .iter()
-                .filter(|m| m.policy == d.id)
-                .map(|m| format!("{} = {}", m.metric, value_text(&m.value)))
-                .collect();
+            let values = values_read(r, &d.id);
             let mut result = json!({
                 "ruleId": d.id,
                 "level": "error",
