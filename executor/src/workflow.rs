@@ -104,6 +104,16 @@ pub struct ModelFile {
     /// Shift of a `local` model's confidence, in [-1, 1] (emulates drift).
     #[serde(default)]
     pub confidence_shift: Option<f64>,
+    /// Accuracy of a `local` model under given prompt versions (overrides `accuracy`; emulates a
+    /// prompt change that helps or hurts).
+    #[serde(default)]
+    pub prompt_accuracy: BTreeMap<String, f64>,
+    /// Reported cost per 1000 tokens (prompt and completion), in USD.
+    #[serde(default)]
+    pub cost_per_1k_tokens: Option<f64>,
+    /// Added latency of a `local` model per call, in milliseconds (emulates a slow model).
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
 }
 
 /// A connector.
@@ -124,6 +134,17 @@ pub struct ConnectorFile {
     /// How long the breaker stays open, like `30s`.
     #[serde(default)]
     pub breaker_cooldown: Option<String>,
+    /// The connector changes the outside world (default true): its steps are authorized with
+    /// the policy engine (`execute`) before each call. A read-only lookup sets `false`.
+    #[serde(default)]
+    pub side_effects: Option<bool>,
+    /// Added latency per call, in milliseconds (emulates a slow system).
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    /// Share of calls of a local connector that fail with `unavailable` before doing anything,
+    /// in [0, 1] (emulates a flaky system; drawn per idempotency key and attempt).
+    #[serde(default)]
+    pub failure_rate: Option<f64>,
 }
 
 /// A retry policy, as Temporal defines it.
@@ -392,6 +413,22 @@ fn validate(w: WorkflowFile, file: &str) -> Result<Workflow> {
                 "must be within [0, 1]".into(),
             );
         }
+        for (version, a) in &m.prompt_accuracy {
+            if !(0.0..=1.0).contains(a) {
+                top(
+                    &mut problems,
+                    &format!("{field}.prompt_accuracy.{version}"),
+                    "must be within [0, 1]".into(),
+                );
+            }
+        }
+        if m.cost_per_1k_tokens.is_some_and(|c| c.is_nan() || c < 0.0) {
+            top(
+                &mut problems,
+                &format!("{field}.cost_per_1k_tokens"),
+                "must be 0 or more".into(),
+            );
+        }
         if m.confidence_shift
             .is_some_and(|a| !(-1.0..=1.0).contains(&a))
         {
@@ -418,6 +455,13 @@ fn validate(w: WorkflowFile, file: &str) -> Result<Workflow> {
             && let Err(e) = parse_duration(d)
         {
             top(&mut problems, &format!("{field}.breaker_cooldown"), e);
+        }
+        if c.failure_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+            top(
+                &mut problems,
+                &format!("{field}.failure_rate"),
+                "must be within [0, 1]".into(),
+            );
         }
         if c.rate_per_second.is_some_and(|r| r.is_nan() || r <= 0.0) {
             top(

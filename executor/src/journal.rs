@@ -1,0 +1,454 @@
+//! The run journal: every run's progress, kept in an embedded ACID store (redb).
+//!
+//! # Layout
+//! One redb database file, `DATA/executor/journal.redb`, with five tables. Values are JSON.
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `runs` | run id | [`RunRecord`]: the run's whole state (cursor, outputs, pending intent, effects) |
+//! | `keys` | idempotency key of a start request | run id |
+//! | `definitions` | SHA-256 of a workflow definition's text | the text |
+//! | `reviews` | review task id | [`ReviewTask`] |
+//! | `cache` | model, prompt version and input hash | the model's answer |
+//!
+//! # Invariants
+//! - A run's record is replaced whole in one transaction: a reader (or a resumed executor) sees
+//!   the state before or after a step, never half of one.
+//! - Before a side-effecting call the record holds the call's *intent* (step, attempt and
+//!   idempotency key) durably; the result replaces the intent in the same transaction that moves
+//!   the cursor. A resumed run with an intent repeats the call with the same key, so the external
+//!   system sees one effect.
+//! - Commits are `Durability::Immediate` (fsync'ed before `commit` returns). Concurrent runs'
+//!   writes are grouped: one writer thread drains every pending batch into one transaction (group
+//!   commit), and each caller is answered only after that transaction is durable.
+//! - One process opens a journal at a time (redb locks the file); a second gets
+//!   [`Error::Journal`] naming the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+const KEYS: TableDefinition<&str, &str> = TableDefinition::new("keys");
+const DEFINITIONS: TableDefinition<&str, &str> = TableDefinition::new("definitions");
+const REVIEWS: TableDefinition<&str, &[u8]> = TableDefinition::new("reviews");
+const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Steps are being run.
+    Running,
+    /// Waiting for a human review.
+    Waiting,
+    /// Undoing completed effects after a failure.
+    Compensating,
+    /// Done; `outcome` says how.
+    Finished,
+}
+
+/// A side-effecting call about to be made (journaled before the call).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Intent {
+    /// The step's index.
+    pub step: usize,
+    /// The attempt (1-based).
+    pub attempt: u32,
+    /// The idempotency key sent with the call.
+    pub key: String,
+    /// When the attempt started (ms since the epoch).
+    pub started_ms: i64,
+}
+
+/// A completed effect that has a compensation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Effect {
+    /// The step that made it.
+    pub step: usize,
+    /// Its idempotency key.
+    pub key: String,
+    /// What the connector answered.
+    pub output: Value,
+    /// Compensated already.
+    #[serde(default)]
+    pub compensated: bool,
+}
+
+/// A span to emit, kept in the journal until it is sent (a decision span waits for its review).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SpanRecord {
+    /// Span name.
+    pub name: String,
+    /// Span id (16 hex digits), derived from run, step and attempt.
+    pub span_id: String,
+    /// Start (ms since the epoch).
+    pub start_ms: i64,
+    /// End (ms since the epoch).
+    pub end_ms: i64,
+    /// Attributes (string, number or boolean values).
+    pub attributes: BTreeMap<String, Value>,
+    /// Error message, when the span failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A run's durable state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunRecord {
+    /// Run id.
+    pub run_id: String,
+    /// Workflow name.
+    pub workflow: String,
+    /// Workflow definition version.
+    pub workflow_version: String,
+    /// SHA-256 of the definition text the run started with (table `definitions`).
+    pub definition: String,
+    /// The input.
+    pub input: Value,
+    /// Who started it (`Custos::User` id for reviews' four-eyes rule).
+    pub started_by: String,
+    /// The start request's idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Status.
+    pub status: RunStatus,
+    /// `success`, `failure`, `escalated` or `compensated` once finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Start (ms since the epoch).
+    pub started_ms: i64,
+    /// End (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<i64>,
+    /// Index of the next step to run.
+    pub cursor: usize,
+    /// Attempt of the cursor step (1-based), and when the step's first attempt started.
+    pub attempt: u32,
+    /// A side-effecting call in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<Intent>,
+    /// Step outputs by step id.
+    pub outputs: BTreeMap<String, Value>,
+    /// Completed effects in order.
+    pub effects: Vec<Effect>,
+    /// A person approved the run's decision.
+    pub human_approved: bool,
+    /// Where to go after a review a policy denial asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_at: Option<usize>,
+    /// The review the run waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
+    /// Trace id (32 hex digits).
+    pub trace_id: String,
+    /// A decision span held until its review (or the next side effect) completes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_decision: Option<SpanRecord>,
+    /// Step spans emitted (retries included).
+    pub steps_run: u32,
+    /// Retries made.
+    pub retries: u32,
+    /// Why the run failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Runs assigned to a canary version, by step.
+    #[serde(default)]
+    pub canary: BTreeMap<String, bool>,
+}
+
+/// A review task's state.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewStatus {
+    /// Waiting for a reviewer.
+    Pending,
+    /// Approved: the automation's proposal stands.
+    Approved,
+    /// Rejected: a person overrode the proposal.
+    Rejected,
+    /// Nobody decided in time.
+    TimedOut,
+}
+
+/// A human review task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReviewTask {
+    /// Task id.
+    pub id: String,
+    /// The run.
+    pub run_id: String,
+    /// Workflow name.
+    pub workflow: String,
+    /// The human step's id.
+    pub step: String,
+    /// Queue (`accounts-payable`, `support`).
+    pub queue: String,
+    /// `low`, `normal`, `high` or `urgent`.
+    pub priority: String,
+    /// Created (ms since the epoch).
+    pub created_ms: i64,
+    /// Times out at (ms since the epoch).
+    pub due_ms: i64,
+    /// Status.
+    pub status: ReviewStatus,
+    /// What the reviewer needs: input summary, model and prompt version, confidence, the
+    /// proposal, the policy decision that asked for review and its advice, the trace id.
+    pub context: Value,
+    /// Who decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer: Option<String>,
+    /// Their reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Decided (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_ms: Option<i64>,
+    /// Sequence number of the audit record of the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_seq: Option<u64>,
+}
+
+/// One write of a transaction.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Replace a run's record.
+    Run(Box<RunRecord>),
+    /// Map a start request's idempotency key to its run.
+    Key {
+        /// The key.
+        key: String,
+        /// The run.
+        run_id: String,
+    },
+    /// Store a definition text under its hash.
+    Definition {
+        /// SHA-256 hex.
+        hash: String,
+        /// The text.
+        text: String,
+    },
+    /// Replace a review task.
+    Review(Box<ReviewTask>),
+    /// Cache a model answer.
+    Cache {
+        /// The cache key.
+        key: String,
+        /// The answer.
+        value: Value,
+    },
+}
+
+type Reply = tokio::sync::oneshot::Sender<std::result::Result<(), String>>;
+
+/// The journal: reads go straight to the database, writes through the group-commit writer.
+#[derive(Clone)]
+pub struct Journal {
+    db: Arc<Database>,
+    path: PathBuf,
+    tx: mpsc::Sender<(Vec<Write>, Reply)>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("path", &self.path).finish()
+    }
+}
+
+fn jerr(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Journal(format!("`{}`: {e}", path.display()))
+}
+
+impl Journal {
+    /// Opens (or creates) the journal at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| jerr(path, e))?;
+        }
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Journal(format!(
+                "`{}` is open in another process (a running `custos serve` or `custos run`); send runs to the server with `--server URL`, or stop it",
+                path.display()
+            )),
+            other => jerr(path, other),
+        })?;
+        // Create the tables so that readers never meet a missing one.
+        let txn = db.begin_write().map_err(|e| jerr(path, e))?;
+        {
+            txn.open_table(RUNS).map_err(|e| jerr(path, e))?;
+            txn.open_table(KEYS).map_err(|e| jerr(path, e))?;
+            txn.open_table(DEFINITIONS).map_err(|e| jerr(path, e))?;
+            txn.open_table(REVIEWS).map_err(|e| jerr(path, e))?;
+            txn.open_table(CACHE).map_err(|e| jerr(path, e))?;
+        }
+        txn.commit().map_err(|e| jerr(path, e))?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel::<(Vec<Write>, Reply)>();
+        let writer_db = db.clone();
+        let writer_path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("custos-journal".into())
+            .spawn(move || writer(&writer_db, &writer_path, &rx))
+            .map_err(|e| jerr(path, e))?;
+        Ok(Self {
+            db,
+            path: path.to_path_buf(),
+            tx,
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Commits `writes` in one durable transaction (grouped with other callers' writes).
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<()> {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((writes, reply))
+            .map_err(|_| Error::Journal("the journal writer has stopped".into()))?;
+        done.await
+            .map_err(|_| Error::Journal("the journal writer has stopped".into()))?
+            .map_err(Error::Journal)
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> std::result::Result<T, redb::Error>,
+    ) -> Result<T> {
+        let txn = self.db.begin_read().map_err(|e| jerr(&self.path, e))?;
+        f(&txn).map_err(|e| jerr(&self.path, e))
+    }
+
+    /// A run's record.
+    pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        let raw = self.read(|t| {
+            Ok(t.open_table(RUNS)?
+                .get(run_id)?
+                .map(|v| v.value().to_vec()))
+        })?;
+        raw.map(|b| decode(&self.path, &b)).transpose()
+    }
+
+    /// Every run's record, in run id order.
+    pub fn runs(&self) -> Result<Vec<RunRecord>> {
+        let raws = self.read(|t| {
+            let table = t.open_table(RUNS)?;
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (_, v) = row?;
+                out.push(v.value().to_vec());
+            }
+            Ok(out)
+        })?;
+        raws.iter().map(|b| decode(&self.path, b)).collect()
+    }
+
+    /// The run a start request's idempotency key started.
+    pub fn run_for_key(&self, key: &str) -> Result<Option<String>> {
+        self.read(|t| Ok(t.open_table(KEYS)?.get(key)?.map(|v| v.value().to_string())))
+    }
+
+    /// A definition text by hash.
+    pub fn definition(&self, hash: &str) -> Result<Option<String>> {
+        self.read(|t| {
+            Ok(t.open_table(DEFINITIONS)?
+                .get(hash)?
+                .map(|v| v.value().to_string()))
+        })
+    }
+
+    /// A review task.
+    pub fn review(&self, id: &str) -> Result<Option<ReviewTask>> {
+        let raw = self.read(|t| {
+            Ok(t.open_table(REVIEWS)?
+                .get(id)?
+                .map(|v| v.value().to_vec()))
+        })?;
+        raw.map(|b| decode(&self.path, &b)).transpose()
+    }
+
+    /// Every review task, in id order.
+    pub fn reviews(&self) -> Result<Vec<ReviewTask>> {
+        let raws = self.read(|t| {
+            let table = t.open_table(REVIEWS)?;
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (_, v) = row?;
+                out.push(v.value().to_vec());
+            }
+            Ok(out)
+        })?;
+        raws.iter().map(|b| decode(&self.path, b)).collect()
+    }
+
+    /// A cached model answer.
+    pub fn cached(&self, key: &str) -> Result<Option<Value>> {
+        let raw = self.read(|t| {
+            Ok(t.open_table(CACHE)?
+                .get(key)?
+                .map(|v| v.value().to_vec()))
+        })?;
+        raw.map(|b| decode(&self.path, &b)).transpose()
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| jerr(path, format!("unreadable record: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> std::result::Result<Vec<u8>, String> {
+    serde_json::to_vec(v).map_err(|e| format!("cannot encode a record: {e}"))
+}
+
+/// The group-commit writer: one transaction for everything pending.
+fn writer(db: &Database, path: &Path, rx: &mpsc::Receiver<(Vec<Write>, Reply)>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let result = apply(db, batch.iter().flat_map(|(w, _)| w.iter()))
+            .map_err(|e| format!("`{}`: {e}", path.display()));
+        for (_, reply) in batch {
+            let _ = reply.send(result.clone());
+        }
+    }
+}
+
+fn apply<'a>(db: &Database, writes: impl Iterator<Item = &'a Write>) -> std::result::Result<(), String> {
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    {
+        let mut runs = txn.open_table(RUNS).map_err(|e| e.to_string())?;
+        let mut keys = txn.open_table(KEYS).map_err(|e| e.to_string())?;
+        let mut defs = txn.open_table(DEFINITIONS).map_err(|e| e.to_string())?;
+        let mut reviews = txn.open_table(REVIEWS).map_err(|e| e.to_string())?;
+        let mut cache = txn.open_table(CACHE).map_err(|e| e.to_string())?;
+        for w in writes {
+            let r = match w {
+                Write::Run(r) => runs.insert(r.run_id.as_str(), encode(r)?.as_slice()).map(drop),
+                Write::Key { key, run_id } => keys.insert(key.as_str(), run_id.as_str()).map(drop),
+                Write::Definition { hash, text } => {
+                    defs.insert(hash.as_str(), text.as_str()).map(drop)
+                }
+                Write::Review(r) => reviews.insert(r.id.as_str(), encode(r)?.as_slice()).map(drop),
+                Write::Cache { key, value } => {
+                    cache.insert(key.as_str(), encode(value)?.as_slice()).map(drop)
+                }
+            };
+            r.map_err(|e| e.to_string())?;
+        }
+    }
+    txn.commit().map_err(|e| e.to_string())
+}
