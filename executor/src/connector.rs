@@ -138,7 +138,8 @@ impl Connectors {
                 }
                 let Some(rate) = rate else { return Ok(()) };
                 let burst = rate.max(1.0);
-                g.tokens = (g.tokens + now.duration_since(g.refilled).as_secs_f64() * rate).min(burst);
+                g.tokens =
+                    (g.tokens + now.duration_since(g.refilled).as_secs_f64() * rate).min(burst);
                 g.refilled = now;
                 if g.tokens >= 1.0 {
                     g.tokens -= 1.0;
@@ -192,7 +193,11 @@ impl Connectors {
             .await
             .map_err(|e| {
                 StepError::retryable(
-                    if e.is_timeout() { "timeout" } else { "unavailable" },
+                    if e.is_timeout() {
+                        "timeout"
+                    } else {
+                        "unavailable"
+                    },
                     format!("connector `{}`: cannot reach `{url}`: {e}", c.name),
                 )
             })?;
@@ -208,13 +213,19 @@ impl Connectors {
         if status.is_server_error() {
             return Err(StepError::retryable(
                 "unavailable",
-                format!("connector `{}`: `{url}` answered {status}: {clipped}", c.name),
+                format!(
+                    "connector `{}`: `{url}` answered {status}: {clipped}",
+                    c.name
+                ),
             ));
         }
         if !status.is_success() {
             return Err(StepError::fatal(
                 "invalid_input",
-                format!("connector `{}`: `{url}` answered {status}: {clipped}", c.name),
+                format!(
+                    "connector `{}`: `{url}` answered {status}: {clipped}",
+                    c.name
+                ),
             ));
         }
         Ok(serde_json::from_str(&text).unwrap_or_else(|_| json!({ "body": text })))
@@ -226,7 +237,10 @@ impl Connectors {
             if rng.unit() < rate {
                 return Err(StepError::retryable(
                     "unavailable",
-                    format!("connector `{}`: 503 service unavailable (simulated)", c.name),
+                    format!(
+                        "connector `{}`: 503 service unavailable (simulated)",
+                        c.name
+                    ),
                 ));
             }
         }
@@ -288,7 +302,11 @@ impl Connectors {
             .map_err(|e| {
                 StepError::retryable(
                     "unavailable",
-                    format!("connector `{}`: cannot write `{}`: {e}", c.name, path.display()),
+                    format!(
+                        "connector `{}`: cannot write `{}`: {e}",
+                        c.name,
+                        path.display()
+                    ),
                 )
             })?;
         state.by_key.insert(c.key.to_string(), record.clone());
@@ -325,7 +343,9 @@ fn load(path: &Path, state: &mut Local) -> Result<(), String> {
         }
         good += line.len();
         if let Some(k) = v.get("key").and_then(Value::as_str) {
-            state.next_seq = state.next_seq.max(v.get("seq").and_then(Value::as_u64).unwrap_or(0));
+            state.next_seq = state
+                .next_seq
+                .max(v.get("seq").and_then(Value::as_u64).unwrap_or(0));
             state.by_key.insert(k.to_string(), v);
         }
     }

@@ -330,11 +330,8 @@ impl Journal {
 
     /// A run's record.
     pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
-        let raw = self.read(|t| {
-            Ok(t.open_table(RUNS)?
-                .get(run_id)?
-                .map(|v| v.value().to_vec()))
-        })?;
+        let raw =
+            self.read(|t| Ok(t.open_table(RUNS)?.get(run_id)?.map(|v| v.value().to_vec())))?;
         raw.map(|b| decode(&self.path, &b)).transpose()
     }
 
@@ -368,11 +365,7 @@ impl Journal {
 
     /// A review task.
     pub fn review(&self, id: &str) -> Result<Option<ReviewTask>> {
-        let raw = self.read(|t| {
-            Ok(t.open_table(REVIEWS)?
-                .get(id)?
-                .map(|v| v.value().to_vec()))
-        })?;
+        let raw = self.read(|t| Ok(t.open_table(REVIEWS)?.get(id)?.map(|v| v.value().to_vec())))?;
         raw.map(|b| decode(&self.path, &b)).transpose()
     }
 
@@ -392,11 +385,7 @@ impl Journal {
 
     /// A cached model answer.
     pub fn cached(&self, key: &str) -> Result<Option<Value>> {
-        let raw = self.read(|t| {
-            Ok(t.open_table(CACHE)?
-                .get(key)?
-                .map(|v| v.value().to_vec()))
-        })?;
+        let raw = self.read(|t| Ok(t.open_table(CACHE)?.get(key)?.map(|v| v.value().to_vec())))?;
         raw.map(|b| decode(&self.path, &b)).transpose()
     }
 }
@@ -427,7 +416,10 @@ fn writer(db: &Database, path: &Path, rx: &mpsc::Receiver<(Vec<Write>, Reply)>) 
     }
 }
 
-fn apply<'a>(db: &Database, writes: impl Iterator<Item = &'a Write>) -> std::result::Result<(), String> {
+fn apply<'a>(
+    db: &Database,
+    writes: impl Iterator<Item = &'a Write>,
+) -> std::result::Result<(), String> {
     let txn = db.begin_write().map_err(|e| e.to_string())?;
     {
         let mut runs = txn.open_table(RUNS).map_err(|e| e.to_string())?;
@@ -437,15 +429,19 @@ fn apply<'a>(db: &Database, writes: impl Iterator<Item = &'a Write>) -> std::res
         let mut cache = txn.open_table(CACHE).map_err(|e| e.to_string())?;
         for w in writes {
             let r = match w {
-                Write::Run(r) => runs.insert(r.run_id.as_str(), encode(r)?.as_slice()).map(drop),
+                Write::Run(r) => runs
+                    .insert(r.run_id.as_str(), encode(r)?.as_slice())
+                    .map(drop),
                 Write::Key { key, run_id } => keys.insert(key.as_str(), run_id.as_str()).map(drop),
                 Write::Definition { hash, text } => {
                     defs.insert(hash.as_str(), text.as_str()).map(drop)
                 }
-                Write::Review(r) => reviews.insert(r.id.as_str(), encode(r)?.as_slice()).map(drop),
-                Write::Cache { key, value } => {
-                    cache.insert(key.as_str(), encode(value)?.as_slice()).map(drop)
-                }
+                Write::Review(r) => reviews
+                    .insert(r.id.as_str(), encode(r)?.as_slice())
+                    .map(drop),
+                Write::Cache { key, value } => cache
+                    .insert(key.as_str(), encode(value)?.as_slice())
+                    .map(drop),
             };
             r.map_err(|e| e.to_string())?;
         }

@@ -237,9 +237,10 @@ pub async fn openai(
     if let Ok(key) = std::env::var("OPENAI_API_KEY") {
         req = req.bearer_auth(key);
     }
-    let resp = req.send().await.map_err(|e| {
-        StepError::retryable("unavailable", format!("cannot reach `{url}`: {e}"))
-    })?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| StepError::retryable("unavailable", format!("cannot reach `{url}`: {e}")))?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     if status.as_u16() == 429 {
@@ -271,8 +272,8 @@ pub async fn openai(
         .pointer("/choices/0/message/content")
         .and_then(Value::as_str)
         .ok_or_else(|| bad("`choices[0].message.content`"))?;
-    let c: Value = serde_json::from_str(content)
-        .map_err(|_| bad("a JSON object in the message content"))?;
+    let c: Value =
+        serde_json::from_str(content).map_err(|_| bad("a JSON object in the message content"))?;
     let confidence = c
         .get("confidence")
         .and_then(Value::as_f64)

@@ -334,7 +334,10 @@ impl Executor {
     fn base_attributes(&self, r: &RunRecord, step: &StepFile) -> BTreeMap<String, Value> {
         let mut a = BTreeMap::new();
         a.insert("automation.workflow".into(), json!(r.workflow));
-        a.insert("automation.workflow.version".into(), json!(r.workflow_version));
+        a.insert(
+            "automation.workflow.version".into(),
+            json!(r.workflow_version),
+        );
         a.insert("automation.run_id".into(), json!(r.run_id));
         a.insert("automation.step".into(), json!(step.id));
         a.insert("automation.step.kind".into(), json!(step.kind));
@@ -501,11 +504,19 @@ impl Executor {
             v.get("cached").and_then(Value::as_bool).unwrap_or(false),
         ) else {
             return self
-                .fail(r, &StepError::fatal("invalid_response", "unreadable model answer"))
+                .fail(
+                    r,
+                    &StepError::fatal("invalid_response", "unreadable model answer"),
+                )
                 .await;
         };
         if let Some(first) = v.get("first").and_then(Answer::from_json) {
-            extra.push((first, v.get("first_cached").and_then(Value::as_bool).unwrap_or(false)));
+            extra.push((
+                first,
+                v.get("first_cached")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            ));
         }
         let ended = now_ms();
         let version_of = |name: &str| {
@@ -521,12 +532,18 @@ impl Executor {
             a.insert("gen_ai.response.model".into(), json!(ans.model));
             a.insert("gen_ai.provider.name".into(), json!(ans.provider));
             a.insert("gen_ai.operation.name".into(), json!("chat"));
-            a.insert("automation.model.version".into(), json!(version_of(&ans.model)));
+            a.insert(
+                "automation.model.version".into(),
+                json!(version_of(&ans.model)),
+            );
             a.insert("automation.prompt.version".into(), json!(prompt));
             a.insert("automation.cache.hit".into(), json!(cached));
             if !cached {
                 a.insert("gen_ai.usage.input_tokens".into(), json!(ans.input_tokens));
-                a.insert("gen_ai.usage.output_tokens".into(), json!(ans.output_tokens));
+                a.insert(
+                    "gen_ai.usage.output_tokens".into(),
+                    json!(ans.output_tokens),
+                );
                 a.insert("automation.cost_usd".into(), json!(ans.cost_usd));
             } else {
                 a.insert("automation.cost_usd".into(), json!(0.0));
@@ -554,7 +571,10 @@ impl Executor {
         let mut attrs = self.base_attributes(r, &step);
         usage(&mut attrs, &answer, cached);
         attrs.insert("automation.canary".into(), json!(canary));
-        attrs.insert("automation.decision.confidence".into(), json!(answer.confidence));
+        attrs.insert(
+            "automation.decision.confidence".into(),
+            json!(answer.confidence),
+        );
         attrs.insert("automation.decision.outcome".into(), json!(answer.label));
         attrs.insert("automation.attempt".into(), json!(attempt));
         let span = SpanRecord {
@@ -664,18 +684,33 @@ impl Executor {
             };
             let (d, seq) = self.authorize(req).await?;
             policy_attrs.insert("automation.policy.decision".into(), json!(d.decision));
-            policy_attrs.insert("automation.policy.ids".into(), json!(d.policy_ids().join(",")));
+            policy_attrs.insert(
+                "automation.policy.ids".into(),
+                json!(d.policy_ids().join(",")),
+            );
             policy_attrs.insert("automation.audit.seq".into(), json!(seq));
             if d.decision != "allow" {
                 let ids = d.policy_ids().join(", ");
                 let advice = d.advice.join("; ");
                 let default_deny = d.determining_policies.is_empty() && d.errors.is_empty();
                 let names_human = d.advice.iter().any(|a| a.contains("human"));
-                let human = human_step_for(w, idx);
+                // A human step this run went through already is not asked twice.
+                let human = match human_step_for(w, idx) {
+                    Some(h)
+                        if self
+                            .journal
+                            .review(&format!("{}-{}", r.run_id, w.file.steps[h].id))?
+                            .is_none() =>
+                    {
+                        Some(h)
+                    }
+                    _ => None,
+                };
                 let mut attrs = self.base_attributes(r, &step);
                 attrs.insert("automation.connector".into(), json!(name));
                 attrs.extend(policy_attrs.clone());
-                if let (Some(h), false, true) = (human, r.human_approved, default_deny || names_human)
+                if let (Some(h), false, true) =
+                    (human, r.human_approved, default_deny || names_human)
                 {
                     r.outputs.insert(
                         step.id.clone(),
@@ -759,7 +794,11 @@ impl Executor {
             })
             .await;
         crash_point("after_call", &step.id);
-        let started = r.intent.as_ref().map(|i| i.started_ms).unwrap_or_else(now_ms);
+        let started = r
+            .intent
+            .as_ref()
+            .map(|i| i.started_ms)
+            .unwrap_or_else(now_ms);
         let (output, attempt) = match result {
             Ok((v, _, attempt)) => (v, attempt),
             Err(e) => {
@@ -825,12 +864,16 @@ impl Executor {
                 *s = format!("{}…", s.chars().take(200).collect::<String>());
             }
         }
-        let policy = w.file.steps.get(r.resume_at.unwrap_or(usize::MAX)).and_then(|s| {
-            r.outputs
-                .get(&s.id)
-                .and_then(|o| o.get("policy"))
-                .map(|p| json!({"step": s.id, "decision": p}))
-        });
+        let policy = w
+            .file
+            .steps
+            .get(r.resume_at.unwrap_or(usize::MAX))
+            .and_then(|s| {
+                r.outputs
+                    .get(&s.id)
+                    .and_then(|o| o.get("policy"))
+                    .map(|p| json!({"step": s.id, "decision": p}))
+            });
         let context = json!({
             "input": summary,
             "decision_step": decision.as_ref().map(|d| d.0.clone()),
@@ -862,7 +905,10 @@ impl Executor {
         r.status = RunStatus::Waiting;
         r.review = Some(id);
         self.journal
-            .commit(vec![Write::Run(Box::new(r.clone())), Write::Review(Box::new(task))])
+            .commit(vec![
+                Write::Run(Box::new(r.clone())),
+                Write::Review(Box::new(task)),
+            ])
             .await
     }
 
@@ -952,7 +998,12 @@ impl Executor {
         task.decided_ms = Some(now);
         task.audit_seq = Some(seq);
         let review_ms = now - task.created_ms;
-        let idx = w.file.steps.iter().position(|s| s.id == task.step).unwrap_or(r.cursor);
+        let idx = w
+            .file
+            .steps
+            .iter()
+            .position(|s| s.id == task.step)
+            .unwrap_or(r.cursor);
         let step = &w.file.steps[idx];
         let pending = r.pending_decision.take().map(|mut s| {
             s.attributes
@@ -991,7 +1042,10 @@ impl Executor {
         let mut attrs = self.base_attributes(&r, step);
         attrs.insert("automation.human.reviewer".into(), json!(reviewer));
         attrs.insert("automation.human.review_ms".into(), json!(review_ms));
-        attrs.insert("automation.review.outcome".into(), json!(if approve { "approved" } else { "rejected" }));
+        attrs.insert(
+            "automation.review.outcome".into(),
+            json!(if approve { "approved" } else { "rejected" }),
+        );
         attrs.insert("automation.review.queue".into(), json!(task.queue));
         attrs.insert("automation.audit.seq".into(), json!(seq));
         self.telemetry.emit(
@@ -1025,7 +1079,12 @@ impl Executor {
                 continue;
             };
             let w = self.definition(&r.definition)?;
-            let idx = w.file.steps.iter().position(|s| s.id == task.step).unwrap_or(r.cursor);
+            let idx = w
+                .file
+                .steps
+                .iter()
+                .position(|s| s.id == task.step)
+                .unwrap_or(r.cursor);
             let step = &w.file.steps[idx];
             task.status = ReviewStatus::TimedOut;
             task.decided_ms = Some(now);
@@ -1108,7 +1167,8 @@ impl Executor {
                 continue;
             };
             let key = format!("{}/{}/{}", r.run_id, comp.id, original.id);
-            let payload = json!({"run_id": r.run_id, "compensates": original.id, "effect": effect.output});
+            let payload =
+                json!({"run_id": r.run_id, "compensates": original.id, "effect": effect.output});
             let operation = comp.operation.clone().unwrap_or_default();
             let policy = &w.retries[comp_idx];
             let started = now_ms();
@@ -1124,18 +1184,16 @@ impl Executor {
                     attempt,
                     payload: &payload,
                 };
-                let res = match tokio::time::timeout(
-                    w.timeouts[comp_idx],
-                    self.connectors.call(&call),
-                )
-                .await
-                {
-                    Ok(Err(e)) if e.kind == "duplicate_key" && e.existing.is_some() => {
-                        Ok(e.existing.unwrap_or_default())
-                    }
-                    Ok(x) => x,
-                    Err(_) => Err(StepError::retryable("timeout", "compensation timed out")),
-                };
+                let res =
+                    match tokio::time::timeout(w.timeouts[comp_idx], self.connectors.call(&call))
+                        .await
+                    {
+                        Ok(Err(e)) if e.kind == "duplicate_key" && e.existing.is_some() => {
+                            Ok(e.existing.unwrap_or_default())
+                        }
+                        Ok(x) => x,
+                        Err(_) => Err(StepError::retryable("timeout", "compensation timed out")),
+                    };
                 match res {
                     Ok(v) => break Ok(v),
                     Err(e) => {
@@ -1201,7 +1259,10 @@ impl Executor {
         }
         let mut attrs = BTreeMap::new();
         attrs.insert("automation.workflow".into(), json!(r.workflow));
-        attrs.insert("automation.workflow.version".into(), json!(r.workflow_version));
+        attrs.insert(
+            "automation.workflow.version".into(),
+            json!(r.workflow_version),
+        );
         attrs.insert("automation.run_id".into(), json!(r.run_id));
         attrs.insert("automation.outcome".into(), json!(outcome));
         attrs.insert("automation.retries".into(), json!(r.retries));
@@ -1304,9 +1365,7 @@ fn route(w: &Workflow, step: &StepFile, r: &RunRecord) -> usize {
     let target = step
         .when
         .iter()
-        .find(|rule| {
-            lookup(r, &rule.field).is_some_and(|v| compare(&v, &rule.op, &rule.value))
-        })
+        .find(|rule| lookup(r, &rule.field).is_some_and(|v| compare(&v, &rule.op, &rule.value)))
         .map(|rule| rule.goto.as_str())
         .or(step.default.as_deref())
         .unwrap_or_default();

@@ -133,7 +133,9 @@ impl Telemetry {
                 .map_err(|e| bad(e.to_string()))?
         } else {
             let url = url::Url::parse(endpoint).map_err(|e| {
-                bad(format!("{e}; write it like `http://127.0.0.1:4318` or `grpc://127.0.0.1:4317`"))
+                bad(format!(
+                    "{e}; write it like `http://127.0.0.1:4318` or `grpc://127.0.0.1:4317`"
+                ))
             })?;
             let full = if url.path() == "/" || url.path().is_empty() {
                 format!("{}/v1/traces", endpoint.trim_end_matches('/'))

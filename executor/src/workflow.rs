@@ -224,7 +224,8 @@ pub struct StepFile {
     /// Connector steps: the step (a connector step) that undoes this one when a later step fails.
     #[serde(default)]
     pub compensate: Option<String>,
-    /// Human steps: the review queue.
+    /// Human steps: the review queue, named after the `Custos::Team` whose members may decide its
+    /// tasks (policy `review-by-assigned-team`).
     #[serde(default)]
     pub queue: Option<String>,
     /// Human steps: `low`, `normal`, `high` or `urgent`.

@@ -78,3 +78,491 @@ fn routes_read_only_earlier_steps_or_the_input() {
         "{p:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The run loop, in process, with the shipped policies and real files.
+
+use std::sync::{Arc, Mutex};
+
+use custos_executor::connector::effects;
+use custos_executor::journal::{ReviewStatus, RunRecord, RunStatus};
+use custos_executor::telemetry::Telemetry;
+use custos_executor::{Error as ExecError, Executor, ExecutorOptions};
+use custos_policy::engine::Engine;
+use serde_json::{Value, json};
+
+fn policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/policy")
+}
+
+fn executor(dir: &Path, with_policies: bool) -> Arc<Executor> {
+    Executor::open(ExecutorOptions {
+        data_dir: dir.to_path_buf(),
+        engine: with_policies.then(|| Arc::new(Engine::load(&policies()).unwrap())),
+        telemetry: Telemetry::off(),
+        principal: "executor".into(),
+    })
+    .unwrap()
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(fixtures().join(name)).unwrap()
+}
+
+async fn run(ex: &Executor, text: &str, input: Value, by: &str) -> RunRecord {
+    let s = ex.start(text, "test.yaml", input, None, by).await.unwrap();
+    ex.drive(&s.run_id).await.unwrap()
+}
+
+fn email(i: usize) -> Value {
+    json!({"email_id": format!("e{i}"), "subject": format!("order {i} is late"),
+           "body": "where is my order?", "expected": {"label": "urgent"}})
+}
+
+fn audit_records(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("audit/audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confidence_routes_runs_past_or_into_review() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = executor(dir.path(), true);
+    let text = fixture("support-triage.yaml");
+    let mut confident = 0;
+    let mut waiting = 0;
+    for i in 0..30 {
+        let r = run(&ex, &text, email(i), "automation").await;
+        let c = r.outputs["classify"]["confidence"].as_f64().unwrap();
+        if c >= 0.9 {
+            confident += 1;
+            assert_eq!(r.status, RunStatus::Finished, "{r:?}");
+            assert_eq!(r.outcome.as_deref(), Some("success"));
+            assert_eq!(r.outputs["route"]["goto"], "draft");
+            assert!(r.outputs.contains_key("ticket") && r.outputs.contains_key("reply"));
+        } else {
+            waiting += 1;
+            assert_eq!(r.status, RunStatus::Waiting, "{r:?}");
+            assert_eq!(r.outputs["route"]["goto"], "review");
+            assert!(!r.outputs.contains_key("ticket"));
+        }
+    }
+    assert!(confident > 3 && waiting > 3, "{confident} / {waiting}");
+    let tickets = effects(&ex.connectors().file("tickets")).unwrap();
+    assert_eq!(tickets.len(), confident);
+    let reviews = ex.pending_reviews().unwrap();
+    assert_eq!(reviews.len(), waiting);
+    assert_eq!(reviews[0].queue, "support-team");
+    assert!(reviews[0].context["confidence"].as_f64().unwrap() < 0.9);
+    assert!(reviews[0].context["input"].get("expected").is_none());
+    // Every ticket and email was authorized first, and recorded.
+    let execs = audit_records(dir.path())
+        .into_iter()
+        .filter(|r| r["action"].as_str().unwrap().contains("execute"))
+        .count();
+    assert_eq!(execs, 2 * confident);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_approve_reject_time_out_and_are_authorized() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = executor(dir.path(), true);
+    let text = fixture("support-triage.yaml");
+    let mut waiting = Vec::new();
+    for i in 0..40 {
+        let r = run(&ex, &text, email(i), "ben").await;
+        if r.status == RunStatus::Waiting {
+            waiting.push(r);
+        }
+    }
+    assert!(waiting.len() >= 4);
+    let task = |r: &RunRecord| r.review.clone().unwrap();
+    // Not in the queue's team: denied and recorded, nothing changes.
+    let e = ex
+        .decide_review(&task(&waiting[0]), "ana", true, "looks right")
+        .await;
+    assert!(matches!(e, Err(ExecError::Denied(_))), "{e:?}");
+    // Four eyes: ben started these runs.
+    let e = ex
+        .decide_review(&task(&waiting[0]), "ben", true, "mine")
+        .await;
+    assert!(
+        matches!(e, Err(ExecError::Denied(ref m)) if m.contains("someone else")),
+        "{e:?}"
+    );
+    assert_eq!(
+        ex.journal()
+            .review(&task(&waiting[0]))
+            .unwrap()
+            .unwrap()
+            .status,
+        ReviewStatus::Pending
+    );
+
+    // A run started by someone else is reviewed by ben (support-team).
+    let mut n = 100;
+    let other = loop {
+        n += 1;
+        let r = run(&ex, &text, email(n), "automation").await;
+        if r.status == RunStatus::Waiting {
+            break r;
+        }
+    };
+    let d = ex
+        .decide_review(&task(&other), "ben", true, "classification is right")
+        .await
+        .unwrap();
+    assert_eq!(d.task.status, ReviewStatus::Approved);
+    let r = ex.drive(&other.run_id).await.unwrap();
+    assert_eq!(r.outcome.as_deref(), Some("success"));
+    assert!(r.human_approved);
+    let e = ex.decide_review(&task(&other), "ben", false, "again").await;
+    assert!(matches!(e, Err(ExecError::Conflict(_))), "{e:?}");
+
+    let mut n = 500;
+    let rejected = loop {
+        n += 1;
+        let r = run(&ex, &text, email(n), "automation").await;
+        if r.status == RunStatus::Waiting {
+            break r;
+        }
+    };
+    ex.decide_review(&task(&rejected), "ben", false, "not urgent at all")
+        .await
+        .unwrap();
+    let r = ex.drive(&rejected.run_id).await.unwrap();
+    assert_eq!(r.outcome.as_deref(), Some("escalated"));
+    assert!(!r.outputs.contains_key("ticket"));
+
+    // ben's own runs time out: `on_timeout: ticket` creates the ticket without approval.
+    let later = custos_executor::now_ms() + 5 * 3_600_000;
+    let moved = ex.expire_reviews(later).await.unwrap();
+    assert!(moved.contains(&waiting[0].run_id));
+    let r = ex.drive(&waiting[0].run_id).await.unwrap();
+    assert_eq!(r.outcome.as_deref(), Some("success"));
+    assert!(!r.human_approved);
+    assert!(r.outputs.contains_key("ticket"));
+    assert_eq!(
+        ex.journal()
+            .review(&task(&waiting[0]))
+            .unwrap()
+            .unwrap()
+            .status,
+        ReviewStatus::TimedOut
+    );
+
+    let reviews: Vec<Value> = audit_records(dir.path())
+        .into_iter()
+        .filter(|r| r["kind"] == "review")
+        .collect();
+    assert_eq!(reviews.len(), 4, "{reviews:#?}");
+    assert_eq!(
+        reviews.iter().filter(|r| r["decision"] == "allow").count(),
+        2
+    );
+    assert_eq!(reviews[3]["context"]["override"], true);
+}
+
+/// An HTTP stub recording each request's idempotency key.
+async fn stub(status: u16, body: Value) -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen2 = seen.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let seen = seen2.clone();
+        let body = body.clone();
+        async move {
+            seen.lock().unwrap().push(
+                headers
+                    .get("idempotency-key")
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default(),
+            );
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                axum::Json(body),
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+fn confident_invoices(url: &str) -> String {
+    fixture("invoice-processing.yaml")
+        .replace("http://127.0.0.1:8089/vendors", url)
+        .replace("accuracy: 0.88", "accuracy: 1.0\n    confidence_shift: 1.0")
+        .replace("canary_percent: 10", "canary_percent: 0")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_posting_is_denied_routed_to_review_and_posted_once_after_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = executor(dir.path(), true);
+    let (url, keys) = stub(200, json!({"terms": "net 30"})).await;
+    let text = confident_invoices(&url);
+    let small = run(
+        &ex,
+        &text,
+        json!({"invoice_id": "i1", "vendor": "acme", "amount_usd": 420.0, "text": "..."}),
+        "automation",
+    )
+    .await;
+    assert_eq!(small.outcome.as_deref(), Some("success"), "{small:?}");
+    assert_eq!(
+        keys.lock().unwrap().as_slice(),
+        [format!("{}/terms", small.run_id)]
+    );
+
+    let big = run(
+        &ex,
+        &text,
+        json!({"invoice_id": "i2", "vendor": "acme", "amount_usd": 25000.0, "text": "..."}),
+        "automation",
+    )
+    .await;
+    assert_eq!(big.status, RunStatus::Waiting, "{big:?}");
+    assert_eq!(
+        big.outputs["post"]["policy"]["policies"][0],
+        "execute-large-amount-needs-human"
+    );
+    let task = ex
+        .journal()
+        .review(big.review.as_ref().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(task.context["policy"]["step"], "post");
+    assert!(
+        task.context["policy"]["decision"]["advice"][0]
+            .as_str()
+            .unwrap()
+            .contains("human review")
+    );
+    ex.decide_review(&task.id, "ana", true, "approved by AP lead")
+        .await
+        .unwrap();
+    let big = ex.drive(&big.run_id).await.unwrap();
+    assert_eq!(big.outcome.as_deref(), Some("success"), "{big:?}");
+    let ledger = effects(&ex.connectors().file("ledger")).unwrap();
+    assert_eq!(ledger.len(), 2);
+    assert_eq!(ledger[1]["key"], format!("{}/post", big.run_id));
+    assert_eq!(ledger[1]["payload"]["amount_usd"], 25000.0);
+    let denied = audit_records(dir.path())
+        .into_iter()
+        .filter(|r| r["decision"] == "deny" && r["action"].as_str().unwrap().contains("execute"))
+        .count();
+    assert_eq!(denied, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_policies_side_effects_are_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = executor(dir.path(), false);
+    let (url, _) = stub(200, json!({})).await;
+    let r = run(
+        &ex,
+        &confident_invoices(&url).replace("default: review", "default: post"),
+        json!({"invoice_id": "i1", "vendor": "acme", "amount_usd": 10.0, "text": "."}),
+        "automation",
+    )
+    .await;
+    // Fail closed: an erroring decision is a deny that no route gets around.
+    assert_eq!(r.outcome.as_deref(), Some("failure"), "{r:?}");
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap()
+            .contains("no policies are loaded")
+    );
+    assert!(effects(&ex.connectors().file("ledger")).unwrap().is_empty());
+    let a = audit_records(dir.path());
+    assert_eq!(a[0]["decision"], "deny");
+    assert!(a[0]["errors"][0].as_str().unwrap().contains("no policies"));
+    // A reviewer's decision is denied too: nothing is approved without policies.
+    let text = fixture("support-triage.yaml");
+    let mut n = 0;
+    let waiting = loop {
+        n += 1;
+        let r = run(&ex, &text, email(n), "automation").await;
+        if r.status == RunStatus::Waiting {
+            break r;
+        }
+    };
+    let e = ex
+        .decide_review(waiting.review.as_ref().unwrap(), "ben", true, "ok")
+        .await;
+    assert!(matches!(e, Err(ExecError::Denied(_))), "{e:?}");
+}
+
+const SAGA: &str = r#"
+name: invoice-processing
+version: "saga"
+input: {amount_usd: number}
+models:
+  m: {provider: local, model: m, version: "1", accuracy: 1.0, confidence_shift: 1.0}
+connectors:
+  ledger: {kind: ledger}
+  mail: {kind: outbox, failure_rate: 1.0}
+steps:
+  - {id: extract, kind: model, task: extract, model: m, prompt_version: v1}
+  - {id: first, kind: connector, connector: ledger, operation: post, compensate: undo}
+  - {id: second, kind: connector, connector: ledger, operation: post, compensate: undo}
+  - id: notify
+    kind: connector
+    connector: mail
+    operation: send
+    retry: {initial_interval: 50ms, backoff_coefficient: 2.0, maximum_attempts: 3}
+  - {id: undo, kind: connector, connector: ledger, operation: reverse}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_retries_with_backoff_then_compensates_in_reverse_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = executor(dir.path(), true);
+    let t = std::time::Instant::now();
+    let r = run(&ex, SAGA, json!({"amount_usd": 120.0}), "automation").await;
+    // Three attempts of `notify`: waits of 50 ms and 100 ms between them.
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(r.retries, 2);
+    assert_eq!(r.outcome.as_deref(), Some("compensated"), "{r:?}");
+    assert!(r.error.as_deref().unwrap().contains("unavailable"), "{r:?}");
+    let ledger = effects(&ex.connectors().file("ledger")).unwrap();
+    let ops: Vec<(String, String)> = ledger
+        .iter()
+        .map(|e| {
+            (
+                e["operation"].as_str().unwrap().into(),
+                e["key"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let id = &r.run_id;
+    assert_eq!(
+        ops,
+        [
+            ("post".into(), format!("{id}/first")),
+            ("post".into(), format!("{id}/second")),
+            ("reverse".into(), format!("{id}/undo/second")),
+            ("reverse".into(), format!("{id}/undo/first")),
+        ]
+    );
+    assert!(effects(&ex.connectors().file("mail")).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_non_retryable_errors_stop_a_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = executor(dir.path(), true);
+    let slow = SAGA
+        .replace("failure_rate: 1.0", "latency_ms: 400")
+        .replace(
+            "maximum_attempts: 3}",
+            "maximum_attempts: 2}\n    timeout: 100ms",
+        );
+    let t = std::time::Instant::now();
+    let r = run(&ex, &slow, json!({"amount_usd": 1.0}), "automation").await;
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(400 * 2),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(r.outcome.as_deref(), Some("compensated"));
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap()
+            .contains("timed out after 100 ms"),
+        "{r:?}"
+    );
+    assert_eq!(r.retries, 1);
+    // `unavailable` listed as non-retryable: one attempt only.
+    let once = SAGA.replace(
+        "maximum_attempts: 3}",
+        "maximum_attempts: 3, non_retryable_errors: [unavailable]}",
+    );
+    let r = run(&ex, &once, json!({"amount_usd": 1.0}), "automation").await;
+    assert_eq!(r.retries, 0);
+    assert_eq!(r.outcome.as_deref(), Some("compensated"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_start_key_starts_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = executor(dir.path(), true);
+    let text = fixture("support-triage.yaml");
+    let a = ex
+        .start(&text, "t", email(1), Some("evt-1".into()), "automation")
+        .await
+        .unwrap();
+    let b = ex
+        .start(&text, "t", email(1), Some("evt-1".into()), "automation")
+        .await
+        .unwrap();
+    assert!(!a.existing && b.existing);
+    assert_eq!(a.run_id, b.run_id);
+    assert_eq!(ex.journal().runs().unwrap().len(), 1);
+    let e = ex
+        .start(&text, "t", json!({"email_id": 3}), None, "automation")
+        .await;
+    let msg = e.unwrap_err().to_string();
+    assert!(
+        msg.contains("field `email_id` must be a string")
+            && msg.contains("field `subject` (string) is missing"),
+        "{msg}"
+    );
+    drop(ex);
+    // Reopened: the key is still known.
+    let ex = executor(dir.path(), true);
+    let c = ex
+        .start(&text, "t", email(1), Some("evt-1".into()), "automation")
+        .await
+        .unwrap();
+    assert_eq!(c.run_id, a.run_id);
+    assert!(c.existing);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_provider_speaks_chat_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = executor(dir.path(), true);
+    let content =
+        json!({"label": "urgent", "confidence": 0.97, "output": {"label": "urgent"}}).to_string();
+    let (url, _) = stub(200, json!({"model": "gpt-4o-2024-08-06", "choices": [{"message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 9}})).await;
+    let text = fixture("support-triage.yaml").replace(
+        "    provider: local\n    model: seeded-classifier",
+        &format!("    provider: openai\n    base_url: {url}/v1\n    model: gpt-4o"),
+    );
+    let r = run(&ex, &text, email(1), "automation").await;
+    assert_eq!(r.outputs["classify"]["label"], "urgent");
+    assert_eq!(r.outputs["classify"]["confidence"], 0.97);
+    assert_eq!(r.outputs["classify"]["model"], "gpt-4o-2024-08-06");
+    assert_eq!(r.outputs["classify"]["input_tokens"], 120);
+    assert_eq!(r.outcome.as_deref(), Some("success"));
+
+    let (url, _) = stub(429, json!({"error": "slow down"})).await;
+    let text = fixture("support-triage.yaml")
+        .replace(
+            "    provider: local\n    model: seeded-classifier",
+            &format!("    provider: openai\n    base_url: {url}\n    model: gpt-4o"),
+        )
+        .replace(
+            "    timeout: 10s\n",
+            "    timeout: 10s\n    retry: {initial_interval: 10ms, maximum_attempts: 2}\n",
+        );
+    let r = run(&ex, &text, email(2), "automation").await;
+    assert_eq!(r.outcome.as_deref(), Some("failure"));
+    assert!(
+        r.error.as_deref().unwrap().starts_with("rate_limited"),
+        "{r:?}"
+    );
+    assert_eq!(r.retries, 1);
+}
