@@ -1,5 +1,7 @@
 //! The `custos` command: argument parsing and dispatch only. The work is in the library crates.
 
+mod commands;
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -142,6 +144,43 @@ enum Command {
         #[arg(long)]
         at: Option<String>,
         /// Output format: text, json, github, junit, sarif.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+    /// Run a workflow with the reference executor: durable (journaled in DATA/executor), with
+    /// policy checks, human review and OTLP telemetry; `--resume` completes runs after a crash.
+    Run {
+        /// Workflow definition (YAML, docs/executor.md).
+        #[arg(required_unless_present = "resume")]
+        workflow: Option<PathBuf>,
+        /// Inputs, one JSON object per line; each line starts one run (once: a repeated command
+        /// starts only lines that never started).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Complete every unfinished run of the data directory's journal.
+        #[arg(long, conflicts_with_all = ["workflow", "input", "server"])]
+        resume: bool,
+        /// Data directory holding the journal, connector effects and audit log
+        /// [default: ./custos-data].
+        #[arg(long, conflicts_with = "server")]
+        data: Option<PathBuf>,
+        /// Policy directory (side effects and reviews are authorized with it; without policies
+        /// every side effect is denied).
+        #[arg(long, conflicts_with = "server", default_value = "rules/policy")]
+        policies: PathBuf,
+        /// Where spans go: `http://HOST:4318` (OTLP/HTTP) or `grpc://HOST:4317` (OTLP/gRPC).
+        #[arg(long, conflicts_with = "server")]
+        otlp: Option<String>,
+        /// Server API URL: start the runs on the server (`POST /api/runs`) instead.
+        #[arg(long)]
+        server: Option<String>,
+        /// Who starts the runs (a `Custos::User` id; nobody reviews their own run).
+        #[arg(long, default_value = "automation")]
+        by: String,
+        /// Runs in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Output format: text or json.
         #[arg(long, default_value = "text")]
         format: String,
     },
@@ -402,6 +441,32 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Run {
+            workflow,
+            input,
+            resume,
+            data,
+            policies,
+            otlp,
+            server,
+            by,
+            concurrency,
+            format,
+        } => {
+            let options = commands::RunOptions {
+                workflow,
+                input,
+                resume,
+                data: data.unwrap_or_else(|| PathBuf::from("./custos-data")),
+                policies,
+                otlp,
+                server,
+                by,
+                concurrency,
+                format,
+            };
+            commands::run(options).await
         }
         Command::Audit {
             what: AuditCommand::Verify { data, format },

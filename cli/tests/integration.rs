@@ -851,3 +851,201 @@ fn gate_policy_and_audit_commands_through_the_binary() {
     let (code, _, _) = run(&["audit", "verify", "--data", data]);
     assert_eq!(code, Some(0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The executor through the binary.
+
+const POSTING: &str = r#"
+name: invoice-processing
+version: "crash"
+input: {invoice_id: string, amount_usd: number, vendor: string}
+models:
+  m: {provider: local, model: seeded-extractor, version: "1", seed: 3, accuracy: 1.0, confidence_shift: 1.0}
+connectors:
+  ledger: {kind: ledger}
+  mail: {kind: outbox}
+steps:
+  - {id: extract, kind: model, task: extract, model: m, prompt_version: v1}
+  - {id: validate, kind: transform, set: {amount_usd: extract.output.total, vendor: input.vendor}}
+  - {id: post, kind: connector, connector: ledger, operation: post, compensate: reverse}
+  - {id: notify, kind: connector, connector: mail, operation: send}
+  - {id: reverse, kind: connector, connector: ledger, operation: reverse}
+"#;
+
+fn repo() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn jsonl(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn kill_9_at_every_point_of_a_side_effect_then_resume_makes_each_effect_once() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let policies = repo().join("rules/policy");
+    for point in [
+        "before_intent",
+        "after_intent",
+        "after_call",
+        "after_result",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let wf = dir.path().join("posting.yaml");
+        std::fs::write(&wf, POSTING).unwrap();
+        let inputs = dir.path().join("in.jsonl");
+        let lines: Vec<String> = (0..12)
+            .map(|i| {
+                format!(
+                    r#"{{"invoice_id": "inv-{i}", "amount_usd": {}.5, "vendor": "v{i}"}}"#,
+                    100 + i
+                )
+            })
+            .collect();
+        std::fs::write(&inputs, lines.join("\n")).unwrap();
+        let args = |extra: &[&str]| {
+            let mut c = Command::new(BIN);
+            c.arg("run")
+                .args(extra)
+                .arg("--data")
+                .arg(&data)
+                .arg("--policies")
+                .arg(&policies);
+            c
+        };
+        let crashed = args(&[
+            wf.to_str().unwrap(),
+            "--input",
+            inputs.to_str().unwrap(),
+            "--concurrency",
+            "3",
+        ])
+        .env("CUSTOS_EXECUTOR_CRASH", format!("{point}:post"))
+        .output()
+        .unwrap();
+        assert_eq!(crashed.status.signal(), Some(9), "{point}: {crashed:?}");
+        let ledger = data.join("connectors/ledger.jsonl");
+        let before = jsonl(&ledger).len();
+        let resumed = args(&["--resume", "--format", "json"]).output().unwrap();
+        assert!(resumed.status.success(), "{point}: {resumed:?}");
+        let out: Value = serde_json::from_slice(&resumed.stdout).unwrap();
+        assert!(
+            !out["runs"].as_array().unwrap().is_empty(),
+            "{point}: nothing resumed"
+        );
+        for r in out["runs"].as_array().unwrap() {
+            assert_eq!(r["outcome"], "success", "{point}: {r}");
+        }
+        // The same command again starts the inputs that never started and re-reports the rest.
+        let again = args(&[
+            wf.to_str().unwrap(),
+            "--input",
+            inputs.to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+        assert!(again.status.success(), "{point}: {again:?}");
+        let out: Value = serde_json::from_slice(&again.stdout).unwrap();
+        let runs = out["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 12);
+        assert!(
+            runs.iter().all(|r| r["outcome"] == "success"),
+            "{point}: {out}"
+        );
+        assert!(out["existing"].as_u64().unwrap() >= 1);
+        let ledger = jsonl(&ledger);
+        let keys: HashSet<&str> = ledger.iter().map(|e| e["key"].as_str().unwrap()).collect();
+        assert_eq!(
+            ledger.len(),
+            12,
+            "{point}: one posting per run ({before} before resume)"
+        );
+        assert_eq!(keys.len(), 12);
+        for r in runs {
+            assert!(keys.contains(format!("{}/post", r["run_id"].as_str().unwrap()).as_str()));
+        }
+        let mail = jsonl(&data.join("connectors/mail.jsonl"));
+        assert_eq!(mail.len(), 12, "{point}");
+    }
+}
+
+#[test]
+fn executor_spans_arrive_through_the_collector_as_runs_and_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn(&dir.path().join("server"));
+    let _guard = KillOnDrop(server.child.id());
+    let inputs = dir.path().join("emails.jsonl");
+    let lines: Vec<String> = (0..40)
+        .map(|i| format!(r#"{{"email_id": "e{i}", "subject": "order {i}", "body": "late", "expected": {{"label": "urgent"}}}}"#))
+        .collect();
+    std::fs::write(&inputs, lines.join("\n")).unwrap();
+    let otlp = format!(
+        "http://{}",
+        server
+            .http
+            .trim_start_matches("http://")
+            .trim_end_matches("/v1/traces")
+    );
+    let (code, out, err) = run_in(
+        &repo(),
+        &[
+            "run",
+            "fixtures/workflows/support-triage.yaml",
+            "--input",
+            inputs.to_str().unwrap(),
+            "--data",
+            dir.path().join("exec").to_str().unwrap(),
+            "--otlp",
+            &otlp,
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let out: Value = serde_json::from_str(&out).unwrap();
+    let finished = out["outcomes"]["success"].as_u64().unwrap();
+    let waiting = out["outcomes"]["waiting"].as_u64().unwrap_or(0);
+    assert_eq!(finished + waiting, 40, "{out}");
+    let sql = |q: &str| -> Vec<Value> {
+        let (code, out, err) = run_in(
+            &repo(),
+            &["sql", "--server", &server.api, "--format", "json", q],
+        );
+        assert_eq!(code, Some(0), "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let runs = sql(
+        "SELECT outcome, count(*) AS n, sum(steps) AS steps FROM runs \
+                    WHERE workflow = 'support-triage' GROUP BY outcome ORDER BY outcome",
+    );
+    let n = |rows: &[Value], outcome: &str| {
+        rows.iter()
+            .find(|r| r["outcome"] == outcome)
+            .map(|r| r["n"].as_u64().unwrap())
+            .unwrap_or(0)
+    };
+    assert_eq!(n(&runs, "success"), finished, "{runs:?}");
+    assert_eq!(n(&runs, "in_progress"), waiting, "{runs:?}");
+    let d = sql(
+        "SELECT count(*) AS n, count(*) FILTER (WHERE confidence >= 0.9) AS confident, \
+                 min(prompt_version) AS p, min(model_version) AS v, min(model) AS m \
+                 FROM decisions WHERE workflow = 'support-triage' AND step = 'classify'",
+    );
+    assert_eq!(d[0]["n"], finished);
+    assert_eq!(d[0]["confident"], finished);
+    assert_eq!(d[0]["p"], "v1");
+    assert_eq!(d[0]["v"], "1");
+    assert_eq!(d[0]["m"], "seeded-classifier");
+    let costs = sql(
+        "SELECT count(*) AS n FROM runs WHERE workflow = 'support-triage' \
+                     AND outcome = 'success' AND cost_usd > 0 AND duration_ms >= 0",
+    );
+    assert_eq!(costs[0]["n"], finished);
+}

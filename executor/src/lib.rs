@@ -8,6 +8,7 @@
 //! ([`telemetry`]: OTLP spans through the OpenTelemetry SDK) and the run loop itself ([`run`]:
 //! routing, retries, timeouts, human review, sagas, resume after a crash).
 
+pub mod batch;
 pub mod connector;
 pub mod governance;
 pub mod journal;

@@ -312,19 +312,6 @@ impl Executor {
         }
     }
 
-    /// Drives every unfinished run (after a crash or a restart) and expires overdue reviews;
-    /// returns the records of the runs driven.
-    pub async fn resume_all(&self) -> Result<Vec<RunRecord>> {
-        self.expire_reviews(now_ms()).await?;
-        let mut out = Vec::new();
-        for r in self.journal.runs()? {
-            if matches!(r.status, RunStatus::Running | RunStatus::Compensating) {
-                out.push(self.drive(&r.run_id).await?);
-            }
-        }
-        Ok(out)
-    }
-
     async fn save(&self, r: &RunRecord) -> Result<()> {
         self.journal
             .commit(vec![Write::Run(Box::new(r.clone()))])
@@ -903,13 +890,33 @@ impl Executor {
             audit_seq: None,
         };
         r.status = RunStatus::Waiting;
-        r.review = Some(id);
+        r.review = Some(id.clone());
         self.journal
             .commit(vec![
                 Write::Run(Box::new(r.clone())),
-                Write::Review(Box::new(task)),
+                Write::Review(Box::new(task.clone())),
             ])
-            .await
+            .await?;
+        // Makes the waiting run visible (`in_progress` in `runs`) while its decision span waits
+        // for the verdict; not a step of its own (no `automation.step`).
+        let mut attrs = BTreeMap::new();
+        attrs.insert("automation.workflow".into(), json!(r.workflow));
+        attrs.insert("automation.run_id".into(), json!(r.run_id));
+        attrs.insert("automation.review.id".into(), json!(id));
+        attrs.insert("automation.review.queue".into(), json!(task.queue));
+        attrs.insert("automation.review.priority".into(), json!(task.priority));
+        self.telemetry.emit(
+            &r.run_id,
+            &SpanRecord {
+                name: "review requested".into(),
+                span_id: span_id(&r.run_id, &format!("{}#requested", step.id), 1),
+                start_ms: created,
+                end_ms: created,
+                attributes: attrs,
+                error: None,
+            },
+        );
+        Ok(())
     }
 
     /// Pending review tasks, most urgent first (priority, then age).

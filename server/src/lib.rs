@@ -77,6 +77,9 @@ pub enum Error {
     /// The audit log failed.
     #[error(transparent)]
     Audit(#[from] custos_audit::Error),
+    /// The executor failed.
+    #[error(transparent)]
+    Executor(custos_executor::Error),
     /// The deploy gate cannot run as asked (a bad change file, an unknown format).
     #[error("{0}")]
     Gate(String),
@@ -572,32 +575,10 @@ pub fn authorize_and_record(
     audit: &AuditLog,
     req: &AuthzRequest,
 ) -> Result<(custos_policy::engine::Decision, custos_audit::Record)> {
-    let d = engine.authorize(req);
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    // Authorizing `approve_review` is a person's review decision being checked: recorded as a
-    // review so oversight queries find it.
-    let action = text(&req.action);
-    let kind = if action == "approve_review" || action.ends_with("Action::\"approve_review\"") {
-        "review"
-    } else {
-        "authorize"
-    };
-    let record = audit.append(custos_audit::Entry {
-        kind: kind.into(),
-        principal: text(&req.principal),
-        action,
-        resource: text(&req.resource),
-        decision: d.decision.clone(),
-        policies: d.policy_ids(),
-        advice: d.advice.clone(),
-        errors: d.errors.iter().map(|e| e.message.clone()).collect(),
-        context: req.context.clone(),
-        policy_hash: d.policy_hash.clone(),
-    })?;
-    Ok((d, record))
+    custos_executor::governance::authorize_and_record(engine, audit, req).map_err(|e| match e {
+        custos_executor::Error::Audit(a) => Error::Audit(a),
+        other => Error::Executor(other),
+    })
 }
 
 fn deny_body(message: &str) -> serde_json::Value {
