@@ -42,6 +42,10 @@ enum Command {
         /// API listen address [default: 127.0.0.1:4380].
         #[arg(long)]
         api: Option<SocketAddr>,
+        /// Workflow definitions the server runs for `POST /api/runs` [default: ./workflows if it
+        /// exists].
+        #[arg(long)]
+        workflows: Option<PathBuf>,
     },
     /// Run a read-only SQL query against a data directory or a server.
     Sql {
@@ -183,6 +187,12 @@ enum Command {
         /// Output format: text or json.
         #[arg(long, default_value = "text")]
         format: String,
+    },
+    /// Human review tasks: list them, show one, approve or reject with a reason (authorized as
+    /// `approve_review` and recorded in the audit trail).
+    Review {
+        #[command(subcommand)]
+        what: commands::ReviewCommand,
     },
     /// The audit trail: verify its hash chain, write compliance reports.
     Audit {
@@ -367,7 +377,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             otlp_grpc,
             otlp_http,
             api,
-        } => serve(data, config, otlp_grpc, otlp_http, api).await,
+            workflows,
+        } => serve(data, config, otlp_grpc, otlp_http, api, workflows).await,
         Command::Sql {
             data,
             server,
@@ -468,6 +479,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             commands::run(options).await
         }
+        Command::Review { what } => commands::review(what).await,
         Command::Audit {
             what: AuditCommand::Verify { data, format },
         } => audit_verify(data, &format),
@@ -523,6 +535,7 @@ async fn serve(
     otlp_grpc: Option<SocketAddr>,
     otlp_http: Option<SocketAddr>,
     api: Option<SocketAddr>,
+    workflows: Option<PathBuf>,
 ) -> Result<ExitCode> {
     // The Delta kernel logs every snapshot at INFO; keep custos' own INFO and the libraries' warnings.
     tracing_subscriber::fmt()
@@ -552,6 +565,16 @@ async fn serve(
     }
     if let Some(a) = api {
         options.api = a;
+    }
+    if let Some(w) = workflows {
+        if !w.is_dir() {
+            return Err(UserError(format!(
+                "`--workflows` `{}` is not a directory",
+                w.display()
+            ))
+            .into());
+        }
+        options.executor.workflows = Some(w);
     }
     let data_dir = options.store.data_dir.clone();
     let server = custos_server::start(options).await?;

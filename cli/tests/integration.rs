@@ -26,10 +26,16 @@ fn spawn(dir: &Path) -> Server {
 
 /// Starts `custos serve` on ephemeral ports with `cwd` as its working directory.
 fn spawn_in(dir: &Path, cwd: &Path) -> Server {
+    spawn_with(dir, cwd, &[])
+}
+
+/// Starts `custos serve` with extra arguments.
+fn spawn_with(dir: &Path, cwd: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(BIN)
         .current_dir(cwd)
         .args(["serve", "--data"])
         .arg(dir)
+        .args(extra)
         .args([
             "--otlp-grpc",
             "127.0.0.1:0",
@@ -1048,4 +1054,224 @@ fn executor_spans_arrive_through_the_collector_as_runs_and_decisions() {
                      AND outcome = 'success' AND cost_usd > 0 AND duration_ms >= 0",
     );
     assert_eq!(costs[0]["n"], finished);
+}
+
+#[test]
+fn the_server_runs_workflows_and_people_review_through_the_api_and_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn_with(dir.path(), &repo(), &["--workflows", "fixtures/workflows"]);
+    let _guard = KillOnDrop(server.child.id());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        rt.block_on(async {
+            let r = client
+                .post(format!("{}{path}", server.api))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        })
+    };
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let (code, v) = post(
+            "/api/runs",
+            serde_json::json!({"workflow": "support-triage",
+            "input": {"email_id": format!("e{i}"), "subject": format!("order {i}"), "body": "late",
+                      "expected": {"label": "urgent"}},
+            "idempotency_key": format!("evt-{i}")}),
+        );
+        assert_eq!(code, 202, "{v}");
+        ids.push(v["run_id"].as_str().unwrap().to_string());
+    }
+    let (code, v) = post(
+        "/api/runs",
+        serde_json::json!({"workflow": "support-triage",
+        "input": {"email_id": "e0", "subject": "order 0", "body": "late"}, "idempotency_key": "evt-0"}),
+    );
+    assert_eq!(
+        (code, v["run_id"].as_str().unwrap()),
+        (200, ids[0].as_str()),
+        "{v}"
+    );
+    let (code, v) = post(
+        "/api/runs",
+        serde_json::json!({"workflow": "payroll", "input": {}}),
+    );
+    assert_eq!(code, 404);
+    assert!(
+        v["error"].as_str().unwrap().contains("support-triage"),
+        "{v}"
+    );
+    let (code, v) = post(
+        "/api/runs",
+        serde_json::json!({"workflow": "support-triage", "input": {"email_id": 1}}),
+    );
+    assert_eq!(code, 400);
+    assert!(v["error"].as_str().unwrap().contains("`subject`"), "{v}");
+
+    // Every run finishes or waits for a person.
+    let state = |id: &str| -> Value {
+        rt.block_on(async {
+            client
+                .get(format!("{}/api/runs/{id}", server.api))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut waiting = Vec::new();
+    for id in &ids {
+        loop {
+            let r = state(id);
+            if r["status"] == "finished" || r["status"] == "waiting" {
+                if r["status"] == "waiting" {
+                    waiting.push(r);
+                }
+                break;
+            }
+            assert!(Instant::now() < deadline, "run {id} stuck: {r}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(waiting.len() >= 2, "{waiting:?}");
+    let (code, out, err) = run_in(
+        &repo(),
+        &[
+            "review",
+            "list",
+            "--server",
+            &server.api,
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.len(), waiting.len());
+    let (_, text, _) = run_in(&repo(), &["review", "list", "--server", &server.api]);
+    assert!(
+        text.contains("support-team") && text.contains("CONFIDENCE"),
+        "{text}"
+    );
+    let first = waiting[0]["review"].as_str().unwrap();
+    let second = waiting[1]["review"].as_str().unwrap();
+    // ana is not in the support team: denied (exit 2) and recorded.
+    let (code, _, err) = run_in(
+        &repo(),
+        &[
+            "review",
+            "approve",
+            first,
+            "--reviewer",
+            "ana",
+            "--reason",
+            "fine",
+            "--server",
+            &server.api,
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("denied"), "{err}");
+    let (code, out, err) = run_in(
+        &repo(),
+        &[
+            "review",
+            "approve",
+            first,
+            "--reviewer",
+            "ben",
+            "--reason",
+            "right call",
+            "--server",
+            &server.api,
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("approved"), "{out}");
+    let (code, _, err) = run_in(
+        &repo(),
+        &[
+            "review",
+            "reject",
+            second,
+            "--reviewer",
+            "ben",
+            "--reason",
+            "not urgent",
+            "--server",
+            &server.api,
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run_in(
+        &repo(),
+        &[
+            "review",
+            "reject",
+            second,
+            "--reviewer",
+            "ben",
+            "--reason",
+            "again",
+            "--server",
+            &server.api,
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("409"), "{err}");
+    let outcome = |id: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = state(id);
+            if r["status"] == "finished" {
+                return r["outcome"].as_str().unwrap().to_string();
+            }
+            assert!(Instant::now() < deadline, "{r}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(outcome(waiting[0]["run_id"].as_str().unwrap()), "success");
+    assert_eq!(outcome(waiting[1]["run_id"].as_str().unwrap()), "escalated");
+
+    // The reviews reach analytics on the decision spans (the executor's spans go to this
+    // server's own receiver, in batches).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, out, err) = run_in(
+            &repo(),
+            &[
+                "sql",
+                "--server",
+                &server.api,
+                "--format",
+                "json",
+                "SELECT human_override, human_reviewer FROM decisions WHERE human_reviewed ORDER BY human_override",
+            ],
+        );
+        assert_eq!(code, Some(0), "{err}");
+        let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+        if rows.len() == 2 {
+            assert_eq!(rows[0]["human_override"], false);
+            assert_eq!(rows[1]["human_override"], true);
+            assert_eq!(rows[1]["human_reviewer"], "ben");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{rows:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let audit = std::fs::read_to_string(dir.path().join("audit/audit.jsonl")).unwrap();
+    let reviews: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "review")
+        .collect();
+    assert_eq!(reviews.len(), 3);
+    assert_eq!(reviews[0]["decision"], "deny");
 }

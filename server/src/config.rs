@@ -36,6 +36,29 @@ pub struct Config {
     /// Rules files: model prices and SLOs.
     #[serde(default)]
     pub rules: RulesConfig,
+    /// The reference executor: which workflows the server runs.
+    #[serde(default)]
+    pub executor: ExecutorConfig,
+}
+
+/// `[executor]`: the workflows the server runs (`POST /api/runs`) and where their spans go.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorConfig {
+    /// Directory of workflow definitions (`*.yaml`) the server runs (default `workflows` when it
+    /// exists). Without it, `POST /api/runs` answers 503.
+    pub workflows: Option<PathBuf>,
+    /// OTLP endpoint for the executor's spans (default: this server's own OTLP/HTTP receiver).
+    pub otlp: Option<String>,
+}
+
+/// The executor's settings, resolved.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutorSettings {
+    /// Directory of workflow definitions, if any.
+    pub workflows: Option<PathBuf>,
+    /// OTLP endpoint; `None` is the server's own receiver.
+    pub otlp: Option<String>,
 }
 
 /// `[rules]`: the price table and the SLO definitions.
@@ -185,6 +208,8 @@ pub struct ServerOptions {
     pub query: QueryOptions,
     /// Rules files.
     pub rules: RulesOptions,
+    /// The reference executor.
+    pub executor: ExecutorSettings,
 }
 
 fn addr(field: &str, v: Option<&str>, default: &str) -> Result<SocketAddr> {
@@ -305,6 +330,22 @@ impl Config {
                     60,
                 )?);
                 r
+            },
+            executor: ExecutorSettings {
+                workflows: match &self.executor.workflows {
+                    Some(p) if p.is_dir() => Some(p.clone()),
+                    Some(p) => {
+                        return Err(Error::Config(format!(
+                            "`executor.workflows` = `{}` is not a directory",
+                            p.display()
+                        )));
+                    }
+                    None => {
+                        let d = PathBuf::from("workflows");
+                        d.is_dir().then_some(d)
+                    }
+                },
+                otlp: self.executor.otlp.clone(),
             },
         })
     }

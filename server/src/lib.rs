@@ -13,6 +13,7 @@ pub mod bench_policy;
 pub mod config;
 pub mod gate;
 pub mod report;
+pub mod runs;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -159,6 +160,8 @@ struct ApiState {
     store_gauges: StoreGauges,
     sql_seconds: Histogram,
     started: Instant,
+    /// The reference executor, when workflows are configured.
+    runner: Option<Arc<runs::Runner>>,
 }
 
 /// A running server.
@@ -172,6 +175,7 @@ pub struct RunningServer {
     store: Store,
     stop: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<Result<()>>)>,
+    runner: Option<Arc<runs::Runner>>,
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
@@ -262,7 +266,25 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
                 .map_err(|e| Error::Task(e.to_string()))
         }),
     ));
+    let runner = runs::open(
+        &options.executor,
+        &options.store.data_dir,
+        rules.engine.clone(),
+        otlp_http,
+    )?;
+    if let Some(r) = &runner {
+        let r = r.clone();
+        let s = stopped(rx.clone());
+        tasks.push((
+            "executor",
+            tokio::spawn(async move {
+                runs::background(r, s).await;
+                Ok(())
+            }),
+        ));
+    }
     let state = Arc::new(ApiState {
+        runner: runner.clone(),
         analytics,
         audit,
         rules,
@@ -305,6 +327,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         store,
         stop,
         tasks,
+        runner,
     })
 }
 
@@ -316,6 +339,14 @@ impl RunningServer {
 
     /// Stops accepting, lets requests in flight finish, then flushes the memtable.
     pub async fn shutdown(self) -> Result<()> {
+        // The executor's spans go to our own receiver: send them while it still listens.
+        if let Some(r) = &self.runner {
+            let ex = r.executor.clone();
+            let sent = tokio::task::spawn_blocking(move || ex.telemetry().flush()).await;
+            if let Ok(Err(e)) = sent {
+                tracing::warn!(error = %e, "cannot send the executor's last spans");
+            }
+        }
         let _ = self.stop.send(true);
         let mut first_err = None;
         for (what, task) in self.tasks {
@@ -434,6 +465,12 @@ fn api_router(state: Arc<ApiState>) -> Router {
         .route("/api/authorize", post(api_authorize))
         .route("/api/gate", post(api_gate))
         .route("/api/audit/verify", get(api_audit_verify))
+        .route("/api/runs", post(runs::start_run))
+        .route("/api/runs/{id}", get(runs::get_run))
+        .route("/api/reviews", get(runs::list_reviews))
+        .route("/api/reviews/{id}", get(runs::get_review))
+        .route("/api/reviews/{id}/approve", post(runs::approve))
+        .route("/api/reviews/{id}/reject", post(runs::reject))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
