@@ -480,3 +480,183 @@ async fn decide(
         }
     }
 }
+
+/// `custos simulate` arguments.
+pub struct SimulateArgs {
+    pub workflows: PathBuf,
+    pub runs: usize,
+    pub rate: Option<f64>,
+    pub seed: u64,
+    pub scenario: Option<PathBuf>,
+    pub data: PathBuf,
+    pub policies: PathBuf,
+    pub otlp: String,
+    pub concurrency: usize,
+}
+
+fn print_simulation(r: &custos_server::simulate::SimulationReport) {
+    let runs: usize = r.outcomes.values().flat_map(|m| m.values()).sum();
+    println!(
+        "simulated {runs} runs in {:.1} s ({:.0} steps/s): {} reviews decided, {} overridden",
+        r.elapsed.as_secs_f64(),
+        r.steps as f64 / r.elapsed.as_secs_f64().max(1e-9),
+        r.reviews,
+        r.overrides
+    );
+    for (w, outcomes) in &r.outcomes {
+        let parts: Vec<String> = outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("  {w}: {}", parts.join(" · "));
+    }
+}
+
+pub async fn simulate(a: SimulateArgs) -> Result<ExitCode> {
+    use custos_server::simulate::{Scenario, SimulateOptions};
+    let scenario = match &a.scenario {
+        Some(p) => Scenario::load(p).map_err(user)?,
+        None => Scenario::default(),
+    };
+    let telemetry = Telemetry::otlp(&a.otlp, "custos-executor").map_err(user)?;
+    let engine = engine(&a.policies)?.map(|e| (*e).clone());
+    let report = custos_server::simulate::simulate(SimulateOptions {
+        workflows: a.workflows,
+        runs: a.runs,
+        rate: a.rate,
+        seed: a.seed,
+        scenario,
+        data_dir: a.data,
+        engine,
+        telemetry: telemetry.clone(),
+        concurrency: a.concurrency,
+    })
+    .await?;
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .context("telemetry task failed")??;
+    print_simulation(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+const DEMO_SCENARIO: &str = include_str!("../../fixtures/scenarios/demo.yaml");
+const DEMO_MARKER: &str = ".custos-demo";
+
+fn heading(s: &str) {
+    println!("\n== {s} {}", "=".repeat(76usize.saturating_sub(s.len())));
+}
+
+pub async fn demo(data: PathBuf, runs: usize, keep_serving: bool) -> Result<ExitCode> {
+    use custos_server::simulate::{Scenario, SimulateOptions};
+    for needed in ["rules/policy", "rules/slos.yaml", "fixtures/workflows"] {
+        if !std::path::Path::new(needed).exists() {
+            return Err(user(format!(
+                "`{needed}` is missing: run `custos demo` from the custos checkout"
+            )));
+        }
+    }
+    if data.exists() {
+        if data.join(DEMO_MARKER).exists() {
+            std::fs::remove_dir_all(&data)
+                .with_context(|| format!("cannot remove the earlier demo `{}`", data.display()))?;
+        } else if std::fs::read_dir(&data)?.next().is_some() {
+            return Err(user(format!(
+                "`{}` exists and is not a demo directory; pass --data with a new directory",
+                data.display()
+            )));
+        }
+    }
+    std::fs::create_dir_all(&data)?;
+    std::fs::write(data.join(DEMO_MARKER), "created by custos demo\n")?;
+    let started = std::time::Instant::now();
+    let mut options = custos_server::Config::default().validate()?;
+    options.store.data_dir = data.clone();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse()?;
+    options.otlp_grpc = any;
+    options.otlp_http = any;
+    options.api = any;
+    options.executor.workflows = None;
+    let server = custos_server::start(options).await?;
+    let api = format!("http://{}", server.api);
+    println!(
+        "custos demo: server on {api} (OTLP/HTTP {}), data in `{}`",
+        server.otlp_http,
+        data.display()
+    );
+    println!(
+        "simulating {runs} runs of support-triage and invoice-processing (canary prompts: support-triage v2 healthy, invoice-processing v2 regressing) ..."
+    );
+    let scenario = Scenario::parse(DEMO_SCENARIO, "fixtures/scenarios/demo.yaml")?;
+    let telemetry = Telemetry::otlp(&format!("http://{}", server.otlp_http), "custos-executor")?;
+    let engine = engine(std::path::Path::new("rules/policy"))?.map(|e| (*e).clone());
+    let report = custos_server::simulate::simulate(SimulateOptions {
+        workflows: PathBuf::from("fixtures/workflows"),
+        runs,
+        rate: None,
+        seed: 7,
+        scenario,
+        data_dir: data.clone(),
+        engine,
+        telemetry: telemetry.clone(),
+        concurrency: 32,
+    })
+    .await?;
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .context("telemetry task failed")??;
+    print_simulation(&report);
+
+    let source = |server: &str| crate::Source {
+        data: None,
+        server: Some(server.to_string()),
+        prices: None,
+    };
+    heading("metrics (last hour, by workflow)");
+    crate::metrics(source(&api), "1h", "workflow", "table", None).await?;
+    heading("SLOs (rules/slos.yaml)");
+    crate::slo(source(&api), None, None, "table").await?;
+    let mut gate_codes = Vec::new();
+    for (workflow, step) in [
+        ("support-triage", "classify"),
+        ("invoice-processing", "extract"),
+    ] {
+        heading(&format!("deploy gate: {workflow} prompt v1 -> v2"));
+        let change = data.join(format!("change-{workflow}.yaml"));
+        std::fs::write(
+            &change,
+            format!(
+                "change: prompt\nworkflow: {workflow}\nstep: {step}\ncurrent: v1\ncandidate: v2\nrequested_by: Custos::Service::\"ci\"\ncanary: {{last: 1h}}\ndescription: custos demo canary\n"
+            ),
+        )?;
+        let code = crate::gate(
+            &change,
+            None,
+            Some(api.clone()),
+            std::path::Path::new("rules/policy"),
+            None,
+            None,
+            "text",
+        )
+        .await?;
+        gate_codes.push(code);
+    }
+    server.shutdown().await?;
+    heading("audit trail");
+    crate::audit_verify(Some(data.clone()), "text")?;
+    heading("next");
+    println!(
+        "finished in {:.0} s. Explore the same data:\n  custos serve --data {d}            # then: custos top --server http://127.0.0.1:4380\n  custos sql --data {d} \"SELECT workflow, outcome, count(*) FROM runs GROUP BY 1, 2 ORDER BY 1, 2\"\n  custos metrics --data {d} --by version\n  custos audit report --data {d} --from 2020-01-01 --to 2100-01-01 --out report",
+        started.elapsed().as_secs_f64(),
+        d = data.display()
+    );
+    if keep_serving {
+        let mut options = custos_server::Config::default().validate()?;
+        options.store.data_dir = data.clone();
+        let server = custos_server::start(options).await?;
+        println!(
+            "serving `{}` on http://{} (Ctrl-C to stop)",
+            data.display(),
+            server.api
+        );
+        crate::wait_for_signal().await?;
+        server.shutdown().await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

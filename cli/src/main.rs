@@ -188,6 +188,52 @@ enum Command {
         #[arg(long, default_value = "text")]
         format: String,
     },
+    /// Drive workflows with synthetic inputs, simulated reviewers and scenarios (drift, canary
+    /// prompts, a slow connector, a cost spike); spans go to a collector.
+    Simulate {
+        /// Workflow definitions to drive.
+        #[arg(long, default_value = "fixtures/workflows")]
+        workflows: PathBuf,
+        /// Runs in all, spread evenly over the workflows.
+        #[arg(long, default_value_t = 1000)]
+        runs: usize,
+        /// Runs started per second [default: as fast as possible].
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Seed of the synthetic inputs.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Scenario file (YAML; fixtures/scenarios/ has examples).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Data directory for the journal, connector effects and audit log (not one a server
+        /// runs workflows on) [default: ./custos-data].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Policy directory.
+        #[arg(long, default_value = "rules/policy")]
+        policies: PathBuf,
+        /// Where spans go: `http://HOST:4318` or `grpc://HOST:4317`.
+        #[arg(long, default_value = "http://127.0.0.1:4318")]
+        otlp: String,
+        /// Runs in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
+    /// The whole loop in one command: start a server on a fresh data directory, simulate a few
+    /// thousand runs of the reference workflows with a healthy and a regressing canary prompt,
+    /// then print metrics, SLOs, both gate decisions and the audit verification.
+    Demo {
+        /// Data directory, replaced if it holds an earlier demo [default: ./custos-demo].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Runs in all.
+        #[arg(long, default_value_t = 3000)]
+        runs: usize,
+        /// Keep the server running afterwards (until Ctrl-C) to explore it.
+        #[arg(long)]
+        keep_serving: bool,
+    },
     /// Human review tasks: list them, show one, approve or reject with a reason (authorized as
     /// `approve_review` and recorded in the audit trail).
     Review {
@@ -480,6 +526,42 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             commands::run(options).await
         }
         Command::Review { what } => commands::review(what).await,
+        Command::Simulate {
+            workflows,
+            runs,
+            rate,
+            seed,
+            scenario,
+            data,
+            policies,
+            otlp,
+            concurrency,
+        } => {
+            commands::simulate(commands::SimulateArgs {
+                workflows,
+                runs,
+                rate,
+                seed,
+                scenario,
+                data: data.unwrap_or_else(|| PathBuf::from("./custos-data")),
+                policies,
+                otlp,
+                concurrency,
+            })
+            .await
+        }
+        Command::Demo {
+            data,
+            runs,
+            keep_serving,
+        } => {
+            commands::demo(
+                data.unwrap_or_else(|| PathBuf::from("./custos-demo")),
+                runs,
+                keep_serving,
+            )
+            .await
+        }
         Command::Audit {
             what: AuditCommand::Verify { data, format },
         } => audit_verify(data, &format),

@@ -169,18 +169,21 @@ pub fn local(model: &ModelFile, q: &Question<'_>) -> Answer {
             (label.clone(), json!({ "label": label }))
         }
         "extract" => {
-            let truth = expected.unwrap_or(q.input);
-            let total = truth
-                .get("amount_usd")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0);
+            // The truth of each field: `expected.FIELD`, else the input's own field.
+            let truth = |f: &str| {
+                expected
+                    .and_then(|e| e.get(f))
+                    .or_else(|| q.input.get(f))
+                    .cloned()
+            };
+            let total = truth("amount_usd").and_then(|v| v.as_f64()).unwrap_or(0.0);
             let total = if correct {
                 total
             } else {
                 // A misread digit: off by a tenth.
                 (total * if rng.unit() < 0.5 { 1.1 } else { 0.9 } * 100.0).round() / 100.0
             };
-            let vendor = truth.get("vendor").cloned().unwrap_or(Value::Null);
+            let vendor = truth("vendor").unwrap_or(Value::Null);
             (
                 "extracted".into(),
                 json!({ "total": total, "vendor": vendor }),

@@ -558,11 +558,15 @@ impl Executor {
         let mut attrs = self.base_attributes(r, &step);
         usage(&mut attrs, &answer, cached);
         attrs.insert("automation.canary".into(), json!(canary));
-        attrs.insert(
-            "automation.decision.confidence".into(),
-            json!(answer.confidence),
-        );
-        attrs.insert("automation.decision.outcome".into(), json!(answer.label));
+        // A draft is not a decision: only classifications and extractions are judged.
+        let decides = task != "generate";
+        if decides {
+            attrs.insert(
+                "automation.decision.confidence".into(),
+                json!(answer.confidence),
+            );
+            attrs.insert("automation.decision.outcome".into(), json!(answer.label));
+        }
         attrs.insert("automation.attempt".into(), json!(attempt));
         let span = SpanRecord {
             name: step.id.clone(),
@@ -572,8 +576,12 @@ impl Executor {
             attributes: attrs,
             error: None,
         };
-        // A decision still pending from an earlier model step is final now.
-        let earlier = r.pending_decision.replace(span);
+        // A decision waits for its review (if any); a draft is emitted at once.
+        let (earlier, now) = if decides {
+            (r.pending_decision.replace(span), None)
+        } else {
+            (None, Some(span))
+        };
         let mut out = answer.to_json();
         if let Value::Object(o) = &mut out {
             o.insert("prompt_version".into(), json!(prompt));
@@ -584,8 +592,8 @@ impl Executor {
         r.attempt = 1;
         r.steps_run += 1;
         self.save(r).await?;
-        if let Some(s) = earlier {
-            self.telemetry.emit(&r.run_id, &s);
+        for s in earlier.iter().chain(now.iter()) {
+            self.telemetry.emit(&r.run_id, s);
         }
         Ok(())
     }
@@ -641,8 +649,11 @@ impl Executor {
             let e = StepError::fatal("invalid_input", format!("unknown connector `{name}`"));
             return self.fail(r, &e).await;
         };
-        // The decision that led here is final: no review came in between.
-        if let Some(s) = r.pending_decision.take() {
+        // The decision that led to a side effect is final: no review came in between. (A
+        // read-only lookup leaves it waiting.)
+        if config.side_effects.unwrap_or(true)
+            && let Some(s) = r.pending_decision.take()
+        {
             self.save(r).await?;
             self.telemetry.emit(&r.run_id, &s);
         }

@@ -58,7 +58,7 @@ impl fmt::Display for Problem {
 }
 
 /// The file format (`fixtures/workflows/*.yaml`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowFile {
     /// Workflow name (`automation.workflow` in telemetry).
@@ -83,7 +83,7 @@ pub struct WorkflowFile {
 }
 
 /// A model.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelFile {
     /// `local` (the built-in seeded model) or `openai` (an OpenAI-compatible chat-completions API).
@@ -117,7 +117,7 @@ pub struct ModelFile {
 }
 
 /// A connector.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorFile {
     /// `http`, `ledger`, `tickets` or `outbox`.
@@ -148,7 +148,7 @@ pub struct ConnectorFile {
 }
 
 /// A retry policy, as Temporal defines it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryFile {
     /// First delay, like `1s` (default 1s).
@@ -169,7 +169,7 @@ pub struct RetryFile {
 }
 
 /// A routing rule: when the condition holds, go to a step.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFile {
     /// An earlier step's output field: `STEP.confidence`, `STEP.output.FIELD`, `input.FIELD`.
@@ -183,7 +183,7 @@ pub struct RuleFile {
 }
 
 /// A step.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepFile {
     /// Unique id (`automation.step`).
