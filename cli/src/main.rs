@@ -354,6 +354,22 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Executor throughput: steps per second with a durable journal, policy checks and audited
+    /// side effects, one run at a time and many in flight.
+    Executor {
+        /// Policy directory.
+        #[arg(long, default_value = "rules/policy")]
+        policies: PathBuf,
+        /// Runs with many in flight (a quarter as many are timed one at a time).
+        #[arg(long, default_value_t = 2_000)]
+        runs: usize,
+        /// Runs in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Policy decision latency with the shipped policies: in process, recorded in the audit log,
     /// and over `POST /api/authorize`.
     Policy {
@@ -598,6 +614,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     json,
                 },
         } => bench_policy(&policies, decisions, durable, json).await,
+        Command::Bench {
+            what:
+                BenchCommand::Executor {
+                    policies,
+                    runs,
+                    concurrency,
+                    json,
+                },
+        } => {
+            let figures = custos_server::bench_executor::run(&policies, runs, concurrency).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                print!("{}", custos_server::bench_executor::render(&figures));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench {
             what:
                 BenchCommand::Ingest {

@@ -1275,3 +1275,63 @@ fn the_server_runs_workflows_and_people_review_through_the_api_and_the_cli() {
     assert_eq!(reviews.len(), 3);
     assert_eq!(reviews[0]["decision"], "deny");
 }
+
+#[test]
+fn demo_and_executor_bench_run_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let (code, out, err) = run_in(
+        &repo(),
+        &["demo", "--runs", "300", "--data", data.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    for needle in [
+        "simulated 300 runs",
+        "== metrics",
+        "support-triage",
+        "== SLOs",
+        "deploy gate: support-triage prompt v1 -> v2",
+        "deploy gate: invoice-processing prompt v1 -> v2",
+        "chain intact",
+        "custos sql --data",
+    ] {
+        assert!(out.contains(needle), "no `{needle}` in:\n{out}");
+    }
+    // 300 runs are too few canary decisions for the policies: both gates say so.
+    assert!(out.contains("deploy-canary-too-small"), "{out}");
+    // A second demo replaces the first; a directory that is not a demo is refused.
+    let (code, _, err) = run_in(
+        &repo(),
+        &["demo", "--runs", "20", "--data", data.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let other = dir.path().join("mine");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("keep.txt"), "x").unwrap();
+    let (code, _, err) = run_in(
+        &repo(),
+        &["demo", "--runs", "20", "--data", other.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a demo directory"), "{err}");
+    assert!(other.join("keep.txt").exists());
+
+    let (code, out, err) = run_in(
+        &repo(),
+        &[
+            "bench",
+            "executor",
+            "--runs",
+            "40",
+            "--concurrency",
+            "8",
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let figures: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(figures.len(), 2);
+    assert_eq!(figures[1]["runs"], 40);
+    assert_eq!(figures[1]["steps"], 120);
+    assert!(figures[1]["steps_per_second"].as_f64().unwrap() > 0.0);
+}

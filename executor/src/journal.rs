@@ -272,7 +272,19 @@ impl Journal {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| jerr(path, e))?;
         }
-        let db = Database::create(path).map_err(|e| match e {
+        // The previous holder in this process may still be closing (its writer thread ends when
+        // the last handle is dropped): wait a little before calling the file busy.
+        let mut tries = 0;
+        let db = loop {
+            match Database::create(path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if tries < 40 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other,
+            }
+        };
+        let db = db.map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::Journal(format!(
                 "`{}` is open in another process (a running `custos serve` or `custos run`); send runs to the server with `--server URL`, or stop it",
                 path.display()

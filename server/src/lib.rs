@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod bench_analytics;
+pub mod bench_executor;
 pub mod bench_policy;
 pub mod config;
 pub mod gate;
