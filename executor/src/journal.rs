@@ -340,25 +340,37 @@ impl Journal {
         f(&txn).map_err(|e| jerr(&self.path, e))
     }
 
-    /// A run's record.
-    pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
-        let raw =
-            self.read(|t| Ok(t.open_table(RUNS)?.get(run_id)?.map(|v| v.value().to_vec())))?;
+    fn one<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>> {
+        let raw = self.read(|t| Ok(t.open_table(table)?.get(key)?.map(|v| v.value().to_vec())))?;
         raw.map(|b| decode(&self.path, &b)).transpose()
     }
 
-    /// Every run's record, in run id order.
-    pub fn runs(&self) -> Result<Vec<RunRecord>> {
+    fn all<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>> {
         let raws = self.read(|t| {
-            let table = t.open_table(RUNS)?;
             let mut out = Vec::new();
-            for row in table.iter()? {
-                let (_, v) = row?;
-                out.push(v.value().to_vec());
+            for row in t.open_table(table)?.iter()? {
+                out.push(row?.1.value().to_vec());
             }
             Ok(out)
         })?;
         raws.iter().map(|b| decode(&self.path, b)).collect()
+    }
+
+    /// A run's record.
+    pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        self.one(RUNS, run_id)
+    }
+
+    /// Every run's record, in run id order.
+    pub fn runs(&self) -> Result<Vec<RunRecord>> {
+        self.all(RUNS)
     }
 
     /// The run a start request's idempotency key started.
@@ -377,28 +389,17 @@ impl Journal {
 
     /// A review task.
     pub fn review(&self, id: &str) -> Result<Option<ReviewTask>> {
-        let raw = self.read(|t| Ok(t.open_table(REVIEWS)?.get(id)?.map(|v| v.value().to_vec())))?;
-        raw.map(|b| decode(&self.path, &b)).transpose()
+        self.one(REVIEWS, id)
     }
 
     /// Every review task, in id order.
     pub fn reviews(&self) -> Result<Vec<ReviewTask>> {
-        let raws = self.read(|t| {
-            let table = t.open_table(REVIEWS)?;
-            let mut out = Vec::new();
-            for row in table.iter()? {
-                let (_, v) = row?;
-                out.push(v.value().to_vec());
-            }
-            Ok(out)
-        })?;
-        raws.iter().map(|b| decode(&self.path, b)).collect()
+        self.all(REVIEWS)
     }
 
     /// A cached model answer.
     pub fn cached(&self, key: &str) -> Result<Option<Value>> {
-        let raw = self.read(|t| Ok(t.open_table(CACHE)?.get(key)?.map(|v| v.value().to_vec())))?;
-        raw.map(|b| decode(&self.path, &b)).transpose()
+        self.one(CACHE, key)
     }
 }
 

@@ -1048,16 +1048,7 @@ impl Executor {
             r.status = RunStatus::Compensating;
         }
         r.attempt = 1;
-        self.journal
-            .commit(vec![
-                Write::Run(Box::new(r.clone())),
-                Write::Review(Box::new(task.clone())),
-            ])
-            .await?;
-        if let Some(s) = pending {
-            self.telemetry.emit(&r.run_id, &s);
-        }
-        let mut attrs = self.base_attributes(&r, step);
+        let mut attrs = BTreeMap::new();
         attrs.insert("automation.human.reviewer".into(), json!(reviewer));
         attrs.insert("automation.human.review_ms".into(), json!(review_ms));
         attrs.insert(
@@ -1066,17 +1057,8 @@ impl Executor {
         );
         attrs.insert("automation.review.queue".into(), json!(task.queue));
         attrs.insert("automation.audit.seq".into(), json!(seq));
-        self.telemetry.emit(
-            &r.run_id,
-            &SpanRecord {
-                name: step.id.clone(),
-                span_id: span_id(&r.run_id, &step.id, 1),
-                start_ms: task.created_ms,
-                end_ms: now,
-                attributes: attrs,
-                error: None,
-            },
-        );
+        self.close_review(&r, &task, step, pending, attrs, now, None)
+            .await?;
         Ok(ReviewDecision {
             task,
             decision,
@@ -1125,35 +1107,53 @@ impl Executor {
                     .unwrap_or(idx + 1);
             }
             r.attempt = 1;
-            self.journal
-                .commit(vec![
-                    Write::Run(Box::new(r.clone())),
-                    Write::Review(Box::new(task.clone())),
-                ])
-                .await?;
-            if let Some(s) = pending {
-                self.telemetry.emit(&r.run_id, &s);
-            }
-            let mut attrs = self.base_attributes(&r, step);
+            let mut attrs = BTreeMap::new();
             attrs.insert("automation.review.outcome".into(), json!("timed_out"));
             attrs.insert("automation.review.on_timeout".into(), json!(on_timeout));
-            self.telemetry.emit(
-                &r.run_id,
-                &SpanRecord {
-                    name: step.id.clone(),
-                    span_id: span_id(&r.run_id, &step.id, 1),
-                    start_ms: task.created_ms,
-                    end_ms: now,
-                    attributes: attrs,
-                    error: Some(format!(
-                        "review timed out after {} ms",
-                        now - task.created_ms
-                    )),
-                },
-            );
+            let error = format!("review timed out after {} ms", now - task.created_ms);
+            self.close_review(&r, &task, step, pending, attrs, now, Some(error))
+                .await?;
             moved.push(r.run_id.clone());
         }
         Ok(moved)
+    }
+
+    /// Journals a decided or timed-out review with its run, then emits the decision span the
+    /// review completed and the human step's span (with `extra` attributes).
+    #[allow(clippy::too_many_arguments)]
+    async fn close_review(
+        &self,
+        r: &RunRecord,
+        task: &ReviewTask,
+        step: &StepFile,
+        pending: Option<SpanRecord>,
+        extra: BTreeMap<String, Value>,
+        end_ms: i64,
+        error: Option<String>,
+    ) -> Result<()> {
+        self.journal
+            .commit(vec![
+                Write::Run(Box::new(r.clone())),
+                Write::Review(Box::new(task.clone())),
+            ])
+            .await?;
+        if let Some(s) = pending {
+            self.telemetry.emit(&r.run_id, &s);
+        }
+        let mut attributes = self.base_attributes(r, step);
+        attributes.extend(extra);
+        self.telemetry.emit(
+            &r.run_id,
+            &SpanRecord {
+                name: step.id.clone(),
+                span_id: span_id(&r.run_id, &step.id, 1),
+                start_ms: task.created_ms,
+                end_ms,
+                attributes,
+                error,
+            },
+        );
+        Ok(())
     }
 
     async fn fail(&self, r: &mut RunRecord, e: &StepError) -> Result<()> {
