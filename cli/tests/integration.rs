@@ -31,8 +31,14 @@ fn spawn_in(dir: &Path, cwd: &Path) -> Server {
 
 /// Starts `custos serve` with extra arguments.
 fn spawn_with(dir: &Path, cwd: &Path, extra: &[&str]) -> Server {
+    spawn_env(dir, cwd, extra, &[])
+}
+
+/// Starts `custos serve` with extra arguments and environment variables.
+fn spawn_env(dir: &Path, cwd: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
     let mut child = Command::new(BIN)
         .current_dir(cwd)
+        .envs(envs.iter().copied())
         .args(["serve", "--data"])
         .arg(dir)
         .args(extra)
@@ -1334,4 +1340,81 @@ fn demo_and_executor_bench_run_end_to_end() {
     assert_eq!(figures[1]["runs"], 40);
     assert_eq!(figures[1]["steps"], 120);
     assert!(figures[1]["steps_per_second"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_server_killed_mid_run_resumes_its_runs_on_start_with_each_email_sent_once() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_env(
+        dir.path(),
+        &repo(),
+        &["--workflows", "fixtures/workflows"],
+        &[("CUSTOS_EXECUTOR_CRASH", "after_call:reply")],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    rt.block_on(async {
+        for i in 0..30 {
+            let body = serde_json::json!({"workflow": "support-triage", "idempotency_key": format!("k{i}"),
+                "input": {"email_id": format!("e{i}"), "subject": format!("s{i}"), "body": "b",
+                          "expected": {"label": "urgent"}}});
+            match client.post(format!("{}/api/runs", server.api)).json(&body).send().await {
+                Ok(r) if r.status().as_u16() == 202 => {
+                    let v: Value = r.json().await.unwrap();
+                    ids.push(v["run_id"].as_str().unwrap().to_string());
+                }
+                _ => break, // the server is gone
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let status = server.child.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the crash point was never reached"
+    );
+    assert!(!ids.is_empty());
+    let mail = dir.path().join("connectors/mail.jsonl");
+    let before = jsonl(&mail).len();
+
+    let server = spawn_with(dir.path(), &repo(), &["--workflows", "fixtures/workflows"]);
+    let _guard = KillOnDrop(server.child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut finished = 0;
+    rt.block_on(async {
+        for id in &ids {
+            loop {
+                let r: Value = client
+                    .get(format!("{}/api/runs/{id}", server.api))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if r["status"] == "finished" {
+                    assert_eq!(r["outcome"], "success", "{r}");
+                    finished += 1;
+                    break;
+                }
+                if r["status"] == "waiting" {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "run {id} never resumed: {r}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    let mail = jsonl(&mail);
+    let keys: HashSet<&str> = mail.iter().map(|m| m["key"].as_str().unwrap()).collect();
+    assert_eq!(keys.len(), mail.len(), "an email was sent twice");
+    assert_eq!(
+        mail.len(),
+        finished,
+        "one email per finished run ({before} before the restart)"
+    );
+    assert!(finished >= 1);
 }

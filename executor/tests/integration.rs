@@ -566,3 +566,97 @@ async fn the_openai_provider_speaks_chat_completions() {
     );
     assert_eq!(r.retries, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cascade_cache_rate_limit_breaker_and_priorities() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = executor(dir.path(), true);
+    // Cascade: the small model is never confident enough, so the large one answers.
+    let cascade = r#"
+name: support-triage
+version: "c"
+input: {email_id: string}
+models:
+  small: {provider: local, model: tiny, version: "1", accuracy: 0.0, confidence_shift: -1.0}
+  large: {provider: local, model: huge, version: "2", accuracy: 1.0, confidence_shift: 1.0}
+connectors:
+  tickets: {kind: tickets, rate_per_second: 5}
+steps:
+  - {id: classify, kind: model, task: classify, model: small, fallback_model: large, cascade_below: 0.5, prompt_version: v1, cache: true}
+  - {id: ticket, kind: connector, connector: tickets, operation: create}
+"#;
+    let input = |i: usize| json!({"email_id": format!("e{i}"), "expected": {"label": "low"}});
+    let r = run(&ex, cascade, input(1), "automation").await;
+    assert_eq!(r.outputs["classify"]["model"], "huge");
+    assert_eq!(r.outputs["classify"]["label"], "low");
+    assert_eq!(r.outputs["classify"]["confidence"], 1.0);
+    // Cache: the same input is answered from the journal (same answer, no new model call).
+    let again = run(&ex, cascade, input(1), "automation").await;
+    assert_eq!(again.outputs["classify"], r.outputs["classify"]);
+    // Rate limit: 5 tickets per second with a burst of 5; twelve tickets take over a second.
+    let t = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 10..20 {
+        let ex = ex.clone();
+        tasks.push(tokio::spawn(async move {
+            run(&ex, cascade, input(i), "automation").await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().outcome.as_deref(), Some("success"));
+    }
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // Circuit breaker: after two failures the connector is not called for the cooldown.
+    let breaker = r#"
+name: support-triage
+version: "b"
+input: {email_id: string}
+connectors:
+  tickets: {kind: tickets, failure_rate: 1.0, breaker_failures: 2, breaker_cooldown: 10s}
+steps:
+  - id: send
+    kind: connector
+    connector: tickets
+    operation: create
+    retry: {initial_interval: 10ms, maximum_attempts: 4}
+"#;
+    let r = run(&ex, breaker, json!({"email_id": "x"}), "ben").await;
+    assert_eq!(r.outcome.as_deref(), Some("failure"), "{r:?}");
+    assert!(
+        r.error.as_deref().unwrap().starts_with("circuit_open"),
+        "{r:?}"
+    );
+    assert_eq!(r.retries, 3);
+
+    // Priorities: urgent before high before normal, then oldest first.
+    let review = |p: &str| {
+        format!(
+            "name: support-triage\nversion: \"{p}\"\ninput: {{email_id: string}}\nsteps:\n  - {{id: review, kind: human, queue: support-team, priority: {p}}}\n"
+        )
+    };
+    for p in ["normal", "urgent", "low", "high"] {
+        let r = run(&ex, &review(p), json!({"email_id": p}), "automation").await;
+        assert_eq!(r.status, RunStatus::Waiting);
+    }
+    let order: Vec<String> = ex
+        .pending_reviews()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.priority)
+        .collect();
+    assert_eq!(order, ["urgent", "high", "normal", "low"]);
+    // An unanswered review with `on_timeout: escalate` (the default) escalates the run.
+    ex.expire_reviews(custos_executor::now_ms() + 25 * 3_600_000)
+        .await
+        .unwrap();
+    for t in ex.journal().reviews().unwrap() {
+        assert_eq!(t.status, ReviewStatus::TimedOut);
+        let r = ex.drive(&t.run_id).await.unwrap();
+        assert_eq!(r.outcome.as_deref(), Some("escalated"));
+    }
+}
