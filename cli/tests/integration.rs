@@ -1102,6 +1102,29 @@ fn the_server_runs_workflows_and_people_review_through_the_api_and_the_cli() {
         (200, ids[0].as_str()),
         "{v}"
     );
+    // `custos run --server` posts each input line to the same endpoint.
+    let lines = dir.path().join("more.jsonl");
+    std::fs::write(
+        &lines,
+        "{\"email_id\": \"m1\", \"subject\": \"s\", \"body\": \"b\"}\n",
+    )
+    .unwrap();
+    let (code, out, err) = run_in(
+        &repo(),
+        &[
+            "run",
+            "fixtures/workflows/support-triage.yaml",
+            "--input",
+            lines.to_str().unwrap(),
+            "--server",
+            &server.api,
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let started: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(started[0]["status"], "started", "{out}");
     let (code, v) = post(
         "/api/runs",
         serde_json::json!({"workflow": "payroll", "input": {}}),
