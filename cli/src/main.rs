@@ -234,6 +234,16 @@ enum Command {
         #[arg(long)]
         keep_serving: bool,
     },
+    /// The operator's terminal dashboard: health tiles, SLOs, runs, reviews, policy decisions and
+    /// the audit trail of a server, refreshed live (press `?` for keys).
+    Top {
+        /// Server API URL.
+        #[arg(long, default_value = "http://127.0.0.1:4380")]
+        server: String,
+        /// Seconds between polls.
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+    },
     /// Human review tasks: list them, show one, approve or reject with a reason (authorized as
     /// `approve_review` and recorded in the audit trail).
     Review {
@@ -542,6 +552,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             commands::run(options).await
         }
         Command::Review { what } => commands::review(what).await,
+        Command::Top { server, interval } => {
+            if !(interval.is_finite() && interval >= 0.2) {
+                return Err(UserError("`--interval` must be at least 0.2 seconds".into()).into());
+            }
+            let every = std::time::Duration::from_secs_f64(interval);
+            tokio::task::spawn_blocking(move || custos_tui::run::run(&server, every))
+                .await
+                .context("the dashboard stopped unexpectedly")??;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Simulate {
             workflows,
             runs,

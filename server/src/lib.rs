@@ -164,6 +164,8 @@ struct ApiState {
     started: Instant,
     /// The reference executor, when workflows are configured.
     runner: Option<Arc<runs::Runner>>,
+    /// The receivers' counters, for `/api/status`.
+    collector_metrics: CollectorMetrics,
 }
 
 /// A running server.
@@ -229,6 +231,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         "SQL query latency",
         sql_seconds.clone(),
     );
+    let collector_metrics = metrics.clone();
     let ingest = Ingest {
         store: store.clone(),
         options: options.receiver.clone(),
@@ -286,6 +289,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         ));
     }
     let state = Arc::new(ApiState {
+        collector_metrics,
         runner: runner.clone(),
         analytics,
         audit,
@@ -473,6 +477,7 @@ fn api_router(state: Arc<ApiState>) -> Router {
         .route("/api/reviews/{id}", get(runs::get_review))
         .route("/api/reviews/{id}/approve", post(runs::approve))
         .route("/api/reviews/{id}/reject", post(runs::reject))
+        .route("/api/status", get(api_status))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -525,6 +530,40 @@ async fn sql(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes
             json_error(status, e.to_string())
         }
     }
+}
+
+/// `GET /api/status`: what an operator's header shows (`custos top`): ingest counters (a client
+/// derives rates from two readings), memtable, WAL, last flush, policy set, executor.
+async fn api_status(State(state): State<Arc<ApiState>>) -> Response {
+    use custos_collector::metrics::TransportLabels;
+    let count = |f: &Family<TransportLabels, Counter>| -> u64 {
+        ["grpc", "http"]
+            .iter()
+            .map(|t| f.get_or_create(&TransportLabels { transport: t }).get())
+            .sum()
+    };
+    let s = state.store.stats();
+    let pending_reviews = state
+        .runner
+        .as_ref()
+        .and_then(|r| r.executor.pending_reviews().ok())
+        .map(|v| v.len());
+    let body = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "spans_accepted": count(&state.collector_metrics.spans_accepted),
+        "spans_rejected": count(&state.collector_metrics.spans_rejected),
+        "memtable_rows": state.store.memtable_rows(),
+        "memtable_bytes": state.store.memtable_bytes(),
+        "wal_bytes": s.wal_bytes.load(Ordering::Relaxed),
+        "flushes": s.flushes.load(Ordering::Relaxed),
+        "last_flush_unix": match s.last_flush_unix.load(Ordering::Relaxed) { 0 => None, t => Some(t) },
+        "flush_errors": s.flush_errors.load(Ordering::Relaxed),
+        "policy_hash": state.rules.engine.as_ref().map(|e| e.hash().to_string()),
+        "workflows": state.runner.as_ref().map(|r| r.workflows.keys().cloned().collect::<Vec<_>>()),
+        "pending_reviews": pending_reviews,
+    });
+    axum::Json(body).into_response()
 }
 
 async fn healthz(State(state): State<Arc<ApiState>>) -> Response {

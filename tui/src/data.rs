@@ -1,0 +1,301 @@
+//! What the dashboard shows, read from the server's API: one [`Snapshot`] per poll.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `GET /api/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Status {
+    /// Server version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_seconds: u64,
+    /// Spans accepted since start (both transports).
+    pub spans_accepted: u64,
+    /// Spans rejected since start.
+    pub spans_rejected: u64,
+    /// Rows not yet flushed to the table (ingest lag).
+    pub memtable_rows: u64,
+    /// Their bytes.
+    pub memtable_bytes: u64,
+    /// Flushes since start.
+    pub flushes: u64,
+    /// Last flush, seconds since the epoch.
+    pub last_flush_unix: Option<u64>,
+    /// Policy set hash.
+    pub policy_hash: Option<String>,
+    /// Deployed workflows.
+    pub workflows: Option<Vec<String>>,
+    /// Pending reviews.
+    pub pending_reviews: Option<usize>,
+}
+
+/// One workflow's metrics over the selected range.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowRow {
+    /// Workflow name.
+    pub workflow: String,
+    /// Runs started.
+    pub runs: i64,
+    /// Success rate.
+    pub success_rate: Option<f64>,
+    /// Run latency p99, ms.
+    pub p99_ms: Option<f64>,
+    /// Error rate of steps.
+    pub error_rate: Option<f64>,
+    /// Override rate of reviewed decisions.
+    pub override_rate: Option<f64>,
+    /// Cost per successful run.
+    pub cost_per_success: Option<f64>,
+}
+
+/// One point of the hourly series (sparklines).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// Hour.
+    pub key: String,
+    /// Runs per hour.
+    pub runs: f64,
+    /// Run latency p99, ms.
+    pub p99_ms: f64,
+    /// Error rate.
+    pub error_rate: f64,
+    /// Override rate.
+    pub override_rate: f64,
+    /// Cost per success.
+    pub cost_per_success: f64,
+}
+
+/// One SLO.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SloRow {
+    /// Name.
+    pub name: String,
+    /// Objective in percent.
+    pub objective_percent: f64,
+    /// Error budget left, as a fraction.
+    pub budget_left: Option<f64>,
+    /// Burn rate of the shortest window.
+    pub burn: Option<f64>,
+    /// `ok`, `ticket`, `page`, `no_data`.
+    pub status: String,
+}
+
+/// A pending review.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReviewRow {
+    /// Task id.
+    pub id: String,
+    /// Workflow.
+    pub workflow: String,
+    /// Queue.
+    pub queue: String,
+    /// Priority.
+    pub priority: String,
+    /// Created, ms since the epoch.
+    pub created_ms: i64,
+    /// Model confidence.
+    pub confidence: Option<f64>,
+    /// Proposal label.
+    pub label: Option<String>,
+}
+
+/// A policy decision from the audit trail.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRow {
+    /// Sequence number.
+    pub seq: i64,
+    /// Time (RFC 3339).
+    pub time: String,
+    /// `authorize`, `gate`, `review`, `policy_set`.
+    pub kind: String,
+    /// Who asked.
+    pub principal: String,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub resource: String,
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// Determining policies.
+    pub policies: String,
+}
+
+/// A recent run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunRow {
+    /// Run id.
+    pub run_id: String,
+    /// Workflow.
+    pub workflow: String,
+    /// Outcome.
+    pub outcome: String,
+    /// Duration, ms.
+    pub duration_ms: Option<f64>,
+    /// Start (RFC 3339).
+    pub start_time: String,
+}
+
+/// Everything one poll read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Server status.
+    pub status: Status,
+    /// Metrics per workflow.
+    pub workflows: Vec<WorkflowRow>,
+    /// Hourly series, oldest first.
+    pub series: Vec<Point>,
+    /// Highest confidence PSI over the models (drift).
+    pub drift_psi: Option<f64>,
+    /// SLOs.
+    pub slos: Vec<SloRow>,
+    /// Pending reviews, most urgent first.
+    pub reviews: Vec<ReviewRow>,
+    /// Recent policy decisions, newest first.
+    pub decisions: Vec<DecisionRow>,
+    /// Recent runs, newest first.
+    pub runs: Vec<RunRow>,
+    /// Audit verification summary.
+    pub audit: String,
+}
+
+fn f(v: &Value, k: &str) -> Option<f64> {
+    v.get(k).and_then(Value::as_f64)
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match v.get(k) {
+        Some(Value::String(x)) => x.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Reads the `/api/metrics` groups.
+pub fn workflows(metrics: &Value) -> Vec<WorkflowRow> {
+    metrics["groups"]
+        .as_array()
+        .map(|g| {
+            g.iter()
+                .map(|g| WorkflowRow {
+                    workflow: s(g, "key"),
+                    runs: g["runs"].as_i64().unwrap_or(0),
+                    success_rate: f(g, "success_rate"),
+                    p99_ms: g["run_latency_ms"]["p99"].as_f64(),
+                    error_rate: f(g, "error_rate"),
+                    override_rate: f(g, "override_rate"),
+                    cost_per_success: f(g, "cost_per_success_usd"),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads the hourly `/api/metrics?by=hour` groups into a series, oldest first.
+pub fn series(hourly: &Value) -> Vec<Point> {
+    let mut v: Vec<Point> = hourly["groups"]
+        .as_array()
+        .map(|g| {
+            g.iter()
+                .map(|g| Point {
+                    key: s(g, "key"),
+                    runs: g["runs"].as_f64().unwrap_or(0.0),
+                    p99_ms: g["run_latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+                    error_rate: f(g, "error_rate").unwrap_or(0.0),
+                    override_rate: f(g, "override_rate").unwrap_or(0.0),
+                    cost_per_success: f(g, "cost_per_success_usd").unwrap_or(0.0),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by(|a, b| a.key.cmp(&b.key));
+    v
+}
+
+/// The highest PSI among the drift rows.
+pub fn drift(metrics: &Value) -> Option<f64> {
+    metrics["drift"]
+        .as_array()?
+        .iter()
+        .filter_map(|d| f(d, "psi"))
+        .reduce(f64::max)
+}
+
+/// Reads `/api/slo`.
+pub fn slos(report: &Value) -> Vec<SloRow> {
+    report["slos"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .map(|x| SloRow {
+                    name: s(x, "name"),
+                    objective_percent: f(x, "objective_percent").unwrap_or(0.0),
+                    budget_left: f(x, "error_budget_remaining"),
+                    burn: x["windows"]
+                        .as_array()
+                        .and_then(|w| w.first())
+                        .and_then(|w| f(w, "burn_rate")),
+                    status: s(x, "status"),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads `/api/reviews`.
+pub fn reviews(body: &Value) -> Vec<ReviewRow> {
+    body["reviews"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .map(|t| ReviewRow {
+                    id: s(t, "id"),
+                    workflow: s(t, "workflow"),
+                    queue: s(t, "queue"),
+                    priority: s(t, "priority"),
+                    created_ms: t["created_ms"].as_i64().unwrap_or(0),
+                    confidence: t["context"]["confidence"].as_f64(),
+                    label: t["context"]["label"].as_str().map(String::from),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads audit rows from `/api/sql`.
+pub fn decisions(rows: &Value) -> Vec<DecisionRow> {
+    rows.as_array()
+        .map(|v| {
+            v.iter()
+                .map(|r| DecisionRow {
+                    seq: r["seq"].as_i64().unwrap_or(0),
+                    time: s(r, "time"),
+                    kind: s(r, "kind"),
+                    principal: s(r, "principal"),
+                    action: s(r, "action"),
+                    resource: s(r, "resource"),
+                    decision: s(r, "decision"),
+                    policies: s(r, "policies"),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads run rows from `/api/sql`.
+pub fn runs(rows: &Value) -> Vec<RunRow> {
+    rows.as_array()
+        .map(|v| {
+            v.iter()
+                .map(|r| RunRow {
+                    run_id: s(r, "run_id"),
+                    workflow: s(r, "workflow"),
+                    outcome: s(r, "outcome"),
+                    duration_ms: f(r, "duration_ms"),
+                    start_time: s(r, "start_time"),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

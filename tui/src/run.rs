@@ -1,0 +1,103 @@
+//! The terminal loop: data polled off the UI thread, redraw when something changed.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crossterm::event::{self, Event, KeyEventKind};
+
+use crate::app::{App, Effect};
+use crate::ui::{Theme, draw};
+use crate::{Error, Result};
+
+enum Msg {
+    Data(Box<crate::data::Snapshot>),
+    Failed(String),
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs the dashboard against `server` until the user quits; polls every `interval`.
+pub fn run(server: &str, interval: Duration) -> Result<()> {
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let (poke_tx, poke_rx) = mpsc::channel::<String>();
+    let url = server.to_string();
+    std::thread::Builder::new()
+        .name("custos-top-poll".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default();
+            let mut range = "1h".to_string();
+            loop {
+                let msg = match rt.block_on(crate::client::fetch(&client, &url, &range)) {
+                    Ok(s) => Msg::Data(Box::new(s)),
+                    Err(e) => Msg::Failed(e.to_string()),
+                };
+                if tx.send(msg).is_err() {
+                    return;
+                }
+                // Wait for the interval or a poke (refresh, new range).
+                match poke_rx.recv_timeout(interval) {
+                    Ok(r) => range = r,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        })
+        .map_err(|e| Error::Terminal(e.to_string()))?;
+
+    let theme = Theme::from_env();
+    let mut terminal = ratatui::try_init().map_err(|e| Error::Terminal(e.to_string()))?;
+    let mut app = App::new(server, now_ms());
+    let result = (|| -> Result<()> {
+        let mut dirty = true;
+        loop {
+            while let Ok(msg) = rx.try_recv() {
+                match msg {
+                    Msg::Data(s) => app.update(*s, now_ms()),
+                    Msg::Failed(e) => app.lost(e, now_ms()),
+                }
+                dirty = true;
+            }
+            if dirty {
+                app.now_ms = now_ms();
+                terminal
+                    .draw(|f| draw(f, &app, theme))
+                    .map_err(|e| Error::Terminal(e.to_string()))?;
+                dirty = false;
+            }
+            if event::poll(Duration::from_millis(100))
+                .map_err(|e| Error::Terminal(e.to_string()))?
+            {
+                match event::read().map_err(|e| Error::Terminal(e.to_string()))? {
+                    Event::Key(k) if k.kind == KeyEventKind::Press => {
+                        dirty = true;
+                        match app.key(k) {
+                            Effect::Quit => return Ok(()),
+                            Effect::Refresh => {
+                                let _ = poke_tx.send(app.range().to_string());
+                            }
+                            Effect::None => {}
+                        }
+                    }
+                    Event::Resize(..) => dirty = true,
+                    _ => {}
+                }
+            }
+        }
+    })();
+    ratatui::restore();
+    result
+}
