@@ -1441,3 +1441,76 @@ fn a_server_killed_mid_run_resumes_its_runs_on_start_with_each_email_sent_once()
     );
     assert!(finished >= 1);
 }
+
+/// Runs `tmux` with arguments; panics when it cannot start (CI installs it).
+fn tmux(args: &[&str]) -> (bool, String) {
+    let out = Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("tmux is needed (.ci/run installs it)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn custos_top_in_a_real_terminal_shows_the_server_and_follows_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_with(dir.path(), &repo(), &["--workflows", "fixtures/workflows"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        for i in 0..12 {
+            let body = serde_json::json!({"workflow": "support-triage",
+                "input": {"email_id": format!("e{i}"), "subject": "s", "body": "b", "expected": {"label": "low"}}});
+            client.post(format!("{}/api/runs", server.api)).json(&body).send().await.unwrap();
+        }
+    });
+    let session = format!("custos-top-{}", std::process::id());
+    let cmd = format!("{BIN} top --server {} --interval 0.3", server.api);
+    let (ok, _) = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &cmd,
+    ]);
+    assert!(ok);
+    let screen = || tmux(&["capture-pane", "-p", "-t", &session]).1;
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = screen();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no `{needle}` on screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let s = wait_for("connected");
+    assert!(s.contains("[1 Overview]") && s.contains("SLOs"), "{s}");
+    wait_for("Pending reviews (");
+    tmux(&["send-keys", "-t", &session, "4"]);
+    let s = wait_for("[4 Reviews]");
+    assert!(s.contains("support-team"), "{s}");
+    tmux(&["send-keys", "-t", &session, "?"]);
+    wait_for("freeze: hold the data");
+    tmux(&["send-keys", "-t", &session, "Escape"]);
+    // The server goes away: the dashboard says so and keeps its data.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let s = wait_for("LOST");
+    assert!(s.contains("support-team"), "{s}");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tmux(&["has-session", "-t", &session]).0 {
+        assert!(Instant::now() < deadline, "`q` did not quit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
