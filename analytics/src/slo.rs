@@ -490,6 +490,68 @@ async fn number(
     }
 }
 
+/// The SQL listing the runs an SLO's error query counts in `[start, end)`, slowest first: the
+/// drill-down from an SLO to the runs that burned its budget (`GET /api/slo/{name}/runs`,
+/// `custos top`).
+///
+/// The error query must be one `SELECT … FROM … [WHERE …]` without `WITH`, `GROUP BY`, `HAVING`
+/// or set operations, over a relation with a `run_id` column (`runs`, `steps`, `decisions`,
+/// `spans`); its runs are those of the rows its `FROM` and `WHERE` keep. For an SLI that sums a
+/// quantity (cost) rather than counting events, that is every run contributing to the sum.
+pub fn burning_runs_sql(
+    slo: &Slo,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    limit: usize,
+) -> Result<String> {
+    use datafusion::sql::sqlparser::ast::{GroupByExpr, SetExpr, Statement};
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    let bound = bind_window(&slo.error_query, start, end);
+    let unsupported = |why: &str| {
+        Error::Plan(format!(
+            "the error query of SLO `{}` {why}, so the runs that burned its budget cannot be \
+             listed; write it as `SELECT count(*) FROM <view with run_id> WHERE <bad event>`",
+            slo.name
+        ))
+    };
+    let statements = Parser::parse_sql(&GenericDialect {}, &bound)
+        .map_err(|e| Error::Syntax(format!("error query of SLO `{}`: {e}", slo.name)))?;
+    let [Statement::Query(query)] = statements.as_slice() else {
+        return Err(unsupported("is not a single SELECT"));
+    };
+    if query.with.is_some() {
+        return Err(unsupported("uses WITH"));
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return Err(unsupported(
+            "is not a plain SELECT (set operation or VALUES)",
+        ));
+    };
+    let grouped = match &select.group_by {
+        GroupByExpr::All(_) => true,
+        GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
+    };
+    if grouped || select.having.is_some() {
+        return Err(unsupported("groups its rows"));
+    }
+    let [from] = select.from.as_slice() else {
+        return Err(unsupported("does not read exactly one relation"));
+    };
+    let filter = select
+        .selection
+        .as_ref()
+        .map(|w| w.to_string())
+        .unwrap_or_else(|| "true".into());
+    Ok(format!(
+        "SELECT run_id, workflow, outcome, duration_ms, cost_usd, \
+         CAST(start_time AS VARCHAR) AS start_time, trace_id \
+         FROM runs WHERE run_id IN (SELECT run_id FROM {from} WHERE {filter}) \
+         ORDER BY duration_ms DESC NULLS LAST, start_time DESC LIMIT {limit}"
+    ))
+}
+
 /// Evaluates every SLO at `at`.
 ///
 /// `runs` and `decisions` are computed once for the whole evaluation
@@ -782,6 +844,43 @@ slos:
         error_query: SELECT count(*) FROM runs WHERE outcome = 'failure' AND start_time >= {{.window_start}} AND start_time < {{.window_end}}
         total_query: SELECT count(*) FROM runs WHERE start_time >= {{.window_start}} AND start_time < {{.window_end}}
 "#;
+
+    #[test]
+    fn burning_runs_keep_the_error_querys_relation_and_filter() {
+        let set = SloSet::parse(FILE, "slos.yaml").unwrap();
+        let (start, end) = (
+            DateTime::from_timestamp(0, 0).unwrap(),
+            DateTime::from_timestamp(3600, 0).unwrap(),
+        );
+        let sql = burning_runs_sql(&set.slos[0], start, end, 50).unwrap();
+        assert!(
+            sql.contains(
+                "IN (SELECT run_id FROM runs WHERE outcome = 'failure' AND start_time >= "
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("ORDER BY duration_ms DESC NULLS LAST"),
+            "{sql}"
+        );
+        assert!(sql.ends_with("LIMIT 50"), "{sql}");
+        for (query, why) in [
+            (
+                "SELECT count(*) FROM runs GROUP BY workflow",
+                "groups its rows",
+            ),
+            ("SELECT 1 UNION SELECT 2", "plain SELECT"),
+            ("WITH x AS (SELECT 1) SELECT count(*) FROM x", "uses WITH"),
+            ("SELECT count(*) FROM runs, steps", "exactly one relation"),
+        ] {
+            let mut slo = set.slos[0].clone();
+            slo.error_query = query.into();
+            let e = burning_runs_sql(&slo, start, end, 5)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why) && e.contains("SLO `success`"), "{e}");
+        }
+    }
 
     #[test]
     fn defaults_are_the_workbook_windows() {

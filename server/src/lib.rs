@@ -468,6 +468,7 @@ fn api_router(state: Arc<ApiState>) -> Router {
         .route("/api/metrics", get(api_metrics))
         .route("/api/thresholds", get(api_thresholds))
         .route("/api/slo", get(api_slo))
+        .route("/api/slo/{name}/runs", get(api_slo_runs))
         .route("/api/authorize", post(api_authorize))
         .route("/api/gate", post(api_gate))
         .route("/api/audit/verify", get(api_audit_verify))
@@ -993,6 +994,77 @@ async fn api_slo(State(state): State<Arc<ApiState>>, params: QueryParams<SloPara
         Ok(r) => axum::Json(r).into_response(),
         Err(e) => analytics_error(e),
     }
+}
+
+/// Query parameters of `GET /api/slo/{name}/runs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SloRunsParams {
+    window: Option<String>,
+    at: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/slo/{name}/runs`: the runs the SLO's error query counts over its period (or
+/// `window`) ending `at`, slowest first; the SQL used is part of the answer.
+async fn api_slo_runs(
+    State(state): State<Arc<ApiState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    params: QueryParams<SloRunsParams>,
+) -> Response {
+    let p = match query_params(params, "window, at, limit") {
+        Ok(p) => p,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(set) = &state.rules.slos else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "no SLO file is configured; set `rules.slos` in the config file or add rules/slos.yaml",
+        );
+    };
+    let Some(slo) = set.slos.iter().find(|s| s.name == name) else {
+        let known: Vec<&str> = set.slos.iter().map(|s| s.name.as_str()).collect();
+        return json_error(
+            StatusCode::NOT_FOUND,
+            format!("no SLO `{name}`; known: {}", known.join(", ")),
+        );
+    };
+    let end = match parse_at(p.at.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    let window = match p.window.as_deref() {
+        None => slo.period,
+        Some(w) => match custos_analytics::metrics::parse_duration(w) {
+            Ok(d) => d,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("`window`: {e}")),
+        },
+    };
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let start = end - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::zero());
+    let sql = match custos_analytics::slo::burning_runs_sql(slo, start, end, limit) {
+        Ok(s) => s,
+        Err(e) => return analytics_error(e),
+    };
+    let rows = match state
+        .analytics
+        .query(&sql)
+        .await
+        .and_then(|r| render(&r, Format::Json))
+    {
+        Ok(bytes) => {
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or(serde_json::Value::Null)
+        }
+        Err(e) => return analytics_error(e),
+    };
+    axum::Json(serde_json::json!({
+        "slo": slo.name,
+        "window_start": start.to_rfc3339(),
+        "window_end": end.to_rfc3339(),
+        "sql": sql,
+        "runs": rows,
+    }))
+    .into_response()
 }
 
 /// Opens a data directory read-only with the rules' prices: for the CLI's `--data DIR`.
