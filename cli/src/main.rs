@@ -243,6 +243,10 @@ enum Command {
         /// Seconds between polls.
         #[arg(long, default_value_t = 2.0)]
         interval: f64,
+        /// Who approves or rejects reviews from the dashboard (default: `CUSTOS_REVIEWER`); the
+        /// policy set decides what this person may decide. Without one, reviews are read-only.
+        #[arg(long)]
+        reviewer: Option<String>,
     },
     /// Human review tasks: list them, show one, approve or reject with a reason (authorized as
     /// `approve_review` and recorded in the audit trail).
@@ -552,12 +556,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             commands::run(options).await
         }
         Command::Review { what } => commands::review(what).await,
-        Command::Top { server, interval } => {
+        Command::Top {
+            server,
+            interval,
+            reviewer,
+        } => {
             if !(interval.is_finite() && interval >= 0.2) {
                 return Err(UserError("`--interval` must be at least 0.2 seconds".into()).into());
             }
             let every = std::time::Duration::from_secs_f64(interval);
-            tokio::task::spawn_blocking(move || custos_tui::run::run(&server, every))
+            let reviewer = reviewer.or_else(|| std::env::var("CUSTOS_REVIEWER").ok());
+            tokio::task::spawn_blocking(move || custos_tui::run::run(&server, every, reviewer))
                 .await
                 .context("the dashboard stopped unexpectedly")??;
             Ok(ExitCode::SUCCESS)

@@ -3,7 +3,9 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::data::Snapshot;
+use crate::data::{
+    Decided, DecisionRow, ReviewDetail, ReviewRow, RunRow, SloRow, Snapshot, SpanRow,
+};
 
 /// The screens, reachable by number keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,10 +101,143 @@ pub const RANGES: [&str; 3] = ["1h", "24h", "7d"];
 pub enum Effect {
     /// Nothing beyond redrawing.
     None,
-    /// Poll now.
+    /// Poll now (and reload the open drill-down).
     Refresh,
     /// Leave.
     Quit,
+    /// Load a drill-down; the answer goes to [`App::loaded`].
+    Load(Request),
+    /// Send a review decision; the answer goes to [`App::decided`].
+    Decide(Decide),
+}
+
+/// A drill-down to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// The runs that burned an SLO's budget (by SLO name).
+    SloRuns(String),
+    /// The span waterfall of one run (by run id).
+    Trace(String),
+    /// A review task with its context (by task id).
+    Review(String),
+}
+
+/// A review decision to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decide {
+    /// Task id.
+    pub id: String,
+    /// Approve (`true`) or reject.
+    pub approve: bool,
+    /// Who decides.
+    pub reviewer: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A loaded drill-down.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Detail {
+    /// Runs, slowest first.
+    Runs(Vec<RunRow>),
+    /// Spans in waterfall order.
+    Spans(Vec<SpanRow>),
+    /// A review task.
+    Review(Box<ReviewDetail>),
+}
+
+/// One drill-down level on top of a screen (Enter pushes, Esc pops).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Level {
+    /// What it shows.
+    pub request: Request,
+    /// The data, once loaded.
+    pub detail: Option<Detail>,
+    /// Why loading failed.
+    pub error: Option<String>,
+    /// Selected row.
+    pub selected: usize,
+    /// Index into the level's sort keys.
+    pub sort: usize,
+    /// The filter of the level below, restored on the way back.
+    pub saved_filter: String,
+}
+
+impl Level {
+    /// Breadcrumb text.
+    pub fn crumb(&self) -> String {
+        match &self.request {
+            Request::SloRuns(name) => format!("SLO {name}: runs"),
+            Request::Trace(run) => format!("run {run}"),
+            Request::Review(id) => format!("review {id}"),
+        }
+    }
+}
+
+/// Where the review dialog is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// Typing the reason.
+    Reason,
+    /// Showing what will be recorded; `y` sends.
+    Confirm,
+    /// Sent; waiting for the server.
+    Sending,
+    /// The server refused or could not be reached.
+    Failed(String),
+}
+
+/// The approve/reject dialog of a review.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dialog {
+    /// The task.
+    pub task: ReviewDetail,
+    /// Approve (`true`) or reject.
+    pub approve: bool,
+    /// The reason typed so far.
+    pub reason: String,
+    /// Stage.
+    pub stage: Stage,
+}
+
+impl Dialog {
+    /// What the server will be asked and what it records: the lines the confirmation shows.
+    pub fn record(&self, reviewer: &str) -> Vec<String> {
+        let t = &self.task;
+        let verb = if self.approve { "approve" } else { "reject" };
+        let mut lines = vec![
+            format!("POST /api/reviews/{}/{verb}", t.id),
+            format!("  reviewer `{reviewer}`, reason `{}`", self.reason.trim()),
+            format!(
+                "policy request: Custos::User::\"{reviewer}\" approve_review \
+                 Custos::ReviewTask::\"{}\" (override: {})",
+                t.id, !self.approve
+            ),
+            format!(
+                "  decided by the policy set: team `{}`, four eyes (not `{}`)",
+                t.queue,
+                t.started_by.as_deref().unwrap_or("the requester")
+            ),
+            "audit: one hash-chained record of kind `review`, allowed or denied".into(),
+        ];
+        if self.approve {
+            lines.push(format!(
+                "if allowed: task approved; run {} continues with human approval",
+                t.run_id
+            ));
+        } else {
+            lines.push(format!(
+                "if allowed: task rejected (an override); run {} is escalated",
+                t.run_id
+            ));
+        }
+        lines.push(format!(
+            "  the decision span gets human.reviewer `{reviewer}`, human.override {}",
+            !self.approve
+        ));
+        lines.push("if denied: nothing changes; the reason is shown here".into());
+        lines
+    }
 }
 
 /// The dashboard's state.
@@ -140,6 +275,14 @@ pub struct App {
     pub last_count: Option<(u64, i64)>,
     /// Last message for the footer (command results, errors).
     pub message: Option<String>,
+    /// Drill-down levels over the current screen, innermost last.
+    pub stack: Vec<Level>,
+    /// The review dialog, when open.
+    pub dialog: Option<Dialog>,
+    /// Who decides reviews from this dashboard (`--reviewer`).
+    pub reviewer: Option<String>,
+    /// Sort key index per screen (and per Overview pane).
+    pub sort: [usize; 9],
 }
 
 /// Help lines: key and what it does.
@@ -150,6 +293,19 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("tab / shift-tab", "next / previous pane (overview)"),
     ("j k ↑ ↓", "move the selection"),
+    (
+        "enter",
+        "drill in: slo → runs → span waterfall; review → context",
+    ),
+    (
+        "esc",
+        "back a level (see the breadcrumbs), close, clear filter",
+    ),
+    ("s", "sort the focused list by its next key"),
+    (
+        "a x",
+        "approve / reject the open review (reason, then confirm)",
+    ),
     ("g G", "first / last row"),
     ("/", "filter the rows of the focused list"),
     (
@@ -160,7 +316,6 @@ pub const HELP: &[(&str, &str)] = &[
     ("f", "freeze: hold the data while reading"),
     ("e", "expand the focused pane"),
     ("r", "refresh now"),
-    ("esc", "close, clear the filter, back"),
     ("?", "this help (type to filter it)"),
     ("q", "quit"),
 ];
@@ -185,7 +340,17 @@ impl App {
             ingest_rate: None,
             last_count: None,
             message: None,
+            stack: Vec::new(),
+            dialog: None,
+            reviewer: None,
+            sort: [0; 9],
         }
+    }
+
+    /// Sets who decides reviews.
+    pub fn with_reviewer(mut self, reviewer: Option<String>) -> Self {
+        self.reviewer = reviewer.filter(|r| !r.trim().is_empty());
+        self
     }
 
     /// The metrics range (`1h`, `24h`, `7d`).
@@ -202,34 +367,68 @@ impl App {
         }
     }
 
-    /// The selected row of the focused list.
-    pub fn selection(&self) -> usize {
-        self.selected[self.slot()]
+    /// The list in focus.
+    pub fn list(&self) -> List {
+        if let Some(level) = self.stack.last() {
+            return match level.request {
+                Request::SloRuns(_) => List::BurnRuns,
+                Request::Trace(_) => List::Spans,
+                Request::Review(_) => List::ReviewContext,
+            };
+        }
+        match (self.screen, self.pane) {
+            (Screen::Overview, Pane::Slos) | (Screen::Slos, _) => List::Slos,
+            (Screen::Overview, Pane::Reviews) | (Screen::Reviews, _) => List::Reviews,
+            (Screen::Overview, Pane::Denials) => List::Denials,
+            (Screen::Decisions, _) | (Screen::Audit, _) => List::Decisions,
+            (Screen::Runs, _) => List::Runs,
+        }
     }
 
-    /// Rows of the focused list (after the filter).
-    pub fn rows(&self) -> usize {
-        let Some(s) = &self.snapshot else { return 0 };
-        let keep = |t: String| self.matches(&t);
-        match (self.screen, self.pane) {
-            (Screen::Overview, Pane::Slos) | (Screen::Slos, _) => {
-                s.slos.iter().filter(|x| keep(format!("{x:?}"))).count()
-            }
-            (Screen::Overview, Pane::Reviews) | (Screen::Reviews, _) => {
-                s.reviews.iter().filter(|x| keep(format!("{x:?}"))).count()
-            }
-            (Screen::Overview, Pane::Denials) => s
-                .decisions
-                .iter()
-                .filter(|x| x.decision == "deny" && keep(format!("{x:?}")))
-                .count(),
-            (Screen::Decisions, _) | (Screen::Audit, _) => s
-                .decisions
-                .iter()
-                .filter(|x| keep(format!("{x:?}")))
-                .count(),
-            (Screen::Runs, _) => s.runs.iter().filter(|x| keep(format!("{x:?}"))).count(),
+    /// The selected row of the focused list.
+    pub fn selection(&self) -> usize {
+        match self.stack.last() {
+            Some(level) => level.selected,
+            None => self.selected[self.slot()],
         }
+    }
+
+    fn selection_mut(&mut self) -> &mut usize {
+        let slot = self.slot();
+        match self.stack.last_mut() {
+            Some(level) => &mut level.selected,
+            None => &mut self.selected[slot],
+        }
+    }
+
+    /// The sort key of the focused list.
+    pub fn sort_key(&self) -> &'static str {
+        let keys = self.list().sort_keys();
+        let i = match self.stack.last() {
+            Some(level) => level.sort,
+            None => self.sort[self.slot()],
+        };
+        keys[i % keys.len()]
+    }
+
+    fn sort_key_of(&self, list: List) -> &'static str {
+        if self.list() == list {
+            return self.sort_key();
+        }
+        // A pane drawn without focus (the Overview's others) keeps its own key.
+        let slot = match list {
+            List::Slos => 6,
+            List::Reviews => 7,
+            List::Denials => 8,
+            _ => return list.sort_keys()[0],
+        };
+        let slot = if self.screen == Screen::Overview {
+            slot
+        } else {
+            self.slot()
+        };
+        let keys = list.sort_keys();
+        keys[self.sort[slot] % keys.len()]
     }
 
     /// Whether a row's text passes the filter.
@@ -237,10 +436,126 @@ impl App {
         self.filter.is_empty() || text.to_lowercase().contains(&self.filter.to_lowercase())
     }
 
+    fn kept<'a, T: std::fmt::Debug>(&self, rows: &'a [T]) -> Vec<&'a T> {
+        rows.iter()
+            .filter(|x| self.matches(&format!("{x:?}")))
+            .collect()
+    }
+
+    /// SLOs after the filter, in the sort order.
+    pub fn slo_list(&self) -> Vec<&SloRow> {
+        let Some(s) = &self.snapshot else {
+            return Vec::new();
+        };
+        let mut v = self.kept(&s.slos);
+        match self.sort_key_of(List::Slos) {
+            "burn" => v.sort_by(|a, b| desc(a.burn, b.burn)),
+            "budget" => v.sort_by(|a, b| asc(a.budget_left, b.budget_left)),
+            "name" => v.sort_by(|a, b| a.name.cmp(&b.name)),
+            _ => {}
+        }
+        v
+    }
+
+    /// Pending reviews after the filter, in the sort order.
+    pub fn review_list(&self) -> Vec<&ReviewRow> {
+        let Some(s) = &self.snapshot else {
+            return Vec::new();
+        };
+        let mut v = self.kept(&s.reviews);
+        match self.sort_key_of(List::Reviews) {
+            "oldest" => v.sort_by_key(|r| r.created_ms),
+            "confidence" => v.sort_by(|a, b| asc(a.confidence, b.confidence)),
+            _ => {}
+        }
+        v
+    }
+
+    /// Policy decisions (or only denials) after the filter, in the sort order.
+    pub fn decision_list(&self, denials: bool) -> Vec<&DecisionRow> {
+        let Some(s) = &self.snapshot else {
+            return Vec::new();
+        };
+        let mut v: Vec<&DecisionRow> = self
+            .kept(&s.decisions)
+            .into_iter()
+            .filter(|d| !denials || d.decision == "deny")
+            .collect();
+        let list = if denials {
+            List::Denials
+        } else {
+            List::Decisions
+        };
+        match self.sort_key_of(list) {
+            "oldest" => v.sort_by_key(|d| d.seq),
+            "kind" => v.sort_by(|a, b| a.kind.cmp(&b.kind).then(b.seq.cmp(&a.seq))),
+            _ => {}
+        }
+        v
+    }
+
+    /// Runs (the Runs screen's, or the open SLO drill-down's) after the filter, sorted.
+    pub fn run_list(&self) -> Vec<&RunRow> {
+        let (rows, list) = match self.stack.last() {
+            Some(Level {
+                detail: Some(Detail::Runs(r)),
+                ..
+            }) => (r.as_slice(), List::BurnRuns),
+            Some(_) => return Vec::new(),
+            None => match &self.snapshot {
+                Some(s) => (s.runs.as_slice(), List::Runs),
+                None => return Vec::new(),
+            },
+        };
+        let mut v = self.kept(rows);
+        match self.sort_key_of(list) {
+            "slowest" => v.sort_by(|a, b| desc(a.duration_ms, b.duration_ms)),
+            "newest" => v.sort_by(|a, b| b.start_time.cmp(&a.start_time)),
+            "cost" => v.sort_by(|a, b| desc(a.cost_usd, b.cost_usd)),
+            _ => {}
+        }
+        v
+    }
+
+    /// The open trace's spans, in waterfall order (the filter keeps matching spans).
+    pub fn span_list(&self) -> Vec<&SpanRow> {
+        match self.stack.last() {
+            Some(Level {
+                detail: Some(Detail::Spans(s)),
+                ..
+            }) => self.kept(s),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The open review, once loaded.
+    pub fn review_detail(&self) -> Option<&ReviewDetail> {
+        match self.stack.last() {
+            Some(Level {
+                detail: Some(Detail::Review(t)),
+                ..
+            }) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Rows of the focused list (after the filter).
+    pub fn rows(&self) -> usize {
+        match self.list() {
+            List::Slos => self.slo_list().len(),
+            List::Reviews => self.review_list().len(),
+            List::Denials => self.decision_list(true).len(),
+            List::Decisions => self.decision_list(false).len(),
+            List::Runs | List::BurnRuns => self.run_list().len(),
+            List::Spans => self.span_list().len(),
+            List::ReviewContext => 0,
+        }
+    }
+
     fn clamp(&mut self) {
         let n = self.rows();
-        let slot = self.slot();
-        self.selected[slot] = self.selected[slot].min(n.saturating_sub(1));
+        let sel = self.selection_mut();
+        *sel = (*sel).min(n.saturating_sub(1));
     }
 
     /// New data arrived (ignored while frozen, except the connection state). Selection and
@@ -273,10 +588,172 @@ impl App {
         self.connection = Connection::Lost { since_ms, error };
     }
 
+    /// A drill-down arrived (or failed); it lands on the level that asked for it.
+    pub fn loaded(&mut self, request: &Request, result: Result<Detail, String>) {
+        let Some(level) = self.stack.iter_mut().rev().find(|l| &l.request == request) else {
+            return;
+        };
+        match result {
+            Ok(d) => {
+                level.detail = Some(d);
+                level.error = None;
+            }
+            Err(e) => level.error = Some(e),
+        }
+        self.clamp();
+    }
+
+    /// The server answered a review decision. On success the dialog closes, the review level
+    /// pops and the data refreshes; on failure the dialog shows why.
+    pub fn decided(&mut self, result: Result<Decided, String>) -> Effect {
+        match result {
+            Ok(d) => {
+                self.dialog = None;
+                if matches!(self.list(), List::ReviewContext) {
+                    self.back();
+                }
+                self.message = Some(format!(
+                    "{} `{}` as `{}`: audit record {}; the run goes on",
+                    d.decision,
+                    d.id,
+                    d.reviewer,
+                    d.audit_seq
+                        .map(|s| format!("#{s}"))
+                        .unwrap_or_else(|| "?".into())
+                ));
+                Effect::Refresh
+            }
+            Err(e) => {
+                if let Some(dialog) = &mut self.dialog {
+                    dialog.stage = Stage::Failed(e);
+                }
+                Effect::None
+            }
+        }
+    }
+
+    /// The request of the innermost drill-down, to reload on refresh.
+    pub fn open_request(&self) -> Option<Request> {
+        self.stack.last().map(|l| l.request.clone())
+    }
+
     fn goto(&mut self, screen: Screen) {
         self.screen = screen;
         self.expanded = false;
+        self.stack.clear();
         self.clamp();
+    }
+
+    fn push(&mut self, request: Request) -> Effect {
+        self.stack.push(Level {
+            request: request.clone(),
+            detail: None,
+            error: None,
+            selected: 0,
+            sort: 0,
+            saved_filter: std::mem::take(&mut self.filter),
+        });
+        self.expanded = false;
+        Effect::Load(request)
+    }
+
+    fn back(&mut self) {
+        if let Some(level) = self.stack.pop() {
+            self.filter = level.saved_filter;
+        }
+        self.clamp();
+    }
+
+    /// Enter: drill into the selected row.
+    fn enter(&mut self) -> Effect {
+        let i = self.selection();
+        let target = match self.list() {
+            List::Slos => self
+                .slo_list()
+                .get(i)
+                .map(|s| Request::SloRuns(s.name.clone())),
+            List::Reviews => self
+                .review_list()
+                .get(i)
+                .map(|r| Request::Review(r.id.clone())),
+            List::Runs | List::BurnRuns => self
+                .run_list()
+                .get(i)
+                .map(|r| Request::Trace(r.run_id.clone())),
+            List::ReviewContext => self
+                .review_detail()
+                .map(|t| Request::Trace(t.run_id.clone())),
+            List::Spans => {
+                self.expanded = !self.expanded;
+                return Effect::None;
+            }
+            List::Denials | List::Decisions => {
+                self.message = Some(
+                    "policy decisions have no drill-down; `/` filters them by any field".into(),
+                );
+                return Effect::None;
+            }
+        };
+        match target {
+            Some(r) => self.push(r),
+            None => Effect::None,
+        }
+    }
+
+    fn open_dialog(&mut self, approve: bool) {
+        let Some(task) = self.review_detail().cloned() else {
+            self.message = Some("open a review first (enter on a pending review)".into());
+            return;
+        };
+        if task.status != "pending" {
+            self.message = Some(format!("review `{}` is {} already", task.id, task.status));
+            return;
+        }
+        if self.reviewer.is_none() {
+            self.message = Some(
+                "no reviewer: start with `custos top --reviewer NAME` (or set CUSTOS_REVIEWER)"
+                    .into(),
+            );
+            return;
+        }
+        self.dialog = Some(Dialog {
+            task,
+            approve,
+            reason: String::new(),
+            stage: Stage::Reason,
+        });
+    }
+
+    fn dialog_key(&mut self, k: KeyEvent) -> Effect {
+        let reviewer = self.reviewer.clone().unwrap_or_default();
+        let Some(d) = &mut self.dialog else {
+            return Effect::None;
+        };
+        match (&d.stage, k.code) {
+            (_, KeyCode::Esc) if d.stage != Stage::Sending => self.dialog = None,
+            (Stage::Reason, KeyCode::Enter) if !d.reason.trim().is_empty() => {
+                d.stage = Stage::Confirm
+            }
+            (Stage::Reason, KeyCode::Backspace) => {
+                d.reason.pop();
+            }
+            (Stage::Reason, KeyCode::Char(c)) => d.reason.push(c),
+            (Stage::Confirm, KeyCode::Char('y') | KeyCode::Enter) => {
+                d.stage = Stage::Sending;
+                return Effect::Decide(Decide {
+                    id: d.task.id.clone(),
+                    approve: d.approve,
+                    reviewer,
+                    reason: d.reason.trim().to_string(),
+                });
+            }
+            (Stage::Confirm | Stage::Failed(_), KeyCode::Char('n') | KeyCode::Backspace) => {
+                d.stage = Stage::Reason
+            }
+            (Stage::Failed(_), KeyCode::Enter) => d.stage = Stage::Confirm,
+            _ => {}
+        }
+        Effect::None
     }
 
     fn run_command(&mut self, cmd: &str) -> Effect {
@@ -303,6 +780,9 @@ impl App {
         if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
             return Effect::Quit;
         }
+        if self.dialog.is_some() {
+            return self.dialog_key(k);
+        }
         match self.mode {
             Mode::Filter | Mode::Command | Mode::Help => return self.typing(k),
             Mode::Normal => {}
@@ -314,12 +794,12 @@ impl App {
                 let i = c as usize - '1' as usize;
                 self.goto(SCREENS[i]);
             }
-            KeyCode::Tab if self.screen == Screen::Overview => {
+            KeyCode::Tab if self.screen == Screen::Overview && self.stack.is_empty() => {
                 let i = PANES.iter().position(|p| *p == self.pane).unwrap_or(0);
                 self.pane = PANES[(i + 1) % PANES.len()];
                 self.clamp();
             }
-            KeyCode::BackTab if self.screen == Screen::Overview => {
+            KeyCode::BackTab if self.screen == Screen::Overview && self.stack.is_empty() => {
                 let i = PANES.iter().position(|p| *p == self.pane).unwrap_or(0);
                 self.pane = PANES[(i + PANES.len() - 1) % PANES.len()];
                 self.clamp();
@@ -329,23 +809,36 @@ impl App {
                 self.goto(SCREENS[(self.screen.index() + SCREENS.len() - 1) % SCREENS.len()])
             }
             KeyCode::Char('j') | KeyCode::Down => {
-                let slot = self.slot();
-                self.selected[slot] = self.selected[slot].saturating_add(1);
+                let sel = self.selection_mut();
+                *sel = sel.saturating_add(1);
                 self.clamp();
             }
             KeyCode::Char('k') | KeyCode::Up => {
-                let slot = self.slot();
-                self.selected[slot] = self.selected[slot].saturating_sub(1);
+                let sel = self.selection_mut();
+                *sel = sel.saturating_sub(1);
             }
-            KeyCode::Char('g') | KeyCode::Home => {
-                let slot = self.slot();
-                self.selected[slot] = 0;
-            }
+            KeyCode::Char('g') | KeyCode::Home => *self.selection_mut() = 0,
             KeyCode::Char('G') | KeyCode::End => {
-                let slot = self.slot();
-                self.selected[slot] = usize::MAX;
+                *self.selection_mut() = usize::MAX;
                 self.clamp();
             }
+            KeyCode::Enter => return self.enter(),
+            KeyCode::Char('s') => {
+                let keys = self.list().sort_keys();
+                if keys.len() < 2 {
+                    self.message = Some("this list has one order only".into());
+                } else {
+                    let slot = self.slot();
+                    let i = match self.stack.last_mut() {
+                        Some(level) => &mut level.sort,
+                        None => &mut self.sort[slot],
+                    };
+                    *i = (*i + 1) % keys.len();
+                    self.message = Some(format!("sorted by {}", self.sort_key()));
+                }
+            }
+            KeyCode::Char('a') if self.list() == List::ReviewContext => self.open_dialog(true),
+            KeyCode::Char('x') if self.list() == List::ReviewContext => self.open_dialog(false),
             KeyCode::Char('/') => {
                 self.mode = Mode::Filter;
                 self.input = self.filter.clone();
@@ -374,6 +867,9 @@ impl App {
                     self.expanded = false;
                 } else if !self.filter.is_empty() {
                     self.filter.clear();
+                    self.clamp();
+                } else if !self.stack.is_empty() {
+                    self.back();
                 } else if self.screen != Screen::Overview {
                     self.goto(Screen::Overview);
                 }
@@ -439,19 +935,99 @@ impl App {
 
     /// Key hints for the footer, for the focused pane and mode.
     pub fn hints(&self) -> &'static str {
+        if let Some(d) = &self.dialog {
+            return match d.stage {
+                Stage::Reason => {
+                    "type the reason · enter review what will be recorded · esc cancel"
+                }
+                Stage::Confirm => "y/enter send · n edit the reason · esc cancel",
+                Stage::Sending => "sending…",
+                Stage::Failed(_) => "enter try again · n edit the reason · esc close",
+            };
+        }
         match self.mode {
             Mode::Filter => "type to filter · enter keep · esc clear",
             Mode::Command => {
                 "overview slos runs reviews decisions audit refresh quit · enter run · esc cancel"
             }
             Mode::Help => "type to filter the help · esc close",
-            Mode::Normal => match (self.screen, self.pane) {
-                (Screen::Overview, _) => {
-                    "1-6 screens · tab pane · j/k move · e expand · / filter · t range · f freeze · ? help · q quit"
+            Mode::Normal => match self.list() {
+                List::ReviewContext => {
+                    "a approve · x reject · enter trace · esc back · r reload · ? help · q quit"
                 }
-                (Screen::Reviews, _) => "j/k move · / filter · esc back · ? help · q quit",
-                _ => "j/k move · g/G ends · / filter · esc back · ? help · q quit",
+                List::Spans => "j/k span · enter expand attributes · / filter · esc back · q quit",
+                List::BurnRuns => {
+                    "enter waterfall · j/k move · s sort · / filter · esc back · q quit"
+                }
+                List::Denials | List::Decisions => {
+                    if self.screen == Screen::Overview {
+                        "1-6 · tab pane · j/k move · s sort · e expand · / filter · ? help · q quit"
+                    } else {
+                        "j/k move · g/G ends · s sort · / filter · esc back · ? help · q quit"
+                    }
+                }
+                _ => {
+                    if self.screen == Screen::Overview {
+                        "1-6 · tab pane · enter drill · s sort · e expand · / filter · ? help · q quit"
+                    } else {
+                        "enter drill in · j/k move · s sort · / filter · esc back · ? help · q quit"
+                    }
+                }
             },
+        }
+    }
+}
+
+/// Descending by an optional number, missing values last.
+fn desc(a: Option<f64>, b: Option<f64>) -> std::cmp::Ordering {
+    match (a, b) {
+        (Some(x), Some(y)) => y.total_cmp(&x),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    }
+}
+
+/// Ascending by an optional number, missing values last.
+fn asc(a: Option<f64>, b: Option<f64>) -> std::cmp::Ordering {
+    match (a, b) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        _ => desc(a, b),
+    }
+}
+
+/// The lists a key can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum List {
+    /// SLOs (Overview pane, SLOs screen).
+    Slos,
+    /// Pending reviews (Overview pane, Reviews screen).
+    Reviews,
+    /// Recent denials (Overview pane).
+    Denials,
+    /// Policy decisions (Decisions and Audit screens).
+    Decisions,
+    /// Recent runs (Runs screen).
+    Runs,
+    /// Runs that burned an SLO's budget (drill-down).
+    BurnRuns,
+    /// A run's spans (drill-down).
+    Spans,
+    /// A review's context (drill-down).
+    ReviewContext,
+}
+
+impl List {
+    /// The orders `s` cycles through; the first is the default.
+    pub fn sort_keys(self) -> &'static [&'static str] {
+        match self {
+            List::Slos => &["file", "burn", "budget", "name"],
+            List::Reviews => &["urgency", "oldest", "confidence"],
+            List::Denials | List::Decisions => &["newest", "oldest", "kind"],
+            List::Runs => &["newest", "slowest", "cost"],
+            List::BurnRuns => &["slowest", "newest", "cost"],
+            List::Spans => &["start"],
+            List::ReviewContext => &["-"],
         }
     }
 }

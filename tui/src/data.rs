@@ -133,8 +133,104 @@ pub struct RunRow {
     pub outcome: String,
     /// Duration, ms.
     pub duration_ms: Option<f64>,
+    /// Spend, USD.
+    pub cost_usd: Option<f64>,
     /// Start (RFC 3339).
     pub start_time: String,
+}
+
+/// One span of a run's trace, for the waterfall.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpanRow {
+    /// Span id.
+    pub span_id: String,
+    /// Parent span id (none for a root).
+    pub parent_span_id: Option<String>,
+    /// Span name.
+    pub name: String,
+    /// Start, ns since the epoch.
+    pub start_ns: i64,
+    /// End, ns since the epoch.
+    pub end_ns: i64,
+    /// `ok`, `error` or `unset`.
+    pub status: String,
+    /// Status message.
+    pub message: String,
+    /// Attributes, sorted by key.
+    pub attributes: Vec<(String, String)>,
+    /// Depth in the span tree (0 for a root), set by [`waterfall`].
+    pub depth: usize,
+}
+
+/// The policy decision that sent a run to review.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicyView {
+    /// The step the decision was about.
+    pub step: String,
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// Determining policies.
+    pub policies: Vec<String>,
+    /// Its advice.
+    pub advice: Vec<String>,
+    /// Its audit record.
+    pub audit_seq: Option<u64>,
+}
+
+/// A review task with what the reviewer needs (`GET /api/reviews/{id}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReviewDetail {
+    /// Task id.
+    pub id: String,
+    /// The run.
+    pub run_id: String,
+    /// Workflow.
+    pub workflow: String,
+    /// The human step.
+    pub step: String,
+    /// Queue (the team that may decide).
+    pub queue: String,
+    /// Priority.
+    pub priority: String,
+    /// `pending`, `approved`, `rejected`, …
+    pub status: String,
+    /// Created, ms since the epoch.
+    pub created_ms: i64,
+    /// Due, ms since the epoch.
+    pub due_ms: i64,
+    /// The run's input, summarized, sorted by key.
+    pub input: Vec<(String, String)>,
+    /// The model's proposal.
+    pub proposal: String,
+    /// Its label.
+    pub label: Option<String>,
+    /// Its confidence.
+    pub confidence: Option<f64>,
+    /// The model.
+    pub model: Option<String>,
+    /// The prompt version.
+    pub prompt_version: Option<String>,
+    /// The decision step.
+    pub decision_step: Option<String>,
+    /// The policy decision that asked for review, if a policy did.
+    pub policy: Option<PolicyView>,
+    /// The run's trace.
+    pub trace_id: Option<String>,
+    /// Who started the run.
+    pub started_by: Option<String>,
+}
+
+/// What the server answered to a review decision.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Decided {
+    /// The task.
+    pub id: String,
+    /// `approved` or `rejected`.
+    pub decision: String,
+    /// Who.
+    pub reviewer: String,
+    /// Its audit record.
+    pub audit_seq: Option<u64>,
 }
 
 /// Everything one poll read.
@@ -293,9 +389,151 @@ pub fn runs(rows: &Value) -> Vec<RunRow> {
                     workflow: s(r, "workflow"),
                     outcome: s(r, "outcome"),
                     duration_ms: f(r, "duration_ms"),
+                    cost_usd: f(r, "cost_usd"),
                     start_time: s(r, "start_time"),
                 })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(x) => x.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn pairs(v: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = v
+        .as_object()
+        .map(|o| o.iter().map(|(k, v)| (k.clone(), text(v))).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Reads span rows from `/api/sql` (`span_id, parent_span_id, name, start_time_unix_nano,
+/// end_time_unix_nano, status_code, status_message, attributes`) into a waterfall: depth-first
+/// from the roots, children by start time, each with its depth. Spans whose parent is missing are
+/// roots.
+pub fn waterfall(rows: &Value) -> Vec<SpanRow> {
+    let spans: Vec<SpanRow> = rows
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .map(|r| SpanRow {
+                    span_id: s(r, "span_id"),
+                    parent_span_id: r["parent_span_id"]
+                        .as_str()
+                        .filter(|p| !p.is_empty())
+                        .map(String::from),
+                    name: s(r, "name"),
+                    start_ns: r["start_time_unix_nano"].as_i64().unwrap_or(0),
+                    end_ns: r["end_time_unix_nano"].as_i64().unwrap_or(0),
+                    status: s(r, "status_code"),
+                    message: s(r, "status_message"),
+                    attributes: pairs(&r["attributes"]),
+                    depth: 0,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let ids: std::collections::HashSet<&str> = spans.iter().map(|x| x.span_id.as_str()).collect();
+    let is_root = |x: &SpanRow| {
+        x.parent_span_id
+            .as_deref()
+            .is_none_or(|p| !ids.contains(p) || p == x.span_id)
+    };
+    let mut order: Vec<usize> = (0..spans.len()).collect();
+    order.sort_by_key(|&i| (spans[i].start_ns, spans[i].span_id.clone()));
+    let mut out = Vec::with_capacity(spans.len());
+    let mut seen = vec![false; spans.len()];
+    let mut stack: Vec<(usize, usize)> = order
+        .iter()
+        .rev()
+        .filter(|&&i| is_root(&spans[i]))
+        .map(|&i| (i, 0))
+        .collect();
+    while let Some((i, depth)) = stack.pop() {
+        if std::mem::replace(&mut seen[i], true) {
+            continue;
+        }
+        let mut row = spans[i].clone();
+        row.depth = depth;
+        out.push(row);
+        for &c in order.iter().rev() {
+            if !seen[c] && spans[c].parent_span_id.as_deref() == Some(spans[i].span_id.as_str()) {
+                stack.push((c, depth + 1));
+            }
+        }
+    }
+    // Cycles without a root: keep them, flat.
+    for &i in &order {
+        if !seen[i] {
+            out.push(spans[i].clone());
+        }
+    }
+    out
+}
+
+/// Reads `GET /api/reviews/{id}`.
+pub fn review_detail(t: &Value) -> ReviewDetail {
+    let c = &t["context"];
+    let opt = |v: &Value| match v {
+        Value::Null => None,
+        other => Some(text(other)),
+    };
+    let policy = match &c["policy"] {
+        Value::Null => None,
+        p => Some(PolicyView {
+            step: s(p, "step"),
+            decision: s(&p["decision"], "decision"),
+            policies: p["decision"]["policies"]
+                .as_array()
+                .map(|v| v.iter().map(text).collect())
+                .unwrap_or_default(),
+            advice: p["decision"]["advice"]
+                .as_array()
+                .map(|v| v.iter().map(text).collect())
+                .unwrap_or_default(),
+            audit_seq: p["decision"]["audit_seq"].as_u64(),
+        }),
+    };
+    ReviewDetail {
+        id: s(t, "id"),
+        run_id: s(t, "run_id"),
+        workflow: s(t, "workflow"),
+        step: s(t, "step"),
+        queue: s(t, "queue"),
+        priority: s(t, "priority"),
+        status: s(t, "status").to_lowercase(),
+        created_ms: t["created_ms"].as_i64().unwrap_or(0),
+        due_ms: t["due_ms"].as_i64().unwrap_or(0),
+        input: pairs(&c["input"]),
+        proposal: match &c["proposal"] {
+            Value::Null => String::new(),
+            Value::String(x) => x.clone(),
+            other => other.to_string(),
+        },
+        label: opt(&c["label"]),
+        confidence: c["confidence"].as_f64(),
+        model: opt(&c["model"]),
+        prompt_version: opt(&c["prompt_version"]),
+        decision_step: opt(&c["decision_step"]),
+        policy,
+        trace_id: opt(&c["trace_id"]),
+        started_by: opt(&c["started_by"]),
+    }
+}
+
+/// Reads the answer of `POST /api/reviews/{id}/approve|reject`.
+pub fn decided(body: &Value) -> Decided {
+    Decided {
+        id: s(&body["task"], "id"),
+        decision: s(&body["task"], "status"),
+        reviewer: s(&body["task"], "reviewer"),
+        audit_seq: body["audit_seq"].as_u64(),
+    }
 }

@@ -5,13 +5,21 @@ use std::time::Duration;
 
 use crossterm::event::{self, Event, KeyEventKind};
 
-use crate::app::{App, Effect};
+use crate::app::{App, Decide, Detail, Effect, Request};
 use crate::ui::{Theme, draw};
 use crate::{Error, Result};
 
 enum Msg {
     Data(Box<crate::data::Snapshot>),
     Failed(String),
+    Loaded(Request, Result<Detail, String>),
+    Decided(Result<crate::data::Decided, String>),
+}
+
+/// Work for the drill-down thread.
+enum Job {
+    Load(Request),
+    Decide(Decide),
 }
 
 fn now_ms() -> i64 {
@@ -21,9 +29,52 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Runs the dashboard against `server` until the user quits; polls every `interval`.
-pub fn run(server: &str, interval: Duration) -> Result<()> {
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default()
+}
+
+/// Loads drill-downs and sends review decisions, one at a time, off the UI thread (so a slow
+/// poll never delays them).
+fn spawn_worker(server: String, tx: mpsc::Sender<Msg>) -> Result<mpsc::Sender<Job>> {
+    let (jobs, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("custos-top-load".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            let client = client();
+            while let Ok(job) = rx.recv() {
+                let msg = match job {
+                    Job::Load(r) => {
+                        let result = rt.block_on(crate::client::load(&client, &server, &r));
+                        Msg::Loaded(r, result.map_err(|e| e.to_string()))
+                    }
+                    Job::Decide(d) => Msg::Decided(
+                        rt.block_on(crate::client::decide(&client, &server, &d))
+                            .map_err(|e| e.to_string()),
+                    ),
+                };
+                if tx.send(msg).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| Error::Terminal(e.to_string()))?;
+    Ok(jobs)
+}
+
+/// Runs the dashboard against `server` until the user quits; polls every `interval`; review
+/// decisions are sent as `reviewer`.
+pub fn run(server: &str, interval: Duration, reviewer: Option<String>) -> Result<()> {
     let (tx, rx) = mpsc::channel::<Msg>();
+    let jobs = spawn_worker(server.to_string(), tx.clone())?;
     let (poke_tx, poke_rx) = mpsc::channel::<String>();
     let url = server.to_string();
     std::thread::Builder::new()
@@ -35,10 +86,7 @@ pub fn run(server: &str, interval: Duration) -> Result<()> {
             else {
                 return;
             };
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default();
+            let client = client();
             let mut range = "1h".to_string();
             loop {
                 let msg = match rt.block_on(crate::client::fetch(&client, &url, &range)) {
@@ -60,7 +108,7 @@ pub fn run(server: &str, interval: Duration) -> Result<()> {
 
     let theme = Theme::from_env();
     let mut terminal = ratatui::try_init().map_err(|e| Error::Terminal(e.to_string()))?;
-    let mut app = App::new(server, now_ms());
+    let mut app = App::new(server, now_ms()).with_reviewer(reviewer);
     let result = (|| -> Result<()> {
         let mut dirty = true;
         loop {
@@ -68,6 +116,12 @@ pub fn run(server: &str, interval: Duration) -> Result<()> {
                 match msg {
                     Msg::Data(s) => app.update(*s, now_ms()),
                     Msg::Failed(e) => app.lost(e, now_ms()),
+                    Msg::Loaded(r, result) => app.loaded(&r, result),
+                    Msg::Decided(result) => {
+                        if app.decided(result) == Effect::Refresh {
+                            let _ = poke_tx.send(app.range().to_string());
+                        }
+                    }
                 }
                 dirty = true;
             }
@@ -88,6 +142,15 @@ pub fn run(server: &str, interval: Duration) -> Result<()> {
                             Effect::Quit => return Ok(()),
                             Effect::Refresh => {
                                 let _ = poke_tx.send(app.range().to_string());
+                                if let Some(r) = app.open_request() {
+                                    let _ = jobs.send(Job::Load(r));
+                                }
+                            }
+                            Effect::Load(r) => {
+                                let _ = jobs.send(Job::Load(r));
+                            }
+                            Effect::Decide(d) => {
+                                let _ = jobs.send(Job::Decide(d));
                             }
                             Effect::None => {}
                         }

@@ -11,8 +11,8 @@ use ratatui::widgets::{
     Block, BorderType, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, TableState,
 };
 
-use crate::app::{App, Connection, Mode, Pane, SCREENS, Screen};
-use crate::data::Snapshot;
+use crate::app::{App, Connection, Detail, Dialog, List, Mode, Pane, SCREENS, Screen, Stage};
+use crate::data::{ReviewDetail, Snapshot, SpanRow};
 
 /// Colours, or none.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +74,29 @@ fn num(v: f64) -> String {
     }
 }
 
+/// A duration for people: `45 ms`, `2.4 s`, `15m12s`, `2h05m`.
+fn dur(ms: f64) -> String {
+    let ms = ms.max(0.0);
+    if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else if ms < 60_000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else {
+        let s = (ms / 1000.0).round() as u64;
+        if s < 3600 {
+            format!("{}m{:02}s", s / 60, s % 60)
+        } else {
+            format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+        }
+    }
+}
+
+/// `2026-11-21 18:02:11` (or with a `T`) as `11-21 18:02:11`.
+fn short_time(t: &str) -> String {
+    let t: String = t.chars().skip(5).take(14).collect();
+    t.replacen('T', " ", 1)
+}
+
 fn clip(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
@@ -110,18 +133,51 @@ pub fn draw(f: &mut Frame<'_>, app: &App, theme: Theme) {
             .block(Block::default().borders(Borders::ALL)),
             rows[2],
         ),
+        Some(_) if !app.stack.is_empty() => drill(f, app, rows[2], theme),
         Some(s) => match app.screen {
             Screen::Overview => overview(f, app, s, rows[2], theme),
-            Screen::Slos => slo_table(f, app, s, rows[2], theme, true),
-            Screen::Runs => runs(f, app, s, rows[2], theme),
-            Screen::Reviews => reviews(f, app, s, rows[2], theme, true, false),
-            Screen::Decisions => decisions(f, app, s, rows[2], theme, true, false),
+            Screen::Slos => slo_table(f, app, rows[2], theme, true),
+            Screen::Runs => runs(f, app, rows[2], theme, "Recent runs".into()),
+            Screen::Reviews => reviews(f, app, rows[2], theme, true, false),
+            Screen::Decisions => decisions(f, app, rows[2], theme, true, false),
             Screen::Audit => audit(f, app, s, rows[2], theme),
         },
     }
     f.render_widget(footer(app, theme), rows[3]);
+    if let Some(d) = &app.dialog {
+        dialog(f, app, d, area, theme);
+    }
     if app.mode == Mode::Help {
         help(f, app, area);
+    }
+}
+
+/// The innermost drill-down level.
+fn drill(f: &mut Frame<'_>, app: &App, area: Rect, theme: Theme) {
+    let Some(level) = app.stack.last() else {
+        return;
+    };
+    let waiting = |f: &mut Frame<'_>, what: String| {
+        let text = match &level.error {
+            Some(e) => format!("cannot load {what}: {e}\n\nr retry · esc back"),
+            None => format!("loading {what} …"),
+        };
+        f.render_widget(
+            Paragraph::new(text)
+                .wrap(ratatui::widgets::Wrap { trim: false })
+                .block(block(&level.crumb(), true)),
+            area,
+        );
+    };
+    match (&level.request, &level.detail) {
+        (crate::app::Request::SloRuns(name), Some(Detail::Runs(_))) => {
+            runs(f, app, area, theme, format!("Runs that burned SLO {name}"))
+        }
+        (crate::app::Request::Trace(run), Some(Detail::Spans(_))) => {
+            waterfall(f, app, run, area, theme)
+        }
+        (_, Some(Detail::Review(t))) => review_context(f, app, t, area, theme),
+        _ => waiting(f, level.crumb()),
     }
 }
 
@@ -195,6 +251,10 @@ fn tabs(app: &App, _theme: Theme) -> Line<'static> {
     let mut spans = Vec::new();
     for (i, s) in SCREENS.iter().enumerate() {
         let label = format!(" {} {} ", i + 1, s.title());
+        if !app.stack.is_empty() && *s != app.screen {
+            // Drilled in: the screen and the breadcrumbs take the line.
+            continue;
+        }
         if *s == app.screen {
             spans.push(Span::styled(
                 format!("[{}]", label.trim()),
@@ -204,7 +264,16 @@ fn tabs(app: &App, _theme: Theme) -> Line<'static> {
             spans.push(Span::raw(label));
         }
     }
-    spans.push(Span::raw(format!("  range {}", app.range())));
+    if !app.stack.is_empty() {
+        // Breadcrumbs: where Esc goes back to.
+        let crumbs: Vec<String> = app.stack.iter().map(|l| l.crumb()).collect();
+        spans.push(Span::styled(
+            format!(" › {} (esc back)", crumbs.join(" › ")),
+            Style::default().add_modifier(Modifier::BOLD),
+        ));
+    } else {
+        spans.push(Span::raw(format!("  range {}", app.range())));
+    }
     if !app.filter.is_empty() {
         spans.push(Span::raw(format!("  filter /{}", app.filter)));
     }
@@ -270,9 +339,9 @@ fn scaled(values: impl Iterator<Item = f64>, scale: f64) -> Vec<u64> {
 fn overview(f: &mut Frame<'_>, app: &App, s: &Snapshot, area: Rect, theme: Theme) {
     if app.expanded {
         return match app.pane {
-            Pane::Slos => slo_table(f, app, s, area, theme, true),
-            Pane::Reviews => reviews(f, app, s, area, theme, true, false),
-            Pane::Denials => decisions(f, app, s, area, theme, true, true),
+            Pane::Slos => slo_table(f, app, area, theme, true),
+            Pane::Reviews => reviews(f, app, area, theme, true, false),
+            Pane::Denials => decisions(f, app, area, theme, true, true),
         };
     }
     let tiles_h = if area.height >= 16 { 4 } else { 3 };
@@ -347,13 +416,13 @@ fn overview(f: &mut Frame<'_>, app: &App, s: &Snapshot, area: Rect, theme: Theme
         .direction(Direction::Horizontal)
         .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
         .split(parts[1]);
-    slo_table(f, app, s, lower[0], theme, app.pane == Pane::Slos);
+    slo_table(f, app, lower[0], theme, app.pane == Pane::Slos);
     let right = Layout::default()
         .direction(Direction::Vertical)
         .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
         .split(lower[1]);
-    reviews(f, app, s, right[0], theme, app.pane == Pane::Reviews, true);
-    decisions(f, app, s, right[1], theme, app.pane == Pane::Denials, true);
+    reviews(f, app, right[0], theme, app.pane == Pane::Reviews, true);
+    decisions(f, app, right[1], theme, app.pane == Pane::Denials, true);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -380,13 +449,26 @@ fn table<'a>(
     f.render_stateful_widget(t, area, &mut state);
 }
 
-fn slo_table(f: &mut Frame<'_>, app: &App, s: &Snapshot, area: Rect, theme: Theme, focused: bool) {
+/// ` · by KEY` when a list is not in its default order.
+fn sorted(app: &App, list: List) -> String {
+    let key = if app.list() == list {
+        app.sort_key()
+    } else {
+        list.sort_keys()[0]
+    };
+    if key == list.sort_keys()[0] {
+        String::new()
+    } else {
+        format!(" · by {key}")
+    }
+}
+
+fn slo_table(f: &mut Frame<'_>, app: &App, area: Rect, theme: Theme, focused: bool) {
     // Narrow panes drop the objective column.
     let wide = area.width >= 56;
-    let rows: Vec<Row> = s
-        .slos
-        .iter()
-        .filter(|x| app.matches(&format!("{x:?}")))
+    let rows: Vec<Row> = app
+        .slo_list()
+        .into_iter()
         .map(|x| {
             let mut cells = vec![
                 Cell::from(clip(&x.name, 18)),
@@ -429,7 +511,7 @@ fn slo_table(f: &mut Frame<'_>, app: &App, s: &Snapshot, area: Rect, theme: Them
     table(
         f,
         area,
-        format!("SLOs ({})", rows.len()),
+        format!("SLOs ({}){}", rows.len(), sorted(app, List::Slos)),
         focused,
         header,
         rows,
@@ -438,27 +520,19 @@ fn slo_table(f: &mut Frame<'_>, app: &App, s: &Snapshot, area: Rect, theme: Them
     );
 }
 
-fn reviews(
-    f: &mut Frame<'_>,
-    app: &App,
-    s: &Snapshot,
-    area: Rect,
-    _theme: Theme,
-    focused: bool,
-    compact: bool,
-) {
-    let list: Vec<_> = s
-        .reviews
-        .iter()
-        .filter(|x| app.matches(&format!("{x:?}")))
-        .collect();
+fn reviews(f: &mut Frame<'_>, app: &App, area: Rect, _theme: Theme, focused: bool, compact: bool) {
+    let list = app.review_list();
     let oldest = list
         .iter()
         .map(|r| r.created_ms)
         .min()
         .map(|t| format!(", oldest {}", age(app.now_ms, t)))
         .unwrap_or_default();
-    let title = format!("Pending reviews ({}{oldest})", list.len());
+    let title = format!(
+        "Pending reviews ({}{oldest}){}",
+        list.len(),
+        sorted(app, List::Reviews)
+    );
     let rows: Vec<Row> = list
         .iter()
         .map(|r| {
@@ -521,16 +595,14 @@ fn reviews(
 fn decisions(
     f: &mut Frame<'_>,
     app: &App,
-    s: &Snapshot,
     area: Rect,
     theme: Theme,
     focused: bool,
     denials_only: bool,
 ) {
-    let rows: Vec<Row> = s
-        .decisions
-        .iter()
-        .filter(|d| (!denials_only || d.decision == "deny") && app.matches(&format!("{d:?}")))
+    let rows: Vec<Row> = app
+        .decision_list(denials_only)
+        .into_iter()
         .map(|d| {
             let mut cells = vec![
                 Cell::from(d.seq.to_string()),
@@ -546,9 +618,17 @@ fn decisions(
         })
         .collect();
     let title = if denials_only {
-        format!("Recent denials ({})", rows.len())
+        format!(
+            "Recent denials ({}){}",
+            rows.len(),
+            sorted(app, List::Denials)
+        )
     } else {
-        format!("Policy decisions ({})", rows.len())
+        format!(
+            "Policy decisions ({}){}",
+            rows.len(),
+            sorted(app, List::Decisions)
+        )
     };
     let (header, widths) = if denials_only {
         (
@@ -585,40 +665,307 @@ fn decisions(
     );
 }
 
-fn runs(f: &mut Frame<'_>, app: &App, s: &Snapshot, area: Rect, theme: Theme) {
-    let rows: Vec<Row> = s
-        .runs
-        .iter()
-        .filter(|r| app.matches(&format!("{r:?}")))
+fn runs(f: &mut Frame<'_>, app: &App, area: Rect, theme: Theme, title: String) {
+    let rows: Vec<Row> = app
+        .run_list()
+        .into_iter()
         .map(|r| {
             Row::new(vec![
-                Cell::from(clip(&r.start_time, 19)),
+                Cell::from(short_time(&r.start_time)),
                 Cell::from(clip(&r.workflow, 18)),
                 Cell::from(r.outcome.clone()).style(theme.status(&r.outcome)),
+                Cell::from(r.duration_ms.map(dur).unwrap_or_else(|| "-".into())),
                 Cell::from(
-                    r.duration_ms
-                        .map(|d| format!("{} ms", num(d)))
+                    r.cost_usd
+                        .map(|c| format!("{c:.4}"))
                         .unwrap_or_else(|| "-".into()),
                 ),
                 Cell::from(r.run_id.clone()),
             ])
         })
         .collect();
+    let list = app.list();
     table(
         f,
         area,
-        format!("Recent runs ({})", rows.len()),
+        format!("{title} ({}){}", rows.len(), sorted(app, list)),
         true,
-        vec!["start", "workflow", "outcome", "duration", "run"],
+        vec!["start", "workflow", "outcome", "duration", "$", "run"],
         rows,
         vec![
-            Constraint::Length(19),
+            Constraint::Length(14),
             Constraint::Length(18),
             Constraint::Length(11),
-            Constraint::Length(10),
-            Constraint::Min(10),
+            Constraint::Length(8),
+            Constraint::Length(6),
+            Constraint::Min(8),
         ],
         app.selection(),
+    );
+}
+
+/// A run's spans as a waterfall: the tree on the left, each span's bar on the run's timeline,
+/// and the selected span's attributes below (Enter or `e` gives them the whole pane).
+fn waterfall(f: &mut Frame<'_>, app: &App, run: &str, area: Rect, theme: Theme) {
+    let spans = app.span_list();
+    let t0 = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
+    let t1 = spans
+        .iter()
+        .map(|s| s.end_ns)
+        .max()
+        .unwrap_or(t0)
+        .max(t0 + 1);
+    let selected = spans.get(app.selection().min(spans.len().saturating_sub(1)));
+    let attrs_h = if app.expanded {
+        area.height.saturating_sub(5)
+    } else {
+        selected
+            .map(|s| s.attributes.len() as u16 + 3)
+            .unwrap_or(3)
+            .min(area.height / 2)
+    };
+    let parts = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([Constraint::Min(4), Constraint::Length(attrs_h)])
+        .split(area);
+    let name_w: u16 = 28;
+    let fixed = name_w + 8 + 6 + 2 + 2 + 4;
+    let bar_w = parts[0].width.saturating_sub(fixed).max(4) as usize;
+    let rows: Vec<Row> = spans
+        .iter()
+        .map(|s| {
+            let from = ((s.start_ns - t0) as f64 / (t1 - t0) as f64 * bar_w as f64) as usize;
+            let len = (((s.end_ns - s.start_ns).max(0) as f64 / (t1 - t0) as f64) * bar_w as f64)
+                .round()
+                .max(1.0) as usize;
+            let from = from.min(bar_w.saturating_sub(1));
+            let len = len.min(bar_w - from);
+            let bar = format!("{}{}", " ".repeat(from), "█".repeat(len));
+            let status = if s.status.is_empty() {
+                "unset".to_string()
+            } else {
+                s.status.clone()
+            };
+            Row::new(vec![
+                Cell::from(clip(
+                    &format!("{}{}", "  ".repeat(s.depth), s.name),
+                    name_w as usize,
+                )),
+                Cell::from(dur((s.end_ns - s.start_ns) as f64 / 1e6)),
+                Cell::from(status.clone()).style(theme.status(if status == "error" {
+                    "failure"
+                } else {
+                    &status
+                })),
+                Cell::from(bar).style(theme.fg(if status == "error" {
+                    Color::Red
+                } else {
+                    Color::Cyan
+                })),
+            ])
+        })
+        .collect();
+    table(
+        f,
+        parts[0],
+        format!(
+            "Trace of run {run} ({} spans, {})",
+            rows.len(),
+            dur((t1 - t0) as f64 / 1e6)
+        ),
+        true,
+        vec!["span", "duration", "status", "timeline"],
+        rows,
+        vec![
+            Constraint::Length(name_w),
+            Constraint::Length(8),
+            Constraint::Length(6),
+            Constraint::Min(4),
+        ],
+        app.selection(),
+    );
+    f.render_widget(span_attributes(selected), parts[1]);
+}
+
+fn span_attributes(span: Option<&&SpanRow>) -> Paragraph<'static> {
+    let Some(s) = span else {
+        return Paragraph::new("no spans stored for this run yet")
+            .block(block("Attributes", false));
+    };
+    let mut lines = Vec::new();
+    if !s.message.is_empty() {
+        lines.push(Line::from(format!("status message: {}", s.message)));
+    }
+    let key_w = s
+        .attributes
+        .iter()
+        .map(|(k, _)| k.len())
+        .max()
+        .unwrap_or(0)
+        .min(32);
+    for (k, v) in &s.attributes {
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{k:<key_w$}  "),
+                Style::default().add_modifier(Modifier::BOLD),
+            ),
+            Span::raw(v.clone()),
+        ]));
+    }
+    Paragraph::new(lines)
+        .wrap(ratatui::widgets::Wrap { trim: false })
+        .block(block(
+            &format!("Attributes of {} ({})", s.name, s.span_id),
+            false,
+        ))
+}
+
+/// What a reviewer needs to decide: input, proposal, the policy decision and its advice, trace.
+fn review_context(f: &mut Frame<'_>, app: &App, t: &ReviewDetail, area: Rect, theme: Theme) {
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let field = |k: &str, v: String| {
+        Line::from(vec![Span::styled(format!("{k:<11} "), bold), Span::raw(v)])
+    };
+    let mut lines = vec![
+        field(
+            "task",
+            format!(
+                "{} · {} · step {} · {}",
+                t.workflow, t.queue, t.step, t.priority
+            ),
+        ),
+        Line::from(vec![
+            Span::styled(format!("{:<11} ", "status"), bold),
+            Span::styled(t.status.clone(), theme.status(&t.status)),
+            Span::raw(format!(
+                " · waiting {} · due in {}",
+                age(app.now_ms, t.created_ms),
+                age(t.due_ms, app.now_ms)
+            )),
+        ]),
+    ];
+    let input: Vec<String> = t.input.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    lines.push(field("input", input.join(" · ")));
+    lines.push(field(
+        "proposal",
+        format!(
+            "{}{}",
+            t.label.clone().unwrap_or_else(|| clip(&t.proposal, 60)),
+            t.confidence
+                .map(|c| format!(" (confidence {c:.2})"))
+                .unwrap_or_default()
+        ),
+    ));
+    lines.push(field(
+        "model",
+        format!(
+            "{} · prompt {} · step {}",
+            t.model.as_deref().unwrap_or("-"),
+            t.prompt_version.as_deref().unwrap_or("-"),
+            t.decision_step.as_deref().unwrap_or("-")
+        ),
+    ));
+    match &t.policy {
+        Some(p) => {
+            lines.push(Line::from(vec![
+                Span::styled(format!("{:<11} ", "policy"), bold),
+                Span::styled(p.decision.clone(), theme.status(&p.decision)),
+                Span::raw(format!(
+                    " on step {} by {}{}",
+                    p.step,
+                    if p.policies.is_empty() {
+                        "default deny (no permit applies)".to_string()
+                    } else {
+                        p.policies.join(", ")
+                    },
+                    p.audit_seq
+                        .map(|s| format!(" · audit #{s}"))
+                        .unwrap_or_default()
+                )),
+            ]));
+            for a in &p.advice {
+                lines.push(field("  advice", a.clone()));
+            }
+        }
+        None => lines.push(field(
+            "policy",
+            "no policy asked for this review (the workflow routed it: low confidence)".into(),
+        )),
+    }
+    lines.push(field(
+        "trace",
+        format!(
+            "{} · run {} (enter: waterfall)",
+            t.trace_id.as_deref().unwrap_or("-"),
+            t.run_id
+        ),
+    ));
+    lines.push(field(
+        "reviewer",
+        app.reviewer
+            .clone()
+            .unwrap_or_else(|| "none: start with --reviewer NAME to decide".into()),
+    ));
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(ratatui::widgets::Wrap { trim: false })
+            .block(block(&format!("Review {}", t.id), true)),
+        area,
+    );
+}
+
+/// The approve/reject dialog: the reason, then what will be recorded, then the answer.
+fn dialog(f: &mut Frame<'_>, app: &App, d: &Dialog, area: Rect, theme: Theme) {
+    let reviewer = app.reviewer.clone().unwrap_or_default();
+    let verb = if d.approve { "Approve" } else { "Reject" };
+    let mut lines = vec![Line::from(format!("reason: {}▏", d.reason))];
+    match &d.stage {
+        Stage::Reason => lines.push(Line::from("enter: review what will be recorded")),
+        Stage::Confirm | Stage::Sending => {
+            lines.push(Line::from(""));
+            lines.push(Line::from(Span::styled(
+                "This will be sent and recorded:",
+                Style::default().add_modifier(Modifier::BOLD),
+            )));
+            lines.extend(d.record(&reviewer).into_iter().map(Line::from));
+            lines.push(Line::from(""));
+            lines.push(Line::from(if d.stage == Stage::Sending {
+                "sending…"
+            } else {
+                "y/enter send · n edit the reason · esc cancel"
+            }));
+        }
+        Stage::Failed(e) => {
+            lines.push(Line::from(""));
+            lines.push(Line::from(Span::styled(
+                format!("not recorded: {e}"),
+                theme.status("deny"),
+            )));
+            lines.push(Line::from(
+                "enter try again · n edit the reason · esc close",
+            ));
+        }
+    }
+    let w = 90.min(area.width);
+    // Lines wrap inside the borders: count the wrapped height.
+    let inner = w.saturating_sub(2).max(1) as usize;
+    let wrapped: usize = lines.iter().map(|l| l.width().max(1).div_ceil(inner)).sum();
+    let h = (wrapped as u16 + 3).min(area.height);
+    let r = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(ratatui::widgets::Wrap { trim: false })
+            .block(block(
+                &format!("{verb} review {} as {reviewer}", d.task.id),
+                true,
+            )),
+        r,
     );
 }
 
@@ -631,7 +978,7 @@ fn audit(f: &mut Frame<'_>, app: &App, s: &Snapshot, area: Rect, theme: Theme) {
         Paragraph::new(s.audit.clone()).block(block("Audit trail", false)),
         parts[0],
     );
-    decisions(f, app, s, parts[1], theme, true, false);
+    decisions(f, app, parts[1], theme, true, false);
 }
 
 fn help(f: &mut Frame<'_>, app: &App, area: Rect) {

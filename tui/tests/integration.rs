@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use custos_tui::app::{App, Connection, Effect, Mode, Pane, Screen};
+use custos_tui::app::{
+    App, Connection, Decide, Detail, Effect, Mode, Pane, Request, Screen, Stage,
+};
 use custos_tui::data::{
     DecisionRow, Point, ReviewRow, RunRow, SloRow, Snapshot, Status, WorkflowRow,
 };
@@ -156,6 +158,7 @@ fn fixture() -> Snapshot {
                 workflow: "invoice-processing".into(),
                 outcome: "in_progress".into(),
                 duration_ms: None,
+                cost_usd: Some(0.0007),
                 start_time: "2026-11-21T19:55:00".into(),
             },
             RunRow {
@@ -163,6 +166,7 @@ fn fixture() -> Snapshot {
                 workflow: "support-triage".into(),
                 outcome: "success".into(),
                 duration_ms: Some(45.0),
+                cost_usd: Some(0.0011),
                 start_time: "2026-11-21T19:54:59".into(),
             },
             RunRow {
@@ -170,6 +174,7 @@ fn fixture() -> Snapshot {
                 workflow: "invoice-processing".into(),
                 outcome: "compensated".into(),
                 duration_ms: Some(1250.0),
+                cost_usd: Some(0.0021),
                 start_time: "2026-11-21T19:54:58".into(),
             },
         ],
@@ -327,4 +332,320 @@ fn every_screen_and_the_help_render_at_80x24() {
     // Smaller than 60×12: a summary, no panic.
     let small = frame(&a, 40, 10, true);
     assert!(small.contains("enlarge"), "{small}");
+}
+
+/// Feeds a key script: single characters, or `<enter>`, `<esc>`, `<tab>`, `<bs>` between spaces;
+/// returns the effects that were not `None`.
+fn script(a: &mut App, keys: &str) -> Vec<Effect> {
+    let mut out = Vec::new();
+    for k in keys.split(' ').filter(|k| !k.is_empty()) {
+        let ev = match k {
+            "<enter>" => code(KeyCode::Enter),
+            "<esc>" => code(KeyCode::Esc),
+            "<tab>" => code(KeyCode::Tab),
+            "<bs>" => code(KeyCode::Backspace),
+            "<space>" => key(' '),
+            c if c.chars().count() == 1 => key(c.chars().next().unwrap()),
+            other => panic!("unknown key `{other}` in script"),
+        };
+        let e = a.key(ev);
+        if e != Effect::None {
+            out.push(e);
+        }
+    }
+    out
+}
+
+fn typed(a: &mut App, text: &str) {
+    for c in text.chars() {
+        a.key(key(c));
+    }
+}
+
+/// Runs of `/api/slo/{name}/runs` as the server sends them (slowest first).
+fn burned_runs() -> Vec<RunRow> {
+    custos_tui::data::runs(&serde_json::json!([
+        {"run_id": "run-q7", "workflow": "invoice-processing", "outcome": "success",
+         "duration_ms": 912000.0, "cost_usd": 0.0031, "start_time": "2026-11-21 18:02:11"},
+        {"run_id": "run-m3", "workflow": "support-triage", "outcome": "escalated",
+         "duration_ms": 905500.0, "cost_usd": null, "start_time": "2026-11-21 19:40:00"},
+        {"run_id": "run-k1", "workflow": "invoice-processing", "outcome": "failure",
+         "duration_ms": 901000.0, "cost_usd": 0.0092, "start_time": "2026-11-21 17:10:42"}
+    ]))
+}
+
+/// Spans of one run as `/api/sql` answers the waterfall query (in start order, attributes as
+/// objects), children out of order on purpose.
+fn spans() -> serde_json::Value {
+    let t = 1_795_290_000_000_000_000i64;
+    serde_json::json!([
+        {"span_id": "a1", "parent_span_id": null, "name": "run invoice-processing",
+         "start_time_unix_nano": t, "end_time_unix_nano": t + 912_000_000_000i64,
+         "status_code": "ok", "status_message": null,
+         "attributes": {"automation.run_id": "run-q7", "automation.outcome": "success"}},
+        {"span_id": "b2", "parent_span_id": "a1", "name": "extract",
+         "start_time_unix_nano": t + 1_000_000, "end_time_unix_nano": t + 2_400_000_000i64,
+         "status_code": "ok", "status_message": null,
+         "attributes": {"automation.step": "extract", "gen_ai.request.model": "small",
+                        "automation.decision.confidence": "0.71"}},
+        {"span_id": "d4", "parent_span_id": "a1", "name": "post",
+         "start_time_unix_nano": t + 910_000_000_000i64, "end_time_unix_nano": t + 911_900_000_000i64,
+         "status_code": "error", "status_message": "ledger timeout",
+         "attributes": {"automation.step": "post", "automation.connector": "ledger"}},
+        {"span_id": "c3", "parent_span_id": "a1", "name": "review",
+         "start_time_unix_nano": t + 2_500_000_000i64, "end_time_unix_nano": t + 909_000_000_000i64,
+         "status_code": "unset", "status_message": null,
+         "attributes": {"automation.step": "review", "automation.human.reviewer": "ana"}},
+        {"span_id": "e5", "parent_span_id": "d4", "name": "POST /ledger",
+         "start_time_unix_nano": t + 910_100_000_000i64, "end_time_unix_nano": t + 911_800_000_000i64,
+         "status_code": "error", "status_message": "timeout",
+         "attributes": {}}
+    ])
+}
+
+#[test]
+fn script_slo_in_breach_to_the_runs_that_burned_it_to_a_span_waterfall() {
+    let mut a = app();
+    // Overview, SLO pane: the third SLO (`override-rate`) is in breach.
+    assert_eq!(
+        script(&mut a, "j j <enter>"),
+        [Effect::Load(Request::SloRuns("override-rate".into()))]
+    );
+    let f = frame(&a, 80, 24, true);
+    assert!(
+        f.contains("[1 Overview] › SLO override-rate: runs") && f.contains("loading"),
+        "{f}"
+    );
+    // A failed load says why and how to go on; `r` reloads it.
+    a.loaded(
+        &Request::SloRuns("override-rate".into()),
+        Err("`http://x/api/slo/override-rate/runs` answered 500".into()),
+    );
+    assert!(frame(&a, 80, 24, true).contains("r retry · esc back"));
+    a.loaded(
+        &Request::SloRuns("override-rate".into()),
+        Ok(Detail::Runs(burned_runs())),
+    );
+    insta::assert_snapshot!("drill_slo_runs_80x24", frame(&a, 80, 24, true));
+    assert_eq!(a.rows(), 3);
+    // `s` sorts by the next key (newest first), and back.
+    script(&mut a, "s");
+    assert_eq!(a.sort_key(), "newest");
+    assert_eq!(a.run_list()[0].run_id, "run-m3");
+    script(&mut a, "s s");
+    assert_eq!(a.sort_key(), "slowest");
+    assert_eq!(a.run_list()[0].run_id, "run-q7");
+    // Into the slowest run's trace.
+    assert_eq!(
+        script(&mut a, "<enter>"),
+        [Effect::Load(Request::Trace("run-q7".into()))]
+    );
+    let spans = custos_tui::data::waterfall(&spans());
+    let order: Vec<(&str, usize)> = spans.iter().map(|s| (s.name.as_str(), s.depth)).collect();
+    assert_eq!(
+        order,
+        [
+            ("run invoice-processing", 0),
+            ("extract", 1),
+            ("review", 1),
+            ("post", 1),
+            ("POST /ledger", 2)
+        ]
+    );
+    a.loaded(&Request::Trace("run-q7".into()), Ok(Detail::Spans(spans)));
+    script(&mut a, "j");
+    let f = frame(&a, 120, 40, true);
+    insta::assert_snapshot!("drill_waterfall_120x40", f);
+    assert!(
+        f.contains("› run run-q7") && f.contains("Attributes of extract (b2)"),
+        "{f}"
+    );
+    // The same at 80×24, the error span selected: its message shows with its attributes.
+    script(&mut a, "G k");
+    insta::assert_snapshot!("drill_waterfall_80x24", frame(&a, 80, 24, true));
+    // A filter inside a level is the level's own; back out restores the one below.
+    script(&mut a, "/ l e d g e r <enter>");
+    assert_eq!(a.rows(), 2, "`post` (connector ledger) and `POST /ledger`");
+    script(&mut a, "<esc> <esc>");
+    assert_eq!(
+        a.stack.len(),
+        1,
+        "esc cleared the filter, then went back one level"
+    );
+    assert_eq!(a.selection(), 0, "the run list kept its selection");
+    script(&mut a, "<esc>");
+    assert!(a.stack.is_empty());
+    assert_eq!(
+        (a.screen, a.pane, a.selection()),
+        (Screen::Overview, Pane::Slos, 2)
+    );
+    // Runs screen: enter opens a waterfall too; a number key leaves every level.
+    assert_eq!(
+        script(&mut a, "3 j <enter>"),
+        [Effect::Load(Request::Trace("run-z9".into()))]
+    );
+    script(&mut a, "1");
+    assert!(a.stack.is_empty());
+}
+
+/// `GET /api/reviews/{id}` as the server sends it for a posting a policy sent to review.
+fn review_task() -> serde_json::Value {
+    serde_json::json!({
+        "id": "run-a1-review", "run_id": "run-a1", "workflow": "invoice-processing",
+        "step": "review", "queue": "ap-team", "priority": "high",
+        "created_ms": NOW - 3_900_000, "due_ms": NOW + 82_500_000, "status": "pending",
+        "context": {
+            "input": {"invoice_id": "INV-2291", "vendor": "acme", "amount": 18250.0},
+            "decision_step": "extract",
+            "proposal": {"vendor": "acme", "amount": 18250.0, "account": "6100"},
+            "label": "extracted", "confidence": 0.71, "model": "small",
+            "prompt_version": "v2",
+            "policy": {"step": "post", "decision": {
+                "decision": "deny", "policies": [],
+                "advice": ["amounts over 10000 need a human: route to the ap-team queue"],
+                "audit_seq": 5971}},
+            "trace_id": "4f1c0b7e9a2d4c11b0e3a5d6c7f8091a", "started_by": "ben"
+        }
+    })
+}
+
+#[test]
+fn script_pending_review_to_its_context_and_an_approve_through_the_dialog() {
+    let mut a = app().with_reviewer(Some("ana".into()));
+    // Overview: tab to the reviews pane, enter on the oldest (first) review.
+    assert_eq!(
+        script(&mut a, "<tab> <enter>"),
+        [Effect::Load(Request::Review("run-a1-review".into()))]
+    );
+    let task = custos_tui::data::review_detail(&review_task());
+    assert_eq!(task.policy.as_ref().unwrap().audit_seq, Some(5971));
+    a.loaded(
+        &Request::Review("run-a1-review".into()),
+        Ok(Detail::Review(Box::new(task))),
+    );
+    let f = frame(&a, 80, 24, true);
+    insta::assert_snapshot!("drill_review_80x24", f);
+    assert!(f.contains("amounts over 10000 need a human"), "{f}");
+    // Approve: a reason first (an empty one is not accepted), then the confirmation.
+    script(&mut a, "a");
+    assert_eq!(a.dialog.as_ref().unwrap().stage, Stage::Reason);
+    script(&mut a, "<enter>");
+    assert_eq!(a.dialog.as_ref().unwrap().stage, Stage::Reason);
+    typed(&mut a, "PO 7781 matches");
+    script(&mut a, "<enter>");
+    assert_eq!(a.dialog.as_ref().unwrap().stage, Stage::Confirm);
+    let f = frame(&a, 120, 40, true);
+    insta::assert_snapshot!("drill_review_confirm_120x40", f);
+    assert!(
+        f.contains("POST /api/reviews/run-a1-review/approve")
+            && f.contains("Custos::User::\"ana\" approve_review")
+            && f.contains("(override: false)")
+            && f.contains("kind `review`"),
+        "{f}"
+    );
+    // `n` goes back to the reason; `y` sends.
+    script(&mut a, "n");
+    typed(&mut a, " (checked)");
+    script(&mut a, "<enter>");
+    assert_eq!(
+        script(&mut a, "y"),
+        [Effect::Decide(Decide {
+            id: "run-a1-review".into(),
+            approve: true,
+            reviewer: "ana".into(),
+            reason: "PO 7781 matches (checked)".into(),
+        })]
+    );
+    assert_eq!(a.dialog.as_ref().unwrap().stage, Stage::Sending);
+    assert_eq!(script(&mut a, "q"), [], "keys wait while sending");
+    // A refusal keeps the dialog, with the server's reason.
+    a.decided(Err(
+        "`…/approve` answered 403: `ana` may not decide review".into()
+    ));
+    let f = frame(&a, 80, 24, true);
+    assert!(
+        f.contains("not recorded") && f.contains("may not decide"),
+        "{f}"
+    );
+    // Try again: this time the server records it.
+    assert!(matches!(
+        script(&mut a, "<enter> y")[..],
+        [Effect::Decide(_)]
+    ));
+    let answer = custos_tui::data::decided(&serde_json::json!({
+        "task": {"id": "run-a1-review", "status": "approved", "reviewer": "ana"},
+        "decision": {"decision": "allow"}, "audit_seq": 5990
+    }));
+    assert_eq!(a.decided(Ok(answer)), Effect::Refresh);
+    assert!(a.dialog.is_none() && a.stack.is_empty());
+    assert_eq!(
+        a.message.as_deref(),
+        Some("approved `run-a1-review` as `ana`: audit record #5990; the run goes on")
+    );
+}
+
+#[test]
+fn a_review_without_a_reviewer_is_read_only_and_links_its_trace() {
+    let mut a = app();
+    script(&mut a, "4 <enter>");
+    a.loaded(
+        &Request::Review("run-a1-review".into()),
+        Ok(Detail::Review(Box::new(custos_tui::data::review_detail(
+            &review_task(),
+        )))),
+    );
+    script(&mut a, "x");
+    assert!(a.dialog.is_none());
+    assert!(a.message.as_deref().unwrap().contains("--reviewer NAME"));
+    // Reject with a reviewer: the dialog says it is an override and escalates.
+    let mut b = a.clone().with_reviewer(Some("ben".into()));
+    script(&mut b, "x");
+    typed(&mut b, "wrong vendor");
+    script(&mut b, "<enter>");
+    let lines = b.dialog.as_ref().unwrap().record("ben").join("\n");
+    assert!(
+        lines.contains("/reject")
+            && lines.contains("override: true")
+            && lines.contains("escalated"),
+        "{lines}"
+    );
+    script(&mut b, "<esc>");
+    assert!(b.dialog.is_none() && b.stack.len() == 1);
+    // Enter on the context opens the run's trace.
+    assert_eq!(
+        script(&mut a, "<enter>"),
+        [Effect::Load(Request::Trace("run-a1".into()))]
+    );
+    assert_eq!(a.open_request(), Some(Request::Trace("run-a1".into())));
+}
+
+#[test]
+fn s_sorts_every_list_and_titles_say_so() {
+    let mut a = app();
+    script(&mut a, "s");
+    assert_eq!(a.sort_key(), "burn");
+    assert_eq!(a.slo_list()[0].name, "override-rate");
+    script(&mut a, "s");
+    assert_eq!(
+        a.slo_list()[0].name,
+        "override-rate",
+        "least budget left first"
+    );
+    assert!(frame(&a, 120, 40, true).contains("SLOs (4) · by budget"));
+    script(&mut a, "<tab> s");
+    assert_eq!(a.review_list()[0].id, "run-a1-review", "oldest first");
+    script(&mut a, "s");
+    assert_eq!(
+        a.review_list()[0].id,
+        "run-c3-review",
+        "lowest confidence first"
+    );
+    script(&mut a, "3 s");
+    assert_eq!(a.run_list()[0].run_id, "run-y8", "slowest first");
+    script(&mut a, "s");
+    assert_eq!(a.run_list()[0].run_id, "run-y8", "dearest first");
+    script(&mut a, "5 s");
+    assert_eq!(a.decision_list(false)[0].seq, 5967, "oldest first");
+    script(&mut a, "s");
+    assert_eq!(a.decision_list(false)[0].kind, "authorize");
 }
