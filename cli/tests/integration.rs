@@ -1468,7 +1468,10 @@ fn custos_top_in_a_real_terminal_shows_the_server_and_follows_keys() {
         }
     });
     let session = format!("custos-top-{}", std::process::id());
-    let cmd = format!("{BIN} top --server {} --interval 0.3", server.api);
+    let cmd = format!(
+        "{BIN} top --server {} --interval 0.3 --reviewer ben",
+        server.api
+    );
     let (ok, _) = tmux(&[
         "new-session",
         "-d",
@@ -1502,11 +1505,82 @@ fn custos_top_in_a_real_terminal_shows_the_server_and_follows_keys() {
     tmux(&["send-keys", "-t", &session, "?"]);
     wait_for("freeze: hold the data");
     tmux(&["send-keys", "-t", &session, "Escape"]);
+    let keys = |k: &str| assert!(tmux(&["send-keys", "-t", &session, k]).0);
+    let text = |t: &str| assert!(tmux(&["send-keys", "-t", &session, "-l", t]).0);
+    // Drill into the first pending review, approve it with a reason, confirm.
+    keys("Enter");
+    let s = wait_for("reviewer    ben");
+    assert!(
+        s.contains("support-triage") && s.contains("a approve · x reject"),
+        "{s}"
+    );
+    keys("a");
+    wait_for("reason: ");
+    text("label checked by hand");
+    keys("Enter");
+    let s = wait_for("This will be sent and recorded");
+    assert!(s.contains("approve_review"), "{s}");
+    keys("y");
+    let s = wait_for("as `ben`: audit record #");
+    let id = s
+        .split("approved `")
+        .nth(1)
+        .and_then(|t| t.split('`').next())
+        .unwrap_or_else(|| panic!("no approved task on screen:\n{s}"))
+        .to_string();
+    let (task, audit) = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let task: serde_json::Value = client
+            .get(format!("{}/api/reviews/{id}", server.api))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let audit: serde_json::Value = client
+            .post(format!("{}/api/sql", server.api))
+            .json(&serde_json::json!({"sql": "SELECT principal, decision FROM audit WHERE kind = 'review'"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (task, audit)
+    });
+    assert_eq!(task["status"], "approved", "{task}");
+    assert_eq!(task["reviewer"], "ben", "{task}");
+    assert_eq!(task["reason"], "label checked by hand", "{task}");
+    assert_eq!(
+        audit,
+        serde_json::json!([{"principal": "Custos::User::\"ben\"", "decision": "allow"}])
+    );
+    // SLOs screen: enter lists the runs that burned the first SLO's budget.
+    keys("2");
+    wait_for("[2 SLOs]");
+    keys("Enter");
+    wait_for("Runs that burned SLO run-latency (");
+    keys("Escape");
+    // Runs screen: enter opens the span waterfall of a finished run.
+    keys("3");
+    wait_for("Recent runs (");
+    keys("/");
+    text("success");
+    keys("Enter");
+    // The runs' spans arrive in the executor's export batches: wait for a finished one.
+    wait_for("support-triage     success");
+    keys("Enter");
+    let s = wait_for("Trace of run");
+    assert!(s.contains("timeline") && s.contains("Attributes of"), "{s}");
+    keys("Escape");
+    wait_for("Recent runs (");
+    keys("Escape");
     // The server goes away: the dashboard says so and keeps its data.
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     let s = wait_for("LOST");
-    assert!(s.contains("support-team"), "{s}");
+    assert!(s.contains("support-triage"), "{s}");
     tmux(&["send-keys", "-t", &session, "q"]);
     let deadline = Instant::now() + Duration::from_secs(5);
     while tmux(&["has-session", "-t", &session]).0 {
