@@ -42,6 +42,8 @@ pub enum GroupBy {
     Model,
     /// By model, model version and prompt version.
     Version,
+    /// By UTC minute (sparklines of the last hour).
+    Minute,
     /// By UTC hour.
     Hour,
     /// By UTC day.
@@ -49,17 +51,18 @@ pub enum GroupBy {
 }
 
 impl GroupBy {
-    /// Parses `workflow`, `model`, `version`, `hour` or `day`.
+    /// Parses `workflow`, `model`, `version`, `minute`, `hour` or `day`.
     pub fn parse(s: &str) -> Result<Self> {
         Ok(match s {
             "workflow" => Self::Workflow,
             "model" => Self::Model,
             "version" => Self::Version,
+            "minute" => Self::Minute,
             "hour" => Self::Hour,
             "day" => Self::Day,
             other => {
                 return Err(Error::Plan(format!(
-                    "unknown grouping `{other}`; expected one of workflow, model, version, hour, day"
+                    "unknown grouping `{other}`; expected one of workflow, model, version, minute, hour, day"
                 )));
             }
         })
@@ -74,6 +77,7 @@ impl GroupBy {
                 "concat(coalesce(model, '(none)'), ' ', coalesce(model_version, '-'), \
                  ' prompt ', coalesce(prompt_version, '-'))"
             }
+            Self::Minute => "to_char(date_trunc('minute', start_time), '%Y-%m-%dT%H:%M:00Z')",
             Self::Hour => "to_char(date_trunc('hour', start_time), '%Y-%m-%dT%H:00Z')",
             Self::Day => "to_char(date_trunc('day', start_time), '%Y-%m-%d')",
         }
@@ -85,6 +89,7 @@ impl GroupBy {
             Self::Workflow => "workflow",
             Self::Model => "model",
             Self::Version => "version",
+            Self::Minute => "minute",
             Self::Hour => "hour",
             Self::Day => "day",
         }

@@ -513,6 +513,25 @@ async fn metrics_match_an_independent_computation() {
         ));
     }
 
+    // Per minute and per hour (the dashboard's sparklines): the same runs, finer buckets.
+    let total: i64 = report.groups.iter().map(|g| g.runs).sum();
+    let mut counts = Vec::new();
+    for by in [GroupBy::Minute, GroupBy::Hour] {
+        let r = custos_analytics::metrics::compute(&a, &MetricsRequest { by, ..req })
+            .await
+            .unwrap();
+        counts.push((r.groups.len(), r.groups.iter().map(|g| g.runs).sum::<i64>()));
+        if by == GroupBy::Minute {
+            assert!(
+                r.groups
+                    .iter()
+                    .all(|g| g.key.len() == 20 && g.key.ends_with(":00Z"))
+            );
+        }
+    }
+    assert_eq!((counts[0].1, counts[1].1), (total, total));
+    assert!(counts[0].0 > counts[1].0, "{counts:?}");
+
     // Error taxonomy: the synthetic connectors fail with two kinds of messages.
     let (lo, hi) = (nanos(WINDOW_START), nanos(AT));
     let mut classes: BTreeMap<(String, String), i64> = BTreeMap::new();

@@ -72,7 +72,7 @@ enum Command {
         /// Window length ending at `--at`, e.g. 1h, 24h, 7d.
         #[arg(long, default_value = "24h")]
         window: String,
-        /// Grouping: workflow, model, version, hour, day.
+        /// Grouping: workflow, model, version, minute, hour, day.
         #[arg(long, default_value = "workflow")]
         by: String,
         /// Output format: table, json, csv.

@@ -57,10 +57,11 @@ pub async fn fetch(client: &reqwest::Client, server: &str, range: &str) -> Resul
         format!("{base}/api/metrics?window={range}&by=workflow"),
     )
     .await?;
-    let hourly_window = if range == "1h" { "24h" } else { range };
-    let hourly = get(
+    // Sparklines: per minute over the last hour, per hour over longer ranges.
+    let step = if range == "1h" { "minute" } else { "hour" };
+    let series = get(
         client,
-        format!("{base}/api/metrics?window={hourly_window}&by=hour"),
+        format!("{base}/api/metrics?window={range}&by={step}"),
     )
     .await?;
     // SLOs, reviews and audit verification are optional: a server without SLOs, workflows or
@@ -114,7 +115,7 @@ pub async fn fetch(client: &reqwest::Client, server: &str, range: &str) -> Resul
     Ok(Snapshot {
         status,
         workflows: data::workflows(&metrics),
-        series: data::series(&hourly),
+        series: data::series(&series),
         drift_psi: data::drift(&metrics),
         slos: data::slos(&slos),
         reviews: data::reviews(&reviews),

@@ -50,7 +50,7 @@ pub struct WorkflowRow {
     pub cost_per_success: Option<f64>,
 }
 
-/// One point of the hourly series (sparklines).
+/// One point of the series behind the sparklines (a minute or an hour).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     /// Hour.
@@ -240,7 +240,7 @@ pub struct Snapshot {
     pub status: Status,
     /// Metrics per workflow.
     pub workflows: Vec<WorkflowRow>,
-    /// Hourly series, oldest first.
+    /// Per-minute (range 1h) or hourly series, oldest first.
     pub series: Vec<Point>,
     /// Highest confidence PSI over the models (drift).
     pub drift_psi: Option<f64>,
@@ -288,9 +288,9 @@ pub fn workflows(metrics: &Value) -> Vec<WorkflowRow> {
         .unwrap_or_default()
 }
 
-/// Reads the hourly `/api/metrics?by=hour` groups into a series, oldest first.
-pub fn series(hourly: &Value) -> Vec<Point> {
-    let mut v: Vec<Point> = hourly["groups"]
+/// Reads `/api/metrics?by=minute|hour` groups into a series, oldest first.
+pub fn series(metrics: &Value) -> Vec<Point> {
+    let mut v: Vec<Point> = metrics["groups"]
         .as_array()
         .map(|g| {
             g.iter()
