@@ -425,20 +425,25 @@ fn overview(f: &mut Frame<'_>, app: &App, s: &Snapshot, area: Rect, theme: Theme
     decisions(f, app, right[1], theme, app.pane == Pane::Denials, true);
 }
 
-#[allow(clippy::too_many_arguments)]
-fn table<'a>(
+/// A table's columns: header and width.
+type Columns<'c> = &'c [(&'static str, Constraint)];
+
+/// A table with a bold header, the selected row marked with `>` (and reversed) when focused.
+fn table(
     f: &mut Frame<'_>,
     area: Rect,
     title: String,
     focused: bool,
-    header: Vec<&'static str>,
-    rows: Vec<Row<'a>>,
-    widths: Vec<Constraint>,
+    columns: Columns<'_>,
+    rows: Vec<Row<'_>>,
     selected: usize,
 ) {
     let n = rows.len();
-    let t = Table::new(rows, widths)
-        .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+    let t = Table::new(rows, columns.iter().map(|c| c.1))
+        .header(
+            Row::new(columns.iter().map(|c| c.0))
+                .style(Style::default().add_modifier(Modifier::BOLD)),
+        )
         .block(block(&title, focused))
         .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
         .highlight_symbol("> ");
@@ -486,36 +491,26 @@ fn slo_table(f: &mut Frame<'_>, app: &App, area: Rect, theme: Theme, focused: bo
             Row::new(cells)
         })
         .collect();
-    let (header, widths) = if wide {
-        (
-            vec!["slo", "obj", "budget", "burn", "status"],
-            vec![
-                Constraint::Min(12),
-                Constraint::Length(6),
-                Constraint::Length(8),
-                Constraint::Length(7),
-                Constraint::Length(7),
-            ],
-        )
-    } else {
-        (
-            vec!["slo", "budget", "burn", "status"],
-            vec![
-                Constraint::Min(10),
-                Constraint::Length(7),
-                Constraint::Length(6),
-                Constraint::Length(6),
-            ],
-        )
-    };
+    const WIDE: Columns = &[
+        ("slo", Constraint::Min(12)),
+        ("obj", Constraint::Length(6)),
+        ("budget", Constraint::Length(8)),
+        ("burn", Constraint::Length(7)),
+        ("status", Constraint::Length(7)),
+    ];
+    const NARROW: Columns = &[
+        ("slo", Constraint::Min(10)),
+        ("budget", Constraint::Length(7)),
+        ("burn", Constraint::Length(6)),
+        ("status", Constraint::Length(6)),
+    ];
     table(
         f,
         area,
         format!("SLOs ({}){}", rows.len(), sorted(app, List::Slos)),
         focused,
-        header,
+        if wide { WIDE } else { NARROW },
         rows,
-        widths,
         app.selection(),
     );
 }
@@ -554,40 +549,28 @@ fn reviews(f: &mut Frame<'_>, app: &App, area: Rect, _theme: Theme, focused: boo
             Row::new(cells)
         })
         .collect();
-    let (header, widths) = if compact {
-        (
-            vec!["prio", "age", "workflow", "conf"],
-            vec![
-                Constraint::Length(6),
-                Constraint::Length(6),
-                Constraint::Min(8),
-                Constraint::Length(5),
-            ],
-        )
-    } else {
-        (
-            vec![
-                "prio", "age", "workflow", "conf", "queue", "proposal", "task",
-            ],
-            vec![
-                Constraint::Length(6),
-                Constraint::Length(6),
-                Constraint::Length(18),
-                Constraint::Length(5),
-                Constraint::Length(13),
-                Constraint::Length(10),
-                Constraint::Min(10),
-            ],
-        )
-    };
+    const COMPACT: Columns = &[
+        ("prio", Constraint::Length(6)),
+        ("age", Constraint::Length(6)),
+        ("workflow", Constraint::Min(8)),
+        ("conf", Constraint::Length(5)),
+    ];
+    const FULL: Columns = &[
+        ("prio", Constraint::Length(6)),
+        ("age", Constraint::Length(6)),
+        ("workflow", Constraint::Length(18)),
+        ("conf", Constraint::Length(5)),
+        ("queue", Constraint::Length(13)),
+        ("proposal", Constraint::Length(10)),
+        ("task", Constraint::Min(10)),
+    ];
     table(
         f,
         area,
         title,
         focused,
-        header,
+        if compact { COMPACT } else { FULL },
         rows,
-        widths,
         app.selection(),
     );
 }
@@ -630,37 +613,27 @@ fn decisions(
             sorted(app, List::Decisions)
         )
     };
-    let (header, widths) = if denials_only {
-        (
-            vec!["seq", "dec", "kind", "policies"],
-            vec![
-                Constraint::Length(6),
-                Constraint::Length(5),
-                Constraint::Length(9),
-                Constraint::Min(8),
-            ],
-        )
-    } else {
-        (
-            vec!["seq", "time", "decision", "kind", "policies", "resource"],
-            vec![
-                Constraint::Length(6),
-                Constraint::Length(19),
-                Constraint::Length(8),
-                Constraint::Length(9),
-                Constraint::Min(12),
-                Constraint::Min(12),
-            ],
-        )
-    };
+    const DENIALS: Columns = &[
+        ("seq", Constraint::Length(6)),
+        ("dec", Constraint::Length(5)),
+        ("kind", Constraint::Length(9)),
+        ("policies", Constraint::Min(8)),
+    ];
+    const ALL: Columns = &[
+        ("seq", Constraint::Length(6)),
+        ("time", Constraint::Length(19)),
+        ("decision", Constraint::Length(8)),
+        ("kind", Constraint::Length(9)),
+        ("policies", Constraint::Min(12)),
+        ("resource", Constraint::Min(12)),
+    ];
     table(
         f,
         area,
         title,
         focused,
-        header,
+        if denials_only { DENIALS } else { ALL },
         rows,
-        widths,
         app.selection(),
     );
 }
@@ -690,16 +663,15 @@ fn runs(f: &mut Frame<'_>, app: &App, area: Rect, theme: Theme, title: String) {
         area,
         format!("{title} ({}){}", rows.len(), sorted(app, list)),
         true,
-        vec!["start", "workflow", "outcome", "duration", "$", "run"],
-        rows,
-        vec![
-            Constraint::Length(14),
-            Constraint::Length(18),
-            Constraint::Length(11),
-            Constraint::Length(8),
-            Constraint::Length(6),
-            Constraint::Min(8),
+        &[
+            ("start", Constraint::Length(14)),
+            ("workflow", Constraint::Length(18)),
+            ("outcome", Constraint::Length(11)),
+            ("duration", Constraint::Length(8)),
+            ("$", Constraint::Length(6)),
+            ("run", Constraint::Min(8)),
         ],
+        rows,
         app.selection(),
     );
 }
@@ -774,14 +746,13 @@ fn waterfall(f: &mut Frame<'_>, app: &App, run: &str, area: Rect, theme: Theme) 
             dur((t1 - t0) as f64 / 1e6)
         ),
         true,
-        vec!["span", "duration", "status", "timeline"],
-        rows,
-        vec![
-            Constraint::Length(name_w),
-            Constraint::Length(8),
-            Constraint::Length(6),
-            Constraint::Min(4),
+        &[
+            ("span", Constraint::Length(name_w)),
+            ("duration", Constraint::Length(8)),
+            ("status", Constraint::Length(6)),
+            ("timeline", Constraint::Min(4)),
         ],
+        rows,
         app.selection(),
     );
     f.render_widget(span_attributes(selected), parts[1]);
