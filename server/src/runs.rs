@@ -235,9 +235,19 @@ pub(crate) async fn get_run(
         Ok(r) => r,
         Err(resp) => return *resp,
     };
-    match runner.executor.journal().run(&id) {
-        Ok(Some(r)) => axum::Json(r).into_response(),
-        Ok(None) => json_error(StatusCode::NOT_FOUND, format!("no run `{id}`")),
+    lookup(runner.executor.journal().run(&id), || {
+        format!("no run `{id}`")
+    })
+}
+
+/// A journal lookup as a response: the record, a 404 saying what is missing, or the error.
+fn lookup<T: serde::Serialize>(
+    found: custos_executor::Result<Option<T>>,
+    missing: impl FnOnce() -> String,
+) -> Response {
+    match found {
+        Ok(Some(t)) => axum::Json(t).into_response(),
+        Ok(None) => json_error(StatusCode::NOT_FOUND, missing()),
         Err(e) => json_error(status_of(&e), e.to_string()),
     }
 }
@@ -282,11 +292,9 @@ pub(crate) async fn get_review(
         Ok(r) => r,
         Err(resp) => return *resp,
     };
-    match runner.executor.journal().review(&id) {
-        Ok(Some(t)) => axum::Json(t).into_response(),
-        Ok(None) => json_error(StatusCode::NOT_FOUND, format!("no review task `{id}`")),
-        Err(e) => json_error(status_of(&e), e.to_string()),
-    }
+    lookup(runner.executor.journal().review(&id), || {
+        format!("no review task `{id}`")
+    })
 }
 
 #[derive(Deserialize)]
