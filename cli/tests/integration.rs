@@ -1134,6 +1134,23 @@ fn the_server_runs_workflows_and_people_review_through_the_api_and_the_cli() {
         v["error"].as_str().unwrap().contains("support-triage"),
         "{v}"
     );
+    for (path, says) in [
+        ("/api/runs/run-nope", "no run `run-nope`"),
+        (
+            "/api/reviews/run-nope-review",
+            "no review task `run-nope-review`",
+        ),
+    ] {
+        let (code, v) = rt.block_on(async {
+            let r = client
+                .get(format!("{}{path}", server.api))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        });
+        assert_eq!((code, v["error"].as_str()), (404, Some(says)), "{path}");
+    }
     let (code, v) = post(
         "/api/runs",
         serde_json::json!({"workflow": "support-triage", "input": {"email_id": 1}}),
