@@ -93,6 +93,10 @@ pub enum Mode {
     Help,
 }
 
+/// At most this many rows in a drill-down (runs of an SLO, spans of a run); a list this long says
+/// `500+`.
+pub const DRILL_LIMIT: usize = 500;
+
 /// The time range of the metrics (`t` cycles).
 pub const RANGES: [&str; 3] = ["1h", "24h", "7d"];
 

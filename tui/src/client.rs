@@ -131,15 +131,17 @@ pub async fn load(client: &reqwest::Client, server: &str, request: &Request) -> 
     let base = server.trim_end_matches('/');
     Ok(match request {
         Request::SloRuns(name) => {
-            let body = get(client, api_url(base, &["slo", name, "runs"])?).await?;
+            let url = api_url(base, &["slo", name, "runs"])?;
+            let body = get(client, format!("{url}?limit={}", crate::app::DRILL_LIMIT)).await?;
             Detail::Runs(data::runs(&body["runs"]))
         }
         Request::Trace(run_id) => {
             let q = format!(
                 "SELECT span_id, parent_span_id, name, start_time_unix_nano, end_time_unix_nano, \
                  status_code, status_message, attributes FROM spans WHERE run_id = '{}' \
-                 ORDER BY start_time_unix_nano LIMIT 2000",
-                run_id.replace('\'', "''")
+                 ORDER BY start_time_unix_nano LIMIT {}",
+                run_id.replace('\'', "''"),
+                crate::app::DRILL_LIMIT
             );
             Detail::Spans(data::waterfall(&sql(client, base, &q).await?))
         }

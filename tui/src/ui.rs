@@ -454,6 +454,15 @@ fn table(
     f.render_stateful_widget(t, area, &mut state);
 }
 
+/// A drill-down's row count, `500+` when the server's answer was cut at the limit.
+fn count(n: usize) -> String {
+    if n >= crate::app::DRILL_LIMIT {
+        format!("{n}+")
+    } else {
+        n.to_string()
+    }
+}
+
 /// ` · by KEY` when a list is not in its default order.
 fn sorted(app: &App, list: List) -> String {
     let key = if app.list() == list {
@@ -661,7 +670,7 @@ fn runs(f: &mut Frame<'_>, app: &App, area: Rect, theme: Theme, title: String) {
     table(
         f,
         area,
-        format!("{title} ({}){}", rows.len(), sorted(app, list)),
+        format!("{title} ({}){}", count(rows.len()), sorted(app, list)),
         true,
         &[
             ("start", Constraint::Length(14)),
@@ -742,7 +751,7 @@ fn waterfall(f: &mut Frame<'_>, app: &App, run: &str, area: Rect, theme: Theme) 
         parts[0],
         format!(
             "Trace of run {run} ({} spans, {})",
-            rows.len(),
+            count(rows.len()),
             dur((t1 - t0) as f64 / 1e6)
         ),
         true,
@@ -860,7 +869,7 @@ fn review_context(f: &mut Frame<'_>, app: &App, t: &ReviewDetail, area: Rect, th
         }
         None => lines.push(field(
             "policy",
-            "no policy asked for this review (the workflow routed it: low confidence)".into(),
+            "none: the workflow's own routing sent this run to review".into(),
         )),
     }
     lines.push(field(
