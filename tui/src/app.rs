@@ -578,6 +578,13 @@ impl App {
         if self.frozen && self.snapshot.is_some() {
             return;
         }
+        let mut snapshot = snapshot;
+        if snapshot.audit.is_empty()
+            && let Some(old) = &self.snapshot
+        {
+            // Not re-verified this poll: keep the last verification.
+            snapshot.audit = old.audit.clone();
+        }
         self.snapshot = Some(snapshot);
         self.clamp();
     }

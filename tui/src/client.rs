@@ -47,7 +47,14 @@ fn api_url(base: &str, segments: &[&str]) -> Result<String> {
 }
 
 /// Fetches everything the dashboard shows; `range` is the metrics window (`1h`, `24h`, `7d`).
-pub async fn fetch(client: &reqwest::Client, server: &str, range: &str) -> Result<Snapshot> {
+/// Verifying the audit chain reads the whole log, so it is asked for only when `verify` is set;
+/// otherwise the snapshot's `audit` is empty and the dashboard keeps the last verification.
+pub async fn fetch(
+    client: &reqwest::Client,
+    server: &str,
+    range: &str,
+    verify: bool,
+) -> Result<Snapshot> {
     let base = server.trim_end_matches('/');
     let status: data::Status =
         serde_json::from_value(get(client, format!("{base}/api/status")).await?)
@@ -72,9 +79,15 @@ pub async fn fetch(client: &reqwest::Client, server: &str, range: &str) -> Resul
     let reviews = get(client, format!("{base}/api/reviews"))
         .await
         .unwrap_or(Value::Null);
-    let verify = get(client, format!("{base}/api/audit/verify"))
-        .await
-        .unwrap_or(Value::Null);
+    let verification = if verify {
+        Some(
+            get(client, format!("{base}/api/audit/verify"))
+                .await
+                .unwrap_or(Value::Null),
+        )
+    } else {
+        None
+    };
     let decisions = sql(
         client,
         base,
@@ -91,26 +104,28 @@ pub async fn fetch(client: &reqwest::Client, server: &str, range: &str) -> Resul
     )
     .await
     .unwrap_or(Value::Null);
-    let audit = if verify.is_null() {
-        "audit verification unavailable".to_string()
-    } else {
-        let finding = &verify["finding"];
-        format!(
-            "{} record(s), {}; last record {} ({})",
-            verify["records"],
-            if finding.is_null() {
-                "chain intact".to_string()
-            } else {
-                format!("TAMPERED: {finding}")
-            },
-            verify["last_seq"],
-            verify["last_hash"]
-                .as_str()
-                .unwrap_or_default()
-                .chars()
-                .take(16)
-                .collect::<String>()
-        )
+    let audit = match &verification {
+        None => String::new(),
+        Some(Value::Null) => "audit verification unavailable".to_string(),
+        Some(verify) => {
+            let finding = &verify["finding"];
+            format!(
+                "{} record(s), {}; last record {} ({})",
+                verify["records"],
+                if finding.is_null() {
+                    "chain intact".to_string()
+                } else {
+                    format!("TAMPERED: {finding}")
+                },
+                verify["last_seq"],
+                verify["last_hash"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(16)
+                    .collect::<String>()
+            )
+        }
     };
     Ok(Snapshot {
         status,

@@ -252,7 +252,8 @@ pub struct Snapshot {
     pub decisions: Vec<DecisionRow>,
     /// Recent runs, newest first.
     pub runs: Vec<RunRow>,
-    /// Audit verification summary.
+    /// Audit verification summary; empty when this poll did not re-verify (see
+    /// [`crate::client::fetch`]).
     pub audit: String,
 }
 

@@ -1,7 +1,10 @@
 //! The terminal loop: data polled off the UI thread, redraw when something changed.
 
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How often the poll re-verifies the audit chain without being asked to.
+const VERIFY_EVERY: Duration = Duration::from_secs(60);
 
 use crossterm::event::{self, Event, KeyEventKind};
 
@@ -88,17 +91,31 @@ pub fn run(server: &str, interval: Duration, reviewer: Option<String>) -> Result
             };
             let client = client();
             let mut range = "1h".to_string();
+            // The audit chain is verified at start, on a refresh and at most every minute:
+            // verification reads the whole log.
+            let mut verified: Option<Instant> = None;
+            let mut poked = true;
             loop {
-                let msg = match rt.block_on(crate::client::fetch(&client, &url, &range)) {
-                    Ok(s) => Msg::Data(Box::new(s)),
+                let verify = poked || verified.is_none_or(|t| t.elapsed() >= VERIFY_EVERY);
+                let msg = match rt.block_on(crate::client::fetch(&client, &url, &range, verify)) {
+                    Ok(s) => {
+                        if verify {
+                            verified = Some(Instant::now());
+                        }
+                        Msg::Data(Box::new(s))
+                    }
                     Err(e) => Msg::Failed(e.to_string()),
                 };
                 if tx.send(msg).is_err() {
                     return;
                 }
                 // Wait for the interval or a poke (refresh, new range).
+                poked = false;
                 match poke_rx.recv_timeout(interval) {
-                    Ok(r) => range = r,
+                    Ok(r) => {
+                        range = r;
+                        poked = true;
+                    }
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 }

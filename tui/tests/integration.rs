@@ -230,6 +230,15 @@ fn ingest_rate_comes_from_two_polls_and_a_lost_server_keeps_the_data() {
     assert!(f.contains("LOST 7s ago, retrying"), "{f}");
     a.update(fixture(), NOW + 10_000);
     assert_eq!(a.connection, Connection::Connected);
+    // A poll that did not re-verify the audit chain keeps the last verification.
+    a.update(
+        Snapshot {
+            audit: String::new(),
+            ..fixture()
+        },
+        NOW + 12_000,
+    );
+    assert_eq!(a.snapshot.as_ref().unwrap().audit, fixture().audit);
 }
 
 #[test]
