@@ -97,6 +97,7 @@ pub fn run(server: &str, interval: Duration, reviewer: Option<String>) -> Result
             let mut poked = true;
             loop {
                 let verify = poked || verified.is_none_or(|t| t.elapsed() >= VERIFY_EVERY);
+                let started = Instant::now();
                 let msg = match rt.block_on(crate::client::fetch(&client, &url, &range, verify)) {
                     Ok(s) => {
                         if verify {
@@ -109,9 +110,11 @@ pub fn run(server: &str, interval: Duration, reviewer: Option<String>) -> Result
                 if tx.send(msg).is_err() {
                     return;
                 }
-                // Wait for the interval or a poke (refresh, new range).
+                // Wait for the interval (at least four times as long as the poll took, so one
+                // dashboard never takes more than a fifth of the server's time) or a poke
+                // (refresh, new range).
                 poked = false;
-                match poke_rx.recv_timeout(interval) {
+                match poke_rx.recv_timeout(interval.max(started.elapsed() * 4)) {
                     Ok(r) => {
                         range = r;
                         poked = true;
