@@ -289,7 +289,10 @@ pub fn workflows(metrics: &Value) -> Vec<WorkflowRow> {
         .unwrap_or_default()
 }
 
-/// Reads `/api/metrics?by=minute|hour` groups into a series, oldest first.
+/// Reads `/api/metrics?by=minute|hour|day` into a series, oldest first, with one point per
+/// bucket of the whole window: buckets without runs are zeros, so a sparkline's time axis is true
+/// (idle minutes show as gaps, the last bar is the current bucket). Other groupings are returned
+/// as they are, sorted by key.
 pub fn series(metrics: &Value) -> Vec<Point> {
     let mut v: Vec<Point> = metrics["groups"]
         .as_array()
@@ -307,7 +310,82 @@ pub fn series(metrics: &Value) -> Vec<Point> {
         })
         .unwrap_or_default();
     v.sort_by(|a, b| a.key.cmp(&b.key));
-    v
+    let step = match metrics["by"].as_str() {
+        Some("minute") => 60,
+        Some("hour") => 3600,
+        Some("day") => 86_400,
+        _ => return v,
+    };
+    let (Some(start), Some(end)) = (
+        metrics["window_start"].as_str().and_then(epoch_secs),
+        metrics["window_end"].as_str().and_then(epoch_secs),
+    ) else {
+        return v;
+    };
+    // The end is exclusive; a window ending on a bucket boundary has no point in that bucket.
+    let (first, last) = (start.div_euclid(step), (end - 1).div_euclid(step));
+    if last < first || last - first > 10_000 {
+        return v;
+    }
+    let mut by_bucket: std::collections::HashMap<i64, Point> = v
+        .into_iter()
+        .filter_map(|p| epoch_secs(&p.key).map(|t| (t.div_euclid(step), p)))
+        .collect();
+    (first..=last)
+        .map(|b| {
+            by_bucket.remove(&b).unwrap_or_else(|| Point {
+                key: bucket_key(b * step, step),
+                ..Point::default()
+            })
+        })
+        .collect()
+}
+
+/// Seconds since the epoch of a UTC time written `YYYY-MM-DD[THH[:MM[:SS]]]…` (what the metrics
+/// keys and window bounds look like); the rest (fractions, offset) is ignored.
+fn epoch_secs(t: &str) -> Option<i64> {
+    let num = |from: usize, len: usize| -> Option<i64> {
+        t.get(from..from + len).and_then(|x| x.parse::<i64>().ok())
+    };
+    let (y, m, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let h = num(11, 2).unwrap_or(0);
+    let min = num(14, 2).unwrap_or(0);
+    let sec = num(17, 2).unwrap_or(0);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    Some(days_from_civil(y, m, d) * 86_400 + h * 3600 + min * 60 + sec)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The key of an empty bucket, in the metrics' own format.
+fn bucket_key(secs: i64, step: i64) -> String {
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Inverse of `days_from_civil`.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (h, min) = (rest / 3600, rest % 3600 / 60);
+    match step {
+        60 => format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:00Z"),
+        3600 => format!("{y:04}-{m:02}-{d:02}T{h:02}:00Z"),
+        _ => format!("{y:04}-{m:02}-{d:02}"),
+    }
 }
 
 /// The highest PSI among the drift rows.
@@ -536,5 +614,54 @@ pub fn decided(body: &Value) -> Decided {
         decision: s(&body["task"], "status"),
         reviewer: s(&body["task"], "reviewer"),
         audit_seq: body["audit_seq"].as_u64(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn times_round_trip_through_bucket_keys() {
+        for key in [
+            "1970-01-01T00:00:00Z",
+            "2026-11-21T23:07:00Z",
+            "2000-02-29T12:59:00Z",
+        ] {
+            assert_eq!(bucket_key(epoch_secs(key).unwrap(), 60), key);
+        }
+        assert_eq!(
+            epoch_secs("2026-11-21T23:00Z"),
+            epoch_secs("2026-11-21T23:00:00Z")
+        );
+        assert_eq!(epoch_secs("2026-11-21"), Some(1_795_219_200));
+        assert_eq!(epoch_secs("not a time"), None);
+        assert_eq!(epoch_secs("2026-13-01T00:00Z"), None);
+    }
+
+    #[test]
+    fn minute_series_fill_idle_minutes_up_to_the_window_end() {
+        let m = json!({
+            "by": "minute",
+            "window_start": "2026-11-21T22:00:30.5+00:00",
+            "window_end": "2026-11-21T23:00:30.5+00:00",
+            "groups": [
+                {"key": "2026-11-21T22:10:00Z", "runs": 5},
+                {"key": "2026-11-21T22:07:00Z", "runs": 2, "error_rate": 0.5}
+            ]
+        });
+        let v = series(&m);
+        // 22:00 … 23:00: 61 buckets (the window covers part of both ends).
+        assert_eq!(v.len(), 61);
+        assert_eq!(v[0].key, "2026-11-21T22:00:00Z");
+        assert_eq!(v[60].key, "2026-11-21T23:00:00Z");
+        assert_eq!((v[7].runs, v[7].error_rate), (2.0, 0.5));
+        assert_eq!(v[10].runs, 5.0);
+        assert_eq!(v.iter().map(|p| p.runs).sum::<f64>(), 7.0);
+        // Other groupings stay as they are.
+        let w = json!({"by": "workflow", "groups": [{"key": "b"}, {"key": "a"}]});
+        let keys: Vec<String> = series(&w).into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["a", "b"]);
     }
 }

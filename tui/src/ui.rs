@@ -322,12 +322,32 @@ fn tile(f: &mut Frame<'_>, area: Rect, title: &str, value: String, data: &[u64],
             height: inner.height - 1,
             ..inner
         };
-        let tail = &data[data.len().saturating_sub(spark.width as usize)..];
+        let bars = fit(data, spark.width as usize);
         f.render_widget(
-            Sparkline::default().data(tail).style(theme.fg(Color::Cyan)),
+            Sparkline::default()
+                .data(&bars)
+                .style(theme.fg(Color::Cyan)),
             spark,
         );
     }
+}
+
+/// The whole series in `width` bars: consecutive points share a bar, which shows their highest
+/// value (so a spike is never averaged away); a series narrower than `width` is drawn as is.
+fn fit(data: &[u64], width: usize) -> Vec<u64> {
+    if width == 0 || data.len() <= width {
+        return data.to_vec();
+    }
+    (0..width)
+        .map(|i| {
+            let (from, to) = (i * data.len() / width, (i + 1) * data.len() / width);
+            data[from..to.max(from + 1)]
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(0)
+        })
+        .collect()
 }
 
 fn scaled(values: impl Iterator<Item = f64>, scale: f64) -> Vec<u64> {
@@ -979,4 +999,19 @@ fn help(f: &mut Frame<'_>, app: &App, area: Rect) {
     );
     f.render_widget(Clear, r);
     f.render_widget(Paragraph::new(text).block(block("Help", true)), r);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit;
+
+    #[test]
+    fn a_series_fits_its_width_keeping_spikes() {
+        let hour: Vec<u64> = (0..60).map(|m| if m == 37 { 90 } else { 1 }).collect();
+        let bars = fit(&hour, 11);
+        assert_eq!(bars.len(), 11);
+        assert_eq!(bars.iter().filter(|b| **b == 90).count(), 1);
+        assert_eq!(fit(&[3, 4], 11), [3, 4]);
+        assert_eq!(fit(&(0..120).collect::<Vec<u64>>(), 4), [29, 59, 89, 119]);
+    }
 }
