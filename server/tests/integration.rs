@@ -1472,6 +1472,29 @@ async fn slo_drill_down_lists_the_runs_that_burned_the_budget_slowest_first() {
     let (status, _) = get("/api/slo/success/runs?window=soon".into()).await;
     assert_eq!(status, 400);
 
+    // `max_age` serves the server's periodic evaluation: the same report until it is too old.
+    let mut cached = None;
+    for _ in 0..100 {
+        let (a, b) = (
+            get("/api/slo?max_age=1h".into()).await.1,
+            get("/api/slo?max_age=1h".into()).await.1,
+        );
+        if a["at"] == b["at"] {
+            cached = Some(a);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cached = cached.expect("the server evaluates its SLOs at start");
+    let fresh = get("/api/slo".into()).await.1;
+    assert!(
+        fresh["at"].as_str() > cached["at"].as_str(),
+        "{fresh} vs {cached}"
+    );
+    assert_eq!(fresh["slos"][0]["name"], cached["slos"][0]["name"]);
+    let (status, body) = get("/api/slo?max_age=often".into()).await;
+    assert_eq!(status, 400, "{body}");
+
     // The waterfall query `custos top` sends: attributes arrive as a JSON object.
     let rows = sql(
         &server,
