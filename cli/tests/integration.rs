@@ -1475,6 +1475,8 @@ fn tmux(args: &[&str]) -> (bool, String) {
 fn custos_top_in_a_real_terminal_shows_the_server_and_follows_keys() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = spawn_with(dir.path(), &repo(), &["--workflows", "fixtures/workflows"]);
+    // A failing assertion must not leave the server or the tmux session behind.
+    let _server = KillOnDrop(server.child.id());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = reqwest::Client::new();
@@ -1485,6 +1487,13 @@ fn custos_top_in_a_real_terminal_shows_the_server_and_follows_keys() {
         }
     });
     let session = format!("custos-top-{}", std::process::id());
+    struct EndSession(String);
+    impl Drop for EndSession {
+        fn drop(&mut self) {
+            let _ = tmux(&["kill-session", "-t", &self.0]);
+        }
+    }
+    let _session = EndSession(session.clone());
     let cmd = format!(
         "{BIN} top --server {} --interval 0.3 --reviewer ben",
         server.api
@@ -1593,6 +1602,23 @@ fn custos_top_in_a_real_terminal_shows_the_server_and_follows_keys() {
     keys("Escape");
     wait_for("Recent runs (");
     keys("Escape");
+    // Decisions screen: filtered to the approval made above, enter opens its record.
+    keys("5");
+    wait_for("[5 Decisions]");
+    keys("/");
+    text("approve_review");
+    keys("Enter");
+    wait_for("Policy decisions (1)");
+    keys("Enter");
+    let s = wait_for("Audit record #");
+    assert!(
+        s.contains("approve_review") && s.contains("Custos::User::\"ben\""),
+        "{s}"
+    );
+    keys("Escape");
+    wait_for("Policy decisions (1)");
+    keys("Escape");
+    keys("3");
     // The server goes away: the dashboard says so and keeps its data.
     server.child.kill().unwrap();
     server.child.wait().unwrap();

@@ -4,7 +4,7 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::data::{
-    Decided, DecisionRow, ReviewDetail, ReviewRow, RunRow, SloRow, Snapshot, SpanRow,
+    AuditRecord, Decided, DecisionRow, ReviewDetail, ReviewRow, RunRow, SloRow, Snapshot, SpanRow,
 };
 
 /// The screens, reachable by number keys.
@@ -124,6 +124,8 @@ pub enum Request {
     Trace(String),
     /// A review task with its context (by task id).
     Review(String),
+    /// One audit record, whole (by sequence number).
+    Record(i64),
 }
 
 /// A review decision to send.
@@ -148,6 +150,8 @@ pub enum Detail {
     Spans(Vec<SpanRow>),
     /// A review task.
     Review(Box<ReviewDetail>),
+    /// An audit record.
+    Record(Box<AuditRecord>),
 }
 
 /// One drill-down level on top of a screen (Enter pushes, Esc pops).
@@ -174,6 +178,7 @@ impl Level {
             Request::SloRuns(name) => format!("SLO {name}: runs"),
             Request::Trace(run) => format!("run {run}"),
             Request::Review(id) => format!("review {id}"),
+            Request::Record(seq) => format!("record #{seq}"),
         }
     }
 }
@@ -299,7 +304,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("j k ↑ ↓", "move the selection"),
     (
         "enter",
-        "drill in: slo → runs → span waterfall; review → context",
+        "drill in: slo → runs → waterfall; review → context; decision → record",
     ),
     (
         "esc",
@@ -378,6 +383,7 @@ impl App {
                 Request::SloRuns(_) => List::BurnRuns,
                 Request::Trace(_) => List::Spans,
                 Request::Review(_) => List::ReviewContext,
+                Request::Record(_) => List::Record,
             };
         }
         match (self.screen, self.pane) {
@@ -552,6 +558,14 @@ impl App {
             List::Decisions => self.decision_list(false).len(),
             List::Runs | List::BurnRuns => self.run_list().len(),
             List::Spans => self.span_list().len(),
+            // The record scrolls: one "row" per line of text.
+            List::Record => match self.stack.last() {
+                Some(Level {
+                    detail: Some(Detail::Record(r)),
+                    ..
+                }) => 8 + r.advice.len() + r.errors.len() + r.context.lines().count(),
+                _ => 0,
+            },
             List::ReviewContext => 0,
         }
     }
@@ -699,11 +713,12 @@ impl App {
                 return Effect::None;
             }
             List::Denials | List::Decisions => {
-                self.message = Some(
-                    "policy decisions have no drill-down; `/` filters them by any field".into(),
-                );
-                return Effect::None;
+                let denials = self.list() == List::Denials;
+                self.decision_list(denials)
+                    .get(i)
+                    .map(|d| Request::Record(d.seq))
             }
+            List::Record => return Effect::None,
         };
         match target {
             Some(r) => self.push(r),
@@ -967,14 +982,15 @@ impl App {
                     "a approve · x reject · enter trace · esc back · r reload · ? help · q quit"
                 }
                 List::Spans => "j/k span · enter expand attributes · / filter · esc back · q quit",
+                List::Record => "j/k scroll · esc back · r reload · ? help · q quit",
                 List::BurnRuns => {
                     "enter waterfall · j/k move · s sort · / filter · esc back · q quit"
                 }
                 List::Denials | List::Decisions => {
                     if self.screen == Screen::Overview {
-                        "1-6 · tab pane · j/k move · s sort · e expand · / filter · ? help · q quit"
+                        "1-6 · tab pane · enter record · s sort · e expand · / filter · ? help · q quit"
                     } else {
-                        "j/k move · g/G ends · s sort · / filter · esc back · ? help · q quit"
+                        "enter record · j/k move · s sort · / filter · esc back · ? help · q quit"
                     }
                 }
                 _ => {
@@ -1026,6 +1042,8 @@ pub enum List {
     Spans,
     /// A review's context (drill-down).
     ReviewContext,
+    /// One audit record (drill-down).
+    Record,
 }
 
 impl List {
@@ -1038,7 +1056,7 @@ impl List {
             List::Runs => &["newest", "slowest", "cost"],
             List::BurnRuns => &["slowest", "newest", "cost"],
             List::Spans => &["start"],
-            List::ReviewContext => &["-"],
+            List::ReviewContext | List::Record => &["-"],
         }
     }
 }

@@ -143,7 +143,8 @@ pub async fn fetch(
 }
 
 /// Loads a drill-down: the runs that burned an SLO's budget (`/api/slo/{name}/runs`), the spans
-/// of one run (`/api/sql` over `spans`), or a review task with its context (`/api/reviews/{id}`).
+/// of one run (`/api/sql` over `spans`), one audit record (`/api/sql` over `audit`), or a review
+/// task with its context (`/api/reviews/{id}`).
 pub async fn load(client: &reqwest::Client, server: &str, request: &Request) -> Result<Detail> {
     let base = server.trim_end_matches('/');
     Ok(match request {
@@ -161,6 +162,17 @@ pub async fn load(client: &reqwest::Client, server: &str, request: &Request) -> 
                 crate::app::DRILL_LIMIT
             );
             Detail::Spans(data::waterfall(&sql(client, base, &q).await?))
+        }
+        Request::Record(seq) => {
+            let q = format!(
+                "SELECT seq, CAST(time AS VARCHAR) AS time, kind, principal, action, resource, \
+                 decision, policies, advice, errors, context, policy_hash, prev_hash, hash \
+                 FROM audit WHERE seq = {seq}"
+            );
+            match data::audit_record(&sql(client, base, &q).await?) {
+                Some(r) => Detail::Record(Box::new(r)),
+                None => return Err(Error::Api(format!("no audit record {seq}"))),
+            }
         }
         Request::Review(id) => {
             let body = get(client, api_url(base, &["reviews", id])?).await?;

@@ -220,6 +220,39 @@ pub struct ReviewDetail {
     pub started_by: Option<String>,
 }
 
+/// One audit record, whole (`/api/sql` over `audit` by `seq`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Sequence number.
+    pub seq: i64,
+    /// Time (RFC 3339).
+    pub time: String,
+    /// `authorize`, `gate`, `review`, `policy_set`.
+    pub kind: String,
+    /// Who asked.
+    pub principal: String,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub resource: String,
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// Determining policies.
+    pub policies: Vec<String>,
+    /// Advice.
+    pub advice: Vec<String>,
+    /// Evaluation errors.
+    pub errors: Vec<String>,
+    /// The request's context, pretty-printed JSON.
+    pub context: String,
+    /// Hash of the policy set that decided.
+    pub policy_hash: String,
+    /// The previous record's hash.
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+}
+
 /// What the server answered to a review decision.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Decided {
@@ -605,6 +638,36 @@ pub fn review_detail(t: &Value) -> ReviewDetail {
         trace_id: opt(&c["trace_id"]),
         started_by: opt(&c["started_by"]),
     }
+}
+
+/// Reads the first row of `SELECT … FROM audit WHERE seq = N` (none: no such record).
+pub fn audit_record(rows: &Value) -> Option<AuditRecord> {
+    let r = rows.as_array()?.first()?;
+    let list = |k: &str| -> Vec<String> {
+        r[k].as_array()
+            .map(|v| v.iter().map(text).collect())
+            .unwrap_or_default()
+    };
+    let context = s(r, "context");
+    Some(AuditRecord {
+        seq: r["seq"].as_i64().unwrap_or(0),
+        time: s(r, "time"),
+        kind: s(r, "kind"),
+        principal: s(r, "principal"),
+        action: s(r, "action"),
+        resource: s(r, "resource"),
+        decision: s(r, "decision"),
+        policies: list("policies"),
+        advice: list("advice"),
+        errors: list("errors"),
+        context: serde_json::from_str::<Value>(&context)
+            .ok()
+            .and_then(|v| serde_json::to_string_pretty(&v).ok())
+            .unwrap_or(context),
+        policy_hash: s(r, "policy_hash"),
+        prev_hash: s(r, "prev_hash"),
+        hash: s(r, "hash"),
+    })
 }
 
 /// Reads the answer of `POST /api/reviews/{id}/approve|reject`.

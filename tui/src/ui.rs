@@ -12,7 +12,7 @@ use ratatui::widgets::{
 };
 
 use crate::app::{App, Connection, Detail, Dialog, List, Mode, Pane, SCREENS, Screen, Stage};
-use crate::data::{ReviewDetail, Snapshot, SpanRow};
+use crate::data::{AuditRecord, ReviewDetail, Snapshot, SpanRow};
 
 /// Colours, or none.
 #[derive(Debug, Clone, Copy)]
@@ -177,6 +177,7 @@ fn drill(f: &mut Frame<'_>, app: &App, area: Rect, theme: Theme) {
             waterfall(f, app, run, area, theme)
         }
         (_, Some(Detail::Review(t))) => review_context(f, app, t, area, theme),
+        (_, Some(Detail::Record(r))) => audit_record(f, r, app.selection(), area, theme),
         _ => waiting(f, level.crumb()),
     }
 }
@@ -910,6 +911,46 @@ fn review_context(f: &mut Frame<'_>, app: &App, t: &ReviewDetail, area: Rect, th
         Paragraph::new(lines)
             .wrap(ratatui::widgets::Wrap { trim: false })
             .block(block(&format!("Review {}", t.id), true)),
+        area,
+    );
+}
+
+/// One audit record: who asked what, the decision with its policies, advice and errors, the
+/// request's context and the record's place in the hash chain.
+fn audit_record(f: &mut Frame<'_>, r: &AuditRecord, scroll: usize, area: Rect, theme: Theme) {
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let field = |k: &str, v: String| {
+        Line::from(vec![Span::styled(format!("{k:<11} "), bold), Span::raw(v)])
+    };
+    let mut lines = vec![
+        field("time", format!("{} · kind {}", r.time, r.kind)),
+        field("principal", r.principal.clone()),
+        field("action", r.action.clone()),
+        field("resource", r.resource.clone()),
+        Line::from(vec![
+            Span::styled(format!("{:<11} ", "decision"), bold),
+            Span::styled(r.decision.clone(), theme.status(&r.decision)),
+            Span::raw(if r.policies.is_empty() {
+                " (no determining policy: default deny or errors)".to_string()
+            } else {
+                format!(" by {}", r.policies.join(", "))
+            }),
+        ]),
+    ];
+    lines.extend(r.advice.iter().map(|a| field("advice", a.clone())));
+    lines.extend(r.errors.iter().map(|e| field("error", e.clone())));
+    lines.push(field("policy set", r.policy_hash.clone()));
+    lines.push(field(
+        "hash",
+        format!("{} (previous {})", r.hash, r.prev_hash),
+    ));
+    lines.push(Line::from(Span::styled("context", bold)));
+    lines.extend(r.context.lines().map(|l| Line::from(l.to_string())));
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(ratatui::widgets::Wrap { trim: false })
+            .block(block(&format!("Audit record #{}", r.seq), true))
+            .scroll((scroll.min(u16::MAX as usize) as u16, 0)),
         area,
     );
 }

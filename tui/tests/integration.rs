@@ -658,3 +658,49 @@ fn s_sorts_every_list_and_titles_say_so() {
     script(&mut a, "s");
     assert_eq!(a.decision_list(false)[0].kind, "authorize");
 }
+
+#[test]
+fn script_a_denial_to_its_whole_audit_record() {
+    let mut a = app();
+    // Overview, denials pane (shift-tab from the SLOs): the newest denial.
+    assert_eq!(
+        script(&mut a, "<tab> <tab> <enter>"),
+        [Effect::Load(Request::Record(5969))]
+    );
+    let record = custos_tui::data::audit_record(&serde_json::json!([{
+        "seq": 5969, "time": "2026-11-21T20:24:15.118Z", "kind": "gate",
+        "principal": "Custos::Service::\"ci\"", "action": "Custos::Action::\"deploy\"",
+        "resource": "Custos::Workflow::\"invoice-processing\"", "decision": "deny",
+        "policies": ["deploy-override-rate-regressed"],
+        "advice": ["keep the current version: humans may override the candidate more often"],
+        "errors": [],
+        "context": "{\"change\":{\"candidate\":\"v2\",\"current\":\"v1\"},\"evaluated\":{\"metrics\":{\"override_rate_delta_upper\":\"0.3246\"}}}",
+        "policy_hash": "bfec3366402d09868d0e", "prev_hash": "ff14f6ba85", "hash": "16bb110c67"
+    }]))
+    .unwrap();
+    assert!(
+        record.context.contains("\n"),
+        "pretty-printed: {}",
+        record.context
+    );
+    a.loaded(&Request::Record(5969), Ok(Detail::Record(Box::new(record))));
+    let f = frame(&a, 80, 24, true);
+    insta::assert_snapshot!("drill_record_80x24", f);
+    assert!(
+        f.contains("› record #5969") && f.contains("override_rate_delta_upper"),
+        "{f}"
+    );
+    // j scrolls the record.
+    script(&mut a, "j j j");
+    let f = frame(&a, 80, 24, true);
+    assert!(!f.contains("║time ") && f.contains("║resource "), "{f}");
+    // An unknown record is an error the level shows; esc goes back to the pane.
+    assert_eq!(custos_tui::data::audit_record(&serde_json::json!([])), None);
+    script(&mut a, "<esc>");
+    assert_eq!((a.stack.len(), a.pane), (0, Pane::Denials));
+    // The Decisions screen drills the same way.
+    assert_eq!(
+        script(&mut a, "5 j <enter>"),
+        [Effect::Load(Request::Record(5968))]
+    );
+}
