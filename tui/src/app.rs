@@ -4,7 +4,8 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::data::{
-    AuditRecord, Decided, DecisionRow, ReviewDetail, ReviewRow, RunRow, SloRow, Snapshot, SpanRow,
+    AuditRecord, Decided, DecisionRow, ReviewDetail, ReviewRow, RunRow, Searchable, SloRow,
+    Snapshot, SpanRow,
 };
 
 /// The screens, reachable by number keys.
@@ -421,7 +422,8 @@ impl App {
         keys[i % keys.len()]
     }
 
-    fn sort_key_of(&self, list: List) -> &'static str {
+    /// The sort key a list is drawn in (its own, focused or not).
+    pub fn sort_key_of(&self, list: List) -> &'static str {
         if self.list() == list {
             return self.sort_key();
         }
@@ -446,10 +448,12 @@ impl App {
         self.filter.is_empty() || text.to_lowercase().contains(&self.filter.to_lowercase())
     }
 
-    fn kept<'a, T: std::fmt::Debug>(&self, rows: &'a [T]) -> Vec<&'a T> {
-        rows.iter()
-            .filter(|x| self.matches(&format!("{x:?}")))
-            .collect()
+    /// The rows of `list` passing the filter; the filter applies to the focused list only.
+    fn kept<'a, T: Searchable>(&self, rows: &'a [T], list: List) -> Vec<&'a T> {
+        if list != self.list() {
+            return rows.iter().collect();
+        }
+        rows.iter().filter(|x| self.matches(&x.text())).collect()
     }
 
     /// SLOs after the filter, in the sort order.
@@ -457,7 +461,7 @@ impl App {
         let Some(s) = &self.snapshot else {
             return Vec::new();
         };
-        let mut v = self.kept(&s.slos);
+        let mut v = self.kept(&s.slos, List::Slos);
         match self.sort_key_of(List::Slos) {
             "burn" => v.sort_by(|a, b| desc(a.burn, b.burn)),
             "budget" => v.sort_by(|a, b| asc(a.budget_left, b.budget_left)),
@@ -472,7 +476,7 @@ impl App {
         let Some(s) = &self.snapshot else {
             return Vec::new();
         };
-        let mut v = self.kept(&s.reviews);
+        let mut v = self.kept(&s.reviews, List::Reviews);
         match self.sort_key_of(List::Reviews) {
             "oldest" => v.sort_by_key(|r| r.created_ms),
             "confidence" => v.sort_by(|a, b| asc(a.confidence, b.confidence)),
@@ -486,16 +490,16 @@ impl App {
         let Some(s) = &self.snapshot else {
             return Vec::new();
         };
-        let mut v: Vec<&DecisionRow> = self
-            .kept(&s.decisions)
-            .into_iter()
-            .filter(|d| !denials || d.decision == "deny")
-            .collect();
         let list = if denials {
             List::Denials
         } else {
             List::Decisions
         };
+        let mut v: Vec<&DecisionRow> = self
+            .kept(&s.decisions, list)
+            .into_iter()
+            .filter(|d| !denials || d.decision == "deny")
+            .collect();
         match self.sort_key_of(list) {
             "oldest" => v.sort_by_key(|d| d.seq),
             "kind" => v.sort_by(|a, b| a.kind.cmp(&b.kind).then(b.seq.cmp(&a.seq))),
@@ -517,7 +521,7 @@ impl App {
                 None => return Vec::new(),
             },
         };
-        let mut v = self.kept(rows);
+        let mut v = self.kept(rows, list);
         match self.sort_key_of(list) {
             "slowest" => v.sort_by(|a, b| desc(a.duration_ms, b.duration_ms)),
             "newest" => v.sort_by(|a, b| b.start_time.cmp(&a.start_time)),
@@ -533,7 +537,7 @@ impl App {
             Some(Level {
                 detail: Some(Detail::Spans(s)),
                 ..
-            }) => self.kept(s),
+            }) => self.kept(s, List::Spans),
             _ => Vec::new(),
         }
     }
@@ -563,7 +567,18 @@ impl App {
                 Some(Level {
                     detail: Some(Detail::Record(r)),
                     ..
-                }) => 8 + r.advice.len() + r.errors.len() + r.context.lines().count(),
+                }) => {
+                    // Lines wrap on screen: count each as if 40 columns wide (an upper bound on
+                    // 80-column terminals), so the end can always be scrolled to.
+                    let wrapped = |t: &str| t.chars().count() / 40 + 1;
+                    [&r.principal, &r.resource, &r.hash, &r.prev_hash]
+                        .iter()
+                        .map(|t| wrapped(t))
+                        .chain(r.advice.iter().chain(&r.errors).map(|t| wrapped(t)))
+                        .chain(r.context.lines().map(wrapped))
+                        .sum::<usize>()
+                        + 6
+                }
                 _ => 0,
             },
             List::ReviewContext => 0,
@@ -665,6 +680,10 @@ impl App {
     fn goto(&mut self, screen: Screen) {
         self.screen = screen;
         self.expanded = false;
+        // Leaving every level: the screen's own filter comes back.
+        if let Some(base) = self.stack.first() {
+            self.filter = base.saved_filter.clone();
+        }
         self.stack.clear();
         self.clamp();
     }

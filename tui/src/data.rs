@@ -31,6 +31,72 @@ pub struct Status {
     pub pending_reviews: Option<usize>,
 }
 
+/// The text `/` searches in a row: what the row shows, not field names.
+pub trait Searchable {
+    /// The row's shown fields, joined.
+    fn text(&self) -> String;
+}
+
+impl Searchable for SloRow {
+    fn text(&self) -> String {
+        format!("{} {}% {}", self.name, self.objective_percent, self.status)
+    }
+}
+
+impl Searchable for ReviewRow {
+    fn text(&self) -> String {
+        format!(
+            "{} {} {} {} {}",
+            self.id,
+            self.workflow,
+            self.queue,
+            self.priority,
+            self.label.as_deref().unwrap_or_default()
+        )
+    }
+}
+
+impl Searchable for DecisionRow {
+    fn text(&self) -> String {
+        format!(
+            "{} {} {} {} {} {} {} {}",
+            self.seq,
+            self.time,
+            self.kind,
+            self.principal,
+            self.action,
+            self.resource,
+            self.decision,
+            self.policies
+        )
+    }
+}
+
+impl Searchable for RunRow {
+    fn text(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.run_id, self.workflow, self.outcome, self.start_time
+        )
+    }
+}
+
+impl Searchable for SpanRow {
+    fn text(&self) -> String {
+        let mut t = format!(
+            "{} {} {} {}",
+            self.name, self.span_id, self.status, self.message
+        );
+        for (k, v) in &self.attributes {
+            t.push(' ');
+            t.push_str(k);
+            t.push(' ');
+            t.push_str(v);
+        }
+        t
+    }
+}
+
 /// One workflow's metrics over the selected range.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowRow {
@@ -360,10 +426,15 @@ pub fn series(metrics: &Value) -> Vec<Point> {
     if last < first || last - first > 10_000 {
         return v;
     }
-    let mut by_bucket: std::collections::HashMap<i64, Point> = v
-        .into_iter()
-        .filter_map(|p| epoch_secs(&p.key).map(|t| (t.div_euclid(step), p)))
+    let buckets: Option<Vec<i64>> = v
+        .iter()
+        .map(|p| epoch_secs(&p.key).map(|t| t.div_euclid(step)))
         .collect();
+    // Keys this reader does not understand, or outside the window: the series as it came.
+    let Some(buckets) = buckets.filter(|b| b.iter().all(|x| (first..=last).contains(x))) else {
+        return v;
+    };
+    let mut by_bucket: std::collections::HashMap<i64, Point> = buckets.into_iter().zip(v).collect();
     (first..=last)
         .map(|b| {
             by_bucket.remove(&b).unwrap_or_else(|| Point {
@@ -464,7 +535,10 @@ pub fn reviews(body: &Value) -> Vec<ReviewRow> {
                     priority: s(t, "priority"),
                     created_ms: t["created_ms"].as_i64().unwrap_or(0),
                     confidence: t["context"]["confidence"].as_f64(),
-                    label: t["context"]["label"].as_str().map(String::from),
+                    label: match &t["context"]["label"] {
+                        Value::Null => None,
+                        other => Some(text(other)),
+                    },
                 })
                 .collect()
         })
@@ -537,10 +611,7 @@ pub fn waterfall(rows: &Value) -> Vec<SpanRow> {
             v.iter()
                 .map(|r| SpanRow {
                     span_id: s(r, "span_id"),
-                    parent_span_id: r["parent_span_id"]
-                        .as_str()
-                        .filter(|p| !p.is_empty())
-                        .map(String::from),
+                    parent_span_id: Some(s(r, "parent_span_id")).filter(|p| !p.is_empty()),
                     name: s(r, "name"),
                     start_ns: r["start_time_unix_nano"].as_i64().unwrap_or(0),
                     end_ns: r["end_time_unix_nano"].as_i64().unwrap_or(0),
@@ -726,5 +797,12 @@ mod tests {
         let w = json!({"by": "workflow", "groups": [{"key": "b"}, {"key": "a"}]});
         let keys: Vec<String> = series(&w).into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["a", "b"]);
+        // Keys this reader does not understand: the series as it came, not zeros.
+        let odd = json!({"by": "minute", "window_start": "2026-11-21T22:00:00Z",
+            "window_end": "2026-11-21T23:00:00Z", "groups": [{"key": "22h07", "runs": 4}]});
+        assert_eq!(
+            series(&odd).iter().map(|p| p.runs).collect::<Vec<_>>(),
+            [4.0]
+        );
     }
 }

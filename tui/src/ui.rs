@@ -50,7 +50,7 @@ impl Theme {
 }
 
 fn age(now_ms: i64, then_ms: i64) -> String {
-    let s = ((now_ms - then_ms).max(0) / 1000) as u64;
+    let s = (now_ms.saturating_sub(then_ms).max(0) / 1000) as u64;
     match s {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m", s / 60),
@@ -231,7 +231,7 @@ fn header(app: &App, theme: Theme) -> Line<'static> {
             app.ingest_rate.map(num).unwrap_or_else(|| "-".into()),
             num(st.memtable_rows as f64),
             st.last_flush_unix
-                .map(|t| format!("{} ago", age(app.now_ms, t as i64 * 1000)))
+                .map(|t| format!("{} ago", age(app.now_ms, (t as i64).saturating_mul(1000))))
                 .unwrap_or_else(|| "never".into()),
             st.policy_hash
                 .as_deref()
@@ -281,7 +281,19 @@ fn tabs(app: &App, _theme: Theme) -> Line<'static> {
     Line::from(spans)
 }
 
-fn footer(app: &App, _theme: Theme) -> Line<'static> {
+fn footer(app: &App, theme: Theme) -> Line<'static> {
+    if let Some(level) = app.stack.last()
+        && level.detail.is_some()
+        && let Some(e) = &level.error
+        && app.mode == Mode::Normal
+        && app.dialog.is_none()
+    {
+        // The data shown is the last good load.
+        return Line::from(Span::styled(
+            format!("reload failed, showing the last answer: {e}"),
+            theme.status("deny"),
+        ));
+    }
     match app.mode {
         Mode::Filter => Line::from(format!("/{}▏  {}", app.input, app.hints())),
         Mode::Command => Line::from(format!(":{}▏  {}", app.input, app.hints())),
@@ -486,11 +498,7 @@ fn count(n: usize) -> String {
 
 /// ` · by KEY` when a list is not in its default order.
 fn sorted(app: &App, list: List) -> String {
-    let key = if app.list() == list {
-        app.sort_key()
-    } else {
-        list.sort_keys()[0]
-    };
+    let key = app.sort_key_of(list);
     if key == list.sort_keys()[0] {
         String::new()
     } else {
@@ -716,13 +724,17 @@ fn waterfall(f: &mut Frame<'_>, app: &App, run: &str, area: Rect, theme: Theme) 
         .map(|s| s.end_ns)
         .max()
         .unwrap_or(t0)
-        .max(t0 + 1);
+        .max(t0.saturating_add(1));
     let selected = spans.get(app.selection().min(spans.len().saturating_sub(1)));
     let attrs_h = if app.expanded {
         area.height.saturating_sub(5)
     } else {
         selected
-            .map(|s| s.attributes.len() as u16 + 3)
+            .map(|s| {
+                u16::try_from(s.attributes.len())
+                    .unwrap_or(u16::MAX)
+                    .saturating_add(3)
+            })
             .unwrap_or(3)
             .min(area.height / 2)
     };
@@ -736,8 +748,9 @@ fn waterfall(f: &mut Frame<'_>, app: &App, run: &str, area: Rect, theme: Theme) 
     let rows: Vec<Row> = spans
         .iter()
         .map(|s| {
-            let from = ((s.start_ns - t0) as f64 / (t1 - t0) as f64 * bar_w as f64) as usize;
-            let len = (((s.end_ns - s.start_ns).max(0) as f64 / (t1 - t0) as f64) * bar_w as f64)
+            let span = t1.saturating_sub(t0) as f64;
+            let from = (s.start_ns.saturating_sub(t0) as f64 / span * bar_w as f64) as usize;
+            let len = ((s.end_ns.saturating_sub(s.start_ns).max(0) as f64 / span) * bar_w as f64)
                 .round()
                 .max(1.0) as usize;
             let from = from.min(bar_w.saturating_sub(1));
@@ -753,7 +766,7 @@ fn waterfall(f: &mut Frame<'_>, app: &App, run: &str, area: Rect, theme: Theme) 
                     &format!("{}{}", "  ".repeat(s.depth), s.name),
                     name_w as usize,
                 )),
-                Cell::from(dur((s.end_ns - s.start_ns) as f64 / 1e6)),
+                Cell::from(dur(s.end_ns.saturating_sub(s.start_ns) as f64 / 1e6)),
                 Cell::from(status.clone()).style(theme.status(if status == "error" {
                     "failure"
                 } else {
@@ -773,7 +786,7 @@ fn waterfall(f: &mut Frame<'_>, app: &App, run: &str, area: Rect, theme: Theme) 
         format!(
             "Trace of run {run} ({} spans, {})",
             count(rows.len()),
-            dur((t1 - t0) as f64 / 1e6)
+            dur(t1.saturating_sub(t0) as f64 / 1e6)
         ),
         true,
         &[
@@ -839,9 +852,15 @@ fn review_context(f: &mut Frame<'_>, app: &App, t: &ReviewDetail, area: Rect, th
             Span::styled(format!("{:<11} ", "status"), bold),
             Span::styled(t.status.clone(), theme.status(&t.status)),
             Span::raw(format!(
-                " · waiting {} · due in {}",
+                " · waiting {} · {}",
                 age(app.now_ms, t.created_ms),
-                age(t.due_ms, app.now_ms)
+                if t.due_ms == 0 {
+                    "no deadline".to_string()
+                } else if t.due_ms <= app.now_ms {
+                    format!("overdue by {}", age(app.now_ms, t.due_ms))
+                } else {
+                    format!("due in {}", age(t.due_ms, app.now_ms))
+                }
             )),
         ]),
     ];
@@ -991,7 +1010,10 @@ fn dialog(f: &mut Frame<'_>, app: &App, d: &Dialog, area: Rect, theme: Theme) {
     // Lines wrap inside the borders: count the wrapped height.
     let inner = w.saturating_sub(2).max(1) as usize;
     let wrapped: usize = lines.iter().map(|l| l.width().max(1).div_ceil(inner)).sum();
-    let h = (wrapped as u16 + 3).min(area.height);
+    let h = u16::try_from(wrapped)
+        .unwrap_or(u16::MAX)
+        .saturating_add(3)
+        .min(area.height);
     let r = Rect {
         x: area.x + (area.width - w) / 2,
         y: area.y + (area.height - h) / 2,
@@ -1024,7 +1046,10 @@ fn audit(f: &mut Frame<'_>, app: &App, s: &Snapshot, area: Rect, theme: Theme) {
 
 fn help(f: &mut Frame<'_>, app: &App, area: Rect) {
     let lines = app.help_lines();
-    let h = (lines.len() as u16 + 3).min(area.height);
+    let h = u16::try_from(lines.len())
+        .unwrap_or(u16::MAX)
+        .saturating_add(3)
+        .min(area.height);
     let w = 76.min(area.width);
     let r = Rect {
         x: area.x + (area.width - w) / 2,

@@ -704,3 +704,49 @@ fn script_a_denial_to_its_whole_audit_record() {
         [Effect::Load(Request::Record(5968))]
     );
 }
+
+#[test]
+fn filters_search_what_rows_show_and_only_in_the_focused_list() {
+    let mut a = app();
+    // Field names are not row text: `name` matches no SLO; the other panes keep all their rows.
+    script(&mut a, "/ n a m e <enter>");
+    assert_eq!(a.rows(), 0);
+    assert_eq!(a.review_list().len(), 3);
+    script(&mut a, "<esc>");
+    script(&mut a, "/ t i c k e t <enter>");
+    assert_eq!(a.slo_list()[0].name, "override-rate");
+    // Drilling in starts without a filter; leaving by a number key brings the screen's back.
+    script(&mut a, "<enter>");
+    assert_eq!(a.filter, "");
+    script(&mut a, "/ r u n - q <enter> 1");
+    assert_eq!((a.stack.len(), a.filter.as_str()), (0, "ticket"));
+}
+
+#[test]
+fn a_failed_reload_keeps_the_data_and_says_so_and_overdue_reviews_say_so() {
+    let mut a = app();
+    script(&mut a, "j j <enter>");
+    let r = Request::SloRuns("override-rate".into());
+    a.loaded(&r, Ok(Detail::Runs(burned_runs())));
+    a.loaded(&r, Err("`…/runs` answered 503".into()));
+    let f = frame(&a, 80, 24, true);
+    assert!(
+        f.contains("run-q7") && f.contains("reload failed, showing the last"),
+        "{f}"
+    );
+    a.loaded(&r, Ok(Detail::Runs(burned_runs())));
+    assert!(!frame(&a, 80, 24, true).contains("reload failed"));
+
+    let mut b = app();
+    script(&mut b, "4 <enter>");
+    let mut task = review_task();
+    task["due_ms"] = serde_json::json!(NOW - 600_000);
+    b.loaded(
+        &Request::Review("run-a1-review".into()),
+        Ok(Detail::Review(Box::new(custos_tui::data::review_detail(
+            &task,
+        )))),
+    );
+    let f = frame(&b, 80, 24, true);
+    assert!(f.contains("overdue by 10m"), "{f}");
+}
