@@ -32,19 +32,13 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_default()
-}
-
-/// Loads drill-downs and sends review decisions, one at a time, off the UI thread (so a slow
-/// poll never delays them).
-fn spawn_worker(server: String, tx: mpsc::Sender<Msg>) -> Result<mpsc::Sender<Job>> {
-    let (jobs, rx) = mpsc::channel::<Job>();
+/// Starts a thread with its own single-threaded runtime and an HTTP client (10 s timeout).
+fn spawn_client_thread(
+    name: &str,
+    body: impl FnOnce(&tokio::runtime::Runtime, reqwest::Client) + Send + 'static,
+) -> Result<()> {
     std::thread::Builder::new()
-        .name("custos-top-load".into())
+        .name(name.into())
         .spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -52,24 +46,37 @@ fn spawn_worker(server: String, tx: mpsc::Sender<Msg>) -> Result<mpsc::Sender<Jo
             else {
                 return;
             };
-            let client = client();
-            while let Ok(job) = rx.recv() {
-                let msg = match job {
-                    Job::Load(r) => {
-                        let result = rt.block_on(crate::client::load(&client, &server, &r));
-                        Msg::Loaded(r, result.map_err(|e| e.to_string()))
-                    }
-                    Job::Decide(d) => Msg::Decided(
-                        rt.block_on(crate::client::decide(&client, &server, &d))
-                            .map_err(|e| e.to_string()),
-                    ),
-                };
-                if tx.send(msg).is_err() {
-                    return;
-                }
-            }
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default();
+            body(&rt, client);
         })
-        .map_err(|e| Error::Terminal(e.to_string()))?;
+        .map(|_| ())
+        .map_err(|e| Error::Terminal(e.to_string()))
+}
+
+/// Loads drill-downs and sends review decisions, one at a time, off the UI thread (so a slow
+/// poll never delays them).
+fn spawn_worker(server: String, tx: mpsc::Sender<Msg>) -> Result<mpsc::Sender<Job>> {
+    let (jobs, rx) = mpsc::channel::<Job>();
+    spawn_client_thread("custos-top-load", move |rt, client| {
+        while let Ok(job) = rx.recv() {
+            let msg = match job {
+                Job::Load(r) => {
+                    let result = rt.block_on(crate::client::load(&client, &server, &r));
+                    Msg::Loaded(r, result.map_err(|e| e.to_string()))
+                }
+                Job::Decide(d) => Msg::Decided(
+                    rt.block_on(crate::client::decide(&client, &server, &d))
+                        .map_err(|e| e.to_string()),
+                ),
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        }
+    })?;
     Ok(jobs)
 }
 
@@ -80,51 +87,41 @@ pub fn run(server: &str, interval: Duration, reviewer: Option<String>) -> Result
     let jobs = spawn_worker(server.to_string(), tx.clone())?;
     let (poke_tx, poke_rx) = mpsc::channel::<String>();
     let url = server.to_string();
-    std::thread::Builder::new()
-        .name("custos-top-poll".into())
-        .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
+    spawn_client_thread("custos-top-poll", move |rt, client| {
+        let mut range = "1h".to_string();
+        // The audit chain is verified at start, on a refresh and at most every minute:
+        // verification reads the whole log.
+        let mut verified: Option<Instant> = None;
+        let mut poked = true;
+        loop {
+            let verify = poked || verified.is_none_or(|t| t.elapsed() >= VERIFY_EVERY);
+            let started = Instant::now();
+            let msg = match rt.block_on(crate::client::fetch(&client, &url, &range, verify)) {
+                Ok(s) => {
+                    if verify {
+                        verified = Some(Instant::now());
+                    }
+                    Msg::Data(Box::new(s))
+                }
+                Err(e) => Msg::Failed(e.to_string()),
             };
-            let client = client();
-            let mut range = "1h".to_string();
-            // The audit chain is verified at start, on a refresh and at most every minute:
-            // verification reads the whole log.
-            let mut verified: Option<Instant> = None;
-            let mut poked = true;
-            loop {
-                let verify = poked || verified.is_none_or(|t| t.elapsed() >= VERIFY_EVERY);
-                let started = Instant::now();
-                let msg = match rt.block_on(crate::client::fetch(&client, &url, &range, verify)) {
-                    Ok(s) => {
-                        if verify {
-                            verified = Some(Instant::now());
-                        }
-                        Msg::Data(Box::new(s))
-                    }
-                    Err(e) => Msg::Failed(e.to_string()),
-                };
-                if tx.send(msg).is_err() {
-                    return;
-                }
-                // Wait for the interval (at least four times as long as the poll took, so one
-                // dashboard never takes more than a fifth of the server's time) or a poke
-                // (refresh, new range).
-                poked = false;
-                match poke_rx.recv_timeout(interval.max(started.elapsed() * 4)) {
-                    Ok(r) => {
-                        range = r;
-                        poked = true;
-                    }
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                }
+            if tx.send(msg).is_err() {
+                return;
             }
-        })
-        .map_err(|e| Error::Terminal(e.to_string()))?;
+            // Wait for the interval (at least four times as long as the poll took, so one
+            // dashboard never takes more than a fifth of the server's time) or a poke
+            // (refresh, new range).
+            poked = false;
+            match poke_rx.recv_timeout(interval.max(started.elapsed() * 4)) {
+                Ok(r) => {
+                    range = r;
+                    poked = true;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    })?;
 
     let theme = Theme::from_env();
     let mut terminal = ratatui::try_init().map_err(|e| Error::Terminal(e.to_string()))?;
