@@ -484,19 +484,13 @@ fn api_router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SqlRequest {
-    sql: String,
-}
-
 fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = serde_json::json!({ "error": message.into() });
     (status, axum::Json(body)).into_response()
 }
 
 async fn sql(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let req: SqlRequest = match serde_json::from_slice(&body) {
+    let req: custos_api::SqlRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return json_error(
@@ -549,21 +543,27 @@ async fn api_status(State(state): State<Arc<ApiState>>) -> Response {
         .as_ref()
         .and_then(|r| r.executor.pending_reviews().ok())
         .map(|v| v.len());
-    let body = serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": state.started.elapsed().as_secs(),
-        "spans_accepted": count(&state.collector_metrics.spans_accepted),
-        "spans_rejected": count(&state.collector_metrics.spans_rejected),
-        "memtable_rows": state.store.memtable_rows(),
-        "memtable_bytes": state.store.memtable_bytes(),
-        "wal_bytes": s.wal_bytes.load(Ordering::Relaxed),
-        "flushes": s.flushes.load(Ordering::Relaxed),
-        "last_flush_unix": match s.last_flush_unix.load(Ordering::Relaxed) { 0 => None, t => Some(t) },
-        "flush_errors": s.flush_errors.load(Ordering::Relaxed),
-        "policy_hash": state.rules.engine.as_ref().map(|e| e.hash().to_string()),
-        "workflows": state.runner.as_ref().map(|r| r.workflows.keys().cloned().collect::<Vec<_>>()),
-        "pending_reviews": pending_reviews,
-    });
+    let body = custos_api::Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        spans_accepted: count(&state.collector_metrics.spans_accepted),
+        spans_rejected: count(&state.collector_metrics.spans_rejected),
+        memtable_rows: state.store.memtable_rows() as u64,
+        memtable_bytes: state.store.memtable_bytes() as u64,
+        wal_bytes: s.wal_bytes.load(Ordering::Relaxed),
+        flushes: s.flushes.load(Ordering::Relaxed),
+        last_flush_unix: match s.last_flush_unix.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        },
+        flush_errors: s.flush_errors.load(Ordering::Relaxed),
+        policy_hash: state.rules.engine.as_ref().map(|e| e.hash().to_string()),
+        workflows: state
+            .runner
+            .as_ref()
+            .map(|r| r.workflows.keys().cloned().collect()),
+        pending_reviews,
+    };
     axum::Json(body).into_response()
 }
 

@@ -155,18 +155,6 @@ fn runner(state: &ApiState) -> std::result::Result<Arc<Runner>, Box<Response>> {
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StartRequest {
-    workflow: String,
-    #[serde(default)]
-    input: serde_json::Value,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-    #[serde(default)]
-    started_by: Option<String>,
-}
-
 /// `POST /api/runs`: starts a run of a deployed workflow (202), or answers with the run a
 /// repeated idempotency key started (200).
 pub(crate) async fn start_run(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
@@ -174,7 +162,7 @@ pub(crate) async fn start_run(State(state): State<Arc<ApiState>>, body: Bytes) -
         Ok(r) => r,
         Err(resp) => return *resp,
     };
-    let req: StartRequest = match serde_json::from_slice(&body) {
+    let req: custos_api::StartRun = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return json_error(
@@ -215,12 +203,12 @@ pub(crate) async fn start_run(State(state): State<Arc<ApiState>>, body: Bytes) -
             } else {
                 StatusCode::ACCEPTED
             };
-            let status = if s.existing { "existing" } else { "started" };
-            (
-                code,
-                axum::Json(json!({"run_id": s.run_id, "existing": s.existing, "status": status})),
-            )
-                .into_response()
+            let answer = custos_api::Started {
+                status: if s.existing { "existing" } else { "started" }.into(),
+                run_id: s.run_id,
+                existing: s.existing,
+            };
+            (code, axum::Json(answer)).into_response()
         }
         Err(e) => json_error(status_of(&e), e.to_string()),
     }
@@ -297,19 +285,12 @@ pub(crate) async fn get_review(
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DecideRequest {
-    reviewer: String,
-    reason: String,
-}
-
 async fn decide(state: Arc<ApiState>, id: String, body: Bytes, approve: bool) -> Response {
     let runner = match runner(&state) {
         Ok(r) => r,
         Err(resp) => return *resp,
     };
-    let req: DecideRequest = match serde_json::from_slice(&body) {
+    let req: custos_api::ReviewDecision = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return json_error(

@@ -1,35 +1,11 @@
 //! What the dashboard shows, read from the server's API: one [`Snapshot`] per poll.
 
+use custos_api::ReviewTask;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// `GET /api/status`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Status {
-    /// Server version.
-    pub version: String,
-    /// Seconds since start.
-    pub uptime_seconds: u64,
-    /// Spans accepted since start (both transports).
-    pub spans_accepted: u64,
-    /// Spans rejected since start.
-    pub spans_rejected: u64,
-    /// Rows not yet flushed to the table (ingest lag).
-    pub memtable_rows: u64,
-    /// Their bytes.
-    pub memtable_bytes: u64,
-    /// Flushes since start.
-    pub flushes: u64,
-    /// Last flush, seconds since the epoch.
-    pub last_flush_unix: Option<u64>,
-    /// Policy set hash.
-    pub policy_hash: Option<String>,
-    /// Deployed workflows.
-    pub workflows: Option<Vec<String>>,
-    /// Pending reviews.
-    pub pending_reviews: Option<usize>,
-}
+/// `GET /api/status`, as the API answers it.
+pub use custos_api::Status;
 
 /// The text `/` searches in a row: what the row shows, not field names.
 pub trait Searchable {
@@ -522,27 +498,23 @@ pub fn slos(report: &Value) -> Vec<SloRow> {
         .unwrap_or_default()
 }
 
-/// Reads `/api/reviews`.
-pub fn reviews(body: &Value) -> Vec<ReviewRow> {
-    body["reviews"]
-        .as_array()
-        .map(|v| {
-            v.iter()
-                .map(|t| ReviewRow {
-                    id: s(t, "id"),
-                    workflow: s(t, "workflow"),
-                    queue: s(t, "queue"),
-                    priority: s(t, "priority"),
-                    created_ms: t["created_ms"].as_i64().unwrap_or(0),
-                    confidence: t["context"]["confidence"].as_f64(),
-                    label: match &t["context"]["label"] {
-                        Value::Null => None,
-                        other => Some(text(other)),
-                    },
-                })
-                .collect()
+/// The rows of `/api/reviews`.
+pub fn reviews(tasks: &[ReviewTask]) -> Vec<ReviewRow> {
+    tasks
+        .iter()
+        .map(|t| ReviewRow {
+            id: t.id.clone(),
+            workflow: t.workflow.clone(),
+            queue: t.queue.clone(),
+            priority: t.priority.clone(),
+            created_ms: t.created_ms,
+            confidence: t.context["confidence"].as_f64(),
+            label: match &t.context["label"] {
+                Value::Null => None,
+                other => Some(text(other)),
+            },
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 /// Reads audit rows from `/api/sql`.
@@ -661,9 +633,9 @@ pub fn waterfall(rows: &Value) -> Vec<SpanRow> {
     out
 }
 
-/// Reads `GET /api/reviews/{id}`.
-pub fn review_detail(t: &Value) -> ReviewDetail {
-    let c = &t["context"];
+/// What the review screen shows of `GET /api/reviews/{id}`.
+pub fn review_detail(t: &ReviewTask) -> ReviewDetail {
+    let c = &t.context;
     let opt = |v: &Value| match v {
         Value::Null => None,
         other => Some(text(other)),
@@ -685,15 +657,15 @@ pub fn review_detail(t: &Value) -> ReviewDetail {
         }),
     };
     ReviewDetail {
-        id: s(t, "id"),
-        run_id: s(t, "run_id"),
-        workflow: s(t, "workflow"),
-        step: s(t, "step"),
-        queue: s(t, "queue"),
-        priority: s(t, "priority"),
-        status: s(t, "status").to_lowercase(),
-        created_ms: t["created_ms"].as_i64().unwrap_or(0),
-        due_ms: t["due_ms"].as_i64().unwrap_or(0),
+        id: t.id.clone(),
+        run_id: t.run_id.clone(),
+        workflow: t.workflow.clone(),
+        step: t.step.clone(),
+        queue: t.queue.clone(),
+        priority: t.priority.clone(),
+        status: t.status.to_lowercase(),
+        created_ms: t.created_ms,
+        due_ms: t.due_ms,
         input: pairs(&c["input"]),
         proposal: match &c["proposal"] {
             Value::Null => String::new(),
@@ -741,13 +713,13 @@ pub fn audit_record(rows: &Value) -> Option<AuditRecord> {
     })
 }
 
-/// Reads the answer of `POST /api/reviews/{id}/approve|reject`.
-pub fn decided(body: &Value) -> Decided {
+/// What the dashboard says of the answer to `POST /api/reviews/{id}/approve|reject`.
+pub fn decided(answer: &custos_api::Decided) -> Decided {
     Decided {
-        id: s(&body["task"], "id"),
-        decision: s(&body["task"], "status"),
-        reviewer: s(&body["task"], "reviewer"),
-        audit_seq: body["audit_seq"].as_u64(),
+        id: answer.task.id.clone(),
+        decision: answer.task.status.clone(),
+        reviewer: answer.task.reviewer.clone().unwrap_or_default(),
+        audit_seq: Some(answer.audit_seq),
     }
 }
 

@@ -32,10 +32,20 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Starts a thread with its own single-threaded runtime and an HTTP client (10 s timeout).
+/// The API client of `server`, with a 10 s timeout per request.
+fn api_client(server: &str) -> Result<custos_api::Client> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default();
+    custos_api::Client::with_http(server, http).map_err(|e| Error::Api(e.to_string()))
+}
+
+/// Starts a thread with its own single-threaded runtime and its own clone of `client`.
 fn spawn_client_thread(
     name: &str,
-    body: impl FnOnce(&tokio::runtime::Runtime, reqwest::Client) + Send + 'static,
+    client: custos_api::Client,
+    body: impl FnOnce(&tokio::runtime::Runtime, custos_api::Client) + Send + 'static,
 ) -> Result<()> {
     std::thread::Builder::new()
         .name(name.into())
@@ -46,10 +56,6 @@ fn spawn_client_thread(
             else {
                 return;
             };
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default();
             body(&rt, client);
         })
         .map(|_| ())
@@ -58,17 +64,17 @@ fn spawn_client_thread(
 
 /// Loads drill-downs and sends review decisions, one at a time, off the UI thread (so a slow
 /// poll never delays them).
-fn spawn_worker(server: String, tx: mpsc::Sender<Msg>) -> Result<mpsc::Sender<Job>> {
+fn spawn_worker(client: custos_api::Client, tx: mpsc::Sender<Msg>) -> Result<mpsc::Sender<Job>> {
     let (jobs, rx) = mpsc::channel::<Job>();
-    spawn_client_thread("custos-top-load", move |rt, client| {
+    spawn_client_thread("custos-top-load", client, move |rt, client| {
         while let Ok(job) = rx.recv() {
             let msg = match job {
                 Job::Load(r) => {
-                    let result = rt.block_on(crate::client::load(&client, &server, &r));
+                    let result = rt.block_on(crate::client::load(&client, &r));
                     Msg::Loaded(r, result.map_err(|e| e.to_string()))
                 }
                 Job::Decide(d) => Msg::Decided(
-                    rt.block_on(crate::client::decide(&client, &server, &d))
+                    rt.block_on(crate::client::decide(&client, &d))
                         .map_err(|e| e.to_string()),
                 ),
             };
@@ -84,10 +90,10 @@ fn spawn_worker(server: String, tx: mpsc::Sender<Msg>) -> Result<mpsc::Sender<Jo
 /// decisions are sent as `reviewer`.
 pub fn run(server: &str, interval: Duration, reviewer: Option<String>) -> Result<()> {
     let (tx, rx) = mpsc::channel::<Msg>();
-    let jobs = spawn_worker(server.to_string(), tx.clone())?;
+    let client = api_client(server)?;
+    let jobs = spawn_worker(client.clone(), tx.clone())?;
     let (poke_tx, poke_rx) = mpsc::channel::<String>();
-    let url = server.to_string();
-    spawn_client_thread("custos-top-poll", move |rt, client| {
+    spawn_client_thread("custos-top-poll", client, move |rt, client| {
         let mut range = "1h".to_string();
         // The audit chain is verified at start, on a refresh and at most every minute:
         // verification reads the whole log.
@@ -96,7 +102,7 @@ pub fn run(server: &str, interval: Duration, reviewer: Option<String>) -> Result
         loop {
             let verify = poked || verified.is_none_or(|t| t.elapsed() >= VERIFY_EVERY);
             let started = Instant::now();
-            let msg = match rt.block_on(crate::client::fetch(&client, &url, &range, verify)) {
+            let msg = match rt.block_on(crate::client::fetch(&client, &range, verify)) {
                 Ok(s) => {
                     if verify {
                         verified = Some(Instant::now());

@@ -526,7 +526,7 @@ fn script_pending_review_to_its_context_and_an_approve_through_the_dialog() {
         script(&mut a, "<tab> <enter>"),
         [Effect::Load(Request::Review("run-a1-review".into()))]
     );
-    let task = custos_tui::data::review_detail(&review_task());
+    let task = custos_tui::data::review_detail(&serde_json::from_value(review_task()).unwrap());
     assert_eq!(task.policy.as_ref().unwrap().audit_seq, Some(5971));
     a.loaded(
         &Request::Review("run-a1-review".into()),
@@ -581,10 +581,13 @@ fn script_pending_review_to_its_context_and_an_approve_through_the_dialog() {
         script(&mut a, "<enter> y")[..],
         [Effect::Decide(_)]
     ));
-    let answer = custos_tui::data::decided(&serde_json::json!({
-        "task": {"id": "run-a1-review", "status": "approved", "reviewer": "ana"},
-        "decision": {"decision": "allow"}, "audit_seq": 5990
-    }));
+    let answer = custos_tui::data::decided(
+        &serde_json::from_value(serde_json::json!({
+            "task": {"id": "run-a1-review", "status": "approved", "reviewer": "ana"},
+            "decision": {"decision": "allow"}, "audit_seq": 5990
+        }))
+        .unwrap(),
+    );
     assert_eq!(a.decided(Ok(answer)), Effect::Refresh);
     assert!(a.dialog.is_none() && a.stack.is_empty());
     assert_eq!(
@@ -600,7 +603,7 @@ fn a_review_without_a_reviewer_is_read_only_and_links_its_trace() {
     a.loaded(
         &Request::Review("run-a1-review".into()),
         Ok(Detail::Review(Box::new(custos_tui::data::review_detail(
-            &review_task(),
+            &serde_json::from_value(review_task()).unwrap(),
         )))),
     );
     script(&mut a, "x");
@@ -744,7 +747,7 @@ fn a_failed_reload_keeps_the_data_and_says_so_and_overdue_reviews_say_so() {
     b.loaded(
         &Request::Review("run-a1-review".into()),
         Ok(Detail::Review(Box::new(custos_tui::data::review_detail(
-            &task,
+            &serde_json::from_value(task).unwrap(),
         )))),
     );
     let f = frame(&b, 80, 24, true);
