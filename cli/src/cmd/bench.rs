@@ -1,0 +1,223 @@
+//! `custos bench ...`: benchmarks of analytics, policy decisions, the executor and ingest.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use custos_server::RulesOptions;
+
+use super::user;
+use crate::flags::BenchCommand;
+
+/// Runs `custos bench ...`.
+pub async fn run(what: BenchCommand) -> Result<ExitCode> {
+    match what {
+        BenchCommand::Analytics {
+            spans,
+            data,
+            prices,
+            slos,
+            duckdb_script,
+            repeats,
+            json,
+        } => bench_analytics(spans, data, prices, slos, duckdb_script, repeats, json).await,
+        BenchCommand::Policy {
+            policies,
+            decisions,
+            durable,
+            json,
+        } => bench_policy(&policies, decisions, durable, json).await,
+        BenchCommand::Executor {
+            policies,
+            runs,
+            concurrency,
+            json,
+        } => {
+            let figures = custos_server::bench_executor::run(&policies, runs, concurrency).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                print!("{}", custos_server::bench_executor::render(&figures));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Ingest {
+            spans,
+            batch,
+            concurrency,
+            data,
+            json,
+        } => bench_ingest(spans, batch, concurrency, data, json).await,
+    }
+}
+
+async fn bench_analytics(
+    spans: usize,
+    data: Option<PathBuf>,
+    prices: Option<PathBuf>,
+    slos: Option<PathBuf>,
+    duckdb_script: Option<PathBuf>,
+    repeats: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    if spans == 0 {
+        bail!("`--spans` must be greater than 0");
+    }
+    let rules = RulesOptions::resolve(prices, slos)?;
+    let script = duckdb_script.or_else(|| {
+        let d = PathBuf::from("bench/duckdb_compare.py");
+        d.is_file().then_some(d)
+    });
+    let temporary = data.is_none();
+    let r = custos_server::bench_analytics::analytics(
+        custos_server::bench_analytics::AnalyticsBenchOptions {
+            spans,
+            data_dir: data,
+            prices: rules.prices,
+            slos: rules.slos,
+            duckdb_script: script,
+            repeats,
+        },
+    )
+    .await?;
+    if temporary {
+        let dir =
+            std::env::temp_dir().join(format!("custos-bench-analytics-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "analytics: {} spans, {} runs, {} Parquet files ({:.1} MiB, {:.1} B/span){}",
+        r.spans,
+        r.runs,
+        r.files,
+        r.table_bytes as f64 / 1048576.0,
+        r.table_bytes as f64 / r.spans.max(1) as f64,
+        if r.load_seconds > 0.0 {
+            format!(", loaded in {:.0} s", r.load_seconds)
+        } else {
+            String::new()
+        }
+    );
+    match (&r.duckdb_version, &r.duckdb_skipped) {
+        (Some(v), _) => println!("  compared with DuckDB {v} over the same active Parquet files"),
+        (None, Some(why)) => println!("  DuckDB not compared: {why}"),
+        _ => {}
+    }
+    println!(
+        "  {:<58} {:>10} {:>10} {:>8}",
+        "question", "custos ms", "DuckDB ms", "ratio"
+    );
+    for t in &r.timings {
+        println!(
+            "  {:<58} {:>10.1} {:>10} {:>8}",
+            t.name,
+            t.custos_ms,
+            t.duckdb_ms.map_or("-".into(), |v| format!("{v:.1}")),
+            t.ratio.map_or("-".into(), |v| format!("{v:.2}x")),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench_policy(
+    policies: &std::path::Path,
+    decisions: usize,
+    durable: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    if decisions == 0 || durable == 0 {
+        return Err(user("`--decisions` and `--durable` must be greater than 0"));
+    }
+    let r = custos_server::bench_policy::run(policies, decisions, durable).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "policy decisions: {} policies from {}, a mix of 6 requests (deploy, execute)",
+        r.policies,
+        policies.display()
+    );
+    for (name, l) in [
+        ("evaluation only (Engine::decide)", &r.evaluate_only),
+        ("in process (Engine::authorize)", &r.in_process),
+        ("recorded (+ audit append, fdatasync)", &r.recorded),
+        ("POST /api/authorize (loopback)", &r.http),
+    ] {
+        println!(
+            "  {name:<38} {:>8} decisions  p50 {:>9.1} µs  p99 {:>9.1} µs  max {:>9.1} µs  {:>9.0}/s",
+            l.decisions, l.p50_us, l.p99_us, l.max_us, l.per_second
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench_ingest(
+    spans: usize,
+    batch: usize,
+    concurrency: usize,
+    data: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode> {
+    if batch == 0 || spans == 0 || concurrency == 0 {
+        bail!("`--spans`, `--batch` and `--concurrency` must be greater than 0");
+    }
+    let exe = std::env::current_exe().context("cannot find the custos executable")?;
+    let r = custos_server::bench::ingest(
+        &exe,
+        custos_server::bench::BenchOptions {
+            spans,
+            batch,
+            concurrency,
+            data_dir: data,
+        },
+    )
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "ingest: {} spans in {} requests of {batch}, {concurrency} connections, durable acks",
+        r.spans, r.requests
+    );
+    println!(
+        "  throughput        {:>12.0} spans/s  ({:.2} s wall)",
+        r.spans_per_second, r.seconds
+    );
+    println!(
+        "  per server CPU s  {:>12.0} spans/s  ({:.2} server CPU s; the clients used {:.2})",
+        r.spans_per_cpu_second, r.cpu_seconds, r.client_cpu_seconds
+    );
+    println!(
+        "  latency           p50 {:.2} ms, p99 {:.2} ms",
+        r.latency_ms_p50, r.latency_ms_p99
+    );
+    println!(
+        "  WAL               {} fsyncs, {:.1} requests per fsync, {:.0} B/span",
+        r.wal_syncs, r.records_per_sync, r.wal_bytes_per_span
+    );
+    println!(
+        "  on the wire       {:.0} B/span (OTLP protobuf)",
+        r.wire_bytes_per_span
+    );
+    println!(
+        "  on disk           {:.1} B/span (Parquet after flush and compaction)",
+        r.disk_bytes_per_span
+    );
+    println!(
+        "  shutdown flush    {:.2} s, compaction {:.2} s",
+        r.flush_seconds, r.compaction_seconds
+    );
+    println!("  peak memory       {:.0} MiB RSS (server)", r.peak_rss_mib);
+    let st = &r.stages;
+    println!(
+        "  stages (1 core)   decode {:.2} µs/span, normalize {:.2}, IPC encode {:.2}, WAL write {:.2}; one fsync {:.0} µs",
+        st.decode_us, st.normalize_us, st.encode_us, st.wal_write_us, st.fsync_us
+    );
+    Ok(ExitCode::SUCCESS)
+}

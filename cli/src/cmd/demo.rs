@@ -1,0 +1,142 @@
+//! `custos demo`: the whole loop in one command, on a fresh data directory.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use custos_executor::telemetry::Telemetry;
+
+use super::{engine, user};
+use crate::flags::{DemoArgs, Source};
+
+/// Runs `custos demo`.
+pub async fn run(a: DemoArgs) -> Result<ExitCode> {
+    let data = a.data.unwrap_or_else(|| PathBuf::from("./custos-demo"));
+    demo(data, a.runs, a.keep_serving).await
+}
+
+const DEMO_SCENARIO: &str = include_str!("../../../fixtures/scenarios/demo.yaml");
+
+const DEMO_MARKER: &str = ".custos-demo";
+
+fn heading(s: &str) {
+    println!("\n== {s} {}", "=".repeat(76usize.saturating_sub(s.len())));
+}
+
+async fn demo(data: PathBuf, runs: usize, keep_serving: bool) -> Result<ExitCode> {
+    use custos_server::simulate::{Scenario, SimulateOptions};
+    for needed in ["rules/policy", "rules/slos.yaml", "fixtures/workflows"] {
+        if !std::path::Path::new(needed).exists() {
+            return Err(user(format!(
+                "`{needed}` is missing: run `custos demo` from the custos checkout"
+            )));
+        }
+    }
+    if data.exists() {
+        if data.join(DEMO_MARKER).exists() {
+            std::fs::remove_dir_all(&data)
+                .with_context(|| format!("cannot remove the earlier demo `{}`", data.display()))?;
+        } else if std::fs::read_dir(&data)?.next().is_some() {
+            return Err(user(format!(
+                "`{}` exists and is not a demo directory; pass --data with a new directory",
+                data.display()
+            )));
+        }
+    }
+    std::fs::create_dir_all(&data)?;
+    std::fs::write(data.join(DEMO_MARKER), "created by custos demo\n")?;
+    let started = std::time::Instant::now();
+    let mut options = custos_server::Config::default().validate()?;
+    options.store.data_dir = data.clone();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse()?;
+    options.otlp_grpc = any;
+    options.otlp_http = any;
+    options.api = any;
+    options.executor.workflows = None;
+    let server = custos_server::start(options).await?;
+    let api = format!("http://{}", server.api);
+    println!(
+        "custos demo: server on {api} (OTLP/HTTP {}), data in `{}`",
+        server.otlp_http,
+        data.display()
+    );
+    println!(
+        "simulating {runs} runs of support-triage and invoice-processing (canary prompts: support-triage v2 healthy, invoice-processing v2 regressing) ..."
+    );
+    let scenario = Scenario::parse(DEMO_SCENARIO, "fixtures/scenarios/demo.yaml")?;
+    let telemetry = Telemetry::otlp(&format!("http://{}", server.otlp_http), "custos-executor")?;
+    let engine = engine(std::path::Path::new("rules/policy"))?.map(|e| (*e).clone());
+    let report = custos_server::simulate::simulate(SimulateOptions {
+        workflows: PathBuf::from("fixtures/workflows"),
+        runs,
+        rate: None,
+        seed: 7,
+        scenario,
+        data_dir: data.clone(),
+        engine,
+        telemetry: telemetry.clone(),
+        concurrency: 32,
+    })
+    .await?;
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .context("telemetry task failed")??;
+    super::simulate::print_simulation(&report);
+
+    let source = |server: &str| Source {
+        data: None,
+        server: Some(server.to_string()),
+        prices: None,
+    };
+    heading("metrics (last hour, by workflow)");
+    super::metrics::metrics(source(&api), "1h", "workflow", "table", None).await?;
+    heading("SLOs (rules/slos.yaml)");
+    super::slo::slo(source(&api), None, None, "table").await?;
+    let mut gate_codes = Vec::new();
+    for (workflow, step) in [
+        ("support-triage", "classify"),
+        ("invoice-processing", "extract"),
+    ] {
+        heading(&format!("deploy gate: {workflow} prompt v1 -> v2"));
+        let change = data.join(format!("change-{workflow}.yaml"));
+        std::fs::write(
+            &change,
+            format!(
+                "change: prompt\nworkflow: {workflow}\nstep: {step}\ncurrent: v1\ncandidate: v2\nrequested_by: Custos::Service::\"ci\"\ncanary: {{last: 1h}}\ndescription: custos demo canary\n"
+            ),
+        )?;
+        let code = super::gate::gate(
+            &change,
+            None,
+            Some(api.clone()),
+            std::path::Path::new("rules/policy"),
+            None,
+            None,
+            "text",
+        )
+        .await?;
+        gate_codes.push(code);
+    }
+    server.shutdown().await?;
+    heading("audit trail");
+    super::audit::audit_verify(Some(data.clone()), "text")?;
+    heading("next");
+    println!(
+        "finished in {:.0} s. Explore the same data:\n  custos serve --data {d}            # the API on http://127.0.0.1:4380\n  custos top                         # the terminal dashboard of that server (? for keys)\n  custos sql --data {d} \"SELECT workflow, outcome, count(*) FROM runs GROUP BY 1, 2 ORDER BY 1, 2\"\n  custos metrics --data {d} --by version\n  custos audit report --data {d} --from 2020-01-01 --to 2100-01-01 --out report",
+        started.elapsed().as_secs_f64(),
+        d = data.display()
+    );
+    if keep_serving {
+        let mut options = custos_server::Config::default().validate()?;
+        options.store.data_dir = data.clone();
+        let server = custos_server::start(options).await?;
+        println!(
+            "serving `{}` on http://{} (Ctrl-C to stop)",
+            data.display(),
+            server.api
+        );
+        super::serve::wait_for_signal().await?;
+        server.shutdown().await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

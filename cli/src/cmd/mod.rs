@@ -1,0 +1,163 @@
+//! One module per command; here what several commands share: user errors (exit 2), the API
+//! client for `--server`, opening `--data` read-only, and time and format flags.
+
+pub mod audit;
+pub mod bench;
+pub mod demo;
+pub mod gate;
+pub mod metrics;
+pub mod policy;
+pub mod review;
+pub mod run;
+pub mod serve;
+pub mod simulate;
+pub mod slo;
+pub mod sql;
+pub mod thresholds;
+pub mod top;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use custos_analytics::{Analytics, QueryOptions};
+use custos_server::RulesOptions;
+use serde::de::DeserializeOwned;
+
+use crate::flags::{Source, data_dir};
+
+/// A mistake in the user's input (flags, rules, SQL): printed as `error: ...`, exit code 2.
+#[derive(Debug)]
+pub struct UserError(pub String);
+
+impl std::fmt::Display for UserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+/// The user's mistake, as an error.
+pub fn user(msg: impl std::fmt::Display) -> anyhow::Error {
+    UserError(msg.to_string()).into()
+}
+
+/// An analytics error: the user's fault (exit 2) or not (exit 1).
+pub fn analytics_err(e: custos_analytics::Error) -> anyhow::Error {
+    if e.is_client_error() {
+        user(e)
+    } else {
+        e.into()
+    }
+}
+
+/// The API client of `--server URL`; an unusable URL is the user's mistake.
+pub fn api_client(server: &str) -> Result<custos_api::Client> {
+    custos_api::Client::new(server).map_err(user)
+}
+
+/// An API error: a 4xx refusal is the user's (exit 2, the server's message), anything else
+/// is an error (exit 1).
+pub fn api_err(e: custos_api::Error) -> anyhow::Error {
+    if e.is_client_error() {
+        user(e.message())
+    } else {
+        anyhow::Error::new(e)
+    }
+}
+
+/// `GET /api/<path>` with the query flags given, as the analytics report `T`.
+pub async fn api_get<T: DeserializeOwned>(
+    server: &str,
+    path: &str,
+    query: &[(&str, Option<&str>)],
+) -> Result<T> {
+    api_client(server)?
+        .get(&[path], query)
+        .await
+        .map_err(api_err)
+}
+
+/// Refuses a format the command does not write.
+pub fn check_format(format: &str, allowed: &[&str]) -> Result<()> {
+    if allowed.contains(&format) {
+        Ok(())
+    } else {
+        Err(user(format!(
+            "unknown format `{format}`; expected {}",
+            allowed.join(", ")
+        )))
+    }
+}
+
+/// Writes `text` to stdout.
+pub fn print(text: &str) -> Result<ExitCode> {
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--at`: an RFC 3339 time, or now.
+pub fn parse_time(at: Option<&str>) -> Result<chrono::DateTime<chrono::Utc>> {
+    match at {
+        None => Ok(chrono::Utc::now()),
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| {
+                user(format!(
+                    "`--at {s}` is not an RFC 3339 time like 2026-11-21T12:00:00Z: {e}"
+                ))
+            }),
+    }
+}
+
+/// A data directory that must exist (offline commands never create one).
+pub fn require_dir(data: Option<PathBuf>) -> Result<PathBuf> {
+    let dir = data_dir(data);
+    if !dir.exists() {
+        return Err(user(format!(
+            "data directory `{}` does not exist; pass --data DIR",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// Opens `--data` read-only with the price table and, when given, an SLO file.
+pub async fn open_data(
+    source: &Source,
+    slos: Option<PathBuf>,
+) -> Result<(Analytics, custos_server::Rules)> {
+    let dir = data_dir(source.data.clone());
+    if !dir.exists() {
+        bail!(
+            "data directory `{}` does not exist; pass --data DIR or --server URL",
+            dir.display()
+        );
+    }
+    let rules_options = RulesOptions::resolve(source.prices.clone(), slos).map_err(user)?;
+    let rules = custos_server::Rules::load(&rules_options).map_err(user)?;
+    match custos_server::open_offline(&dir, QueryOptions::default(), &rules).await {
+        Ok(a) => Ok((a, rules)),
+        Err(custos_server::Error::Analytics(e)) => Err(analytics_err(e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Loads the policy engine of `dir`; a missing directory means none (fail closed), a broken one
+/// is an error.
+pub fn engine(dir: &Path) -> Result<Option<Arc<custos_policy::engine::Engine>>> {
+    if !dir.exists() {
+        eprintln!(
+            "warning: no policy directory `{}`: every side effect and review will be denied",
+            dir.display()
+        );
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(
+        custos_policy::engine::Engine::load(dir)
+            .with_context(|| format!("cannot load policies from `{}`", dir.display()))?,
+    )))
+}

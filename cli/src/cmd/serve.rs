@@ -1,0 +1,98 @@
+//! `custos serve`: start the server on a data directory until SIGINT or SIGTERM.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use custos_server::Config;
+
+use super::UserError;
+use crate::flags::ServeArgs;
+
+/// Runs `custos serve`.
+pub async fn run(a: ServeArgs) -> Result<ExitCode> {
+    serve(a.data, a.config, a.otlp_grpc, a.otlp_http, a.api, a.workflows).await
+}
+
+async fn serve(
+    data: Option<PathBuf>,
+    config: Option<PathBuf>,
+    otlp_grpc: Option<SocketAddr>,
+    otlp_http: Option<SocketAddr>,
+    api: Option<SocketAddr>,
+    workflows: Option<PathBuf>,
+) -> Result<ExitCode> {
+    // The Delta kernel logs every snapshot at INFO; keep custos' own INFO and the libraries' warnings.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(
+                    "warn,custos=info,custos_store=info,custos_server=info,custos_collector=info",
+                )
+            }),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let file = match &config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    let mut options = file.validate()?;
+    if let Some(d) = data {
+        options.store.data_dir = d;
+    }
+    if let Some(a) = otlp_grpc {
+        options.otlp_grpc = a;
+    }
+    if let Some(a) = otlp_http {
+        options.otlp_http = a;
+    }
+    if let Some(a) = api {
+        options.api = a;
+    }
+    if let Some(w) = workflows {
+        if !w.is_dir() {
+            return Err(UserError(format!(
+                "`--workflows` `{}` is not a directory",
+                w.display()
+            ))
+            .into());
+        }
+        options.executor.workflows = Some(w);
+    }
+    let data_dir = options.store.data_dir.clone();
+    let server = custos_server::start(options).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "custos {} serving data in {}",
+        env!("CARGO_PKG_VERSION"),
+        data_dir.display()
+    )?;
+    writeln!(out, "OTLP/gRPC listening on {}", server.otlp_grpc)?;
+    writeln!(
+        out,
+        "OTLP/HTTP listening on http://{}/v1/traces",
+        server.otlp_http
+    )?;
+    writeln!(out, "API listening on http://{}", server.api)?;
+    out.flush()?;
+    drop(out);
+    wait_for_signal().await?;
+    eprintln!("shutting down: finishing requests in flight and flushing");
+    server.shutdown().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
