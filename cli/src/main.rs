@@ -863,7 +863,7 @@ async fn gate(
     at: Option<&str>,
     format: &str,
 ) -> Result<ExitCode> {
-    use custos_server::gate::{ChangeFile, GateFormat, GateReport, render};
+    use custos_governance::gate::{ChangeFile, GateFormat, GateReport, render};
     let format = GateFormat::parse(format)?;
     let change = ChangeFile::load(change)?;
     let report: GateReport = match server {
@@ -931,7 +931,7 @@ async fn audit_report(
     slos: Option<PathBuf>,
     prices: Option<PathBuf>,
 ) -> Result<ExitCode> {
-    use custos_server::report::{ReportFormat, write};
+    use custos_governance::report::{ReportFormat, write};
     let formats = ReportFormat::parse_list(format).map_err(user)?;
     let (from, to) = (
         report_bound(from, "--from", false)?,
