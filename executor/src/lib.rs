@@ -4,13 +4,12 @@
 //! This crate owns workflow definitions ([`workflow`]: the YAML format and its validation), the
 //! run journal ([`journal`]: an embedded ACID store), models ([`model`]: seeded local models and an
 //! OpenAI-compatible provider), connectors ([`connector`]: HTTP with idempotency keys, and local
-//! ledger, tickets and outbox), policy checks and their audit records ([`governance`]), telemetry
-//! ([`telemetry`]: OTLP spans through the OpenTelemetry SDK) and the run loop itself ([`run`]:
-//! routing, retries, timeouts, human review, sagas, resume after a crash).
+//! ledger, tickets and outbox), telemetry ([`telemetry`]: OTLP spans through the OpenTelemetry SDK)
+//! and the run loop itself ([`run`]: routing, retries, timeouts, human review, sagas, resume after a
+//! crash). Its policy checks are decided and recorded by `custos-governance`.
 
 pub mod batch;
 pub mod connector;
-pub mod governance;
 pub mod journal;
 pub mod model;
 pub mod run;
@@ -48,6 +47,9 @@ pub enum Error {
     /// The audit trail could not be written: the action did not happen.
     #[error(transparent)]
     Audit(#[from] custos_audit::Error),
+    /// A governance step failed (other than the audit trail, which is [`Error::Audit`]).
+    #[error(transparent)]
+    Governance(custos_governance::Error),
     /// Telemetry could not be set up or sent.
     #[error("telemetry: {0}")]
     Telemetry(String),
@@ -59,6 +61,15 @@ pub enum Error {
         /// The cause.
         cause: std::io::Error,
     },
+}
+
+impl From<custos_governance::Error> for Error {
+    fn from(e: custos_governance::Error) -> Self {
+        match e {
+            custos_governance::Error::Audit(a) => Self::Audit(a),
+            other => Self::Governance(other),
+        }
+    }
 }
 
 /// Result type of the executor.

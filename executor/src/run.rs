@@ -633,8 +633,8 @@ impl Executor {
         let engine = self.engine.clone();
         let audit = self.audit.clone();
         let done = tokio::task::spawn_blocking(move || match engine {
-            Some(e) => crate::governance::authorize_and_record(&e, &audit, &req),
-            None => crate::governance::deny_without_policies(&audit, &req),
+            Some(e) => custos_governance::authorize_and_record(&e, &audit, &req),
+            None => custos_governance::deny_without_policies(&audit, &req),
         })
         .await
         .map_err(|e| Error::Journal(format!("authorization task failed: {e}")))??;

@@ -7,13 +7,16 @@
 //! the file, line and column it points at, so `custos policy validate` reads like a compiler.
 //!
 //! On top of a loaded directory, [`engine::Engine`] answers authorization requests (failing closed on
-//! any error) and [`testing`] runs policy tests written in the JSON format of `cedar run-tests`.
+//! any error), [`query`] answers what callers ask of the set without speaking Cedar (the policies
+//! governing an action, the metrics a policy reads), and [`testing`] runs policy tests written in
+//! the JSON format of `cedar run-tests`.
 //! Every loaded set has a [`Policies::hash`]: the SHA-256 of the schema and the policy files, which
 //! every decision record carries.
 
 pub mod bench;
 mod context;
 pub mod engine;
+pub mod query;
 pub mod testing;
 
 use std::collections::BTreeMap;

@@ -13,7 +13,7 @@ use custos_policy::bench::{Latency, latency, requests};
 use custos_policy::engine::{AuthzRequest, Engine};
 use serde::Serialize;
 
-use crate::{Error, Result, authorize_and_record};
+use crate::{Error, Result};
 
 /// The benchmark's figures.
 #[derive(Debug, Clone, Serialize)]
@@ -62,7 +62,7 @@ async fn measure_durable(
     for i in 0..n_durable {
         let r = &mix[i % mix.len()];
         let t = Instant::now();
-        authorize_and_record(engine, &audit, r)?;
+        custos_governance::authorize_and_record(engine, &audit, r)?;
         us.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let recorded = latency(us, wall.elapsed().as_secs_f64());

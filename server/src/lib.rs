@@ -5,15 +5,14 @@
 //! listeners, the API routes (`POST /api/sql`, the analytics answers, `POST /api/authorize`,
 //! `POST /api/gate`, `GET /api/audit/verify`, `GET /healthz`, `GET /metrics`), recording policy set
 //! changes and every decision in the audit log, and graceful shutdown (stop accepting, finish
-//! requests in flight, flush the memtable).
+//! requests in flight, flush the memtable). Decide-and-record, the deploy gate and the audit report
+//! are `custos-governance`'s; the server runs them on its store (`gate_offline`, `report_offline`).
 
 pub mod bench;
 pub mod bench_analytics;
 pub mod bench_executor;
 pub mod bench_policy;
 pub mod config;
-pub mod gate;
-pub mod report;
 pub mod runs;
 pub mod simulate;
 
@@ -34,6 +33,7 @@ use custos_audit::AuditLog;
 use custos_collector::CollectorMetrics;
 use custos_collector::grpc::GrpcReceiver;
 use custos_collector::ingest::Ingest;
+use custos_governance::gate;
 use custos_policy::engine::{AuthzRequest, Engine};
 use custos_store::Store;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -83,9 +83,21 @@ pub enum Error {
     /// The executor failed.
     #[error(transparent)]
     Executor(custos_executor::Error),
-    /// The deploy gate cannot run as asked (a bad change file, an unknown format).
-    #[error("{0}")]
-    Gate(String),
+    /// A governance step failed: the deploy gate cannot run as asked (a bad change file, an
+    /// unknown format) or the report cannot be made. (Its analytics and audit failures are
+    /// [`Error::Analytics`] and [`Error::Audit`].)
+    #[error(transparent)]
+    Governance(custos_governance::Error),
+}
+
+impl From<custos_governance::Error> for Error {
+    fn from(e: custos_governance::Error) -> Self {
+        match e {
+            custos_governance::Error::Analytics(a) => Self::Analytics(a),
+            custos_governance::Error::Audit(a) => Self::Audit(a),
+            other => Self::Governance(other),
+        }
+    }
 }
 
 /// Result type of the server.
@@ -646,20 +658,6 @@ pub fn audit_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("audit")
 }
 
-/// Decides a runtime authorization request and records it before answering: the library call
-/// behind `POST /api/authorize`. Fails closed: a decision that cannot be recorded is an error,
-/// never an allow.
-pub fn authorize_and_record(
-    engine: &Engine,
-    audit: &AuditLog,
-    req: &AuthzRequest,
-) -> Result<(custos_policy::engine::Decision, custos_audit::Record)> {
-    custos_executor::governance::authorize_and_record(engine, audit, req).map_err(|e| match e {
-        custos_executor::Error::Audit(a) => Error::Audit(a),
-        other => Error::Executor(other),
-    })
-}
-
 fn deny_body(message: &str) -> serde_json::Value {
     serde_json::json!({
         "decision": "deny",
@@ -685,8 +683,10 @@ async fn api_authorize(State(state): State<Arc<ApiState>>, body: Bytes) -> Respo
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(deny_body(msg))).into_response();
     };
     let audit = state.audit.clone();
-    let done =
-        tokio::task::spawn_blocking(move || authorize_and_record(&engine, &audit, &req)).await;
+    let done = tokio::task::spawn_blocking(move || {
+        custos_governance::authorize_and_record(&engine, &audit, &req)
+    })
+    .await;
     match done {
         Ok(Ok((d, record))) => {
             let status = if d.request_error() {
@@ -741,7 +741,7 @@ async fn api_gate(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
         }
     };
     let change = match serde_json::to_string(&req.change)
-        .map_err(|e| Error::Gate(e.to_string()))
+        .map_err(|e| custos_governance::Error::Gate(e.to_string()))
         .and_then(|t| gate::ChangeFile::parse(&t, "request body"))
     {
         Ok(c) => c,
@@ -765,7 +765,7 @@ async fn api_gate(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
         .unwrap_or_default();
     let mut report = match gate::evaluate(&state.analytics, &engine, &change, at, &dir).await {
         Ok(r) => r,
-        Err(Error::Analytics(e)) => return analytics_error(e),
+        Err(custos_governance::Error::Analytics(e)) => return analytics_error(e),
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let audit = state.audit.clone();
@@ -822,9 +822,9 @@ pub async fn report_offline(
     rules: &Rules,
     from: chrono::DateTime<chrono::Utc>,
     to: chrono::DateTime<chrono::Utc>,
-) -> Result<report::AuditReport> {
+) -> Result<custos_governance::report::AuditReport> {
     let analytics = open_offline(data_dir, QueryOptions::default(), rules).await?;
-    report::build(
+    Ok(custos_governance::report::build(
         &analytics,
         data_dir,
         &audit_dir(data_dir),
@@ -832,7 +832,7 @@ pub async fn report_offline(
         from,
         to,
     )
-    .await
+    .await?)
 }
 
 fn parse_at(at: Option<&str>) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {

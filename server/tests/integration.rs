@@ -991,8 +991,8 @@ fn repo() -> std::path::PathBuf {
         .to_path_buf()
 }
 
-fn change(candidate: &str) -> custos_server::gate::ChangeFile {
-    custos_server::gate::ChangeFile::parse(
+fn change(candidate: &str) -> custos_governance::gate::ChangeFile {
+    custos_governance::gate::ChangeFile::parse(
         &format!(
             "change: prompt\nworkflow: invoice-posting\nstep: approve\ncurrent: v1\ncandidate: {candidate}\nrequested_by: 'Custos::Service::\"ci\"'\ncanary:\n  last: 48h\ndescription: PR 42\n"
         ),
@@ -1003,7 +1003,7 @@ fn change(candidate: &str) -> custos_server::gate::ChangeFile {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gate_denies_a_regressed_canary_and_allows_a_healthy_one_in_every_format() {
-    use custos_server::gate::{GateFormat, evaluate, record, render};
+    use custos_governance::gate::{GateFormat, evaluate, record, render};
     let dir = tempfile::tempdir().unwrap();
     let store = canary_store(dir.path()).await;
     let prices = custos_analytics::PriceTable::load(&repo().join("rules/prices.yaml")).unwrap();
@@ -1052,7 +1052,7 @@ async fn the_gate_denies_a_regressed_canary_and_allows_a_healthy_one_in_every_fo
 
     // Nothing measured: a window without traffic is a deny naming what is missing.
     let mut empty_change = change("v2");
-    empty_change.canary = custos_server::gate::CanaryWindow {
+    empty_change.canary = custos_governance::gate::CanaryWindow {
         last: None,
         from: Some(at + chrono::Duration::days(30)),
         to: Some(at + chrono::Duration::days(31)),

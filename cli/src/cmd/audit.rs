@@ -50,7 +50,7 @@ async fn audit_report(
     slos: Option<PathBuf>,
     prices: Option<PathBuf>,
 ) -> Result<ExitCode> {
-    use custos_server::report::{ReportFormat, write};
+    use custos_governance::report::{ReportFormat, write};
     let formats = ReportFormat::parse_list(format).map_err(user)?;
     let (from, to) = (
         report_bound(from, "--from", false)?,

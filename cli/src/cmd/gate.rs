@@ -39,7 +39,7 @@ pub async fn gate(
     at: Option<&str>,
     format: &str,
 ) -> Result<ExitCode> {
-    use custos_server::gate::{ChangeFile, GateFormat, GateReport, render};
+    use custos_governance::gate::{ChangeFile, GateFormat, GateReport, render};
     let format = GateFormat::parse(format)?;
     let change = ChangeFile::load(change)?;
     let report: GateReport = match server {

@@ -1,6 +1,6 @@
-//! Policy checks with their audit records: every authorization the executor (or the server's
-//! `/api/authorize`) asks for is decided by the policy engine and appended to the audit trail
-//! before the answer is used. Without policies every request is denied (fail closed).
+//! Decide-and-record: every authorization the executor or the server's `/api/authorize` asks for
+//! is decided by the policy engine and appended to the audit trail before the answer is used.
+//! Without policies every request is denied (fail closed).
 
 use custos_audit::{AuditLog, Record};
 use custos_policy::engine::{AuthzRequest, Decision, Engine};

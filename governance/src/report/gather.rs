@@ -1,117 +1,51 @@
-//! `custos audit report`: a compliance report over a period, from the audit log and the spans.
-//!
-//! Sections: scope, policy decisions by policy and outcome, deploy gate results, human oversight,
-//! the change log of model and prompt versions with their gate approvals, SLO attainment, denials
-//! and incidents, the integrity check, retention. Every section shows the SQL it was computed with
-//! (the same SQL anyone can run with `custos sql`). Written as a self-contained HTML file with
-//! inline SVG charts, Markdown, CSV (one file per section) and JSON, plus `manifest.json` with each
-//! file's SHA-256 and the audit chain's last hash (to anchor it elsewhere).
+//! Gathering the report: one function per section, each running its SQL over the views and the
+//! `audit` table and shaping the rows, notes and chart the section shows.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use custos_analytics::metrics::sql_timestamp;
 use custos_analytics::slo::SloSet;
 use custos_analytics::{Analytics, QueryResult};
 use custos_audit::Verification;
-use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::{Error, Result};
+use super::{Chart, Section};
+use crate::Result;
 
-/// A bar chart: labels and values.
-#[derive(Debug, Clone, Serialize)]
-pub struct Chart {
-    /// What the bars measure.
-    pub title: String,
-    /// `(label, value)` bars.
-    pub bars: Vec<(String, f64)>,
-    /// Unit suffix for values.
-    pub unit: String,
+/// The report's period and its SQL filters.
+pub(super) struct Period {
+    /// Start (inclusive).
+    pub(super) from: DateTime<Utc>,
+    /// End (exclusive).
+    pub(super) to: DateTime<Utc>,
+    /// The period as a filter on the audit table's `time`.
+    pub(super) in_audit: String,
+    /// The period as a filter on the views' `start_time`.
+    pub(super) in_spans: String,
 }
 
-/// One section of the report: a table, the SQL behind it, notes, maybe a chart.
-#[derive(Debug, Clone, Serialize)]
-pub struct Section {
-    /// Stable id (file names, anchors).
-    pub id: String,
-    /// Title.
-    pub title: String,
-    /// What the section shows and how to read it.
-    pub summary: String,
-    /// The SQL behind the table.
-    pub sql: Vec<String>,
-    /// Column names.
-    pub columns: Vec<String>,
-    /// Rows, as displayed.
-    pub rows: Vec<Vec<String>>,
-    /// Findings worth a reader's attention.
-    pub notes: Vec<String>,
-    /// A chart of the table.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub chart: Option<Chart>,
-}
-
-/// The whole report.
-#[derive(Debug, Clone, Serialize)]
-pub struct AuditReport {
-    /// Period start (inclusive).
-    pub from: DateTime<Utc>,
-    /// Period end (exclusive).
-    pub to: DateTime<Utc>,
-    /// When the report was made.
-    pub generated_at: DateTime<Utc>,
-    /// custos version.
-    pub version: String,
-    /// The data directory.
-    pub data_dir: String,
-    /// The integrity check of the whole audit log.
-    pub integrity: Verification,
-    /// Sections in order.
-    pub sections: Vec<Section>,
-}
-
-/// Report output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportFormat {
-    /// One self-contained HTML file.
-    Html,
-    /// Markdown.
-    Md,
-    /// One CSV per section.
-    Csv,
-    /// The report as JSON.
-    Json,
-}
-
-impl ReportFormat {
-    /// Parses a comma-separated list like `html,md`.
-    pub fn parse_list(s: &str) -> Result<Vec<Self>> {
-        let mut out = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let f = match part {
-                "html" => Self::Html,
-                "md" | "markdown" => Self::Md,
-                "csv" => Self::Csv,
-                "json" => Self::Json,
-                other => {
-                    return Err(Error::Gate(format!(
-                        "unknown report format `{other}`; use html, md, csv, json (comma-separated)"
-                    )));
-                }
-            };
-            if !out.contains(&f) {
-                out.push(f);
-            }
+impl Period {
+    /// The period `from`..`to` with its filters.
+    pub(super) fn new(from: DateTime<Utc>, to: DateTime<Utc>) -> Self {
+        Self {
+            from,
+            to,
+            in_audit: period_filter("time", from, to),
+            in_spans: period_filter("start_time", from, to),
         }
-        if out.is_empty() {
-            return Err(Error::Gate("`--format` names no format".into()));
-        }
-        Ok(out)
     }
+}
+
+/// A gate decision as the change log matches it to versions.
+#[derive(Debug, Clone)]
+pub(super) struct GateOutcome {
+    workflow: String,
+    kind: String,
+    candidate: String,
+    decision: String,
+    seq: String,
+    time: String,
 }
 
 fn cells(r: &QueryResult) -> (Vec<String>, Vec<Vec<String>>) {
@@ -157,28 +91,12 @@ fn pct(n: f64, d: f64) -> String {
     }
 }
 
-/// Builds the report. `audit_dir` is the data directory's audit log; `slos` the SLO set, if any.
-pub async fn build(
-    analytics: &Analytics,
-    data_dir: &Path,
-    audit_dir: &Path,
-    slos: Option<&SloSet>,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Result<AuditReport> {
-    if to <= from {
-        return Err(Error::Gate(format!(
-            "`--to` ({}) must be after `--from` ({})",
-            to.to_rfc3339(),
-            from.to_rfc3339()
-        )));
-    }
-    let integrity = custos_audit::verify(audit_dir)?;
-    let in_audit = period_filter("time", from, to);
-    let in_spans = period_filter("start_time", from, to);
-    let mut sections = Vec::new();
-
-    // Scope.
+/// Scope: the workflows that ran in the period, the services that ran them, the policy sets in
+/// effect.
+pub(super) async fn scope(analytics: &Analytics, p: &Period) -> Result<Section> {
+    let in_audit = &p.in_audit;
+    let in_spans = &p.in_spans;
+    let (from, to) = (p.from, p.to);
     let sql_systems = format!(
         "SELECT workflow, service_name, count(*) AS runs, \
          count(*) FILTER (WHERE outcome = 'success') AS successes, \
@@ -205,7 +123,7 @@ pub async fn build(
     if rows.is_empty() {
         notes.push("no workflow runs in the period".into());
     }
-    sections.push(Section {
+    Ok(Section {
         id: "scope".into(),
         title: "Scope".into(),
         summary: format!(
@@ -216,15 +134,21 @@ pub async fn build(
         sql: vec![sql_systems, sql_sets],
         chart: Some(Chart {
             title: "runs per workflow".into(),
-            bars: rows.iter().map(|r| (format!("{} ({})", r[0], r[1]), num(&r[2]))).collect(),
+            bars: rows
+                .iter()
+                .map(|r| (format!("{} ({})", r[0], r[1]), num(&r[2])))
+                .collect(),
             unit: String::new(),
         }),
         columns,
         rows,
         notes,
-    });
+    })
+}
 
-    // Policy decisions by policy and outcome.
+/// Policy decisions by policy and outcome.
+pub(super) async fn decisions(analytics: &Analytics, p: &Period) -> Result<Section> {
+    let in_audit = &p.in_audit;
     let sql = format!(
         "SELECT kind, decision, CASE WHEN cardinality(policies) = 0 THEN '(none: default deny or errors)' \
          ELSE array_to_string(policies, ', ') END AS determining_policies, count(*) AS decisions \
@@ -235,7 +159,7 @@ pub async fn build(
     for r in &rows {
         *by_outcome.entry(format!("{} {}", r[0], r[1])).or_default() += num(&r[3]);
     }
-    sections.push(Section {
+    Ok(Section {
         id: "decisions".into(),
         title: "Policy decisions by policy and outcome".into(),
         summary: "Every recorded governance decision in the period (deploy gate, runtime authorization, human review), by the policies that determined it.".into(),
@@ -252,9 +176,12 @@ pub async fn build(
             bars: by_outcome.into_iter().collect(),
             unit: String::new(),
         }),
-    });
+    })
+}
 
-    // Deploy gate results.
+/// Deploy gate results, and each gate decision for the change log to match versions against.
+pub(super) async fn gate(analytics: &Analytics, p: &Period) -> Result<(Section, Vec<GateOutcome>)> {
+    let in_audit = &p.in_audit;
     let sql = format!(
         "SELECT seq, time, principal, resource, decision, array_to_string(policies, ', ') AS policies, context \
          FROM audit WHERE {in_audit} AND kind = 'gate' ORDER BY seq"
@@ -301,7 +228,7 @@ pub async fn build(
         ]);
     }
     let denied = gate_rows.iter().filter(|r| r[5] == "deny").count();
-    sections.push(Section {
+    let section = Section {
         id: "gate".into(),
         title: "Deploy gate results".into(),
         summary: "Every `custos gate` decision: what was asked, by whom, what was measured on the canary, and the determining policies. Change fields come from each record's `context`.".into(),
@@ -319,9 +246,13 @@ pub async fn build(
         )],
         chart: None,
         rows: gate_rows,
-    });
+    };
+    Ok((section, approvals))
+}
 
-    // Human oversight.
+/// Human oversight: reviewers, overrides, time to decision.
+pub(super) async fn oversight(analytics: &Analytics, p: &Period) -> Result<Section> {
+    let in_spans = &p.in_spans;
     let sql_reviewers = format!(
         "SELECT coalesce(human_reviewer, '(unknown)') AS reviewer, count(*) AS reviews, \
          count(*) FILTER (WHERE human_override) AS overrides, \
@@ -350,7 +281,7 @@ pub async fn build(
             )
         })
         .collect();
-    sections.push(Section {
+    Ok(Section {
         id: "oversight".into(),
         title: "Human oversight".into(),
         summary: "Who verified automated decisions (EU AI Act Art. 14), how often they overrode them, and how long a decision waited for them.".into(),
@@ -363,9 +294,16 @@ pub async fn build(
         columns,
         rows,
         notes,
-    });
+    })
+}
 
-    // Change log of model and prompt versions.
+/// The change log of model and prompt versions, each with its gate approval.
+pub(super) async fn changes(
+    analytics: &Analytics,
+    p: &Period,
+    approvals: &[GateOutcome],
+) -> Result<Section> {
+    let in_spans = &p.in_spans;
     let sql = format!(
         "SELECT workflow, step, model, model_version, prompt_version, min(start_time) AS first_seen, \
          max(start_time) AS last_seen, count(*) AS decisions FROM decisions WHERE {in_spans} \
@@ -400,7 +338,7 @@ pub async fn build(
             }
         });
     }
-    sections.push(Section {
+    Ok(Section {
         id: "changes".into(),
         title: "Change log: model and prompt versions".into(),
         summary: "Every model and prompt version that made decisions in the period, when it was first and last seen, and the deploy gate approval recorded for it.".into(),
@@ -416,9 +354,15 @@ pub async fn build(
         ],
         rows,
         chart: None,
-    });
+    })
+}
 
-    // SLO attainment.
+/// SLO attainment: each SLO over its own period ending at the period end.
+pub(super) async fn slos(
+    analytics: &Analytics,
+    slos: Option<&SloSet>,
+    to: DateTime<Utc>,
+) -> Result<Section> {
     let mut slo_section = Section {
         id: "slos".into(),
         title: "SLO attainment".into(),
@@ -492,9 +436,13 @@ pub async fn build(
             }
         }
     }
-    sections.push(slo_section);
+    Ok(slo_section)
+}
 
-    // Denials and incidents.
+/// Denials and incidents: every denied request; failed and escalated runs per day.
+pub(super) async fn denials(analytics: &Analytics, p: &Period) -> Result<Section> {
+    let in_audit = &p.in_audit;
+    let in_spans = &p.in_spans;
     let sql_denials = format!(
         "SELECT seq, time, kind, principal, action, resource, array_to_string(policies, ', ') AS policies, \
          array_to_string(advice, '; ') AS advice, array_to_string(errors, '; ') AS errors \
@@ -518,7 +466,7 @@ pub async fn build(
             f[4]
         ));
     }
-    sections.push(Section {
+    Ok(Section {
         id: "denials".into(),
         title: "Denials and incidents".into(),
         summary: "Every denied request with its determining policies, advice and errors; failed and escalated runs per day.".into(),
@@ -534,10 +482,12 @@ pub async fn build(
         columns,
         rows,
         notes,
-    });
+    })
+}
 
-    // Integrity.
-    sections.push(Section {
+/// The integrity check of the whole audit log.
+pub(super) fn integrity(integrity: &Verification) -> Section {
+    Section {
         id: "integrity".into(),
         title: "Integrity check".into(),
         summary: "`custos audit verify` over the whole audit log (not only the period): every hash recomputed, the chain and sequence followed, the head compared.".into(),
@@ -559,9 +509,11 @@ pub async fn build(
             "anchor the chain: keep `last_hash` (also in manifest.json) somewhere the log's writers cannot change".into(),
         ],
         chart: None,
-    });
+    }
+}
 
-    // Retention.
+/// Retention status: how far back the audit log and the spans go.
+pub(super) async fn retention(analytics: &Analytics, to: DateTime<Utc>) -> Result<Section> {
     let sql = "SELECT 'audit' AS log, min(time) AS oldest, max(time) AS newest, count(*) AS records FROM audit \
                UNION ALL SELECT 'spans', min(start_time), max(start_time), count(*) FROM spans"
         .to_string();
@@ -577,7 +529,7 @@ pub async fn build(
         ));
     }
     notes.push("span retention follows `[store] retention_days` of the server configuration; audit records are not subject to it".into());
-    sections.push(Section {
+    Ok(Section {
         id: "retention".into(),
         title: "Retention status".into(),
         summary: "How far back the audit log and the spans go.".into(),
@@ -586,359 +538,5 @@ pub async fn build(
         rows,
         notes,
         chart: None,
-    });
-
-    Ok(AuditReport {
-        from,
-        to,
-        generated_at: Utc::now(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        data_dir: data_dir.display().to_string(),
-        integrity,
-        sections,
     })
-}
-
-/// A gate decision as the change log matches it to versions.
-#[derive(Debug, Clone)]
-struct GateOutcome {
-    workflow: String,
-    kind: String,
-    candidate: String,
-    decision: String,
-    seq: String,
-    time: String,
-}
-
-/// The last day the period covers (its end is exclusive).
-fn last_day(r: &AuditReport) -> String {
-    (r.to - chrono::Duration::nanoseconds(1))
-        .format("%Y-%m-%d")
-        .to_string()
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// Escaped prose with `backticked` spans as `<code>`.
-fn html_prose(s: &str) -> String {
-    let escaped = html_escape(s);
-    let parts: Vec<&str> = escaped.split('`').collect();
-    if parts.len().is_multiple_of(2) {
-        // An unpaired backtick: leave the text as it is.
-        return escaped;
-    }
-    parts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            if i % 2 == 1 {
-                format!("<code>{p}</code>")
-            } else {
-                (*p).to_string()
-            }
-        })
-        .collect()
-}
-
-/// A horizontal bar chart as inline SVG.
-fn svg_chart(c: &Chart) -> String {
-    let bars: Vec<&(String, f64)> = c.bars.iter().take(24).collect();
-    if bars.is_empty() {
-        return String::new();
-    }
-    let max = bars
-        .iter()
-        .map(|(_, v)| v.abs())
-        .fold(0.0f64, f64::max)
-        .max(f64::MIN_POSITIVE);
-    let (label_w, bar_w, row_h) = (260.0, 360.0, 22.0);
-    let height = 30.0 + row_h * bars.len() as f64;
-    let mut out = format!(
-        "<svg class=\"chart\" role=\"img\" aria-label=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" viewBox=\"0 0 {} {height}\">\n<text x=\"0\" y=\"16\" class=\"ct\">{}</text>\n",
-        html_escape(&c.title),
-        label_w + bar_w + 90.0,
-        label_w + bar_w + 90.0,
-        html_escape(&c.title)
-    );
-    for (i, (label, v)) in bars.iter().enumerate() {
-        let y = 28.0 + row_h * i as f64;
-        let w = (v.abs() / max * bar_w).max(1.0);
-        let class = if *v < 0.0 { "bar neg" } else { "bar" };
-        let _ = writeln!(
-            out,
-            "<text x=\"{}\" y=\"{}\" class=\"cl\" text-anchor=\"end\">{}</text><rect x=\"{}\" y=\"{y}\" width=\"{w:.1}\" height=\"{}\" class=\"{class}\"/><text x=\"{}\" y=\"{}\" class=\"cv\">{}{}</text>",
-            label_w - 8.0,
-            y + 14.0,
-            html_escape(label),
-            label_w,
-            row_h - 6.0,
-            label_w + w + 6.0,
-            y + 14.0,
-            if v.fract() == 0.0 {
-                format!("{v:.0}")
-            } else {
-                format!("{v:.1}")
-            },
-            html_escape(&c.unit)
-        );
-    }
-    out.push_str("</svg>\n");
-    out
-}
-
-/// The report as one self-contained HTML page.
-pub fn render_html(r: &AuditReport) -> String {
-    let mut out = String::new();
-    let title = format!(
-        "custos audit report {} to {}",
-        r.from.format("%Y-%m-%d"),
-        last_day(r)
-    );
-    let _ = write!(
-        out,
-        r#"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{t}</title>
-<style>
-body{{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d2433;margin:0;background:#f6f7f9}}
-main{{max-width:1100px;margin:0 auto;padding:24px 32px 64px;background:#fff}}
-h1{{font-size:26px;margin:8px 0 4px}} h2{{font-size:20px;margin:36px 0 8px;border-bottom:2px solid #e3e6eb;padding-bottom:4px}}
-.meta{{color:#5b6475}} .ok{{color:#146c2e;font-weight:600}} .bad{{color:#b3261e;font-weight:600}}
-table{{border-collapse:collapse;width:100%;margin:8px 0;font-size:13px}}
-th,td{{border:1px solid #e3e6eb;padding:4px 8px;text-align:left;vertical-align:top}}
-th{{background:#f0f2f5}} tr:nth-child(even) td{{background:#fafbfc}}
-td{{max-width:420px;overflow-wrap:anywhere}}
-details{{margin:6px 0}} summary{{cursor:pointer;color:#3b4a6b}}
-pre{{background:#f4f5f7;padding:8px;overflow-x:auto;font-size:12px;white-space:pre-wrap}}
-ul.notes li{{margin:2px 0}} nav a{{margin-right:12px}}
-.chart .bar{{fill:#3b6fd8}} .chart .neg{{fill:#c0392b}} .chart text{{font-size:12px;fill:#1d2433}} .chart .ct{{font-weight:600}}
-</style></head><body><main>
-<h1>{t}</h1>
-<p class="meta">Generated {g} by custos {v} from <code>{d}</code>. Period: {f} to {to} (UTC, end exclusive).</p>
-<p>Audit log integrity: {integrity}</p>
-<nav>"#,
-        t = html_escape(&title),
-        g = r.generated_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-        v = html_escape(&r.version),
-        d = html_escape(&r.data_dir),
-        f = r.from.to_rfc3339_opts(SecondsFormat::Secs, true),
-        to = r.to.to_rfc3339_opts(SecondsFormat::Secs, true),
-        integrity = match &r.integrity.finding {
-            None => format!(
-                "<span class=\"ok\">intact</span> ({} records, last hash <code>{}</code>)",
-                r.integrity.records, r.integrity.last_hash
-            ),
-            Some(f) => format!(
-                "<span class=\"bad\">TAMPERED</span>: {}",
-                html_escape(&f.message)
-            ),
-        }
-    );
-    for s in &r.sections {
-        let _ = write!(out, "<a href=\"#{}\">{}</a>", s.id, html_escape(&s.title));
-    }
-    out.push_str("</nav>\n");
-    for s in &r.sections {
-        let _ = writeln!(
-            out,
-            "<section id=\"{}\"><h2>{}</h2><p>{}</p>",
-            s.id,
-            html_escape(&s.title),
-            html_prose(&s.summary)
-        );
-        if !s.notes.is_empty() {
-            out.push_str("<ul class=\"notes\">");
-            for n in &s.notes {
-                let _ = write!(out, "<li>{}</li>", html_prose(n));
-            }
-            out.push_str("</ul>\n");
-        }
-        if let Some(c) = &s.chart {
-            out.push_str(&svg_chart(c));
-        }
-        if s.rows.is_empty() {
-            out.push_str("<p class=\"meta\">No rows.</p>\n");
-        } else {
-            out.push_str("<table><thead><tr>");
-            for c in &s.columns {
-                let _ = write!(out, "<th>{}</th>", html_escape(c));
-            }
-            out.push_str("</tr></thead><tbody>\n");
-            for row in &s.rows {
-                out.push_str("<tr>");
-                for cell in row {
-                    let _ = write!(out, "<td>{}</td>", html_escape(cell));
-                }
-                out.push_str("</tr>\n");
-            }
-            out.push_str("</tbody></table>\n");
-        }
-        for sql in &s.sql {
-            let _ = writeln!(
-                out,
-                "<details><summary>SQL</summary><pre>{}</pre></details>",
-                html_escape(sql)
-            );
-        }
-        out.push_str("</section>\n");
-    }
-    out.push_str("</main></body></html>\n");
-    out
-}
-
-fn md_cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
-}
-
-/// The report as Markdown.
-pub fn render_md(r: &AuditReport) -> String {
-    let mut out = format!(
-        "# custos audit report {} to {}\n\nGenerated {} by custos {} from `{}`. Period: {} to {} (UTC, end exclusive).\n\nAudit log integrity: {}\n",
-        r.from.format("%Y-%m-%d"),
-        last_day(r),
-        r.generated_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-        r.version,
-        r.data_dir,
-        r.from.to_rfc3339_opts(SecondsFormat::Secs, true),
-        r.to.to_rfc3339_opts(SecondsFormat::Secs, true),
-        match &r.integrity.finding {
-            None => format!(
-                "**intact** ({} records, last hash `{}`)",
-                r.integrity.records, r.integrity.last_hash
-            ),
-            Some(f) => format!("**TAMPERED**: {}", f.message),
-        }
-    );
-    for s in &r.sections {
-        let _ = write!(out, "\n## {}\n\n{}\n\n", s.title, s.summary);
-        for n in &s.notes {
-            let _ = writeln!(out, "- {n}");
-        }
-        if !s.notes.is_empty() {
-            out.push('\n');
-        }
-        if s.rows.is_empty() {
-            out.push_str("No rows.\n");
-        } else {
-            let _ = writeln!(
-                out,
-                "| {} |",
-                s.columns
-                    .iter()
-                    .map(|c| md_cell(c))
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            );
-            let _ = writeln!(out, "|{}", "---|".repeat(s.columns.len()));
-            for row in &s.rows {
-                let _ = writeln!(
-                    out,
-                    "| {} |",
-                    row.iter()
-                        .map(|c| md_cell(c))
-                        .collect::<Vec<_>>()
-                        .join(" | ")
-                );
-            }
-        }
-        for sql in &s.sql {
-            let _ = write!(out, "\n```sql\n{}\n```\n", sql.trim());
-        }
-    }
-    out
-}
-
-fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// A section as CSV.
-pub fn render_csv(s: &Section) -> String {
-    let mut out = String::new();
-    let line = |cells: &[String]| {
-        cells
-            .iter()
-            .map(|c| csv_cell(c))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    out.push_str(&line(&s.columns));
-    out.push('\n');
-    for row in &s.rows {
-        out.push_str(&line(row));
-        out.push('\n');
-    }
-    out
-}
-
-/// One written file of the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct ManifestEntry {
-    /// File name within the output directory.
-    pub file: String,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// SHA-256 (hex).
-    pub sha256: String,
-}
-
-/// Writes the report in `formats` into `out` and a `manifest.json`; returns the manifest entries.
-pub fn write(r: &AuditReport, out: &Path, formats: &[ReportFormat]) -> Result<Vec<ManifestEntry>> {
-    std::fs::create_dir_all(out)
-        .map_err(|e| Error::Gate(format!("cannot create `{}`: {e}", out.display())))?;
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    for f in formats {
-        match f {
-            ReportFormat::Html => files.push(("report.html".into(), render_html(r).into_bytes())),
-            ReportFormat::Md => files.push(("report.md".into(), render_md(r).into_bytes())),
-            ReportFormat::Json => files.push((
-                "report.json".into(),
-                serde_json::to_vec_pretty(r)
-                    .map_err(|e| Error::Gate(format!("cannot render JSON: {e}")))?,
-            )),
-            ReportFormat::Csv => {
-                for s in &r.sections {
-                    files.push((format!("{}.csv", s.id), render_csv(s).into_bytes()));
-                }
-            }
-        }
-    }
-    let mut entries = Vec::new();
-    for (name, bytes) in &files {
-        let path: PathBuf = out.join(name);
-        std::fs::write(&path, bytes)
-            .map_err(|e| Error::Gate(format!("cannot write `{}`: {e}", path.display())))?;
-        entries.push(ManifestEntry {
-            file: name.clone(),
-            bytes: bytes.len() as u64,
-            sha256: hex::encode(Sha256::digest(bytes)),
-        });
-    }
-    let manifest = serde_json::json!({
-        "generator": format!("custos {}", r.version),
-        "generated_at": r.generated_at,
-        "period": {"from": r.from, "to": r.to},
-        "audit_log": {
-            "records": r.integrity.records,
-            "last_seq": r.integrity.last_seq,
-            "last_hash": r.integrity.last_hash,
-            "intact": r.integrity.ok(),
-        },
-        "files": entries,
-    });
-    let path = out.join("manifest.json");
-    let text = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| Error::Gate(format!("cannot render the manifest: {e}")))?;
-    std::fs::write(&path, text)
-        .map_err(|e| Error::Gate(format!("cannot write `{}`: {e}", path.display())))?;
-    Ok(entries)
 }
