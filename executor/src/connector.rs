@@ -25,11 +25,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use custos_synth::Rng;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::StepError;
-use crate::model::{Rng, hash64};
+use crate::model::hash64;
 use crate::workflow::{ConnectorFile, parse_duration};
 
 /// A call to a connector.

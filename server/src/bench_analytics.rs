@@ -1,6 +1,6 @@
 //! `custos bench analytics`: the standard metrics and a trace lookup over a large store.
 //!
-//! Writes the synthetic reference workload ([`custos_collector::synth`], about six spans per run,
+//! Writes the synthetic reference workload ([`custos_synth::reference`], about six spans per run,
 //! spread over 30 days) through the real store (normalize, WAL, memtable, flush to Delta/Parquet,
 //! compaction), then times each standard metric query over the whole data (30-day window), the
 //! drift query (15 days against the 15 before), the full `metrics` report, the SLO evaluation and
@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use custos_analytics::metrics::{self, GroupBy, MetricsRequest};
 use custos_analytics::{Analytics, PriceTable, QueryOptions};
-use custos_collector::synth::{SynthOptions, generate};
 use custos_store::{Store, StoreOptions};
+use custos_synth::reference::{SynthOptions, generate};
 use serde::Serialize;
 
 use crate::{Error, Result};

@@ -30,11 +30,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use custos_executor::journal::RunStatus;
-use custos_executor::model::Rng;
 use custos_executor::telemetry::Telemetry;
 use custos_executor::workflow::{self, WorkflowFile};
 use custos_executor::{Executor, ExecutorOptions};
 use custos_policy::engine::Engine;
+use custos_synth::Rng;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

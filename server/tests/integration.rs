@@ -966,13 +966,13 @@ async fn canary_store(dir: &Path) -> Store {
     o.flush_interval = Duration::from_secs(3600);
     o.retention_days = None;
     let store = Store::open(o).await.unwrap();
-    let synth = custos_collector::synth::SynthOptions {
+    let synth = custos_synth::reference::SynthOptions {
         runs: 8_000,
         runs_per_request: 500,
         canary: true,
         ..Default::default()
     };
-    let requests: Vec<_> = custos_collector::synth::generate(synth).collect();
+    let requests: Vec<_> = custos_synth::reference::generate(synth).collect();
     let half = requests.len() / 2;
     for (i, req) in requests.iter().enumerate() {
         let n = custos_collector::normalize(req).unwrap();
