@@ -7,10 +7,6 @@
 //! changes and every decision in the audit log, and graceful shutdown (stop accepting, finish
 //! requests in flight, flush the memtable).
 
-pub mod bench;
-pub mod bench_analytics;
-pub mod bench_executor;
-pub mod bench_policy;
 pub mod config;
 pub mod gate;
 pub mod report;
