@@ -494,7 +494,7 @@ pub struct SimulateArgs {
     pub concurrency: usize,
 }
 
-fn print_simulation(r: &custos_server::simulate::SimulationReport) {
+fn print_simulation(r: &custos_executor::simulate::SimulationReport) {
     let runs: usize = r.outcomes.values().flat_map(|m| m.values()).sum();
     println!(
         "simulated {runs} runs in {:.1} s ({:.0} steps/s): {} reviews decided, {} overridden",
@@ -510,14 +510,14 @@ fn print_simulation(r: &custos_server::simulate::SimulationReport) {
 }
 
 pub async fn simulate(a: SimulateArgs) -> Result<ExitCode> {
-    use custos_server::simulate::{Scenario, SimulateOptions};
+    use custos_executor::simulate::{Scenario, SimulateOptions};
     let scenario = match &a.scenario {
         Some(p) => Scenario::load(p).map_err(user)?,
         None => Scenario::default(),
     };
     let telemetry = Telemetry::otlp(&a.otlp, "custos-executor").map_err(user)?;
     let engine = engine(&a.policies)?.map(|e| (*e).clone());
-    let report = custos_server::simulate::simulate(SimulateOptions {
+    let report = custos_executor::simulate::simulate(SimulateOptions {
         workflows: a.workflows,
         runs: a.runs,
         rate: a.rate,
@@ -544,7 +544,7 @@ fn heading(s: &str) {
 }
 
 pub async fn demo(data: PathBuf, runs: usize, keep_serving: bool) -> Result<ExitCode> {
-    use custos_server::simulate::{Scenario, SimulateOptions};
+    use custos_executor::simulate::{Scenario, SimulateOptions};
     for needed in ["rules/policy", "rules/slos.yaml", "fixtures/workflows"] {
         if !std::path::Path::new(needed).exists() {
             return Err(user(format!(
@@ -586,7 +586,7 @@ pub async fn demo(data: PathBuf, runs: usize, keep_serving: bool) -> Result<Exit
     let scenario = Scenario::parse(DEMO_SCENARIO, "fixtures/scenarios/demo.yaml")?;
     let telemetry = Telemetry::otlp(&format!("http://{}", server.otlp_http), "custos-executor")?;
     let engine = engine(std::path::Path::new("rules/policy"))?.map(|e| (*e).clone());
-    let report = custos_server::simulate::simulate(SimulateOptions {
+    let report = custos_executor::simulate::simulate(SimulateOptions {
         workflows: PathBuf::from("fixtures/workflows"),
         runs,
         rate: None,

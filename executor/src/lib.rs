@@ -5,8 +5,9 @@
 //! run journal ([`journal`]: an embedded ACID store), models ([`model`]: seeded local models and an
 //! OpenAI-compatible provider), connectors ([`connector`]: HTTP with idempotency keys, and local
 //! ledger, tickets and outbox), policy checks and their audit records ([`governance`]), telemetry
-//! ([`telemetry`]: OTLP spans through the OpenTelemetry SDK) and the run loop itself ([`run`]:
-//! routing, retries, timeouts, human review, sagas, resume after a crash).
+//! ([`telemetry`]: OTLP spans through the OpenTelemetry SDK), the run loop itself ([`run`]:
+//! routing, retries, timeouts, human review, sagas, resume after a crash) and the simulator
+//! ([`simulate`]: synthetic inputs, simulated reviewers and scenarios driven through the executor).
 
 pub mod batch;
 pub mod connector;
@@ -14,6 +15,7 @@ pub mod governance;
 pub mod journal;
 pub mod model;
 pub mod run;
+pub mod simulate;
 pub mod telemetry;
 pub mod workflow;
 
@@ -59,6 +61,12 @@ pub enum Error {
         /// The cause.
         cause: std::io::Error,
     },
+    /// A simulation cannot run as asked: a bad scenario, no workflow definitions.
+    #[error("{0}")]
+    Config(String),
+    /// A simulation's task failed.
+    #[error("{0}")]
+    Task(String),
 }
 
 /// Result type of the executor.

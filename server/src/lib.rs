@@ -11,7 +11,6 @@ pub mod config;
 pub mod gate;
 pub mod report;
 pub mod runs;
-pub mod simulate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
