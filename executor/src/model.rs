@@ -84,8 +84,9 @@ pub struct Question<'a> {
     pub input: &'a Value,
 }
 
-/// 64 bits from a hash of the parts.
-pub fn hash64(parts: &[&str]) -> u64 {
+/// The first 8 bytes (little-endian) of the SHA-256 of the parts, each followed by a zero byte:
+/// a stable 64-bit key of strings (run ids, idempotency keys, seeds).
+pub fn sha256_u64(parts: &[&str]) -> u64 {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p.as_bytes());
@@ -113,7 +114,7 @@ pub fn accuracy(model: &ModelFile, prompt_version: &str) -> f64 {
 pub fn local(model: &ModelFile, q: &Question<'_>) -> Answer {
     let input_text = q.input.to_string();
     let seed = model.seed.unwrap_or(0).to_string();
-    let mut rng = Rng::new(hash64(&[
+    let mut rng = Rng::new(sha256_u64(&[
         &seed,
         &model.model,
         q.prompt_version,
@@ -134,7 +135,7 @@ pub fn local(model: &ModelFile, q: &Question<'_>) -> Answer {
             let truth = expected
                 .and_then(|e| e.get("label"))
                 .and_then(Value::as_str)
-                .unwrap_or(LABELS[(hash64(&[&input_text]) % 3) as usize])
+                .unwrap_or(LABELS[(sha256_u64(&[&input_text]) % 3) as usize])
                 .to_string();
             let label = if correct {
                 truth
