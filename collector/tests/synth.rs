@@ -1,6 +1,8 @@
 //! The synthetic reference workload is deterministic and every span of it is valid OTLP for the
 //! collector.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use custos_synth::reference::{SynthOptions, generate};
 
 #[test]

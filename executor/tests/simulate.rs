@@ -1,6 +1,8 @@
 //! The simulator drives the reference workflows through the executor and applies its scenario
 //! from the given run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 fn repo() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
