@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
 use custos_analytics::{Analytics, PriceTable, QueryOptions, QueryResult};
-use custos_collector::synth::{SynthOptions, generate};
 use custos_store::{Store, StoreOptions};
+use custos_synth::reference::{SynthOptions, generate};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

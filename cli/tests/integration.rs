@@ -122,10 +122,10 @@ fn run_in(cwd: &Path, args: &[&str]) -> (Option<i32>, String, String) {
 async fn send_synth(
     client: &reqwest::Client,
     http: &str,
-    options: custos_collector::synth::SynthOptions,
+    options: custos_synth::reference::SynthOptions,
 ) {
     use prost::Message as _;
-    for req in custos_collector::synth::generate(options) {
+    for req in custos_synth::reference::generate(options) {
         let res = client
             .post(http)
             .header("content-type", "application/x-protobuf")
@@ -393,7 +393,7 @@ fn analytics_commands_against_server_and_data_dir() {
         send_synth(
             &client,
             &http,
-            custos_collector::synth::SynthOptions::default(),
+            custos_synth::reference::SynthOptions::default(),
         )
         .await;
         let res = client
@@ -651,7 +651,7 @@ fn gate_policy_and_audit_commands_through_the_binary() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = reqwest::Client::new();
-        let synth = custos_collector::synth::SynthOptions {
+        let synth = custos_synth::reference::SynthOptions {
             runs: 8_000,
             runs_per_request: 500,
             canary: true,

@@ -21,7 +21,6 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod normalize;
-pub mod synth;
 
 use std::time::Duration;
 

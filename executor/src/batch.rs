@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::journal::{RunRecord, RunStatus};
-use crate::model::hash64;
+use crate::model::sha256_u64;
 use crate::{Error, Executor, Result};
 
 /// One input: its idempotency key and value.
@@ -44,7 +44,7 @@ pub fn read_inputs(path: &Path, workflow: &str) -> Result<Vec<Input>> {
             ),
         })?;
         out.push(Input {
-            key: format!("{workflow}:{}:{:016x}", i + 1, hash64(&[line])),
+            key: format!("{workflow}:{}:{:016x}", i + 1, sha256_u64(&[line])),
             value,
         });
     }

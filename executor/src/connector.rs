@@ -25,11 +25,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use custos_synth::Rng;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::StepError;
-use crate::model::{Rng, hash64};
+use crate::model::sha256_u64;
 use crate::workflow::{ConnectorFile, parse_duration};
 
 /// A call to a connector.
@@ -233,7 +234,7 @@ impl Connectors {
 
     async fn local(&self, c: &Call<'_>) -> Result<Value, StepError> {
         if let Some(rate) = c.config.failure_rate {
-            let mut rng = Rng::new(hash64(&[c.key, &c.attempt.to_string()]));
+            let mut rng = Rng::new(sha256_u64(&[c.key, &c.attempt.to_string()]));
             if rng.unit() < rate {
                 return Err(StepError::retryable(
                     "unavailable",

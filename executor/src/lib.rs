@@ -4,15 +4,18 @@
 //! This crate owns workflow definitions ([`workflow`]: the YAML format and its validation), the
 //! run journal ([`journal`]: an embedded ACID store), models ([`model`]: seeded local models and an
 //! OpenAI-compatible provider), connectors ([`connector`]: HTTP with idempotency keys, and local
-//! ledger, tickets and outbox), telemetry ([`telemetry`]: OTLP spans through the OpenTelemetry SDK)
-//! and the run loop itself ([`run`]: routing, retries, timeouts, human review, sagas, resume after a
-//! crash). Its policy checks are decided and recorded by `custos-governance`.
+//! ledger, tickets and outbox), telemetry ([`telemetry`]: OTLP spans through the OpenTelemetry SDK),
+//! the run loop itself ([`run`]: routing, retries, timeouts, human review, sagas, resume after a
+//! crash) and the simulator ([`simulate`]: synthetic inputs, simulated reviewers and scenarios
+//! driven through the executor). Its policy checks are decided and recorded by
+//! `custos-governance`.
 
 pub mod batch;
 pub mod connector;
 pub mod journal;
 pub mod model;
 pub mod run;
+pub mod simulate;
 pub mod telemetry;
 pub mod workflow;
 
@@ -61,6 +64,12 @@ pub enum Error {
         /// The cause.
         cause: std::io::Error,
     },
+    /// A simulation cannot run as asked: a bad scenario, no workflow definitions.
+    #[error("{0}")]
+    Config(String),
+    /// A simulation's task failed.
+    #[error("{0}")]
+    Task(String),
 }
 
 impl From<custos_governance::Error> for Error {

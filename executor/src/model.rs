@@ -20,6 +20,8 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use custos_synth::Rng;
+
 use crate::StepError;
 use crate::workflow::ModelFile;
 
@@ -82,8 +84,9 @@ pub struct Question<'a> {
     pub input: &'a Value,
 }
 
-/// 64 bits from a hash of the parts.
-pub fn hash64(parts: &[&str]) -> u64 {
+/// The first 8 bytes (little-endian) of the SHA-256 of the parts, each followed by a zero byte:
+/// a stable 64-bit key of strings (run ids, idempotency keys, seeds).
+pub fn sha256_u64(parts: &[&str]) -> u64 {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p.as_bytes());
@@ -93,29 +96,6 @@ pub fn hash64(parts: &[&str]) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&d[..8]);
     u64::from_le_bytes(b)
-}
-
-/// A small deterministic generator (SplitMix64).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded generator.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-    /// Next 64 bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 const LABELS: &[&str] = &["urgent", "normal", "low"];
@@ -134,7 +114,7 @@ pub fn accuracy(model: &ModelFile, prompt_version: &str) -> f64 {
 pub fn local(model: &ModelFile, q: &Question<'_>) -> Answer {
     let input_text = q.input.to_string();
     let seed = model.seed.unwrap_or(0).to_string();
-    let mut rng = Rng::new(hash64(&[
+    let mut rng = Rng::new(sha256_u64(&[
         &seed,
         &model.model,
         q.prompt_version,
@@ -155,7 +135,7 @@ pub fn local(model: &ModelFile, q: &Question<'_>) -> Answer {
             let truth = expected
                 .and_then(|e| e.get("label"))
                 .and_then(Value::as_str)
-                .unwrap_or(LABELS[(hash64(&[&input_text]) % 3) as usize])
+                .unwrap_or(LABELS[(sha256_u64(&[&input_text]) % 3) as usize])
                 .to_string();
             let label = if correct {
                 truth

@@ -34,7 +34,7 @@ use crate::connector::{Call, Connectors};
 use crate::journal::{
     Effect, Intent, Journal, ReviewStatus, ReviewTask, RunRecord, RunStatus, SpanRecord, Write,
 };
-use crate::model::{Answer, Question, hash64};
+use crate::model::{Answer, Question, sha256_u64 as hash64};
 use crate::telemetry::{Telemetry, root_span_id, span_id, trace_id};
 use crate::workflow::{self, StepFile, Workflow};
 use crate::{Error, Result, StepError, crash_point, now_ms};

@@ -79,14 +79,14 @@ pub fn root_span_id(run_id: &str) -> String {
 
 /// A span id derived from run, step and attempt (16 hex digits, never zero).
 pub fn span_id(run_id: &str, step: &str, attempt: u32) -> String {
-    let h = crate::model::hash64(&[run_id, step, &attempt.to_string()]).max(1);
+    let h = crate::model::sha256_u64(&[run_id, step, &attempt.to_string()]).max(1);
     format!("{h:016x}")
 }
 
 /// A trace id derived from the run (32 hex digits).
 pub fn trace_id(run_id: &str) -> String {
-    let a = crate::model::hash64(&[run_id, "trace-a"]).max(1);
-    let b = crate::model::hash64(&[run_id, "trace-b"]);
+    let a = crate::model::sha256_u64(&[run_id, "trace-a"]).max(1);
+    let b = crate::model::sha256_u64(&[run_id, "trace-b"]);
     format!("{a:016x}{b:016x}")
 }
 

@@ -13,7 +13,6 @@
 //! Every loaded set has a [`Policies::hash`]: the SHA-256 of the schema and the policy files, which
 //! every decision record carries.
 
-pub mod bench;
 mod context;
 pub mod engine;
 pub mod query;

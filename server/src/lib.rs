@@ -8,13 +8,8 @@
 //! requests in flight, flush the memtable). Decide-and-record, the deploy gate and the audit report
 //! are `custos-governance`'s; the server runs them on its store (`gate_offline`, `report_offline`).
 
-pub mod bench;
-pub mod bench_analytics;
-pub mod bench_executor;
-pub mod bench_policy;
 pub mod config;
 pub mod runs;
-pub mod simulate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

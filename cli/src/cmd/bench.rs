@@ -33,11 +33,11 @@ pub async fn run(what: BenchCommand) -> Result<ExitCode> {
             concurrency,
             json,
         } => {
-            let figures = custos_server::bench_executor::run(&policies, runs, concurrency).await?;
+            let figures = custos_bench::executor::run(&policies, runs, concurrency).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&figures)?);
             } else {
-                print!("{}", custos_server::bench_executor::render(&figures));
+                print!("{}", custos_bench::executor::render(&figures));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -64,27 +64,16 @@ async fn bench_analytics(
         bail!("`--spans` must be greater than 0");
     }
     let rules = RulesOptions::resolve(prices, slos)?;
-    let script = duckdb_script.or_else(|| {
-        let d = PathBuf::from("bench/duckdb_compare.py");
-        d.is_file().then_some(d)
-    });
-    let temporary = data.is_none();
-    let r = custos_server::bench_analytics::analytics(
-        custos_server::bench_analytics::AnalyticsBenchOptions {
-            spans,
-            data_dir: data,
-            prices: rules.prices,
-            slos: rules.slos,
-            duckdb_script: script,
-            repeats,
-        },
-    )
+    let script = duckdb_script.or_else(custos_bench::analytics::default_duckdb_script);
+    let r = custos_bench::analytics::run(custos_bench::analytics::AnalyticsBenchOptions {
+        spans,
+        data_dir: data,
+        prices: rules.prices,
+        slos: rules.slos,
+        duckdb_script: script,
+        repeats,
+    })
     .await?;
-    if temporary {
-        let dir =
-            std::env::temp_dir().join(format!("custos-bench-analytics-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(dir);
-    }
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);
@@ -132,7 +121,7 @@ async fn bench_policy(
     if decisions == 0 || durable == 0 {
         return Err(user("`--decisions` and `--durable` must be greater than 0"));
     }
-    let r = custos_server::bench_policy::run(policies, decisions, durable).await?;
+    let r = custos_bench::policy::run(policies, decisions, durable).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);
@@ -167,9 +156,9 @@ async fn bench_ingest(
         bail!("`--spans`, `--batch` and `--concurrency` must be greater than 0");
     }
     let exe = std::env::current_exe().context("cannot find the custos executable")?;
-    let r = custos_server::bench::ingest(
+    let r = custos_bench::ingest::run(
         &exe,
-        custos_server::bench::BenchOptions {
+        custos_bench::ingest::BenchOptions {
             spans,
             batch,
             concurrency,

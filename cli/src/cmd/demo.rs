@@ -24,7 +24,7 @@ fn heading(s: &str) {
 }
 
 async fn demo(data: PathBuf, runs: usize, keep_serving: bool) -> Result<ExitCode> {
-    use custos_server::simulate::{Scenario, SimulateOptions};
+    use custos_executor::simulate::{Scenario, SimulateOptions};
     for needed in ["rules/policy", "rules/slos.yaml", "fixtures/workflows"] {
         if !std::path::Path::new(needed).exists() {
             return Err(user(format!(
@@ -66,7 +66,7 @@ async fn demo(data: PathBuf, runs: usize, keep_serving: bool) -> Result<ExitCode
     let scenario = Scenario::parse(DEMO_SCENARIO, "fixtures/scenarios/demo.yaml")?;
     let telemetry = Telemetry::otlp(&format!("http://{}", server.otlp_http), "custos-executor")?;
     let engine = engine(std::path::Path::new("rules/policy"))?.map(|e| (*e).clone());
-    let report = custos_server::simulate::simulate(SimulateOptions {
+    let report = custos_executor::simulate::simulate(SimulateOptions {
         workflows: PathBuf::from("fixtures/workflows"),
         runs,
         rate: None,

@@ -8,7 +8,7 @@ use custos_executor::telemetry::Telemetry;
 use super::{engine, user};
 use crate::flags::{SimulateArgs, data_dir};
 
-pub fn print_simulation(r: &custos_server::simulate::SimulationReport) {
+pub fn print_simulation(r: &custos_executor::simulate::SimulationReport) {
     let runs: usize = r.outcomes.values().flat_map(|m| m.values()).sum();
     println!(
         "simulated {runs} runs in {:.1} s ({:.0} steps/s): {} reviews decided, {} overridden",
@@ -24,14 +24,14 @@ pub fn print_simulation(r: &custos_server::simulate::SimulationReport) {
 }
 
 pub async fn run(a: SimulateArgs) -> Result<ExitCode> {
-    use custos_server::simulate::{Scenario, SimulateOptions};
+    use custos_executor::simulate::{Scenario, SimulateOptions};
     let scenario = match &a.scenario {
         Some(p) => Scenario::load(p).map_err(user)?,
         None => Scenario::default(),
     };
     let telemetry = Telemetry::otlp(&a.otlp, "custos-executor").map_err(user)?;
     let engine = engine(&a.policies)?.map(|e| (*e).clone());
-    let report = custos_server::simulate::simulate(SimulateOptions {
+    let report = custos_executor::simulate::simulate(SimulateOptions {
         workflows: a.workflows,
         runs: a.runs,
         rate: a.rate,

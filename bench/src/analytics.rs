@@ -1,6 +1,6 @@
 //! `custos bench analytics`: the standard metrics and a trace lookup over a large store.
 //!
-//! Writes the synthetic reference workload ([`custos_collector::synth`], about six spans per run,
+//! Writes the synthetic reference workload ([`custos_synth::reference`], about six spans per run,
 //! spread over 30 days) through the real store (normalize, WAL, memtable, flush to Delta/Parquet,
 //! compaction), then times each standard metric query over the whole data (30-day window), the
 //! drift query (15 days against the 15 before), the full `metrics` report, the SLO evaluation and
@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use custos_analytics::metrics::{self, GroupBy, MetricsRequest};
 use custos_analytics::{Analytics, PriceTable, QueryOptions};
-use custos_collector::synth::{SynthOptions, generate};
 use custos_store::{Store, StoreOptions};
+use custos_synth::reference::{SynthOptions, generate};
 use serde::Serialize;
 
 use crate::{Error, Result};
@@ -127,11 +127,35 @@ async fn time_query(a: &Analytics, sql: &str, repeats: usize) -> Result<(f64, us
     Ok((ms[ms.len() / 2], rows))
 }
 
-/// Runs the benchmark.
-pub async fn analytics(options: AnalyticsBenchOptions) -> Result<AnalyticsBenchReport> {
+/// Runs the benchmark; a temporary data directory is removed afterwards.
+pub async fn run(options: AnalyticsBenchOptions) -> Result<AnalyticsBenchReport> {
+    let temporary = options.data_dir.is_none();
+    let report = measure(options).await?;
+    if temporary {
+        let _ = std::fs::remove_dir_all(temporary_dir());
+    }
+    Ok(report)
+}
+
+/// The data directory when none is given.
+fn temporary_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("custos-bench-analytics-{}", std::process::id()))
+}
+
+/// The DuckDB comparison script of the checkout, `bench/duckdb_compare.py`, when it is there
+/// (relative to the working directory).
+pub fn default_duckdb_script() -> Option<PathBuf> {
+    let d = PathBuf::from(DUCKDB_SCRIPT);
+    d.is_file().then_some(d)
+}
+
+/// Where the DuckDB comparison script is in the checkout.
+pub const DUCKDB_SCRIPT: &str = "bench/duckdb_compare.py";
+
+async fn measure(options: AnalyticsBenchOptions) -> Result<AnalyticsBenchReport> {
     let dir = match &options.data_dir {
         Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("custos-bench-analytics-{}", std::process::id())),
+        None => temporary_dir(),
     };
     let load_seconds = if custos_store::SpanTable::exists(&dir.join("spans")) {
         0.0

@@ -1,13 +1,15 @@
-//! Decision latency of the engine in this process: the request mix and its timing, shared by
-//! `custos bench policy` and `cargo bench -p custos-policy` (which runs it in the release profile).
+//! Decision latency of the policy engine in this process, shared by `custos bench policy` and
+//! `cargo bench -p custos-policy` (which runs it in the release profile).
+//!
+//! This file depends only on the policy engine, the synthetic request mix and serde, so that
+//! `policy/benches/decisions.rs` includes it (`#[path]`) without building the benchmark crate's
+//! dependencies (the query engine, the server) in the release profile.
 
 use std::time::Instant;
 
+use custos_policy::engine::{AuthzRequest, Engine};
+use custos_policy::{Error, Result};
 use serde::Serialize;
-use serde_json::{Value, json};
-
-use crate::engine::{AuthzRequest, Engine};
-use crate::{Error, Result};
 
 /// Latency percentiles of one way of deciding.
 #[derive(Debug, Clone, Serialize)]
@@ -45,36 +47,18 @@ pub fn latency(mut us: Vec<f64>, wall_s: f64) -> Latency {
     }
 }
 
-/// The request mix.
+/// The request mix ([`custos_synth::policy::requests`]) as engine requests.
 pub fn requests() -> Vec<AuthzRequest> {
-    let wf = json!({"__entity": {"type": "Custos::Workflow", "id": "invoice-posting"}});
-    let exec = |conf: &str, amount: &str, human: bool| AuthzRequest {
-        principal: Value::String("Custos::Service::\"executor\"".into()),
-        action: Value::String("execute".into()),
-        resource: Value::String("Custos::Connector::\"erp\"".into()),
-        context: json!({"workflow": wf, "confidence": conf, "amount_usd": amount, "human_approved": human}),
-        entities: vec![],
-    };
-    let deploy = |delta_upper: &str| AuthzRequest {
-        principal: Value::String("Custos::Service::\"ci\"".into()),
-        action: Value::String("deploy".into()),
-        resource: Value::String("Custos::Workflow::\"invoice-posting\"".into()),
-        context: json!({"change": "prompt", "current_version": "v1", "candidate_version": "v2",
-            "metrics": {"sample_size": 800, "baseline_sample_size": 1500, "override_rate": "0.17",
-                "override_rate_delta": "0.01", "override_rate_delta_upper": delta_upper,
-                "error_rate": "0.04", "error_rate_delta": "0.0", "p99_latency_ms": 600000,
-                "p99_latency_ratio": "1.01", "cost_per_success_usd": "0.02",
-                "cost_per_success_ratio": "0.98", "confidence_psi": "0.01"}}),
-        entities: vec![],
-    };
-    vec![
-        exec("0.97", "120.00", false),
-        exec("0.50", "120.00", false),
-        exec("0.99", "25000.00", false),
-        exec("0.60", "900.00", true),
-        deploy("0.03"),
-        deploy("0.30"),
-    ]
+    custos_synth::policy::requests()
+        .into_iter()
+        .map(|r| AuthzRequest {
+            principal: r.principal,
+            action: r.action,
+            resource: r.resource,
+            context: r.context,
+            entities: r.entities,
+        })
+        .collect()
 }
 
 /// Times `n` decisions of the mix two ways: evaluation of requests built beforehand

@@ -19,9 +19,12 @@
 //! also runs a healthy (`v2`) and a regressed (`v3`) canary prompt beside `v1`.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, status};
+
+use crate::Rng;
+use crate::attr::{b, f, i, s};
 
 /// How much to generate.
 #[derive(Debug, Clone, Copy)]
@@ -57,53 +60,6 @@ impl Default for SynthOptions {
             canary: false,
         }
     }
-}
-
-/// SplitMix64: small, fast and stable across platforms and releases.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Uniform in `lo..hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo).max(1)
-    }
-}
-
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-fn s(key: &str, v: &str) -> KeyValue {
-    kv(key, Value::StringValue(v.to_string()))
-}
-fn i(key: &str, v: i64) -> KeyValue {
-    kv(key, Value::IntValue(v))
-}
-fn f(key: &str, v: f64) -> KeyValue {
-    kv(key, Value::DoubleValue(v))
-}
-fn b(key: &str, v: bool) -> KeyValue {
-    kv(key, Value::BoolValue(v))
 }
 
 struct RunBuilder<'a> {
@@ -429,23 +385,4 @@ fn one_run(
         });
     }
     (service, spans)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deterministic_and_valid() {
-        let a: Vec<_> = generate(SynthOptions::default()).collect();
-        let b: Vec<_> = generate(SynthOptions::default()).collect();
-        assert_eq!(a, b);
-        let mut spans = 0;
-        for req in &a {
-            let n = crate::normalize(req).unwrap();
-            assert_eq!(n.rejected, 0, "{:?}", n.message);
-            spans += n.batch.unwrap().num_rows();
-        }
-        assert!(spans > 10_000, "{spans}");
-    }
 }

@@ -29,16 +29,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use custos_executor::journal::RunStatus;
-use custos_executor::model::Rng;
-use custos_executor::telemetry::Telemetry;
-use custos_executor::workflow::{self, WorkflowFile};
-use custos_executor::{Executor, ExecutorOptions};
 use custos_policy::engine::Engine;
+use custos_synth::Rng;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{Error, Result};
+use crate::journal::RunStatus;
+use crate::telemetry::Telemetry;
+use crate::workflow::{self, WorkflowFile};
+use crate::{Error, Executor, ExecutorOptions, Result};
 
 /// A scenario: what changes during a simulation.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -406,8 +405,7 @@ pub async fn simulate(o: SimulateOptions) -> Result<SimulationReport> {
         engine: o.engine.clone().map(Arc::new),
         telemetry: o.telemetry.clone(),
         principal: "executor".into(),
-    })
-    .map_err(Error::Executor)?;
+    })?;
     let stop = Arc::new(AtomicBool::new(false));
     let counts: Arc<std::sync::Mutex<(usize, usize)>> = Arc::default();
     let poll = Duration::from_millis(
@@ -462,23 +460,17 @@ pub async fn simulate(o: SimulateOptions) -> Result<SimulationReport> {
                 .start(&text, &file, value, Some(key), "automation")
                 .await?;
             ex2.drive(&s.run_id).await?;
-            Ok::<_, custos_executor::Error>(s.run_id)
+            Ok::<_, Error>(s.run_id)
         });
         if let Some(g) = gap {
             tokio::time::sleep(g).await;
         }
         while let Some(done) = tasks.try_join_next() {
-            ids.push(
-                done.map_err(|e| Error::Task(e.to_string()))?
-                    .map_err(Error::Executor)?,
-            );
+            ids.push(done.map_err(|e| Error::Task(e.to_string()))??);
         }
     }
     while let Some(done) = tasks.join_next().await {
-        ids.push(
-            done.map_err(|e| Error::Task(e.to_string()))?
-                .map_err(Error::Executor)?,
-        );
+        ids.push(done.map_err(|e| Error::Task(e.to_string()))??);
     }
     // Wait for the reviewers and the runs they release.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -488,7 +480,7 @@ pub async fn simulate(o: SimulateOptions) -> Result<SimulationReport> {
         report.outcomes.clear();
         report.steps = 0;
         for id in &ids {
-            let Some(r) = ex.journal().run(id).map_err(Error::Executor)? else {
+            let Some(r) = ex.journal().run(id)? else {
                 continue;
             };
             report.steps += u64::from(r.steps_run);
@@ -520,8 +512,7 @@ pub async fn simulate(o: SimulateOptions) -> Result<SimulationReport> {
     let t = o.telemetry.clone();
     tokio::task::spawn_blocking(move || t.flush())
         .await
-        .map_err(|e| Error::Task(e.to_string()))?
-        .map_err(Error::Executor)?;
+        .map_err(|e| Error::Task(e.to_string()))??;
     report.elapsed = started.elapsed();
     Ok(report)
 }

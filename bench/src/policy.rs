@@ -9,10 +9,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use custos_audit::AuditLog;
-use custos_policy::bench::{Latency, latency, requests};
 use custos_policy::engine::{AuthzRequest, Engine};
+use custos_server::authorize_and_record;
 use serde::Serialize;
 
+use crate::decisions::{Latency, latency, requests};
 use crate::{Error, Result};
 
 /// The benchmark's figures.
@@ -34,7 +35,7 @@ pub struct PolicyBenchReport {
 /// recorded ones and over HTTP.
 pub async fn run(policies: &Path, n: usize, n_durable: usize) -> Result<PolicyBenchReport> {
     let engine = Engine::load(policies)?;
-    let (evaluate_only, in_process) = custos_policy::bench::in_process(&engine, n)?;
+    let (evaluate_only, in_process) = crate::decisions::in_process(&engine, n)?;
     let mix = requests();
     let dir = std::env::temp_dir().join(format!("custos-bench-policy-{}", std::process::id()));
     let result = measure_durable(&engine, &mix, &dir, policies, n_durable).await;
@@ -62,13 +63,13 @@ async fn measure_durable(
     for i in 0..n_durable {
         let r = &mix[i % mix.len()];
         let t = Instant::now();
-        custos_governance::authorize_and_record(engine, &audit, r)?;
+        authorize_and_record(engine, &audit, r)?;
         us.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let recorded = latency(us, wall.elapsed().as_secs_f64());
 
     // A real server (in this process) on a loopback port, with the same policies.
-    let mut config = crate::Config {
+    let mut config = custos_server::Config {
         data_dir: Some(dir.join("data")),
         ..Default::default()
     };
@@ -76,7 +77,7 @@ async fn measure_durable(
     config.listen.otlp_http = Some("127.0.0.1:0".into());
     config.listen.api = Some("127.0.0.1:0".into());
     config.rules.policies = Some(policies.to_path_buf());
-    let server = crate::start(config.validate()?).await?;
+    let server = custos_server::start(config.validate()?).await?;
     let client = reqwest::Client::new();
     let url = format!("http://{}/api/authorize", server.api);
     let bodies: Vec<String> = mix

@@ -1,0 +1,43 @@
+//! The benchmarks behind `custos bench`: they measure the other crates, they are not part of them.
+//!
+//! This crate owns the benchmark runners and their figures: end-to-end ingest against a
+//! `custos serve` child process ([`ingest`]), the standard metrics and a trace lookup over a large
+//! store, compared with DuckDB over the same Parquet files ([`analytics`], with
+//! `bench/duckdb_compare.py`), policy decision latency in process, recorded and over HTTP
+//! ([`policy`], [`decisions`]) and executor throughput with a durable journal ([`executor`]). The
+//! workloads come from `custos-synth`; the `custos` command parses the arguments and prints.
+
+pub mod analytics;
+pub mod decisions;
+pub mod executor;
+pub mod ingest;
+pub mod policy;
+
+/// Errors of the benchmarks.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A benchmark step failed (a child process, a client, an unexpected answer).
+    #[error("{0}")]
+    Task(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] custos_store::Error),
+    /// The SQL engine failed.
+    #[error(transparent)]
+    Analytics(#[from] custos_analytics::Error),
+    /// The policies could not be loaded or do not fit the request mix.
+    #[error(transparent)]
+    Policy(#[from] custos_policy::Error),
+    /// The audit log failed.
+    #[error(transparent)]
+    Audit(#[from] custos_audit::Error),
+    /// The executor failed.
+    #[error(transparent)]
+    Executor(custos_executor::Error),
+    /// The server failed.
+    #[error(transparent)]
+    Server(#[from] custos_server::Error),
+}
+
+/// Result type of the benchmarks.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,173 @@
+//! The ingest benchmark's workload (`custos bench ingest`): export requests of runs of five spans
+//! (root, classify, lookup, review, post) over four workflows, with the attributes an automation
+//! executor sends.
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+use crate::Rng;
+use crate::attr::{b, f, i, s};
+
+const WORKFLOWS: &[&str] = &[
+    "support-triage",
+    "invoice-posting",
+    "sanctions-screening",
+    "refund-approval",
+];
+
+/// One export of `n` spans: runs of five spans (root, classify, lookup, review, post).
+pub fn workload_request(rng: &mut Rng, n: usize, t0: u64) -> ExportTraceServiceRequest {
+    let mut spans = Vec::with_capacity(n);
+    let mut t = t0;
+    while spans.len() < n {
+        let run = rng.next_u64();
+        let workflow = WORKFLOWS[rng.below(WORKFLOWS.len() as u64) as usize];
+        let mut trace = [0u8; 16];
+        trace[..8].copy_from_slice(&run.to_be_bytes());
+        trace[8..].copy_from_slice(&rng.next_u64().to_be_bytes());
+        let run_id = format!("run-{:016x}", run);
+        let root_id = rng.next_u64() | 1;
+        let confidence = (0.55 + rng.unit() * 0.45).min(1.0);
+        let reviewed = confidence < 0.8;
+        let outcome = if rng.below(50) == 0 {
+            "failure"
+        } else {
+            "success"
+        };
+        let steps: [(&str, &str); 4] = [
+            ("classify", "model"),
+            ("lookup-customer", "connector"),
+            ("review", "human"),
+            ("post-ledger", "connector"),
+        ];
+        let run_start = t;
+        let mut step_t = t + 1_000_000;
+        for (name, kind) in steps {
+            if spans.len() + 1 >= n {
+                break;
+            }
+            let dur = match kind {
+                "model" => 300_000_000 + rng.below(900_000_000),
+                "human" => 5_000_000_000 + rng.below(60_000_000_000),
+                _ => 20_000_000 + rng.below(200_000_000),
+            };
+            let mut attributes = vec![
+                s("automation.workflow", workflow),
+                s("automation.run_id", run_id.clone()),
+                s("automation.step", name),
+                s("automation.step.kind", kind),
+            ];
+            match kind {
+                "model" => attributes.extend([
+                    s("gen_ai.operation.name", "chat"),
+                    s("gen_ai.provider.name", "openai"),
+                    s("gen_ai.request.model", "gpt-4o-mini"),
+                    i("gen_ai.usage.input_tokens", 800 + rng.below(1200) as i64),
+                    i("gen_ai.usage.output_tokens", 20 + rng.below(200) as i64),
+                    i(
+                        "gen_ai.usage.cache_read.input_tokens",
+                        (rng.below(4) * 256) as i64,
+                    ),
+                    f("automation.cost_usd", 0.0002 + rng.unit() * 0.002),
+                    f(
+                        "automation.decision.confidence",
+                        (confidence * 1000.0).round() / 1000.0,
+                    ),
+                    s(
+                        "automation.decision.outcome",
+                        if rng.below(3) == 0 {
+                            "reject"
+                        } else {
+                            "approve"
+                        },
+                    ),
+                    s("automation.model.version", "m-2026-10"),
+                    s(
+                        "automation.prompt.version",
+                        if rng.below(10) == 0 { "p-8" } else { "p-7" },
+                    ),
+                ]),
+                "human" => {
+                    if !reviewed {
+                        continue;
+                    }
+                    attributes.extend([
+                        b("automation.human.override", rng.below(8) == 0),
+                        s(
+                            "automation.human.reviewer",
+                            format!("reviewer-{}", rng.below(12)),
+                        ),
+                        i("automation.human.review_ms", (dur / 1_000_000) as i64),
+                    ])
+                }
+                _ => attributes.extend([
+                    s("http.request.method", "POST"),
+                    i("http.response.status_code", 200),
+                    s("server.address", "erp.internal"),
+                ]),
+            }
+            let error = kind == "connector" && rng.below(100) == 0;
+            spans.push(Span {
+                trace_id: trace.to_vec(),
+                span_id: (rng.next_u64() | 1).to_be_bytes().to_vec(),
+                parent_span_id: root_id.to_be_bytes().to_vec(),
+                name: name.into(),
+                kind: if kind == "human" { 1 } else { 3 },
+                start_time_unix_nano: step_t,
+                end_time_unix_nano: step_t + dur,
+                attributes,
+                status: Some(Status {
+                    code: if error { 2 } else { 1 },
+                    message: if error {
+                        "upstream timeout".into()
+                    } else {
+                        String::new()
+                    },
+                }),
+                ..Default::default()
+            });
+            step_t += dur + 1_000_000;
+        }
+        spans.push(Span {
+            trace_id: trace.to_vec(),
+            span_id: root_id.to_be_bytes().to_vec(),
+            name: format!("run {workflow}"),
+            kind: 2,
+            start_time_unix_nano: run_start,
+            end_time_unix_nano: step_t,
+            attributes: vec![
+                s("automation.workflow", workflow),
+                s("automation.run_id", run_id),
+                s("automation.outcome", outcome),
+            ],
+            status: Some(Status::default()),
+            ..Default::default()
+        });
+        t += 50_000_000;
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    s("service.name", "automation-executor"),
+                    s("service.version", "1.4.2"),
+                    s("deployment.environment.name", "production"),
+                    s("host.name", "worker-3"),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "custos.executor".into(),
+                    version: "0.1.0".into(),
+                    ..Default::default()
+                }),
+                spans,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
