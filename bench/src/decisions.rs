@@ -76,7 +76,7 @@ pub fn in_process(engine: &Engine, n: usize) -> Result<(Latency, Latency)> {
             )));
         }
     }
-    let built: Vec<cedar_policy::Request> = mix
+    let built: Vec<_> = mix
         .iter()
         .filter_map(|r| engine.build(r).ok().map(|(req, _)| req))
         .collect();

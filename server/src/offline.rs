@@ -1,0 +1,83 @@
+//! Offline use of a data directory, for the CLI's `--data DIR` modes: open it read-only, run
+//! one query, run the deploy gate or build the audit report on it.
+
+use custos_analytics::{Analytics, QueryOptions};
+use custos_audit::AuditLog;
+use custos_governance::gate;
+use custos_policy::engine::Engine;
+use custos_store::Store;
+
+use crate::{Result, Rules, analytics_with_rules};
+
+/// The principal of records the server makes on its own (policy set changes).
+pub const SERVER_PRINCIPAL: &str = "Custos::Service::\"custos-server\"";
+
+/// The audit directory of a data directory.
+pub fn audit_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("audit")
+}
+
+/// Runs the deploy gate on a data directory (read-only for spans) and records the decision in its
+/// audit log: `custos gate --data DIR`.
+pub async fn gate_offline(
+    data_dir: &std::path::Path,
+    policy_dir: &std::path::Path,
+    change: &gate::ChangeFile,
+    at: chrono::DateTime<chrono::Utc>,
+    rules: &Rules,
+) -> Result<gate::GateReport> {
+    let engine = Engine::load(policy_dir)?;
+    let analytics = open_offline(data_dir, QueryOptions::default(), rules).await?;
+    let mut report = gate::evaluate(
+        &analytics,
+        &engine,
+        change,
+        at,
+        &policy_dir.display().to_string(),
+    )
+    .await?;
+    let audit = AuditLog::open(&audit_dir(data_dir))?;
+    gate::note_policy_set(&audit, &engine, "Custos::Service::\"custos-cli\"")?;
+    gate::record(&audit, &mut report)?;
+    Ok(report)
+}
+
+/// Builds the audit report of a data directory (read-only for spans): `custos audit report`.
+pub async fn report_offline(
+    data_dir: &std::path::Path,
+    rules: &Rules,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<custos_governance::report::AuditReport> {
+    let analytics = open_offline(data_dir, QueryOptions::default(), rules).await?;
+    Ok(custos_governance::report::build(
+        &analytics,
+        data_dir,
+        &audit_dir(data_dir),
+        rules.slos.as_ref(),
+        from,
+        to,
+    )
+    .await?)
+}
+
+/// Opens a data directory read-only with the rules' prices: for the CLI's `--data DIR`.
+pub async fn open_offline(
+    data_dir: &std::path::Path,
+    options: QueryOptions,
+    rules: &Rules,
+) -> Result<Analytics> {
+    let store = Store::open_read_only(data_dir).await?;
+    analytics_with_rules(store, options, rules).await
+}
+
+/// Opens a data directory read-only and runs one query: for `custos sql --data DIR`.
+pub async fn query_offline(
+    data_dir: &std::path::Path,
+    sql: &str,
+    options: QueryOptions,
+    rules: &Rules,
+) -> Result<custos_analytics::QueryResult> {
+    let analytics = open_offline(data_dir, options, rules).await?;
+    Ok(analytics.query(sql).await?)
+}

@@ -1,0 +1,241 @@
+//! Analytics routes: `GET /api/metrics`, `/api/thresholds`, `/api/slo` and
+//! `/api/slo/{name}/runs`, each the same computation as the CLI's offline command.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use custos_analytics::slo::SloReport;
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::{QueryParams, analytics_error, json_error, parse_at, query_params};
+use crate::start::ApiState;
+
+/// Query parameters of `GET /api/metrics`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MetricsParams {
+    window: Option<String>,
+    by: Option<String>,
+    at: Option<String>,
+}
+
+/// Builds a metrics request from user-facing parameters (CLI flags or API query).
+pub fn metrics_request(
+    window: Option<&str>,
+    by: Option<&str>,
+    at: Option<&str>,
+) -> std::result::Result<custos_analytics::metrics::MetricsRequest, String> {
+    use custos_analytics::metrics::{GroupBy, MetricsRequest, parse_duration};
+    Ok(MetricsRequest {
+        window: parse_duration(window.unwrap_or("24h")).map_err(|e| e.to_string())?,
+        by: GroupBy::parse(by.unwrap_or("workflow")).map_err(|e| e.to_string())?,
+        at: parse_at(at)?,
+    })
+}
+
+pub(crate) async fn api_metrics(
+    State(state): State<Arc<ApiState>>,
+    params: QueryParams<MetricsParams>,
+) -> Response {
+    let p = match query_params(params, "window, by, at") {
+        Ok(p) => p,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    let req = match metrics_request(p.window.as_deref(), p.by.as_deref(), p.at.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    match custos_analytics::metrics::compute(&state.analytics, &req).await {
+        Ok(r) => axum::Json(r).into_response(),
+        Err(e) => analytics_error(e),
+    }
+}
+
+/// Query parameters of `GET /api/thresholds`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ThresholdParams {
+    workflow: Option<String>,
+    step: Option<String>,
+    target_error: Option<f64>,
+    window: Option<String>,
+    at: Option<String>,
+}
+
+/// Builds a threshold request from user-facing parameters.
+pub fn threshold_request(
+    workflow: &str,
+    step: Option<&str>,
+    target_error: Option<f64>,
+    window: Option<&str>,
+    at: Option<&str>,
+) -> std::result::Result<custos_analytics::thresholds::ThresholdRequest, String> {
+    let window = custos_analytics::metrics::parse_duration(window.unwrap_or("30d"))
+        .map_err(|e| e.to_string())?;
+    let end = parse_at(at)?;
+    let start = end - chrono::Duration::from_std(window).map_err(|e| e.to_string())?;
+    Ok(custos_analytics::thresholds::ThresholdRequest {
+        workflow: workflow.to_string(),
+        step: step.map(String::from),
+        target_error: target_error.unwrap_or(0.03),
+        start,
+        end,
+    })
+}
+
+pub(crate) async fn api_thresholds(
+    State(state): State<Arc<ApiState>>,
+    params: QueryParams<ThresholdParams>,
+) -> Response {
+    let p = match query_params(params, "workflow, step, target_error, window, at") {
+        Ok(p) => p,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(workflow) = p.workflow.as_deref() else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "the `workflow` query parameter is required",
+        );
+    };
+    let req = match threshold_request(
+        workflow,
+        p.step.as_deref(),
+        p.target_error,
+        p.window.as_deref(),
+        p.at.as_deref(),
+    ) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    match custos_analytics::thresholds::compute(&state.analytics, &req).await {
+        Ok(r) => axum::Json(r).into_response(),
+        Err(e) => analytics_error(e),
+    }
+}
+
+/// Query parameters of `GET /api/slo`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SloParams {
+    at: Option<String>,
+    max_age: Option<String>,
+}
+
+pub(crate) async fn api_slo(State(state): State<Arc<ApiState>>, params: QueryParams<SloParams>) -> Response {
+    let p = match query_params(params, "at, max_age") {
+        Ok(p) => p,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(set) = &state.rules.slos else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "no SLO file is configured; set `rules.slos` in the config file or add rules/slos.yaml",
+        );
+    };
+    let at = match parse_at(p.at.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    if let Some(max_age) = &p.max_age {
+        let max_age = match custos_analytics::metrics::parse_duration(max_age) {
+            Ok(d) => d,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("`max_age`: {e}")),
+        };
+        // The background evaluation (every `rules.slo_interval_secs`) serves callers that accept
+        // its age: dashboards polling every few seconds then cost no evaluation at all.
+        if p.at.is_none()
+            && let Some(report) = cached_slo_report(&state, max_age)
+        {
+            return axum::Json(report).into_response();
+        }
+    }
+    match custos_analytics::slo::evaluate(&state.analytics, set, at).await {
+        Ok(r) => axum::Json(r).into_response(),
+        Err(e) => analytics_error(e),
+    }
+}
+
+/// Query parameters of `GET /api/slo/{name}/runs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SloRunsParams {
+    window: Option<String>,
+    at: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/slo/{name}/runs`: the runs the SLO's error query counts over its period (or
+/// `window`) ending `at`, slowest first; the SQL used is part of the answer.
+pub(crate) async fn api_slo_runs(
+    State(state): State<Arc<ApiState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    params: QueryParams<SloRunsParams>,
+) -> Response {
+    let p = match query_params(params, "window, at, limit") {
+        Ok(p) => p,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(set) = &state.rules.slos else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "no SLO file is configured; set `rules.slos` in the config file or add rules/slos.yaml",
+        );
+    };
+    let Some(slo) = set.slos.iter().find(|s| s.name == name) else {
+        let known: Vec<&str> = set.slos.iter().map(|s| s.name.as_str()).collect();
+        return json_error(
+            StatusCode::NOT_FOUND,
+            format!("no SLO `{name}`; known: {}", known.join(", ")),
+        );
+    };
+    let end = match parse_at(p.at.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    let window = match p.window.as_deref() {
+        None => slo.period,
+        Some(w) => match custos_analytics::metrics::parse_duration(w) {
+            Ok(d) => d,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("`window`: {e}")),
+        },
+    };
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let start = end - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::zero());
+    let sql = match custos_analytics::slo::burning_runs_sql(slo, start, end, limit) {
+        Ok(s) => s,
+        Err(e) => return analytics_error(e),
+    };
+    let rows = match state
+        .analytics
+        .query(&sql)
+        .await
+        .and_then(|r| render(&r, Format::Json))
+    {
+        Ok(bytes) => {
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or(serde_json::Value::Null)
+        }
+        Err(e) => return analytics_error(e),
+    };
+    axum::Json(serde_json::json!({
+        "slo": slo.name,
+        "window_start": start.to_rfc3339(),
+        "window_end": end.to_rfc3339(),
+        "sql": sql,
+        "runs": rows,
+    }))
+    .into_response()
+}
+
+/// The server's latest SLO evaluation when it is at most `max_age` old.
+pub(crate) fn cached_slo_report(state: &ApiState, max_age: Duration) -> Option<SloReport> {
+    let report = state.slo_report.lock().ok()?.clone()?;
+    let at = chrono::DateTime::parse_from_rfc3339(&report.at).ok()?;
+    let age = chrono::Utc::now()
+        .signed_duration_since(at)
+        .to_std()
+        .unwrap_or_default();
+    (age <= max_age).then_some(report)
+}

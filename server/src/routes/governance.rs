@@ -1,0 +1,148 @@
+//! Governance routes: `POST /api/authorize` (decide and record), `POST /api/gate` (the deploy
+//! gate on the server's own data) and `GET /api/audit/verify`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use custos_governance::gate;
+use custos_policy::engine::AuthzRequest;
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::{json_error, parse_at};
+use crate::start::ApiState;
+
+pub(crate) fn deny_body(message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "decision": "deny",
+        "determining_policies": [],
+        "advice": [],
+        "errors": [{"kind": "evaluation", "message": message}],
+        "error": message,
+    })
+}
+
+pub(crate) async fn api_authorize(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+    let req: AuthzRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!(
+                "request body must be a JSON object with `principal`, `action`, `resource`, `context` and optionally `entities` (docs/governance.md): {e}"
+            );
+            return (StatusCode::BAD_REQUEST, axum::Json(deny_body(&msg))).into_response();
+        }
+    };
+    let Some(engine) = state.rules.engine.clone() else {
+        let msg = "no policies are loaded (set `[rules] policies` or create rules/policy); every request is denied";
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(deny_body(msg))).into_response();
+    };
+    let audit = state.audit.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        custos_governance::authorize_and_record(&engine, &audit, &req)
+    })
+    .await;
+    match done {
+        Ok(Ok((d, record))) => {
+            let status = if d.request_error() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
+            let mut body = serde_json::to_value(&d).unwrap_or_default();
+            body["audit"] = serde_json::json!({"seq": record.seq, "hash": record.hash});
+            (status, axum::Json(body)).into_response()
+        }
+        Ok(Err(e)) => {
+            let msg = format!("the decision could not be recorded, so it is a deny: {e}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(deny_body(&msg)),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            let msg = format!("the decision failed, so it is a deny: {e}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(deny_body(&msg)),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Body of `POST /api/gate`.
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateRequest {
+    /// The change file's content.
+    pub change: gate::ChangeFile,
+    /// Evaluation time, RFC 3339 (default now).
+    #[serde(default)]
+    pub at: Option<String>,
+}
+
+pub(crate) async fn api_gate(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+    let req: GateRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "request body must be JSON like {{\"change\": {{...change file...}}, \"at\": \"2026-11-21T12:00:00Z\"}}: {e}"
+                ),
+            );
+        }
+    };
+    let change = match serde_json::to_string(&req.change)
+        .map_err(|e| custos_governance::Error::Gate(e.to_string()))
+        .and_then(|t| gate::ChangeFile::parse(&t, "request body"))
+    {
+        Ok(c) => c,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let at = match parse_at(req.at.as_deref()) {
+        Ok(t) => t,
+        Err(m) => return json_error(StatusCode::BAD_REQUEST, m),
+    };
+    let Some(engine) = state.rules.engine.clone() else {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no policies are loaded (set `[rules] policies` or create rules/policy); the gate cannot allow anything",
+        );
+    };
+    let dir = state
+        .rules
+        .policy_dir
+        .as_ref()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let mut report = match gate::evaluate(&state.analytics, &engine, &change, at, &dir).await {
+        Ok(r) => r,
+        Err(custos_governance::Error::Analytics(e)) => return analytics_error(e),
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let audit = state.audit.clone();
+    let recorded =
+        tokio::task::spawn_blocking(move || gate::record(&audit, &mut report).map(|_| report))
+            .await;
+    match recorded {
+        Ok(Ok(report)) => axum::Json(report).into_response(),
+        Ok(Err(e)) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the gate decision could not be recorded, so nothing is allowed: {e}"),
+        ),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+pub(crate) async fn api_audit_verify(State(state): State<Arc<ApiState>>) -> Response {
+    let dir = state.audit.dir().to_path_buf();
+    match tokio::task::spawn_blocking(move || custos_audit::verify(&dir)).await {
+        Ok(Ok(v)) => axum::Json(v).into_response(),
+        Ok(Err(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

@@ -1,0 +1,74 @@
+//! The HTTP API's routes, one module per API area; what the handlers share (error answers,
+//! query parameters).
+
+pub(crate) mod analytics;
+pub(crate) mod governance;
+pub(crate) mod runs;
+pub(crate) mod sql;
+pub(crate) mod status;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::StatusCode;
+
+use crate::start::ApiState;
+
+pub(crate) fn api_router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/api/sql", post(sql::sql))
+        .route("/api/metrics", get(analytics::api_metrics))
+        .route("/api/thresholds", get(analytics::api_thresholds))
+        .route("/api/slo", get(analytics::api_slo))
+        .route("/api/slo/{name}/runs", get(analytics::api_slo_runs))
+        .route("/api/authorize", post(governance::api_authorize))
+        .route("/api/gate", post(governance::api_gate))
+        .route("/api/audit/verify", get(governance::api_audit_verify))
+        .route("/api/runs", post(runs::start_run))
+        .route("/api/runs/{id}", get(runs::get_run))
+        .route("/api/reviews", get(runs::list_reviews))
+        .route("/api/reviews/{id}", get(runs::get_review))
+        .route("/api/reviews/{id}/approve", post(runs::approve))
+        .route("/api/reviews/{id}/reject", post(runs::reject))
+        .route("/api/status", get(status::api_status))
+        .route("/healthz", get(status::healthz))
+        .route("/metrics", get(crate::prom::metrics))
+        .with_state(state)
+}
+
+pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": message.into() });
+    (status, axum::Json(body)).into_response()
+}
+
+pub(crate) fn parse_at(at: Option<&str>) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+    match at {
+        None => Ok(chrono::Utc::now()),
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| {
+                format!("`at` = `{s}` is not an RFC 3339 time like 2026-11-21T12:00:00Z: {e}")
+            }),
+    }
+}
+
+pub(crate) fn analytics_error(e: custos_analytics::Error) -> Response {
+    let status = if e.is_client_error() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    json_error(status, e.to_string())
+}
+
+pub(crate) type QueryParams<T> =
+    std::result::Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>;
+
+/// The parsed query parameters, or the message of a 400 naming the parameters the route knows.
+pub(crate) fn query_params<T>(params: QueryParams<T>, known: &str) -> std::result::Result<T, String> {
+    params
+        .map(|p| p.0)
+        .map_err(|e| format!("invalid query parameters: {e}; known: {known}"))
+}

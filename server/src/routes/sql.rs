@@ -1,0 +1,51 @@
+//! `POST /api/sql`: one read-only query, rendered as the `Accept` header asks.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use custos_analytics::format::{Format, render};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+
+use super::json_error;
+use crate::start::ApiState;
+
+pub(crate) async fn sql(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: custos_api::SqlRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!("request body must be JSON like {{\"sql\": \"SELECT ...\"}}: {e}"),
+            );
+        }
+    };
+    let format = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(Format::from_accept)
+        .unwrap_or(Format::Json);
+    let started = Instant::now();
+    let result = state.analytics.query(&req.sql).await;
+    state.sql_seconds.observe(started.elapsed().as_secs_f64());
+    match result.and_then(|r| render(&r, format)) {
+        Ok(bytes) => {
+            let mut res = (StatusCode::OK, bytes).into_response();
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            );
+            res
+        }
+        Err(e) => {
+            let status = if e.is_client_error() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            json_error(status, e.to_string())
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! `GET /api/status` (what an operator's header shows) and `GET /healthz`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use crate::start::ApiState;
+
+/// `GET /api/status`: what an operator's header shows (`custos top`): ingest counters (a client
+/// derives rates from two readings), memtable, WAL, last flush, policy set, executor.
+pub(crate) async fn api_status(State(state): State<Arc<ApiState>>) -> Response {
+    use custos_collector::metrics::TransportLabels;
+    let count = |f: &Family<TransportLabels, Counter>| -> u64 {
+        ["grpc", "http"]
+            .iter()
+            .map(|t| f.get_or_create(&TransportLabels { transport: t }).get())
+            .sum()
+    };
+    let s = state.store.stats();
+    let pending_reviews = state
+        .runner
+        .as_ref()
+        .and_then(|r| r.executor.pending_reviews().ok())
+        .map(|v| v.len());
+    let body = custos_api::Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        spans_accepted: count(&state.collector_metrics.spans_accepted),
+        spans_rejected: count(&state.collector_metrics.spans_rejected),
+        memtable_rows: state.store.memtable_rows() as u64,
+        memtable_bytes: state.store.memtable_bytes() as u64,
+        wal_bytes: s.wal_bytes.load(Ordering::Relaxed),
+        flushes: s.flushes.load(Ordering::Relaxed),
+        last_flush_unix: match s.last_flush_unix.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        },
+        flush_errors: s.flush_errors.load(Ordering::Relaxed),
+        policy_hash: state.rules.engine.as_ref().map(|e| e.hash().to_string()),
+        workflows: state
+            .runner
+            .as_ref()
+            .map(|r| r.workflows.keys().cloned().collect()),
+        pending_reviews,
+    };
+    axum::Json(body).into_response()
+}
+
+pub(crate) async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
+    let body = serde_json::json!({
+        "status": "ok",
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "memtable_rows": state.store.memtable_rows(),
+    });
+    axum::Json(body).into_response()
+}

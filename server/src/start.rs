@@ -1,0 +1,273 @@
+//! Starting and stopping the process: the store, the three listeners, the background SLO
+//! evaluation and the executor's runner, and a graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use custos_analytics::Analytics;
+use custos_analytics::slo::SloReport;
+use custos_audit::AuditLog;
+use custos_collector::CollectorMetrics;
+use custos_collector::grpc::GrpcReceiver;
+use custos_collector::ingest::Ingest;
+use custos_store::Store;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::prom::{StoreGauges, register_store_gauges};
+use crate::{Error, Result, Rules, ServerOptions, analytics_with_rules, audit_dir, runs};
+
+/// What every handler reads.
+pub(crate) struct ApiState {
+    pub(crate) analytics: Analytics,
+    /// The data directory's audit log.
+    pub(crate) audit: Arc<AuditLog>,
+    pub(crate) rules: Rules,
+    /// The latest background SLO evaluation, for `/metrics`.
+    pub(crate) slo_report: std::sync::Mutex<Option<SloReport>>,
+    pub(crate) store: Store,
+    pub(crate) registry: Registry,
+    pub(crate) store_gauges: StoreGauges,
+    pub(crate) sql_seconds: Histogram,
+    pub(crate) started: Instant,
+    /// The reference executor, when workflows are configured.
+    pub(crate) runner: Option<Arc<runs::Runner>>,
+    /// The receivers' counters, for `/api/status`.
+    pub(crate) collector_metrics: CollectorMetrics,
+}
+
+/// A running server.
+pub struct RunningServer {
+    /// Bound OTLP/gRPC address.
+    pub otlp_grpc: SocketAddr,
+    /// Bound OTLP/HTTP address.
+    pub otlp_http: SocketAddr,
+    /// Bound API address.
+    pub api: SocketAddr,
+    store: Store,
+    stop: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<Result<()>>)>,
+    runner: Option<Arc<runs::Runner>>,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|cause| Error::Bind { what, addr, cause })
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Starts the store, the receivers and the API.
+pub async fn start(options: ServerOptions) -> Result<RunningServer> {
+    let store = Store::open(options.store.clone()).await?;
+    let rules = Rules::load(&options.rules)?;
+    let analytics = analytics_with_rules(store.clone(), options.query.clone(), &rules).await?;
+    let audit = Arc::new(AuditLog::open(&audit_dir(&options.store.data_dir))?);
+    if let Some(engine) = &rules.engine
+        && gate::note_policy_set(&audit, engine, SERVER_PRINCIPAL)?
+    {
+        tracing::info!(
+            hash = engine.hash(),
+            "recorded a new policy set in the audit log"
+        );
+    }
+    let metrics = CollectorMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let store_gauges = StoreGauges::default();
+    register_store_gauges(&mut registry, &store_gauges);
+    let wal_sync = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+    registry.register(
+        "custos_wal_sync_duration_seconds",
+        "Latency of one WAL group commit (write and fdatasync)",
+        wal_sync.clone(),
+    );
+    let _ = store
+        .stats()
+        .sync_observer
+        .set(Box::new(move |secs| wal_sync.observe(secs)));
+    let sql_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+    registry.register(
+        "custos_sql_query_duration_seconds",
+        "SQL query latency",
+        sql_seconds.clone(),
+    );
+    let collector_metrics = metrics.clone();
+    let ingest = Ingest {
+        store: store.clone(),
+        options: options.receiver.clone(),
+        metrics,
+    };
+
+    let grpc_listener = bind("OTLP/gRPC", options.otlp_grpc).await?;
+    let http_listener = bind("OTLP/HTTP", options.otlp_http).await?;
+    let api_listener = bind("the API", options.api).await?;
+    let local = |l: &TcpListener, what: &'static str, addr: SocketAddr| {
+        l.local_addr()
+            .map_err(|cause| Error::Bind { what, addr, cause })
+    };
+    let otlp_grpc = local(&grpc_listener, "OTLP/gRPC", options.otlp_grpc)?;
+    let otlp_http = local(&http_listener, "OTLP/HTTP", options.otlp_http)?;
+    let api = local(&api_listener, "the API", options.api)?;
+
+    let (stop, rx) = watch::channel(false);
+    let mut tasks: Vec<(&'static str, JoinHandle<Result<()>>)> = Vec::new();
+    let receiver = GrpcReceiver::new(ingest.clone());
+    let s = stopped(rx.clone());
+    tasks.push((
+        "OTLP/gRPC",
+        tokio::spawn(async move {
+            custos_collector::grpc::serve(grpc_listener, receiver, s)
+                .await
+                .map_err(|e| Error::Task(e.to_string()))
+        }),
+    ));
+    let s = stopped(rx.clone());
+    let http_ingest = ingest.clone();
+    tasks.push((
+        "OTLP/HTTP",
+        tokio::spawn(async move {
+            custos_collector::http::serve(http_listener, http_ingest, s)
+                .await
+                .map_err(|e| Error::Task(e.to_string()))
+        }),
+    ));
+    let runner = runs::open(
+        &options.executor,
+        &options.store.data_dir,
+        rules.engine.clone(),
+        otlp_http,
+    )?;
+    if let Some(r) = &runner {
+        let r = r.clone();
+        let s = stopped(rx.clone());
+        tasks.push((
+            "executor",
+            tokio::spawn(async move {
+                runs::background(r, s).await;
+                Ok(())
+            }),
+        ));
+    }
+    let state = Arc::new(ApiState {
+        collector_metrics,
+        runner: runner.clone(),
+        analytics,
+        audit,
+        rules,
+        slo_report: std::sync::Mutex::new(None),
+        store: store.clone(),
+        registry,
+        store_gauges,
+        sql_seconds,
+        started: Instant::now(),
+    });
+    if state.rules.slos.is_some() {
+        let st = state.clone();
+        let interval = options.rules.slo_interval;
+        let s = stopped(rx.clone());
+        tasks.push((
+            "SLO evaluation",
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = s => {}
+                    _ = evaluate_slos_forever(st, interval) => {}
+                }
+                Ok(())
+            }),
+        ));
+    }
+    let s = stopped(rx);
+    tasks.push((
+        "API",
+        tokio::spawn(async move {
+            axum::serve(api_listener, api_router(state))
+                .with_graceful_shutdown(s)
+                .await
+                .map_err(|e| Error::Task(format!("API server failed: {e}")))
+        }),
+    ));
+    Ok(RunningServer {
+        otlp_grpc,
+        otlp_http,
+        api,
+        store,
+        stop,
+        tasks,
+        runner,
+    })
+}
+
+impl RunningServer {
+    /// The store, for in-process callers and tests.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Stops accepting, lets requests in flight finish, then flushes the memtable.
+    pub async fn shutdown(self) -> Result<()> {
+        // The executor's spans go to our own receiver: send them while it still listens.
+        if let Some(r) = &self.runner {
+            let ex = r.executor.clone();
+            let sent = tokio::task::spawn_blocking(move || ex.telemetry().flush()).await;
+            if let Ok(Err(e)) = sent {
+                tracing::warn!(error = %e, "cannot send the executor's last spans");
+            }
+        }
+        let _ = self.stop.send(true);
+        let mut first_err = None;
+        for (what, task) in self.tasks {
+            match tokio::time::timeout(Duration::from_secs(30), task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    first_err.get_or_insert(e);
+                }
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(Error::Task(format!("{what} task panicked: {e}")));
+                }
+                Err(_) => {
+                    first_err.get_or_insert(Error::Task(format!(
+                        "{what} did not finish its requests within 30 s"
+                    )));
+                }
+            }
+        }
+        self.store.shutdown().await?;
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn evaluate_slos_forever(state: Arc<ApiState>, interval: Duration) {
+    let Some(set) = state.rules.slos.clone() else {
+        return;
+    };
+    loop {
+        let started = Instant::now();
+        match custos_analytics::slo::evaluate(&state.analytics, &set, chrono::Utc::now()).await {
+            Ok(report) => {
+                if let Ok(mut slot) = state.slo_report.lock() {
+                    *slot = Some(report);
+                }
+            }
+            Err(e) => tracing::warn!("SLO evaluation failed: {e}"),
+        }
+        // On a large store an evaluation takes a while; wait at least four times as long as it
+        // took, so SLO gauges never use more than a fifth of the query capacity.
+        tokio::time::sleep(interval.max(started.elapsed() * 4)).await;
+    }
+}
