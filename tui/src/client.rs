@@ -106,7 +106,23 @@ pub async fn fetch(
     )
     .await
     .unwrap_or(Value::Null);
-    let audit = match &verification {
+    let audit = audit_summary(&verification);
+    Ok(Snapshot {
+        status,
+        workflows: data::workflows(&metrics),
+        series: data::series(&series),
+        drift_psi: data::drift(&metrics),
+        slos: data::slos(&slos),
+        reviews: data::reviews(&reviews),
+        decisions: data::decisions(&decisions),
+        runs: data::runs(&runs),
+        audit,
+    })
+}
+
+/// The audit line of a snapshot: the verification's finding, empty when not verified this poll.
+fn audit_summary(verification: &Option<Value>) -> String {
+    match verification {
         None => String::new(),
         Some(Value::Null) => "audit verification unavailable".to_string(),
         Some(verify) => {
@@ -128,18 +144,7 @@ pub async fn fetch(
                     .collect::<String>()
             )
         }
-    };
-    Ok(Snapshot {
-        status,
-        workflows: data::workflows(&metrics),
-        series: data::series(&series),
-        drift_psi: data::drift(&metrics),
-        slos: data::slos(&slos),
-        reviews: data::reviews(&reviews),
-        decisions: data::decisions(&decisions),
-        runs: data::runs(&runs),
-        audit,
-    })
+    }
 }
 
 /// Loads a drill-down: the runs that burned an SLO's budget (`/api/slo/{name}/runs`), the spans

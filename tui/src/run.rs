@@ -80,13 +80,14 @@ fn spawn_worker(server: String, tx: mpsc::Sender<Msg>) -> Result<mpsc::Sender<Jo
     Ok(jobs)
 }
 
-/// Runs the dashboard against `server` until the user quits; polls every `interval`; review
-/// decisions are sent as `reviewer`.
-pub fn run(server: &str, interval: Duration, reviewer: Option<String>) -> Result<()> {
-    let (tx, rx) = mpsc::channel::<Msg>();
-    let jobs = spawn_worker(server.to_string(), tx.clone())?;
-    let (poke_tx, poke_rx) = mpsc::channel::<String>();
-    let url = server.to_string();
+/// Starts the thread that polls `url` every `interval` (or when poked with a new range) and
+/// sends each snapshot or failure to `tx`.
+fn spawn_poller(
+    url: String,
+    interval: Duration,
+    tx: mpsc::Sender<Msg>,
+    poke_rx: mpsc::Receiver<String>,
+) -> Result<()> {
     spawn_client_thread("custos-top-poll", move |rt, client| {
         let mut range = "1h".to_string();
         // The audit chain is verified at start, on a refresh and at most every minute:
@@ -121,7 +122,16 @@ pub fn run(server: &str, interval: Duration, reviewer: Option<String>) -> Result
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
-    })?;
+    })
+}
+
+/// Runs the dashboard against `server` until the user quits; polls every `interval`; review
+/// decisions are sent as `reviewer`.
+pub fn run(server: &str, interval: Duration, reviewer: Option<String>) -> Result<()> {
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let jobs = spawn_worker(server.to_string(), tx.clone())?;
+    let (poke_tx, poke_rx) = mpsc::channel::<String>();
+    spawn_poller(server.to_string(), interval, tx, poke_rx)?;
 
     let theme = Theme::from_env();
     let mut terminal = ratatui::try_init().map_err(|e| Error::Terminal(e.to_string()))?;
