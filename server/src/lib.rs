@@ -14,6 +14,8 @@ mod routes;
 pub mod runs;
 mod start;
 
+use std::net::SocketAddr;
+
 use custos_analytics::slo::SloSet;
 use custos_analytics::{Analytics, PriceTable, QueryOptions};
 use custos_policy::engine::Engine;

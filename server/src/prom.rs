@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::routes::json_error;
 use crate::start::ApiState;
 
 /// Gauges refreshed from the store on every scrape.

@@ -19,8 +19,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use custos_governance::gate;
+
 use crate::prom::{StoreGauges, register_store_gauges};
-use crate::{Error, Result, Rules, ServerOptions, analytics_with_rules, audit_dir, runs};
+use crate::routes::api_router;
+use crate::{
+    Error, Result, Rules, SERVER_PRINCIPAL, ServerOptions, analytics_with_rules, audit_dir, runs,
+};
 
 /// What every handler reads.
 pub(crate) struct ApiState {

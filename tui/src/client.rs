@@ -68,20 +68,7 @@ pub async fn fetch(client: &Client, range: &str, verify: bool) -> Result<Snapsho
     )
     .await
     .unwrap_or(Value::Null);
-    let audit = match &verification {
-        None => String::new(),
-        Some(None) => "audit verification unavailable".to_string(),
-        Some(Some(v)) => format!(
-            "{} record(s), {}; last record {} ({})",
-            v.records,
-            match &v.finding {
-                None => "chain intact".to_string(),
-                Some(f) => format!("TAMPERED: {}", serde_json::to_string(f).unwrap_or_default()),
-            },
-            v.last_seq,
-            v.last_hash.chars().take(16).collect::<String>()
-        ),
-    };
+    let audit = audit_summary(&verification);
     Ok(Snapshot {
         status,
         workflows: data::workflows(&metrics),
@@ -95,6 +82,24 @@ pub async fn fetch(client: &Client, range: &str, verify: bool) -> Result<Snapsho
         runs: data::runs(&runs),
         audit,
     })
+}
+
+/// The audit line of a snapshot: the verification's finding, empty when not verified this poll.
+fn audit_summary(verification: &Option<Option<custos_api::Verification>>) -> String {
+    match verification {
+        None => String::new(),
+        Some(None) => "audit verification unavailable".to_string(),
+        Some(Some(v)) => format!(
+            "{} record(s), {}; last record {} ({})",
+            v.records,
+            match &v.finding {
+                None => "chain intact".to_string(),
+                Some(f) => format!("TAMPERED: {}", serde_json::to_string(f).unwrap_or_default()),
+            },
+            v.last_seq,
+            v.last_hash.chars().take(16).collect::<String>()
+        ),
+    }
 }
 
 /// Loads a drill-down: the runs that burned an SLO's budget (`/api/slo/{name}/runs`), the spans

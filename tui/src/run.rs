@@ -86,13 +86,14 @@ fn spawn_worker(client: custos_api::Client, tx: mpsc::Sender<Msg>) -> Result<mps
     Ok(jobs)
 }
 
-/// Runs the dashboard against `server` until the user quits; polls every `interval`; review
-/// decisions are sent as `reviewer`.
-pub fn run(server: &str, interval: Duration, reviewer: Option<String>) -> Result<()> {
-    let (tx, rx) = mpsc::channel::<Msg>();
-    let client = api_client(server)?;
-    let jobs = spawn_worker(client.clone(), tx.clone())?;
-    let (poke_tx, poke_rx) = mpsc::channel::<String>();
+/// Starts the thread that polls the server every `interval` (or when poked with a new range)
+/// and sends each snapshot or failure to `tx`.
+fn spawn_poller(
+    client: custos_api::Client,
+    interval: Duration,
+    tx: mpsc::Sender<Msg>,
+    poke_rx: mpsc::Receiver<String>,
+) -> Result<()> {
     spawn_client_thread("custos-top-poll", client, move |rt, client| {
         let mut range = "1h".to_string();
         // The audit chain is verified at start, on a refresh and at most every minute:
@@ -127,7 +128,17 @@ pub fn run(server: &str, interval: Duration, reviewer: Option<String>) -> Result
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
-    })?;
+    })
+}
+
+/// Runs the dashboard against `server` until the user quits; polls every `interval`; review
+/// decisions are sent as `reviewer`.
+pub fn run(server: &str, interval: Duration, reviewer: Option<String>) -> Result<()> {
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let client = api_client(server)?;
+    let jobs = spawn_worker(client.clone(), tx.clone())?;
+    let (poke_tx, poke_rx) = mpsc::channel::<String>();
+    spawn_poller(client, interval, tx, poke_rx)?;
 
     let theme = Theme::from_env();
     let mut terminal = ratatui::try_init().map_err(|e| Error::Terminal(e.to_string()))?;

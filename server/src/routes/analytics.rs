@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use custos_analytics::slo::SloReport;
+use custos_analytics::format::{Format, render};
 use http::StatusCode;
 use serde::Deserialize;
 

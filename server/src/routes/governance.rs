@@ -11,7 +11,7 @@ use custos_policy::engine::AuthzRequest;
 use http::StatusCode;
 use serde::Deserialize;
 
-use super::{json_error, parse_at};
+use super::{analytics_error, json_error, parse_at};
 use crate::start::ApiState;
 
 pub(crate) fn deny_body(message: &str) -> serde_json::Value {
