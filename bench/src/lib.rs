@@ -37,6 +37,9 @@ pub enum Error {
     /// The server failed.
     #[error(transparent)]
     Server(#[from] custos_server::Error),
+    /// A decision could not be recorded.
+    #[error(transparent)]
+    Governance(#[from] custos_governance::Error),
 }
 
 /// Result type of the benchmarks.

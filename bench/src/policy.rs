@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use custos_audit::AuditLog;
+use custos_governance::authorize_and_record;
 use custos_policy::engine::{AuthzRequest, Engine};
-use custos_server::authorize_and_record;
 use serde::Serialize;
 
 use crate::decisions::{Latency, latency, requests};

@@ -16,7 +16,6 @@ pub fn data_dir(data: Option<PathBuf>) -> PathBuf {
     data.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA))
 }
 
-
 /// custos: observability and governance for AI workflow automation.
 #[derive(Parser)]
 #[command(name = "custos", version, about)]

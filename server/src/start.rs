@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use custos_analytics::Analytics;
 use custos_analytics::slo::SloReport;
 use custos_audit::AuditLog;

@@ -13,7 +13,15 @@ use crate::flags::ServeArgs;
 
 /// Runs `custos serve`.
 pub async fn run(a: ServeArgs) -> Result<ExitCode> {
-    serve(a.data, a.config, a.otlp_grpc, a.otlp_http, a.api, a.workflows).await
+    serve(
+        a.data,
+        a.config,
+        a.otlp_grpc,
+        a.otlp_http,
+        a.api,
+        a.workflows,
+    )
+    .await
 }
 
 async fn serve(

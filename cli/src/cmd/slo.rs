@@ -22,9 +22,7 @@ pub async fn slo(
     use custos_analytics::slo::{SloReport, evaluate, render_table};
     check_format(format, &["table", "json"])?;
     let report: SloReport = match &source.server {
-        Some(url) => {
-            api_get(url, "slo", &[("at", at)]).await?
-        }
+        Some(url) => api_get(url, "slo", &[("at", at)]).await?,
         None => {
             let rules = Some(rules.unwrap_or_else(|| PathBuf::from("rules/slos.yaml")));
             let (analytics, loaded) = open_data(&source, rules).await?;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use custos_analytics::slo::SloReport;
 use custos_analytics::format::{Format, render};
+use custos_analytics::slo::SloReport;
 use http::StatusCode;
 use serde::Deserialize;
 
@@ -125,7 +125,10 @@ pub(crate) struct SloParams {
     max_age: Option<String>,
 }
 
-pub(crate) async fn api_slo(State(state): State<Arc<ApiState>>, params: QueryParams<SloParams>) -> Response {
+pub(crate) async fn api_slo(
+    State(state): State<Arc<ApiState>>,
+    params: QueryParams<SloParams>,
+) -> Response {
     let p = match query_params(params, "at, max_age") {
         Ok(p) => p,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e),

@@ -43,7 +43,9 @@ pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Resp
     (status, axum::Json(body)).into_response()
 }
 
-pub(crate) fn parse_at(at: Option<&str>) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+pub(crate) fn parse_at(
+    at: Option<&str>,
+) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
     match at {
         None => Ok(chrono::Utc::now()),
         Some(s) => chrono::DateTime::parse_from_rfc3339(s)
@@ -67,7 +69,10 @@ pub(crate) type QueryParams<T> =
     std::result::Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>;
 
 /// The parsed query parameters, or the message of a 400 naming the parameters the route knows.
-pub(crate) fn query_params<T>(params: QueryParams<T>, known: &str) -> std::result::Result<T, String> {
+pub(crate) fn query_params<T>(
+    params: QueryParams<T>,
+    known: &str,
+) -> std::result::Result<T, String> {
     params
         .map(|p| p.0)
         .map_err(|e| format!("invalid query parameters: {e}; known: {known}"))

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path as UrlPath, Query};
-use http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
+use http::request::Parts;
 use serde::Deserialize;
 use serde_json::json;
 

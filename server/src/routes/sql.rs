@@ -12,7 +12,11 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use super::json_error;
 use crate::start::ApiState;
 
-pub(crate) async fn sql(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn sql(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let req: custos_api::SqlRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
