@@ -1,5 +1,9 @@
 //! The tamper-evident audit trail: every governance decision, appended durably and hash-chained.
 //!
+//! One file on purpose (~650 lines): the record format, the appender and the verifier share the
+//! chain's rules (what is hashed, in which order); apart, the hash definition would live in three
+//! places.
+//!
 //! This crate owns the audit log of a data directory (`DATA/audit/`): appending records before a
 //! decision is returned, reading them back (for the `audit` SQL table and reports), and verifying
 //! the chain (`custos audit verify`).

@@ -1,5 +1,8 @@
 //! OTLP trace data → Arrow batches with the `spans` schema.
 //!
+//! One file on purpose (~850 lines): one mapping from OTLP to the `spans` columns, with its tests;
+//! every column is filled in one pass over the spans.
+//!
 //! Validation rejects single spans (an invalid trace or span id, a timestamp past the year 2262)
 //! and keeps the rest: the caller reports rejected spans as an OTLP partial success. Attribute
 //! values are never rejected: a value of the wrong type for a typed column stays in the raw

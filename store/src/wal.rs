@@ -1,5 +1,8 @@
 //! The write-ahead log: where an export becomes durable before it is acknowledged.
 //!
+//! One file on purpose (~700 lines): the format, the group-committing writer and the replay reader
+//! share the record layout and its invariants, and are read together when one of them changes.
+//!
 //! # On-disk format
 //!
 //! The WAL is a directory of segment files named `{first_seq:020}.wal`, where `first_seq` is the

@@ -32,7 +32,8 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The API client of `server`, with a 10 s timeout per request.
+/// The API client of `server`, with a 10 s timeout per request. Each client thread builds its
+/// own: a connection pool belongs to the runtime that opened its connections.
 fn api_client(server: &str) -> Result<custos_api::Client> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -41,10 +42,10 @@ fn api_client(server: &str) -> Result<custos_api::Client> {
     custos_api::Client::with_http(server, http).map_err(|e| Error::Api(e.to_string()))
 }
 
-/// Starts a thread with its own single-threaded runtime and its own clone of `client`.
+/// Starts a thread with its own single-threaded runtime and its own API client of `server`.
 fn spawn_client_thread(
     name: &str,
-    client: custos_api::Client,
+    server: String,
     body: impl FnOnce(&tokio::runtime::Runtime, custos_api::Client) + Send + 'static,
 ) -> Result<()> {
     std::thread::Builder::new()
@@ -56,6 +57,9 @@ fn spawn_client_thread(
             else {
                 return;
             };
+            let Ok(client) = api_client(&server) else {
+                return;
+            };
             body(&rt, client);
         })
         .map(|_| ())
@@ -64,9 +68,9 @@ fn spawn_client_thread(
 
 /// Loads drill-downs and sends review decisions, one at a time, off the UI thread (so a slow
 /// poll never delays them).
-fn spawn_worker(client: custos_api::Client, tx: mpsc::Sender<Msg>) -> Result<mpsc::Sender<Job>> {
+fn spawn_worker(server: String, tx: mpsc::Sender<Msg>) -> Result<mpsc::Sender<Job>> {
     let (jobs, rx) = mpsc::channel::<Job>();
-    spawn_client_thread("custos-top-load", client, move |rt, client| {
+    spawn_client_thread("custos-top-load", server, move |rt, client| {
         while let Ok(job) = rx.recv() {
             let msg = match job {
                 Job::Load(r) => {
@@ -89,12 +93,12 @@ fn spawn_worker(client: custos_api::Client, tx: mpsc::Sender<Msg>) -> Result<mps
 /// Starts the thread that polls the server every `interval` (or when poked with a new range)
 /// and sends each snapshot or failure to `tx`.
 fn spawn_poller(
-    client: custos_api::Client,
+    server: String,
     interval: Duration,
     tx: mpsc::Sender<Msg>,
     poke_rx: mpsc::Receiver<String>,
 ) -> Result<()> {
-    spawn_client_thread("custos-top-poll", client, move |rt, client| {
+    spawn_client_thread("custos-top-poll", server, move |rt, client| {
         let mut range = "1h".to_string();
         // The audit chain is verified at start, on a refresh and at most every minute:
         // verification reads the whole log.
@@ -135,10 +139,11 @@ fn spawn_poller(
 /// decisions are sent as `reviewer`.
 pub fn run(server: &str, interval: Duration, reviewer: Option<String>) -> Result<()> {
     let (tx, rx) = mpsc::channel::<Msg>();
-    let client = api_client(server)?;
-    let jobs = spawn_worker(client.clone(), tx.clone())?;
+    // An unusable URL is refused here, before the terminal is taken over.
+    api_client(server)?;
+    let jobs = spawn_worker(server.to_string(), tx.clone())?;
     let (poke_tx, poke_rx) = mpsc::channel::<String>();
-    spawn_poller(client, interval, tx, poke_rx)?;
+    spawn_poller(server.to_string(), interval, tx, poke_rx)?;
 
     let theme = Theme::from_env();
     let mut terminal = ratatui::try_init().map_err(|e| Error::Terminal(e.to_string()))?;

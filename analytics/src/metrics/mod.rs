@@ -151,6 +151,17 @@ pub fn format_duration(d: Duration) -> String {
     format!("{s}s")
 }
 
+/// An evaluation time as users write it (`--at`, `?at=`): RFC 3339, or now when absent. The
+/// message says what is wrong with the value; callers name the parameter.
+pub fn parse_at(at: Option<&str>) -> std::result::Result<DateTime<Utc>, String> {
+    match at {
+        None => Ok(Utc::now()),
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| format!("`{s}` is not an RFC 3339 time like 2026-11-21T12:00:00Z: {e}")),
+    }
+}
+
 /// A SQL timestamp literal for `t`.
 pub fn sql_timestamp(t: DateTime<Utc>) -> String {
     format!("TIMESTAMP '{}'", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"))

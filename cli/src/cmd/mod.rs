@@ -101,16 +101,7 @@ pub fn print(text: &str) -> Result<ExitCode> {
 
 /// `--at`: an RFC 3339 time, or now.
 pub fn parse_time(at: Option<&str>) -> Result<chrono::DateTime<chrono::Utc>> {
-    match at {
-        None => Ok(chrono::Utc::now()),
-        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .map_err(|e| {
-                user(format!(
-                    "`--at {s}` is not an RFC 3339 time like 2026-11-21T12:00:00Z: {e}"
-                ))
-            }),
-    }
+    custos_analytics::metrics::parse_at(at).map_err(|e| user(format!("`--at` {e}")))
 }
 
 /// A data directory that must exist (offline commands never create one).

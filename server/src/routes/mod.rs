@@ -46,14 +46,7 @@ pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Resp
 pub(crate) fn parse_at(
     at: Option<&str>,
 ) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
-    match at {
-        None => Ok(chrono::Utc::now()),
-        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .map_err(|e| {
-                format!("`at` = `{s}` is not an RFC 3339 time like 2026-11-21T12:00:00Z: {e}")
-            }),
-    }
+    custos_analytics::metrics::parse_at(at).map_err(|e| format!("`at` = {e}"))
 }
 
 pub(crate) fn analytics_error(e: custos_analytics::Error) -> Response {
