@@ -268,7 +268,7 @@ impl Store {
         let mut memtable = Memtable::default();
         for rec in replay {
             for batch in codec::decode(&rec.payload)? {
-                memtable.push(rec.seq, batch);
+                memtable.push_decoded(rec.seq, batch, rec.payload.len());
             }
         }
         if !memtable.is_empty() {
@@ -352,7 +352,7 @@ impl Store {
         let mut memtable = Memtable::default();
         for rec in records {
             for batch in codec::decode(&rec.payload)? {
-                memtable.push(rec.seq, batch);
+                memtable.push_decoded(rec.seq, batch, rec.payload.len());
             }
         }
         Ok(Store {

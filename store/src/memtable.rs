@@ -32,6 +32,18 @@ impl Memtable {
     /// Appends a batch; `seq` must be above every sequence number already held.
     pub fn push(&mut self, seq: u64, batch: RecordBatch) {
         let bytes = batch.get_array_memory_size();
+        self.push_sized(seq, batch, bytes);
+    }
+
+    /// Appends a batch decoded from a WAL payload of `payload_bytes`. Its columns slice the one
+    /// buffer the IPC message was read into, which `get_array_memory_size` would count once per
+    /// column (about 30 times the memory held); the payload's length is what it holds.
+    pub fn push_decoded(&mut self, seq: u64, batch: RecordBatch, payload_bytes: usize) {
+        let bytes = batch.get_array_memory_size().min(payload_bytes);
+        self.push_sized(seq, batch, bytes);
+    }
+
+    fn push_sized(&mut self, seq: u64, batch: RecordBatch, bytes: usize) {
         self.rows += batch.num_rows();
         self.bytes += bytes;
         self.entries.push_back(MemEntry { seq, batch, bytes });
