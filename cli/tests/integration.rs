@@ -1602,6 +1602,12 @@ fn custos_top_in_a_real_terminal_shows_the_server_and_follows_keys() {
     keys("Escape");
     wait_for("Recent runs (");
     keys("Escape");
+    // Esc followed at once by a key reads as Alt+key: let the Esc (clearing the filter) land first.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while screen().contains("filter /success") {
+        assert!(Instant::now() < deadline, "Esc did not clear the filter");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Decisions screen: filtered to the approval made above, enter opens its record.
     keys("5");
     wait_for("[5 Decisions]");
