@@ -11,7 +11,7 @@ use custos_analytics::slo::SloReport;
 use http::StatusCode;
 use serde::Deserialize;
 
-use super::{QueryParams, analytics_error, json_error, parse_at, query_params};
+use super::{QueryParams, analytics_error, bad_request, json_error, parse_at, query_params};
 use crate::start::ApiState;
 
 /// Query parameters of `GET /api/metrics`.
@@ -40,19 +40,16 @@ pub fn metrics_request(
 pub(crate) async fn api_metrics(
     State(state): State<Arc<ApiState>>,
     params: QueryParams<MetricsParams>,
-) -> Response {
-    let p = match query_params(params, "window, by, at") {
-        Ok(p) => p,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
-    };
-    let req = match metrics_request(p.window.as_deref(), p.by.as_deref(), p.at.as_deref()) {
-        Ok(r) => r,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
-    };
-    match custos_analytics::metrics::compute(&state.analytics, &req).await {
-        Ok(r) => axum::Json(r).into_response(),
-        Err(e) => analytics_error(e),
-    }
+) -> Result<Response, Response> {
+    let p = query_params(params, "window, by, at").map_err(bad_request)?;
+    let req = metrics_request(p.window.as_deref(), p.by.as_deref(), p.at.as_deref())
+        .map_err(bad_request)?;
+    Ok(
+        match custos_analytics::metrics::compute(&state.analytics, &req).await {
+            Ok(r) => axum::Json(r).into_response(),
+            Err(e) => analytics_error(e),
+        },
+    )
 }
 
 /// Query parameters of `GET /api/thresholds`.
@@ -90,31 +87,26 @@ pub fn threshold_request(
 pub(crate) async fn api_thresholds(
     State(state): State<Arc<ApiState>>,
     params: QueryParams<ThresholdParams>,
-) -> Response {
-    let p = match query_params(params, "workflow, step, target_error, window, at") {
-        Ok(p) => p,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
-    };
+) -> Result<Response, Response> {
+    let p =
+        query_params(params, "workflow, step, target_error, window, at").map_err(bad_request)?;
     let Some(workflow) = p.workflow.as_deref() else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "the `workflow` query parameter is required",
-        );
+        return Err(bad_request("the `workflow` query parameter is required"));
     };
-    let req = match threshold_request(
+    let req = threshold_request(
         workflow,
         p.step.as_deref(),
         p.target_error,
         p.window.as_deref(),
         p.at.as_deref(),
-    ) {
-        Ok(r) => r,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
-    };
-    match custos_analytics::thresholds::compute(&state.analytics, &req).await {
-        Ok(r) => axum::Json(r).into_response(),
-        Err(e) => analytics_error(e),
-    }
+    )
+    .map_err(bad_request)?;
+    Ok(
+        match custos_analytics::thresholds::compute(&state.analytics, &req).await {
+            Ok(r) => axum::Json(r).into_response(),
+            Err(e) => analytics_error(e),
+        },
+    )
 }
 
 /// Query parameters of `GET /api/slo`.
@@ -128,38 +120,27 @@ pub(crate) struct SloParams {
 pub(crate) async fn api_slo(
     State(state): State<Arc<ApiState>>,
     params: QueryParams<SloParams>,
-) -> Response {
-    let p = match query_params(params, "at, max_age") {
-        Ok(p) => p,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
-    };
-    let Some(set) = &state.rules.slos else {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            "no SLO file is configured; set `rules.slos` in the config file or add rules/slos.yaml",
-        );
-    };
-    let at = match parse_at(p.at.as_deref()) {
-        Ok(t) => t,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
-    };
+) -> Result<Response, Response> {
+    let p = query_params(params, "at, max_age").map_err(bad_request)?;
+    let set = state.rules.slos.as_ref().ok_or_else(no_slo_file)?;
+    let at = parse_at(p.at.as_deref()).map_err(bad_request)?;
     if let Some(max_age) = &p.max_age {
-        let max_age = match custos_analytics::metrics::parse_duration(max_age) {
-            Ok(d) => d,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("`max_age`: {e}")),
-        };
+        let max_age = custos_analytics::metrics::parse_duration(max_age)
+            .map_err(|e| bad_request(format!("`max_age`: {e}")))?;
         // The background evaluation (every `rules.slo_interval_secs`) serves callers that accept
         // its age: dashboards polling every few seconds then cost no evaluation at all.
         if p.at.is_none()
             && let Some(report) = cached_slo_report(&state, max_age)
         {
-            return axum::Json(report).into_response();
+            return Ok(axum::Json(report).into_response());
         }
     }
-    match custos_analytics::slo::evaluate(&state.analytics, set, at).await {
-        Ok(r) => axum::Json(r).into_response(),
-        Err(e) => analytics_error(e),
-    }
+    Ok(
+        match custos_analytics::slo::evaluate(&state.analytics, set, at).await {
+            Ok(r) => axum::Json(r).into_response(),
+            Err(e) => analytics_error(e),
+        },
+    )
 }
 
 /// Query parameters of `GET /api/slo/{name}/runs`.
@@ -177,40 +158,27 @@ pub(crate) async fn api_slo_runs(
     State(state): State<Arc<ApiState>>,
     axum::extract::Path(name): axum::extract::Path<String>,
     params: QueryParams<SloRunsParams>,
-) -> Response {
-    let p = match query_params(params, "window, at, limit") {
-        Ok(p) => p,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
-    };
-    let Some(set) = &state.rules.slos else {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            "no SLO file is configured; set `rules.slos` in the config file or add rules/slos.yaml",
-        );
-    };
+) -> Result<Response, Response> {
+    let p = query_params(params, "window, at, limit").map_err(bad_request)?;
+    let set = state.rules.slos.as_ref().ok_or_else(no_slo_file)?;
     let Some(slo) = set.slos.iter().find(|s| s.name == name) else {
         let known: Vec<&str> = set.slos.iter().map(|s| s.name.as_str()).collect();
-        return json_error(
+        return Err(json_error(
             StatusCode::NOT_FOUND,
             format!("no SLO `{name}`; known: {}", known.join(", ")),
-        );
+        ));
     };
-    let end = match parse_at(p.at.as_deref()) {
-        Ok(t) => t,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
-    };
+    let end = parse_at(p.at.as_deref()).map_err(bad_request)?;
     let window = match p.window.as_deref() {
         None => slo.period,
-        Some(w) => match custos_analytics::metrics::parse_duration(w) {
-            Ok(d) => d,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("`window`: {e}")),
-        },
+        Some(w) => custos_analytics::metrics::parse_duration(w)
+            .map_err(|e| bad_request(format!("`window`: {e}")))?,
     };
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let start = end - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::zero());
     let sql = match custos_analytics::slo::burning_runs_sql(slo, start, end, limit) {
         Ok(s) => s,
-        Err(e) => return analytics_error(e),
+        Err(e) => return Err(analytics_error(e)),
     };
     let rows = match state
         .analytics
@@ -221,16 +189,16 @@ pub(crate) async fn api_slo_runs(
         Ok(bytes) => {
             serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or(serde_json::Value::Null)
         }
-        Err(e) => return analytics_error(e),
+        Err(e) => return Err(analytics_error(e)),
     };
-    axum::Json(serde_json::json!({
+    Ok(axum::Json(serde_json::json!({
         "slo": slo.name,
         "window_start": start.to_rfc3339(),
         "window_end": end.to_rfc3339(),
         "sql": sql,
         "runs": rows,
     }))
-    .into_response()
+    .into_response())
 }
 
 /// The server's latest SLO evaluation when it is at most `max_age` old.
@@ -242,4 +210,12 @@ pub(crate) fn cached_slo_report(state: &ApiState, max_age: Duration) -> Option<S
         .to_std()
         .unwrap_or_default();
     (age <= max_age).then_some(report)
+}
+
+/// The 404 of the SLO routes when no SLO file is configured.
+fn no_slo_file() -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "no SLO file is configured; set `rules.slos` in the config file or add rules/slos.yaml",
+    )
 }

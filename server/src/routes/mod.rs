@@ -43,6 +43,11 @@ pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Resp
     (status, axum::Json(body)).into_response()
 }
 
+/// A 400 answer with `message`.
+pub(crate) fn bad_request(message: impl Into<String>) -> Response {
+    json_error(StatusCode::BAD_REQUEST, message)
+}
+
 pub(crate) fn parse_at(
     at: Option<&str>,
 ) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
