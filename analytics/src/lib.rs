@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod canary;
+pub mod duration;
 pub mod format;
 pub mod metrics;
 pub mod prices;

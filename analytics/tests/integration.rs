@@ -734,7 +734,7 @@ async fn slos_match_an_independent_computation() {
         .find(|s| s.name == "run-success")
         .unwrap();
     for w in &success.windows {
-        let secs = custos_analytics::metrics::parse_duration(&w.window)
+        let secs = custos_analytics::duration::parse(&w.window)
             .unwrap()
             .as_secs();
         let (bad, total) = ratio(secs);

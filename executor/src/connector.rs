@@ -25,13 +25,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use custos_analytics::duration::parse as parse_duration;
 use custos_synth::Rng;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::StepError;
 use crate::model::sha256_u64;
-use crate::workflow::{ConnectorFile, parse_duration};
+use crate::workflow::ConnectorFile;
 
 /// A call to a connector.
 #[derive(Debug, Clone, Copy)]

@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use custos_analytics::duration::parse as parse_duration;
 use serde::Deserialize;
 
 /// Errors of workflow definitions.
@@ -301,34 +302,6 @@ pub struct Workflow {
     pub timeouts: Vec<Duration>,
     /// Each step's retry policy.
     pub retries: Vec<RetryPolicy>,
-}
-
-/// Parses a duration like `500ms`, `30s`, `5m`, `24h`, `7d`.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like `500ms`, `30s`, `5m`, `24h`"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86_400.0,
-        _ => {
-            return Err(format!(
-                "`{s}` has no unit; write it like `500ms`, `30s`, `5m`, `24h`"
-            ));
-        }
-    };
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(format!("`{s}` must be greater than zero"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 const KINDS: &[&str] = &["model", "connector", "human", "transform", "route"];

@@ -5,7 +5,7 @@
 //! `[at - window, at)`; a run belongs to the window its first span started in.
 //!
 //! This module holds the request, the report and the helpers the other analytics modules share
-//! (durations, timestamps, reading result rows); `query` holds the SQL and computes a report,
+//! (timestamps, reading result rows); `query` holds the SQL and computes a report,
 //! `render` renders one as text tables or CSV.
 
 mod query;
@@ -113,42 +113,6 @@ impl GroupBy {
             Self::Day => "day",
         }
     }
-}
-
-/// Parses a duration such as `90s`, `30m`, `24h`, `7d` or `2w`.
-pub fn parse_duration(s: &str) -> Result<Duration> {
-    let bad = || {
-        Error::Plan(format!(
-            "invalid duration `{s}`: expected a whole number followed by s, m, h, d or w (e.g. `24h`)"
-        ))
-    };
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return Err(bad()),
-    };
-    if n == 0 {
-        return Err(bad());
-    }
-    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(bad)
-}
-
-/// Renders a duration the way [`parse_duration`] reads it.
-pub fn format_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    for (unit, secs) in [("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if s >= secs && s.is_multiple_of(secs) {
-            return format!("{}{unit}", s / secs);
-        }
-    }
-    format!("{s}s")
 }
 
 /// An evaluation time as users write it (`--at`, `?at=`): RFC 3339, or now when absent. The
@@ -359,18 +323,6 @@ impl Row<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_and_print() {
-        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
-        assert_eq!(format_duration(Duration::from_secs(86_400)), "1d");
-        assert_eq!(format_duration(Duration::from_secs(5_400)), "90m");
-        for bad in ["", "h", "24", "24x", "0h", "-1h", "1.5h"] {
-            let e = parse_duration(bad).unwrap_err().to_string();
-            assert!(e.contains("invalid duration"), "{bad}: {e}");
-        }
-    }
 
     #[test]
     fn drift_table_header_matches_its_rows() {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{
     Drift, ErrorClass, GroupMetrics, MetricsReport, MetricsRequest, Percentiles, Rows,
-    drift_status, format_duration, psi_noise, sql_timestamp,
+    drift_status, psi_noise, sql_timestamp,
 };
 use crate::{Analytics, Result};
 
@@ -87,7 +87,7 @@ pub async fn compute(analytics: &Analytics, req: &MetricsRequest) -> Result<Metr
     Ok(MetricsReport {
         window_start: (req.at - window).to_rfc3339(),
         window_end: req.at.to_rfc3339(),
-        window: format_duration(req.window),
+        window: crate::duration::format(req.window),
         by: req.by,
         groups: groups.into_values().collect(),
         errors,

@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Severity, Slo, SloSet, bind_window};
-use crate::metrics::{Rows, format_duration};
+use crate::duration::format as format_duration;
+use crate::metrics::Rows;
 use crate::{Analytics, Error, Result};
 
 /// One window's numbers.

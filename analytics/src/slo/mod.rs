@@ -193,7 +193,12 @@ const PLACEHOLDERS: [&str; 3] = ["{{.window_start}}", "{{.window_end}}", "{{.win
 
 /// Fills the window placeholders of an SLI query.
 pub fn bind_window(sql: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> String {
-    let secs = (end - start).num_seconds();
+    // Windows may be shorter than a second (`500ms`); whole seconds print as before.
+    let ms = (end - start).num_milliseconds();
+    let secs = match ms % 1000 {
+        0 => format!("{}", ms / 1000),
+        frac => format!("{}.{:03}", ms / 1000, frac.abs()),
+    };
     sql.replace("{{.window_start}}", &sql_timestamp(start))
         .replace("{{.window_end}}", &sql_timestamp(end))
         .replace("{{.window}}", &format!("INTERVAL '{secs} seconds'"))

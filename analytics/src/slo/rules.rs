@@ -12,7 +12,7 @@ use super::{
     AlertOverrides, AlertRule, AlertingSpec, PLACEHOLDERS, Severity, Slo, SloFile, SloSet, SloSpec,
     WindowSpec, bind_window, default_alerts,
 };
-use crate::metrics::parse_duration;
+use crate::duration::parse as parse_duration;
 use crate::{Analytics, Error, Result};
 
 /// Makes an error naming the file.

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use custos_analytics::canary::ChangeKind;
-use custos_analytics::metrics::parse_duration;
+use custos_analytics::duration::parse as parse_duration;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};

@@ -29,9 +29,10 @@ pub fn metrics_request(
     by: Option<&str>,
     at: Option<&str>,
 ) -> std::result::Result<custos_analytics::metrics::MetricsRequest, String> {
-    use custos_analytics::metrics::{GroupBy, MetricsRequest, parse_duration};
+    use custos_analytics::metrics::{GroupBy, MetricsRequest};
     Ok(MetricsRequest {
-        window: parse_duration(window.unwrap_or("24h")).map_err(|e| e.to_string())?,
+        window: custos_analytics::duration::parse(window.unwrap_or("24h"))
+            .map_err(|e| e.to_string())?,
         by: GroupBy::parse(by.unwrap_or("workflow")).map_err(|e| e.to_string())?,
         at: parse_at(at)?,
     })
@@ -71,8 +72,8 @@ pub fn threshold_request(
     window: Option<&str>,
     at: Option<&str>,
 ) -> std::result::Result<custos_analytics::thresholds::ThresholdRequest, String> {
-    let window = custos_analytics::metrics::parse_duration(window.unwrap_or("30d"))
-        .map_err(|e| e.to_string())?;
+    let window =
+        custos_analytics::duration::parse(window.unwrap_or("30d")).map_err(|e| e.to_string())?;
     let end = parse_at(at)?;
     let start = end - chrono::Duration::from_std(window).map_err(|e| e.to_string())?;
     Ok(custos_analytics::thresholds::ThresholdRequest {
@@ -125,7 +126,7 @@ pub(crate) async fn api_slo(
     let set = state.rules.slos.as_ref().ok_or_else(no_slo_file)?;
     let at = parse_at(p.at.as_deref()).map_err(bad_request)?;
     if let Some(max_age) = &p.max_age {
-        let max_age = custos_analytics::metrics::parse_duration(max_age)
+        let max_age = custos_analytics::duration::parse(max_age)
             .map_err(|e| bad_request(format!("`max_age`: {e}")))?;
         // The background evaluation (every `rules.slo_interval_secs`) serves callers that accept
         // its age: dashboards polling every few seconds then cost no evaluation at all.
@@ -171,7 +172,7 @@ pub(crate) async fn api_slo_runs(
     let end = parse_at(p.at.as_deref()).map_err(bad_request)?;
     let window = match p.window.as_deref() {
         None => slo.period,
-        Some(w) => custos_analytics::metrics::parse_duration(w)
+        Some(w) => custos_analytics::duration::parse(w)
             .map_err(|e| bad_request(format!("`window`: {e}")))?,
     };
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
