@@ -196,31 +196,41 @@ pub fn render_csv(r: &MetricsReport) -> String {
     out
 }
 
-/// An aligned plain-text table.
+/// An aligned plain-text table: left-aligned columns two spaces apart, no borders, no trailing
+/// blanks (comfy-table with no lines drawn).
 pub fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    use comfy_table::{CellAlignment, Table, presets::NOTHING};
+    let mut table = Table::new();
+    table
+        .load_preset(NOTHING)
+        .set_header(header.iter().copied());
     for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
+        table.add_row(row.iter().map(String::as_str));
     }
-    let mut out = String::new();
-    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
-        let mut first = true;
-        for (cell, w) in cells.zip(&widths) {
-            if !first {
-                out.push_str("  ");
-            }
-            first = false;
-            let _ = write!(out, "{cell:<w$}");
-        }
-        let trimmed = out.trim_end().len();
-        out.truncate(trimmed);
-        out.push('\n');
-    };
-    line(&mut out, &mut header.iter().copied());
-    for row in rows {
-        line(&mut out, &mut row.iter().map(String::as_str));
+    for column in table.column_iter_mut() {
+        column
+            .set_padding((0, 2))
+            .set_cell_alignment(CellAlignment::Left);
     }
+    let mut out = table.trim_fmt();
+    out.push('\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_table;
+
+    #[test]
+    fn text_tables_align_left_two_spaces_apart_with_no_trailing_blanks() {
+        let rows = [
+            vec!["a".to_string(), "1".into(), String::new()],
+            vec!["longer name".into(), "22".into(), "z".into()],
+            vec![String::new(), String::new(), String::new()],
+        ];
+        assert_eq!(
+            text_table(&["name", "value", "x"], &rows),
+            "name         value  x\na            1\nlonger name  22     z\n\n"
+        );
+    }
 }
