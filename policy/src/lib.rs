@@ -15,6 +15,7 @@
 
 mod context;
 pub mod engine;
+pub mod junit;
 pub mod query;
 pub mod testing;
 

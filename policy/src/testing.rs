@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::engine::{AuthzRequest, Engine, ErrorKind};
+use crate::junit;
 use crate::{Error, Policies, Result};
 
 /// The request part of a test case.
@@ -266,82 +267,36 @@ pub fn render_text(r: &TestReport) -> String {
     out
 }
 
-/// Escapes text for XML attributes and content.
-pub fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' && c != '\r' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// JUnit XML: one `testsuite` per test file, one `testcase` per case.
 pub fn render_junit(r: &TestReport) -> String {
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let total: f64 = r.cases.iter().map(|c| c.elapsed.as_secs_f64()).sum();
-    let _ = writeln!(
-        out,
-        "<testsuites name=\"custos policy tests\" tests=\"{}\" failures=\"{}\" errors=\"0\" time=\"{total:.6}\">",
-        r.cases.len(),
-        r.failed()
-    );
     let mut files: Vec<&PathBuf> = Vec::new();
     for c in &r.cases {
         if !files.contains(&&c.file) {
             files.push(&c.file);
         }
     }
-    for file in files {
-        let cases: Vec<&CaseResult> = r.cases.iter().filter(|c| &c.file == file).collect();
+    let suites = files.into_iter().map(|file| {
         let name = file_name(file);
-        let time: f64 = cases.iter().map(|c| c.elapsed.as_secs_f64()).sum();
-        let failed = cases.iter().filter(|c| !c.passed()).count();
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failed}\" errors=\"0\" time=\"{time:.6}\">",
-            xml_escape(&name),
-            cases.len()
-        );
-        let class = format!("policy.{}", name.trim_end_matches(".json"));
-        for c in cases {
-            let _ = write!(
-                out,
-                "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.6}\"",
-                xml_escape(&c.name),
-                xml_escape(&class),
-                c.elapsed.as_secs_f64()
-            );
-            if c.passed() {
-                out.push_str("/>\n");
-            } else {
-                let _ = writeln!(
-                    out,
-                    ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
-                    xml_escape(c.failures.first().map_or("", String::as_str)),
-                    xml_escape(&c.failures.join("\n"))
-                );
-            }
+        let classname = format!("policy.{}", name.trim_end_matches(".json"));
+        let cases = r.cases.iter().filter(|c| &c.file == file);
+        let cases = cases.map(|c| junit::Case {
+            name: c.name.clone(),
+            classname: classname.clone(),
+            time: c.elapsed,
+            failure: (!c.passed()).then(|| junit::Failure {
+                message: c.failures.first().cloned().unwrap_or_default(),
+                text: Some(c.failures.join("\n")),
+            }),
+            ..junit::Case::default()
+        });
+        junit::Suite {
+            cases: cases.collect(),
+            name,
         }
-        out.push_str("  </testsuite>\n");
-    }
-    out.push_str("</testsuites>\n");
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn xml_is_escaped() {
-        assert_eq!(xml_escape("a<b & \"c\"\u{1}"), "a&lt;b &amp; &quot;c&quot;");
-    }
+    });
+    junit::render(&junit::Report {
+        name: "custos policy tests".into(),
+        timed: true,
+        suites: suites.collect(),
+    })
 }

@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use custos_policy::engine::{DecisionError, ErrorKind};
-use custos_policy::testing::xml_escape;
+use custos_policy::engine::ErrorKind;
+use custos_policy::junit;
 use serde_json::{Value, json};
 
 use super::GateReport;
@@ -259,76 +259,59 @@ pub fn render_junit(r: &GateReport) -> String {
             .map(|d| d.id.as_str())
             .collect()
     };
-    let measurement_errors: Vec<&DecisionError> = r
+    let measurement_errors: Vec<&str> = r
         .decision
         .errors
         .iter()
         .filter(|e| e.kind != ErrorKind::Request)
+        .map(|e| e.message.as_str())
         .collect();
-    let default_deny = !r.allowed() && denying.is_empty() && measurement_errors.is_empty();
-    let cases = r.policies.len() + 1 + usize::from(default_deny);
-    let failures =
-        denying.len() + usize::from(!measurement_errors.is_empty()) + usize::from(default_deny);
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let name = format!("custos gate: {}", headline(r));
-    let _ = writeln!(
-        out,
-        "<testsuites name=\"custos gate\" tests=\"{cases}\" failures=\"{failures}\" errors=\"0\">"
-    );
-    let _ = writeln!(
-        out,
-        "  <testsuite name=\"{}\" tests=\"{cases}\" failures=\"{failures}\" errors=\"0\">",
-        xml_escape(&name)
-    );
-    let _ = write!(
-        out,
-        "    <testcase name=\"canary metrics measured\" classname=\"custos.gate\""
-    );
-    if measurement_errors.is_empty() {
-        out.push_str("/>\n");
-    } else {
-        let text: Vec<&str> = measurement_errors
-            .iter()
-            .map(|e| e.message.as_str())
-            .collect();
-        let _ = writeln!(
-            out,
-            ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
-            xml_escape(text.first().copied().unwrap_or_default()),
-            xml_escape(&text.join("\n"))
-        );
-    }
+    let gate_case = |name: &str, failure: Option<junit::Failure>| junit::Case {
+        name: name.into(),
+        classname: "custos.gate".into(),
+        failure,
+        ..junit::Case::default()
+    };
+    let mut cases = vec![gate_case(
+        "canary metrics measured",
+        (!measurement_errors.is_empty()).then(|| junit::Failure {
+            message: measurement_errors[0].to_string(),
+            text: Some(measurement_errors.join("\n")),
+        }),
+    )];
     for p in &r.policies {
-        let _ = write!(
-            out,
-            "    <testcase name=\"{}\" classname=\"{}\" file=\"{}\" line=\"{}\"",
-            xml_escape(&p.id),
-            xml_escape(&format!("policy.{}", p.effect)),
-            xml_escape(&policy_path(r, &p.file)),
-            p.line
-        );
-        if denying.contains(&p.id.as_str()) {
-            let values = values_read(r, &p.id);
-            let advice = p.advice.as_deref().unwrap_or("denied");
-            let _ = writeln!(
-                out,
-                ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
-                xml_escape(advice),
-                xml_escape(&values.join("\n"))
-            );
-        } else {
-            out.push_str("/>\n");
-        }
+        let failure = denying.contains(&p.id.as_str()).then(|| junit::Failure {
+            message: p.advice.as_deref().unwrap_or("denied").to_string(),
+            text: Some(values_read(r, &p.id).join("\n")),
+        });
+        cases.push(junit::Case {
+            name: p.id.clone(),
+            classname: format!("policy.{}", p.effect),
+            attributes: vec![
+                ("file", policy_path(r, &p.file)),
+                ("line", p.line.to_string()),
+            ],
+            failure,
+            ..junit::Case::default()
+        });
     }
-    if default_deny {
-        let _ = writeln!(
-            out,
-            "    <testcase name=\"a policy permits the change\" classname=\"custos.gate\">\n      <failure message=\"{}\"/>\n    </testcase>",
-            xml_escape(&r.decision.advice.join("; "))
-        );
+    if !r.allowed() && denying.is_empty() && measurement_errors.is_empty() {
+        cases.push(gate_case(
+            "a policy permits the change",
+            Some(junit::Failure {
+                message: r.decision.advice.join("; "),
+                text: None,
+            }),
+        ));
     }
-    out.push_str("  </testsuite>\n</testsuites>\n");
-    out
+    junit::render(&junit::Report {
+        name: "custos gate".into(),
+        timed: false,
+        suites: vec![junit::Suite {
+            name: format!("custos gate: {}", headline(r)),
+            cases,
+        }],
+    })
 }
 
 /// SARIF 2.1.0: the `deploy` policies as rules, one result per denying policy, located at the
