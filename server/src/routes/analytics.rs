@@ -136,12 +136,18 @@ pub(crate) async fn api_slo(
             return Ok(axum::Json(report).into_response());
         }
     }
-    Ok(
-        match custos_analytics::slo::evaluate(&state.analytics, set, at).await {
-            Ok(r) => axum::Json(r).into_response(),
-            Err(e) => analytics_error(e),
-        },
-    )
+    let report = custos_analytics::slo::evaluate(&state.analytics, set, at)
+        .await
+        .map_err(analytics_error)?;
+    // A caller that accepts an age and found none fresh enough leaves its evaluation for the next
+    // (before the first background evaluation ends, each dashboard poll would evaluate again).
+    if p.max_age.is_some()
+        && p.at.is_none()
+        && let Ok(mut slot) = state.slo_report.lock()
+    {
+        *slot = Some(report.clone());
+    }
+    Ok(axum::Json(report).into_response())
 }
 
 /// Query parameters of `GET /api/slo/{name}/runs`.
