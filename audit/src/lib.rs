@@ -1,8 +1,7 @@
 //! The tamper-evident audit trail: every governance decision, appended durably and hash-chained.
 //!
-//! One file on purpose (~650 lines): the record format, the appender and the verifier share the
-//! chain's rules (what is hashed, in which order); apart, the hash definition would live in three
-//! places.
+//! The record format and the appender are here; the verifier is in `verify`. Both follow the
+//! chain's rules through one definition of what is hashed ([`Record::digest`]).
 //!
 //! This crate owns the audit log of a data directory (`DATA/audit/`): appending records before a
 //! decision is returned, reading them back (for the `audit` SQL table and reports), and verifying
@@ -34,7 +33,6 @@
 //!   file and the head can forge a consistent chain: publish the head hash elsewhere (the audit
 //!   report's manifest carries it) to anchor it, as CloudTrail digests do.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -44,6 +42,9 @@ use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+mod verify;
+pub use verify::{Finding, Tamper, Verification, verify};
 
 /// Errors of the audit crate.
 #[derive(Debug, thiserror::Error)]
@@ -387,252 +388,6 @@ pub fn read_all(dir: &Path) -> Result<Vec<Record>> {
             })
         })
         .collect()
-}
-
-/// What kind of tampering verification found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Tamper {
-    /// A record's content no longer matches its hash, or a later record does not commit to it.
-    Modified,
-    /// Records are missing from the chain or from its end.
-    Deleted,
-    /// A record that does not belong to the chain was added.
-    Inserted,
-    /// Records are out of order.
-    Reordered,
-}
-
-/// The first problem verification found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// What happened.
-    pub tamper: Tamper,
-    /// The record (`seq`) it concerns.
-    pub seq: u64,
-    /// The 1-based line of the log where it was noticed.
-    pub line: usize,
-    /// A full sentence for people.
-    pub message: String,
-}
-
-/// The result of verifying an audit log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Verification {
-    /// The log file.
-    pub path: PathBuf,
-    /// Records read.
-    pub records: u64,
-    /// `seq` of the last record.
-    pub last_seq: u64,
-    /// Hash of the last record: the value to anchor elsewhere.
-    pub last_hash: String,
-    /// Whether the log ends in a partial record left by a crash (never acknowledged).
-    pub partial_tail: bool,
-    /// The first problem, if any.
-    pub finding: Option<Finding>,
-}
-
-impl Verification {
-    /// Whether the chain is intact.
-    pub fn ok(&self) -> bool {
-        self.finding.is_none()
-    }
-}
-
-/// Verifies the whole chain of the audit log in `dir`.
-pub fn verify(dir: &Path) -> Result<Verification> {
-    let path = dir.join(LOG_FILE);
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(cause) => return Err(Error::Io { path, cause }),
-    };
-    let complete_len = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let partial_tail = complete_len < text.len();
-    let body = text.get(..complete_len).unwrap_or_default();
-    let mut v = Verification {
-        path: path.clone(),
-        records: 0,
-        last_seq: 0,
-        last_hash: GENESIS.into(),
-        partial_tail,
-        finding: None,
-    };
-    // Parse every line first: reordering is told apart from deletion by looking ahead.
-    let mut records: Vec<(usize, Record)> = Vec::new();
-    for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
-        let line = i + 1;
-        if raw.is_empty() {
-            continue;
-        }
-        match serde_json::from_slice::<Record>(raw) {
-            Ok(r) => records.push((line, r)),
-            Err(e) => {
-                let seq = records.last().map_or(1, |(_, r)| r.seq + 1);
-                v.finding = Some(Finding {
-                    tamper: Tamper::Modified,
-                    seq,
-                    line,
-                    message: format!(
-                        "line {line} is not an audit record ({e}): the record after seq {} was modified",
-                        seq - 1
-                    ),
-                });
-                return Ok(v);
-            }
-        }
-    }
-    let lines_of: HashMap<u64, Vec<usize>> =
-        records.iter().fold(HashMap::new(), |mut m, (line, r)| {
-            m.entry(r.seq).or_default().push(*line);
-            m
-        });
-    let mut prev_seq = 0u64;
-    let mut prev_hash = GENESIS.to_string();
-    for (line, r) in &records {
-        let (line, expected) = (*line, prev_seq + 1);
-        let find = |tamper, seq, message: String| {
-            Some(Finding {
-                tamper,
-                seq,
-                line,
-                message,
-            })
-        };
-        if r.seq != expected {
-            let expected_later = lines_of
-                .get(&expected)
-                .and_then(|ls| ls.iter().find(|&&l| l > line).copied());
-            v.finding = if r.seq < expected {
-                find(
-                    Tamper::Inserted,
-                    r.seq,
-                    format!(
-                        "line {line} holds a record with seq {} after seq {prev_seq}: it was inserted",
-                        r.seq
-                    ),
-                )
-            } else if let Some(at) = expected_later {
-                find(
-                    Tamper::Reordered,
-                    expected,
-                    format!(
-                        "records are out of order: seq {} is at line {line}, before seq {expected} at line {at}",
-                        r.seq
-                    ),
-                )
-            } else {
-                let gone = if r.seq - 1 == expected {
-                    format!("record seq {expected} was deleted")
-                } else {
-                    format!("records seq {expected} to {} were deleted", r.seq - 1)
-                };
-                find(
-                    Tamper::Deleted,
-                    expected,
-                    format!(
-                        "{gone}: line {line} holds seq {} after seq {prev_seq}",
-                        r.seq
-                    ),
-                )
-            };
-            return Ok(v);
-        }
-        let digest = r.digest()?;
-        if digest != r.hash {
-            v.finding = find(
-                Tamper::Modified,
-                r.seq,
-                format!(
-                    "record seq {} (line {line}) was modified: its content does not match its hash",
-                    r.seq
-                ),
-            );
-            return Ok(v);
-        }
-        if r.prev_hash != prev_hash {
-            v.finding = if prev_seq == 0 {
-                find(
-                    Tamper::Inserted,
-                    r.seq,
-                    format!(
-                        "record seq {} (line {line}) does not start a chain: it was inserted or the log was cut at the front",
-                        r.seq
-                    ),
-                )
-            } else {
-                find(
-                    Tamper::Modified,
-                    prev_seq,
-                    format!(
-                        "record seq {prev_seq} was modified or replaced: record seq {} (line {line}) commits to a different one",
-                        r.seq
-                    ),
-                )
-            };
-            return Ok(v);
-        }
-        prev_seq = r.seq;
-        prev_hash = r.hash.clone();
-        v.records += 1;
-        v.last_seq = r.seq;
-        v.last_hash = r.hash.clone();
-    }
-    // The head catches records cut from the end.
-    let head_path = dir.join(HEAD_FILE);
-    if let Ok(text) = std::fs::read_to_string(&head_path) {
-        match serde_json::from_str::<Head>(&text) {
-            Ok(head) if head.seq > v.last_seq => {
-                v.finding = Some(Finding {
-                    tamper: Tamper::Deleted,
-                    seq: v.last_seq + 1,
-                    line: records.last().map_or(0, |(l, _)| *l) + 1,
-                    message: format!(
-                        "records seq {} to {} were deleted from the end: the head records seq {}",
-                        v.last_seq + 1,
-                        head.seq,
-                        head.seq
-                    ),
-                });
-            }
-            Ok(head) => {
-                let at = records.iter().find(|(_, r)| r.seq == head.seq);
-                if let Some((line, r)) = at
-                    && r.hash != head.hash
-                {
-                    v.finding = Some(Finding {
-                        tamper: Tamper::Modified,
-                        seq: head.seq,
-                        line: *line,
-                        message: format!(
-                            "record seq {} (line {line}) differs from the one the head recorded: the chain from there was rewritten",
-                            head.seq
-                        ),
-                    });
-                }
-            }
-            Err(e) => {
-                v.finding = Some(Finding {
-                    tamper: Tamper::Modified,
-                    seq: v.last_seq,
-                    line: 0,
-                    message: format!("the head file `{}` is unreadable: {e}", head_path.display()),
-                });
-            }
-        }
-    } else if v.records > 0 {
-        v.finding = Some(Finding {
-            tamper: Tamper::Deleted,
-            seq: v.last_seq,
-            line: 0,
-            message: format!(
-                "the head file `{}` is missing: records cut from the end cannot be ruled out",
-                head_path.display()
-            ),
-        });
-    }
-    Ok(v)
 }
 
 #[cfg(test)]
