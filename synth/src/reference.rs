@@ -196,6 +196,130 @@ pub fn generate(options: SynthOptions) -> impl Iterator<Item = ExportTraceServic
     })
 }
 
+/// The decision step of a run, drawn before any span is written.
+struct Decision {
+    step: &'static str,
+    model: &'static str,
+    prompt: &'static str,
+    confidence: f64,
+    reviewed: bool,
+    overridden: bool,
+}
+
+/// Draws the decision: which model and prompt, the confidence (shifted down by the injected
+/// drift), whether people reviewed it and whether they overrode it. The draws happen in this
+/// order; the seeded data depends on it.
+fn decide(rng: &mut Rng, triage: bool, second_half: bool, canary: bool) -> Decision {
+    let (step, model, prompt) = if triage {
+        let prompt = if second_half && rng.unit() < 0.7 {
+            "v2"
+        } else {
+            "v1"
+        };
+        let model = if rng.unit() < 0.5 {
+            "gpt-4o"
+        } else {
+            "claude-sonnet-4"
+        };
+        ("classify", model, prompt)
+    } else {
+        let model = if rng.unit() < 0.8 {
+            "claude-sonnet-4"
+        } else {
+            "llama-3-70b"
+        };
+        // Drawn only with canaries on, so the default workload stays as it was.
+        let prompt = if canary {
+            match rng.unit() {
+                u if u < 0.25 => "v2",
+                u if u < 0.5 => "v3",
+                _ => "v1",
+            }
+        } else {
+            "v1"
+        };
+        ("approve", model, prompt)
+    };
+    // Confidence: a skewed distribution, shifted down by the injected drift.
+    let u = rng.unit().max(rng.unit());
+    let mut confidence = 0.35 + 0.65 * u;
+    if triage && prompt == "v2" {
+        confidence -= 0.25 * rng.unit();
+    }
+    let confidence = (confidence * 1000.0).round() / 1000.0;
+    let reviewed = confidence < 0.9 || rng.unit() < 0.2;
+    let regressed = !triage && prompt == "v3";
+    let override_p = ((1.0 - confidence) * 0.6 + if regressed { 0.3 } else { 0.0 }).clamp(0.0, 1.0);
+    let overridden = reviewed && rng.unit() < override_p;
+    Decision {
+        step,
+        model,
+        prompt,
+        confidence,
+        reviewed,
+        overridden,
+    }
+}
+
+impl RunBuilder<'_> {
+    /// The decision span, with the review's attributes when people reviewed it.
+    fn decision(&mut self, d: &Decision, triage: bool) {
+        let model_version = match d.model {
+            "gpt-4o" => "2024-08-06",
+            "claude-sonnet-4" => "20250514",
+            _ => "3.0",
+        };
+        let mut attrs = model_call(self.rng, d.model);
+        attrs.push(s("automation.model.version", model_version));
+        attrs.push(s("automation.prompt.version", d.prompt));
+        attrs.push(f("automation.decision.confidence", d.confidence));
+        attrs.push(s(
+            "automation.decision.outcome",
+            if triage { "route" } else { "approve" },
+        ));
+        if d.reviewed {
+            let reviewer = if self.rng.unit() < 0.5 { "ana" } else { "ben" };
+            attrs.push(s("automation.human.reviewer", reviewer));
+            attrs.push(b("automation.human.override", d.overridden));
+            attrs.push(i(
+                "automation.human.review_ms",
+                self.rng.range(20_000, 600_000) as i64,
+            ));
+        }
+        let ms = self.rng.range(400, 3_000);
+        self.step(d.step, "model", ms, None, attrs);
+    }
+
+    /// A connector that sometimes fails and is retried; whether its last attempt failed.
+    fn connector(&mut self, triage: bool) -> bool {
+        let (step, connector) = if triage {
+            ("lookup", "crm")
+        } else {
+            ("post", "erp")
+        };
+        let mut failed = false;
+        let attempts = if self.rng.unit() < 0.12 {
+            2 + (self.rng.unit() < 0.3) as usize
+        } else {
+            1
+        };
+        for attempt in 0..attempts {
+            let last = attempt + 1 == attempts;
+            let fails = !last || self.rng.unit() < 0.04;
+            let message = if self.rng.unit() < 0.5 {
+                "timeout after 5s"
+            } else {
+                "HTTP 503 from upstream"
+            };
+            failed = fails;
+            let ms = self.rng.range(50, 1_200);
+            let attrs = vec![s("automation.connector", connector)];
+            self.step(step, "connector", ms, fails.then_some(message), attrs);
+        }
+        failed
+    }
+}
+
 fn one_run(
     rng: &mut Rng,
     o: &SynthOptions,
@@ -206,21 +330,17 @@ fn one_run(
     let start = o.start_unix_nano + run as u64 * step_ns + rng.range(0, step_ns.max(1));
     let second_half = run * 2 >= o.runs;
     let triage = rng.unit() < 0.6;
-    let workflow = if triage {
-        "support-triage"
+    let (workflow, service) = if triage {
+        ("support-triage", "triage-bot")
     } else {
-        "invoice-posting"
-    };
-    let service = if triage {
-        "triage-bot"
-    } else {
-        "ap-automation"
+        ("invoice-posting", "ap-automation")
     };
     let mut trace_id = [0u8; 16];
     trace_id[..8].copy_from_slice(&rng.next_u64().to_be_bytes());
     trace_id[8..].copy_from_slice(&(run as u64 + 1).to_be_bytes());
     let mut root_id = trace_id[8..].to_vec();
     root_id[0] |= 0x40;
+    let d = decide(rng, triage, second_half, o.canary);
     let mut r = RunBuilder {
         rng,
         trace_id: trace_id.to_vec(),
@@ -230,135 +350,32 @@ fn one_run(
         spans: Vec::new(),
         workflow,
     };
-
-    // The decision step.
-    let (decision_step, model, prompt) = if triage {
-        let prompt = if second_half && r.rng.unit() < 0.7 {
-            "v2"
-        } else {
-            "v1"
-        };
-        let model = if r.rng.unit() < 0.5 {
-            "gpt-4o"
-        } else {
-            "claude-sonnet-4"
-        };
-        ("classify", model, prompt)
-    } else {
-        let model = if r.rng.unit() < 0.8 {
-            "claude-sonnet-4"
-        } else {
-            "llama-3-70b"
-        };
-        // Drawn only with canaries on, so the default workload stays as it was.
-        let prompt = if o.canary {
-            match r.rng.unit() {
-                u if u < 0.25 => "v2",
-                u if u < 0.5 => "v3",
-                _ => "v1",
-            }
-        } else {
-            "v1"
-        };
-        ("approve", model, prompt)
-    };
-    let model_version = match model {
-        "gpt-4o" => "2024-08-06",
-        "claude-sonnet-4" => "20250514",
-        _ => "3.0",
-    };
-    // Confidence: a skewed distribution, shifted down by the injected drift.
-    let u = r.rng.unit().max(r.rng.unit());
-    let mut confidence = 0.35 + 0.65 * u;
-    if triage && prompt == "v2" {
-        confidence -= 0.25 * r.rng.unit();
-    }
-    let confidence = (confidence * 1000.0).round() / 1000.0;
-    let reviewed = confidence < 0.9 || r.rng.unit() < 0.2;
-    let regressed = !triage && prompt == "v3";
-    let override_p = ((1.0 - confidence) * 0.6 + if regressed { 0.3 } else { 0.0 }).clamp(0.0, 1.0);
-    let overridden = reviewed && r.rng.unit() < override_p;
-
     if !triage {
-        let attrs = model_call(r.rng, model);
+        let attrs = model_call(r.rng, d.model);
         let ms = r.rng.range(300, 2_500);
         r.step("extract", "model", ms, None, attrs);
         let ms = r.rng.range(5, 40);
         r.step("match", "rule", ms, None, vec![]);
     }
-    let mut attrs = model_call(r.rng, model);
-    attrs.push(s("automation.model.version", model_version));
-    attrs.push(s("automation.prompt.version", prompt));
-    attrs.push(f("automation.decision.confidence", confidence));
-    attrs.push(s(
-        "automation.decision.outcome",
-        if triage { "route" } else { "approve" },
-    ));
-    if reviewed {
-        let reviewer = if r.rng.unit() < 0.5 { "ana" } else { "ben" };
-        attrs.push(s("automation.human.reviewer", reviewer));
-        attrs.push(b("automation.human.override", overridden));
-        attrs.push(i(
-            "automation.human.review_ms",
-            r.rng.range(20_000, 600_000) as i64,
-        ));
-    }
-    let ms = r.rng.range(400, 3_000);
-    r.step(decision_step, "model", ms, None, attrs);
-
-    // A connector that sometimes fails and is retried.
-    let (connector_step, connector) = if triage {
-        ("lookup", "crm")
-    } else {
-        ("post", "erp")
-    };
-    let mut connector_failed = false;
-    let attempts = if r.rng.unit() < 0.12 {
-        2 + (r.rng.unit() < 0.3) as usize
-    } else {
-        1
-    };
-    for attempt in 0..attempts {
-        let last = attempt + 1 == attempts;
-        let fails = !last || r.rng.unit() < 0.04;
-        let message = if r.rng.unit() < 0.5 {
-            "timeout after 5s"
-        } else {
-            "HTTP 503 from upstream"
-        };
-        connector_failed = fails;
-        let ms = r.rng.range(50, 1_200);
-        r.step(
-            connector_step,
-            "connector",
-            ms,
-            fails.then_some(message),
-            vec![s("automation.connector", connector)],
-        );
-    }
+    r.decision(&d, triage);
+    let connector_failed = r.connector(triage);
     if triage {
         let attrs = model_call(r.rng, "gpt-4o");
         let ms = r.rng.range(800, 4_000);
         r.step("draft", "model", ms, None, attrs);
     }
-    if reviewed {
+    if d.reviewed {
         let ms = r.rng.range(20_000, 600_000);
         r.step("review", "human", ms, None, vec![]);
     }
     if triage && !connector_failed {
         let ms = r.rng.range(30, 300);
-        r.step(
-            "reply",
-            "connector",
-            ms,
-            None,
-            vec![s("automation.connector", "mail")],
-        );
+        let attrs = vec![s("automation.connector", "mail")];
+        r.step("reply", "connector", ms, None, attrs);
     }
-
     let outcome = if connector_failed {
         "failure"
-    } else if overridden && r.rng.unit() < 0.3 {
+    } else if d.overridden && r.rng.unit() < 0.3 {
         "escalated"
     } else {
         "success"
@@ -385,4 +402,38 @@ fn one_run(
         });
     }
     (service, spans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// FNV-1a over the requests' debug text: any change to the draws or their order shows.
+    fn fingerprint(options: SynthOptions) -> (usize, u64) {
+        let mut spans = 0;
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for req in generate(options) {
+            for rs in &req.resource_spans {
+                spans += rs.scope_spans.iter().map(|s| s.spans.len()).sum::<usize>();
+            }
+            for byte in format!("{req:?}").bytes() {
+                h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        (spans, h)
+    }
+
+    #[test]
+    fn the_reference_workload_is_pinned() {
+        let small = SynthOptions {
+            runs: 300,
+            ..SynthOptions::default()
+        };
+        let canary = SynthOptions {
+            canary: true,
+            ..small
+        };
+        assert_eq!(fingerprint(small), (1809, 1_108_775_752_091_521_744));
+        assert_eq!(fingerprint(canary), (1776, 6_232_112_213_188_632_649));
+    }
 }
