@@ -24,7 +24,7 @@ use custos_schema::{
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::{Span, span};
 
 use crate::{Error, Result};
 
@@ -503,6 +503,137 @@ fn opt_str(b: &mut StringBuilder, s: &str) {
     }
 }
 
+impl Nested {
+    /// A span's events, then the offset that ends its list.
+    fn append_events(&mut self, events: &[span::Event], buf: &mut String) -> Result<()> {
+        for ev in events {
+            self.time_or_trace
+                .append_value(i64::try_from(ev.time_unix_nano).unwrap_or(i64::MAX));
+            self.name_or_state.append_value(&ev.name);
+            append_map(&mut self.attributes, &ev.attributes, buf)?;
+            self.dropped
+                .append_value(i64::from(ev.dropped_attributes_count));
+        }
+        let n = self.len() + events.len() as i32;
+        self.offsets.push(n);
+        Ok(())
+    }
+
+    /// A span's links (ids as lowercase hex), then the offset that ends its list.
+    fn append_links(&mut self, links: &[span::Link], buf: &mut String) -> Result<()> {
+        for link in links {
+            match TraceId::from_bytes(&link.trace_id) {
+                Ok(t) => {
+                    let mut h = String::with_capacity(32);
+                    t.write_hex(&mut h);
+                    self.trace_id.append_value(&h);
+                }
+                Err(_) => self.trace_id.append_value(hex::encode(&link.trace_id)),
+            }
+            self.span_id.append_value(hex::encode(&link.span_id));
+            opt_str(&mut self.name_or_state, &link.trace_state);
+            append_map(&mut self.attributes, &link.attributes, buf)?;
+            self.dropped
+                .append_value(i64::from(link.dropped_attributes_count));
+            self.flags.append_value(i64::from(link.flags));
+        }
+        let n = self.len() + links.len() as i32;
+        self.offsets.push(n);
+        Ok(())
+    }
+}
+
+impl Columns {
+    /// The ids as lowercase hex, written once into `hex`; returns where the trace id ends in it
+    /// (the run id of a span that carries none).
+    fn append_ids(
+        &mut self,
+        trace_id: TraceId,
+        span_id: SpanId,
+        parent: Option<SpanId>,
+        hex: &mut String,
+    ) -> usize {
+        hex.clear();
+        trace_id.write_hex(hex);
+        self.trace_id.append_value(&*hex);
+        let trace_hex_end = hex.len();
+        span_id.write_hex(hex);
+        self.span_id.append_value(&hex[trace_hex_end..]);
+        match parent {
+            Some(p) => {
+                let at = hex.len();
+                p.write_hex(hex);
+                self.parent_span_id.append_value(&hex[at..]);
+            }
+            None => self.parent_span_id.append_null(),
+        }
+        trace_hex_end
+    }
+
+    /// The lifted columns: the span's value, else the resource's; a span without a run id gets
+    /// its trace id (`trace_hex`).
+    fn append_lifted(
+        &mut self,
+        span_lift: &[Option<(usize, Typed<'_>)>],
+        res_lift: &[Option<(usize, Typed<'_>)>],
+        run_id_idx: usize,
+        trace_hex: &str,
+    ) {
+        for (ci, b) in self.lifted.iter_mut().enumerate() {
+            let v = span_lift[ci].or(res_lift[ci]).map(|(_, t)| t);
+            if ci == run_id_idx && v.is_none() {
+                b.append(Some(Typed::Str(trace_hex)));
+            } else {
+                b.append(v);
+            }
+        }
+    }
+
+    /// The span's own fields: name, kind, service, times, status and dropped counts.
+    fn append_span(&mut self, span: &Span, service: Option<Typed<'_>>, start: i64, end: i64) {
+        self.dropped_attributes
+            .append_value(i64::from(span.dropped_attributes_count));
+        self.dropped_events
+            .append_value(i64::from(span.dropped_events_count));
+        self.dropped_links
+            .append_value(i64::from(span.dropped_links_count));
+        opt_str(&mut self.trace_state, &span.trace_state);
+        self.flags.append_value(i64::from(span.flags));
+        self.name.append_value(&span.name);
+        self.kind.append_value(span_kind(span.kind));
+        match service {
+            Some(Typed::Str(s)) => self.service_name.append_value(s),
+            _ => self.service_name.append_null(),
+        }
+        self.start_time.append_value(start.div_euclid(1000));
+        self.end_time.append_value(end.div_euclid(1000));
+        self.start_nanos.append_value(start);
+        self.end_nanos.append_value(end);
+        self.duration_ms
+            .append_value((end as f64 - start as f64) / 1e6);
+        let (code, message) = span
+            .status
+            .as_ref()
+            .map(|s| (s.code, s.message.as_str()))
+            .unwrap_or((0, ""));
+        self.status_code.append_value(status_code(code));
+        opt_str(&mut self.status_message, message);
+    }
+
+    /// The partition date of a span starting at `start` (ns), formatted once per day.
+    fn append_date(&mut self, start: i64, day: &mut Option<(i64, String)>) {
+        let d = start.div_euclid(86_400_000_000_000);
+        match day {
+            Some((cached, text)) if *cached == d => self.date.append_value(&*text),
+            _ => {
+                let text = date_string(start);
+                self.date.append_value(&text);
+                *day = Some((d, text));
+            }
+        }
+    }
+}
+
 /// An upper estimate of the bytes an export takes once normalized: the request itself plus each
 /// resource's attributes and scope once per span.
 pub fn expanded_size(req: &ExportTraceServiceRequest) -> usize {
@@ -516,6 +647,17 @@ pub fn expanded_size(req: &ExportTraceServiceRequest) -> usize {
         }
     }
     total
+}
+
+/// The partial-success message: the first few reasons, and an ellipsis when there were more.
+fn rejection_message(rejected: u64, messages: &[String]) -> Option<String> {
+    (rejected > 0).then(|| {
+        let mut m = format!("rejected {rejected} span(s): {}", messages.join("; "));
+        if rejected as usize > messages.len() {
+            m.push_str("; …");
+        }
+        m
+    })
 }
 
 /// Converts an export request. Never fails on client data: invalid spans are counted as rejected.
@@ -571,118 +713,25 @@ pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized> {
                     }
                 };
                 accepted += 1;
-                hex.clear();
-                trace_id.write_hex(&mut hex);
-                cols.trace_id.append_value(&hex);
-                let trace_hex_end = hex.len();
-                span_id.write_hex(&mut hex);
-                cols.span_id.append_value(&hex[trace_hex_end..]);
-                match parent {
-                    Some(p) => {
-                        let at = hex.len();
-                        p.write_hex(&mut hex);
-                        cols.parent_span_id.append_value(&hex[at..]);
-                    }
-                    None => cols.parent_span_id.append_null(),
-                }
-                opt_str(&mut cols.trace_state, &span.trace_state);
-                cols.flags.append_value(i64::from(span.flags));
-                cols.name.append_value(&span.name);
-                cols.kind.append_value(span_kind(span.kind));
-                match service {
-                    Some(Typed::Str(s)) => cols.service_name.append_value(s),
-                    _ => cols.service_name.append_null(),
-                }
-                cols.start_time.append_value(start.div_euclid(1000));
-                cols.end_time.append_value(end.div_euclid(1000));
-                cols.start_nanos.append_value(start);
-                cols.end_nanos.append_value(end);
-                cols.duration_ms
-                    .append_value((end as f64 - start as f64) / 1e6);
-                let (code, message) = span
-                    .status
-                    .as_ref()
-                    .map(|s| (s.code, s.message.as_str()))
-                    .unwrap_or((0, ""));
-                cols.status_code.append_value(status_code(code));
-                opt_str(&mut cols.status_message, message);
+                let trace_hex_end = cols.append_ids(trace_id, span_id, parent, &mut hex);
+                cols.append_span(span, service, start, end);
 
                 span_lift.iter_mut().for_each(|v| *v = None);
                 lift(&span.attributes, &mut span_lift);
-                for (ci, b) in cols.lifted.iter_mut().enumerate() {
-                    let v = span_lift[ci].or(res_lift[ci]).map(|(_, t)| t);
-                    if ci == run_id_idx && v.is_none() {
-                        b.append(Some(Typed::Str(&hex[..trace_hex_end])));
-                    } else {
-                        b.append(v);
-                    }
-                }
+                let trace_hex = hex.get(..trace_hex_end).unwrap_or_default();
+                cols.append_lifted(&span_lift, &res_lift, run_id_idx, trace_hex);
                 append_map(&mut cols.attributes, &span.attributes, &mut buf)?;
                 append_map(&mut cols.resource_attributes, res_attrs, &mut buf)?;
                 opt_str(&mut cols.scope_name, scope_name);
                 opt_str(&mut cols.scope_version, scope_version);
 
-                for ev in &span.events {
-                    cols.events
-                        .time_or_trace
-                        .append_value(i64::try_from(ev.time_unix_nano).unwrap_or(i64::MAX));
-                    cols.events.name_or_state.append_value(&ev.name);
-                    append_map(&mut cols.events.attributes, &ev.attributes, &mut buf)?;
-                    cols.events
-                        .dropped
-                        .append_value(i64::from(ev.dropped_attributes_count));
-                }
-                let n = cols.events.len() + span.events.len() as i32;
-                cols.events.offsets.push(n);
-
-                for link in &span.links {
-                    let mut h = String::with_capacity(32);
-                    match TraceId::from_bytes(&link.trace_id) {
-                        Ok(t) => {
-                            t.write_hex(&mut h);
-                            cols.links.trace_id.append_value(&h);
-                        }
-                        Err(_) => cols
-                            .links
-                            .trace_id
-                            .append_value(hex::encode(&link.trace_id)),
-                    }
-                    cols.links.span_id.append_value(hex::encode(&link.span_id));
-                    opt_str(&mut cols.links.name_or_state, &link.trace_state);
-                    append_map(&mut cols.links.attributes, &link.attributes, &mut buf)?;
-                    cols.links
-                        .dropped
-                        .append_value(i64::from(link.dropped_attributes_count));
-                    cols.links.flags.append_value(i64::from(link.flags));
-                }
-                let n = cols.links.len() + span.links.len() as i32;
-                cols.links.offsets.push(n);
-
-                cols.dropped_attributes
-                    .append_value(i64::from(span.dropped_attributes_count));
-                cols.dropped_events
-                    .append_value(i64::from(span.dropped_events_count));
-                cols.dropped_links
-                    .append_value(i64::from(span.dropped_links_count));
-                let d = start.div_euclid(86_400_000_000_000);
-                match &day {
-                    Some((cached, text)) if *cached == d => cols.date.append_value(text),
-                    _ => {
-                        let text = date_string(start);
-                        cols.date.append_value(&text);
-                        day = Some((d, text));
-                    }
-                }
+                cols.events.append_events(&span.events, &mut buf)?;
+                cols.links.append_links(&span.links, &mut buf)?;
+                cols.append_date(start, &mut day);
             }
         }
     }
-    let message = (rejected > 0).then(|| {
-        let mut m = format!("rejected {rejected} span(s): {}", messages.join("; "));
-        if rejected as usize > messages.len() {
-            m.push_str("; …");
-        }
-        m
-    });
+    let message = rejection_message(rejected, &messages);
     let batch = if accepted > 0 {
         Some(cols.finish()?)
     } else {
