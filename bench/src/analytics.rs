@@ -52,6 +52,19 @@ pub struct Timing {
     pub rows: usize,
 }
 
+impl Timing {
+    /// A figure measured in custos, before any DuckDB comparison.
+    fn custos(name: &str, custos_ms: f64, rows: usize) -> Self {
+        Self {
+            name: name.to_string(),
+            custos_ms,
+            duckdb_ms: None,
+            ratio: None,
+            rows,
+        }
+    }
+}
+
 /// Measured figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct AnalyticsBenchReport {
@@ -152,6 +165,69 @@ pub fn default_duckdb_script() -> Option<PathBuf> {
 /// Where the DuckDB comparison script is in the checkout.
 pub const DUCKDB_SCRIPT: &str = "bench/duckdb_compare.py";
 
+/// The questions timed one by one, named as the DuckDB script names them.
+fn questions(
+    whole: &MetricsRequest,
+    half: &MetricsRequest,
+    trace_id: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "runs: outcomes, run latency p50/p95/p99, spend, retries",
+            metrics::bind(metrics::RUNS_SQL, whole),
+        ),
+        (
+            "steps: step latency, error rate, computed cost",
+            metrics::bind(metrics::STEPS_SQL, whole),
+        ),
+        (
+            "decisions: review and override rates",
+            metrics::bind(metrics::DECISIONS_SQL, whole),
+        ),
+        (
+            "errors: taxonomy",
+            metrics::bind(metrics::ERRORS_SQL, whole),
+        ),
+        (
+            "drift: psi and ks per model, 15d vs 15d",
+            metrics::bind(metrics::DRIFT_SQL, half),
+        ),
+        (
+            "trace by id",
+            format!("SELECT * FROM spans WHERE trace_id = '{trace_id}'"),
+        ),
+    ]
+}
+
+/// The whole metrics report and the SLOs, end to end (custos only).
+async fn time_reports(
+    a: &Analytics,
+    whole: &MetricsRequest,
+    options: &AnalyticsBenchOptions,
+) -> Result<Vec<Timing>> {
+    let mut ms = Vec::new();
+    for _ in 0..options.repeats.max(1) {
+        let t = Instant::now();
+        metrics::compute(a, whole).await?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let median = ms.get(ms.len() / 2).copied().unwrap_or_default();
+    let mut timings = vec![Timing::custos(
+        "custos metrics --window 30d (all five queries)",
+        median,
+        0,
+    )];
+    if let Some(path) = &options.slos {
+        let set = custos_analytics::slo::SloSet::load(path)?;
+        let t = Instant::now();
+        custos_analytics::slo::evaluate(a, &set, whole.at).await?;
+        let name = format!("custos slo ({} SLOs, all windows)", set.slos.len());
+        timings.push(Timing::custos(&name, t.elapsed().as_secs_f64() * 1e3, 0));
+    }
+    Ok(timings)
+}
+
 async fn measure(options: AnalyticsBenchOptions) -> Result<AnalyticsBenchReport> {
     let dir = match &options.data_dir {
         Some(d) => d.clone(),
@@ -209,71 +285,12 @@ async fn measure(options: AnalyticsBenchOptions) -> Result<AnalyticsBenchReport>
         string_cell(&r, &mut id);
         id
     };
-    let questions: Vec<(&str, String)> = vec![
-        (
-            "runs: outcomes, run latency p50/p95/p99, spend, retries",
-            metrics::bind(metrics::RUNS_SQL, &whole),
-        ),
-        (
-            "steps: step latency, error rate, computed cost",
-            metrics::bind(metrics::STEPS_SQL, &whole),
-        ),
-        (
-            "decisions: review and override rates",
-            metrics::bind(metrics::DECISIONS_SQL, &whole),
-        ),
-        (
-            "errors: taxonomy",
-            metrics::bind(metrics::ERRORS_SQL, &whole),
-        ),
-        (
-            "drift: psi and ks per model, 15d vs 15d",
-            metrics::bind(metrics::DRIFT_SQL, &half),
-        ),
-        (
-            "trace by id",
-            format!("SELECT * FROM spans WHERE trace_id = '{trace_id}'"),
-        ),
-    ];
     let mut timings = Vec::new();
-    for (name, sql) in &questions {
+    for (name, sql) in &questions(&whole, &half, &trace_id) {
         let (ms, rows) = time_query(&a, sql, options.repeats).await?;
-        timings.push(Timing {
-            name: name.to_string(),
-            custos_ms: ms,
-            duckdb_ms: None,
-            ratio: None,
-            rows,
-        });
+        timings.push(Timing::custos(name, ms, rows));
     }
-    // The whole report and the SLOs, end to end.
-    let mut ms = Vec::new();
-    for _ in 0..options.repeats.max(1) {
-        let t = Instant::now();
-        metrics::compute(&a, &whole).await?;
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    ms.sort_by(f64::total_cmp);
-    timings.push(Timing {
-        name: "custos metrics --window 30d (all five queries)".into(),
-        custos_ms: ms[ms.len() / 2],
-        duckdb_ms: None,
-        ratio: None,
-        rows: 0,
-    });
-    if let Some(path) = &options.slos {
-        let set = custos_analytics::slo::SloSet::load(path)?;
-        let t = Instant::now();
-        custos_analytics::slo::evaluate(&a, &set, at).await?;
-        timings.push(Timing {
-            name: format!("custos slo ({} SLOs, all windows)", set.slos.len()),
-            custos_ms: t.elapsed().as_secs_f64() * 1e3,
-            duckdb_ms: None,
-            ratio: None,
-            rows: 0,
-        });
-    }
-
+    timings.extend(time_reports(&a, &whole, &options).await?);
     let (mut duckdb_version, mut duckdb_skipped) = (None, None);
     match &options.duckdb_script {
         None => duckdb_skipped = Some("no script given".into()),

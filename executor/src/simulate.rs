@@ -370,36 +370,7 @@ async fn reviewers(
 /// reviewers), spans flushed.
 pub async fn simulate(o: SimulateOptions) -> Result<SimulationReport> {
     let started = Instant::now();
-    let mut defs = Vec::new();
-    let entries = std::fs::read_dir(&o.workflows).map_err(|e| {
-        Error::Config(format!(
-            "cannot read workflow directory `{}`: {e}",
-            o.workflows.display()
-        ))
-    })?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-        .collect();
-    paths.sort();
-    let stub = vendor_stub().await?;
-    for p in &paths {
-        let mut w = workflow::load(p)
-            .map_err(|e| Error::Config(e.to_string()))?
-            .file;
-        for c in w.connectors.values_mut() {
-            if c.kind == "http" {
-                c.url = Some(stub.clone());
-            }
-        }
-        defs.push((p.display().to_string(), w));
-    }
-    if defs.is_empty() {
-        return Err(Error::Config(format!(
-            "no workflow definitions (*.yaml) in `{}`",
-            o.workflows.display()
-        )));
-    }
+    let defs = definitions(&o.workflows, &vendor_stub().await?)?;
     let ex = Executor::open(ExecutorOptions {
         data_dir: o.data_dir.clone(),
         engine: o.engine.clone().map(Arc::new),
@@ -408,20 +379,9 @@ pub async fn simulate(o: SimulateOptions) -> Result<SimulationReport> {
     })?;
     let stop = Arc::new(AtomicBool::new(false));
     let counts: Arc<std::sync::Mutex<(usize, usize)>> = Arc::default();
-    let poll = Duration::from_millis(
-        o.scenario
-            .reviewers
-            .as_ref()
-            .and_then(|r| r.poll_ms)
-            .unwrap_or(50)
-            .max(1),
-    );
-    let error_rate = o
-        .scenario
-        .reviewers
-        .as_ref()
-        .and_then(|r| r.error_rate)
-        .unwrap_or(0.0);
+    let scripted = o.scenario.reviewers.as_ref();
+    let poll = Duration::from_millis(scripted.and_then(|r| r.poll_ms).unwrap_or(50).max(1));
+    let error_rate = scripted.and_then(|r| r.error_rate).unwrap_or(0.0);
     let reviewer_task = tokio::spawn(reviewers(
         ex.clone(),
         poll,
@@ -429,7 +389,65 @@ pub async fn simulate(o: SimulateOptions) -> Result<SimulationReport> {
         stop.clone(),
         counts.clone(),
     ));
+    let ids = start_runs(&ex, &o, &defs).await?;
+    let mut report = wait_for(&ex, &ids, Instant::now() + Duration::from_secs(120)).await?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = reviewer_task.await;
+    if let Ok(c) = counts.lock() {
+        report.reviews = c.0;
+        report.overrides = c.1;
+    }
+    let t = o.telemetry.clone();
+    tokio::task::spawn_blocking(move || t.flush())
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
 
+/// The definitions in `dir` (`*.yaml`, `*.yml`, by name), their HTTP connectors pointed at the
+/// simulated vendor `stub`.
+fn definitions(dir: &Path, stub: &str) -> Result<Vec<(String, WorkflowFile)>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Error::Config(format!(
+            "cannot read workflow directory `{}`: {e}",
+            dir.display()
+        ))
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    paths.sort();
+    let mut defs = Vec::new();
+    for p in &paths {
+        let mut w = workflow::load(p)
+            .map_err(|e| Error::Config(e.to_string()))?
+            .file;
+        for c in w.connectors.values_mut() {
+            if c.kind == "http" {
+                c.url = Some(stub.to_string());
+            }
+        }
+        defs.push((p.display().to_string(), w));
+    }
+    if defs.is_empty() {
+        return Err(Error::Config(format!(
+            "no workflow definitions (*.yaml) in `{}`",
+            dir.display()
+        )));
+    }
+    Ok(defs)
+}
+
+/// Starts `o.runs` runs round-robin over the definitions, edited by the scenario, at most
+/// `o.concurrency` at once and at `o.rate` per second; returns their ids once each is driven as
+/// far as it goes without people.
+async fn start_runs(
+    ex: &Arc<Executor>,
+    o: &SimulateOptions,
+    defs: &[(String, WorkflowFile)],
+) -> Result<Vec<String>> {
     let mut rng = Rng::new(o.seed);
     let mut texts: BTreeMap<String, String> = BTreeMap::new();
     let sem = Arc::new(tokio::sync::Semaphore::new(o.concurrency.max(1)));
@@ -439,10 +457,8 @@ pub async fn simulate(o: SimulateOptions) -> Result<SimulationReport> {
         .rate
         .filter(|r| *r > 0.0)
         .map(|r| Duration::from_secs_f64(1.0 / r));
-    for i in 0..o.runs {
-        let (file, base) = &defs[i % defs.len()];
-        let nth = i / defs.len();
-        let w = edit(base, &o.scenario, nth);
+    for (i, (file, base)) in defs.iter().cycle().take(o.runs).enumerate() {
+        let w = edit(base, &o.scenario, i / defs.len());
         let text = serde_yaml_ng::to_string(&w)
             .map_err(|e| Error::Config(format!("cannot write a definition: {e}")))?;
         let text = texts.entry(text.clone()).or_insert(text).clone();
@@ -472,14 +488,18 @@ pub async fn simulate(o: SimulateOptions) -> Result<SimulationReport> {
     while let Some(done) = tasks.join_next().await {
         ids.push(done.map_err(|e| Error::Task(e.to_string()))??);
     }
-    // Wait for the reviewers and the runs they release.
-    let deadline = Instant::now() + Duration::from_secs(120);
+    Ok(ids)
+}
+
+/// Waits until every run finished (the reviewers release the waiting ones) or `deadline`;
+/// counts outcomes per workflow, unfinished runs as `unfinished`.
+async fn wait_for(ex: &Executor, ids: &[String], deadline: Instant) -> Result<SimulationReport> {
     let mut report = SimulationReport::default();
     loop {
         let mut all_done = true;
         report.outcomes.clear();
         report.steps = 0;
-        for id in &ids {
+        for id in ids {
             let Some(r) = ex.journal().run(id)? else {
                 continue;
             };
@@ -499,20 +519,8 @@ pub async fn simulate(o: SimulateOptions) -> Result<SimulationReport> {
                 .or_insert(0) += 1;
         }
         if all_done || Instant::now() > deadline {
-            break;
+            return Ok(report);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let _ = reviewer_task.await;
-    if let Ok(c) = counts.lock() {
-        report.reviews = c.0;
-        report.overrides = c.1;
-    }
-    let t = o.telemetry.clone();
-    tokio::task::spawn_blocking(move || t.flush())
-        .await
-        .map_err(|e| Error::Task(e.to_string()))??;
-    report.elapsed = started.elapsed();
-    Ok(report)
 }
