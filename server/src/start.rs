@@ -73,20 +73,9 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     }
 }
 
-/// Starts the store, the receivers and the API.
-pub async fn start(options: ServerOptions) -> Result<RunningServer> {
-    let store = Store::open(options.store.clone()).await?;
-    let rules = Rules::load(&options.rules)?;
-    let analytics = analytics_with_rules(store.clone(), options.query.clone(), &rules).await?;
-    let audit = Arc::new(AuditLog::open(&audit_dir(&options.store.data_dir))?);
-    if let Some(engine) = &rules.engine
-        && gate::note_policy_set(&audit, engine, SERVER_PRINCIPAL)?
-    {
-        tracing::info!(
-            hash = engine.hash(),
-            "recorded a new policy set in the audit log"
-        );
-    }
+/// The Prometheus registry with the collector's and the store's metrics, the WAL sync
+/// histogram (fed by the store) and the SQL latency histogram (fed by the SQL route).
+fn metrics_registry(store: &Store) -> (Registry, CollectorMetrics, StoreGauges, Histogram) {
     let metrics = CollectorMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -108,6 +97,92 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         "SQL query latency",
         sql_seconds.clone(),
     );
+    (registry, metrics, store_gauges, sql_seconds)
+}
+
+/// The address a listener got (the port, when the configuration asked for port 0).
+fn local_addr(l: &TcpListener, what: &'static str, addr: SocketAddr) -> Result<SocketAddr> {
+    l.local_addr()
+        .map_err(|cause| Error::Bind { what, addr, cause })
+}
+
+/// A background task of the server, named for the error it reports at shutdown.
+type Task = (&'static str, JoinHandle<Result<()>>);
+
+/// The OTLP receivers, each stopping when `rx` says so.
+fn spawn_receivers(
+    grpc: TcpListener,
+    http: TcpListener,
+    ingest: &Ingest,
+    rx: &watch::Receiver<bool>,
+) -> Vec<Task> {
+    let receiver = GrpcReceiver::new(ingest.clone());
+    let s = stopped(rx.clone());
+    let grpc = tokio::spawn(async move {
+        custos_collector::grpc::serve(grpc, receiver, s)
+            .await
+            .map_err(|e| Error::Task(e.to_string()))
+    });
+    let s = stopped(rx.clone());
+    let ingest = ingest.clone();
+    let http = tokio::spawn(async move {
+        custos_collector::http::serve(http, ingest, s)
+            .await
+            .map_err(|e| Error::Task(e.to_string()))
+    });
+    vec![("OTLP/gRPC", grpc), ("OTLP/HTTP", http)]
+}
+
+/// The API and, with an SLO file, the periodic SLO evaluation behind `/metrics`.
+fn spawn_api(
+    state: Arc<ApiState>,
+    listener: TcpListener,
+    slo_interval: Duration,
+    rx: watch::Receiver<bool>,
+) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    if state.rules.slos.is_some() {
+        let st = state.clone();
+        let s = stopped(rx.clone());
+        tasks.push((
+            "SLO evaluation",
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = s => {}
+                    _ = evaluate_slos_forever(st, slo_interval) => {}
+                }
+                Ok(())
+            }),
+        ));
+    }
+    let s = stopped(rx);
+    tasks.push((
+        "API",
+        tokio::spawn(async move {
+            axum::serve(listener, api_router(state))
+                .with_graceful_shutdown(s)
+                .await
+                .map_err(|e| Error::Task(format!("API server failed: {e}")))
+        }),
+    ));
+    tasks
+}
+
+/// Starts the store, the receivers and the API.
+pub async fn start(options: ServerOptions) -> Result<RunningServer> {
+    let store = Store::open(options.store.clone()).await?;
+    let rules = Rules::load(&options.rules)?;
+    let analytics = analytics_with_rules(store.clone(), options.query.clone(), &rules).await?;
+    let audit = Arc::new(AuditLog::open(&audit_dir(&options.store.data_dir))?);
+    if let Some(engine) = &rules.engine
+        && gate::note_policy_set(&audit, engine, SERVER_PRINCIPAL)?
+    {
+        tracing::info!(
+            hash = engine.hash(),
+            "recorded a new policy set in the audit log"
+        );
+    }
+    let (registry, metrics, store_gauges, sql_seconds) = metrics_registry(&store);
     let collector_metrics = metrics.clone();
     let ingest = Ingest {
         store: store.clone(),
@@ -118,36 +193,12 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
     let grpc_listener = bind("OTLP/gRPC", options.otlp_grpc).await?;
     let http_listener = bind("OTLP/HTTP", options.otlp_http).await?;
     let api_listener = bind("the API", options.api).await?;
-    let local = |l: &TcpListener, what: &'static str, addr: SocketAddr| {
-        l.local_addr()
-            .map_err(|cause| Error::Bind { what, addr, cause })
-    };
-    let otlp_grpc = local(&grpc_listener, "OTLP/gRPC", options.otlp_grpc)?;
-    let otlp_http = local(&http_listener, "OTLP/HTTP", options.otlp_http)?;
-    let api = local(&api_listener, "the API", options.api)?;
+    let otlp_grpc = local_addr(&grpc_listener, "OTLP/gRPC", options.otlp_grpc)?;
+    let otlp_http = local_addr(&http_listener, "OTLP/HTTP", options.otlp_http)?;
+    let api = local_addr(&api_listener, "the API", options.api)?;
 
     let (stop, rx) = watch::channel(false);
-    let mut tasks: Vec<(&'static str, JoinHandle<Result<()>>)> = Vec::new();
-    let receiver = GrpcReceiver::new(ingest.clone());
-    let s = stopped(rx.clone());
-    tasks.push((
-        "OTLP/gRPC",
-        tokio::spawn(async move {
-            custos_collector::grpc::serve(grpc_listener, receiver, s)
-                .await
-                .map_err(|e| Error::Task(e.to_string()))
-        }),
-    ));
-    let s = stopped(rx.clone());
-    let http_ingest = ingest.clone();
-    tasks.push((
-        "OTLP/HTTP",
-        tokio::spawn(async move {
-            custos_collector::http::serve(http_listener, http_ingest, s)
-                .await
-                .map_err(|e| Error::Task(e.to_string()))
-        }),
-    ));
+    let mut tasks = spawn_receivers(grpc_listener, http_listener, &ingest, &rx);
     let runner = runs::open(
         &options.executor,
         &options.store.data_dir,
@@ -178,30 +229,11 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         sql_seconds,
         started: Instant::now(),
     });
-    if state.rules.slos.is_some() {
-        let st = state.clone();
-        let interval = options.rules.slo_interval;
-        let s = stopped(rx.clone());
-        tasks.push((
-            "SLO evaluation",
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = s => {}
-                    _ = evaluate_slos_forever(st, interval) => {}
-                }
-                Ok(())
-            }),
-        ));
-    }
-    let s = stopped(rx);
-    tasks.push((
-        "API",
-        tokio::spawn(async move {
-            axum::serve(api_listener, api_router(state))
-                .with_graceful_shutdown(s)
-                .await
-                .map_err(|e| Error::Task(format!("API server failed: {e}")))
-        }),
+    tasks.extend(spawn_api(
+        state,
+        api_listener,
+        options.rules.slo_interval,
+        rx,
     ));
     Ok(RunningServer {
         otlp_grpc,
