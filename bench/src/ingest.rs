@@ -278,43 +278,20 @@ fn spawn_server(exe: &std::path::Path, dir: &std::path::Path) -> Result<Child> {
     }
 }
 
-/// Runs the benchmark against a `custos serve` child process started from `exe`.
-pub async fn run(exe: &std::path::Path, options: BenchOptions) -> Result<BenchReport> {
-    let dir = options.data_dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("custos-bench-{}", std::process::id()))
-    });
-
-    // Pre-encode a pool of distinct requests so the clients spend little CPU.
-    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
-    let t0 = 1_763_700_000_000_000_000u64;
-    let pool: Vec<bytes::Bytes> = (0..64)
-        .map(|k| {
-            bytes::Bytes::from(
-                workload_request(&mut rng, options.batch, t0 + k * 3_600_000_000_000)
-                    .encode_to_vec(),
-            )
-        })
-        .collect();
-    let wire_bytes_per_span =
-        pool.iter().map(|b| b.len()).sum::<usize>() as f64 / (pool.len() * options.batch) as f64;
-    let stages = stage_costs(&pool, options.batch)?;
-
-    let mut server = spawn_server(exe, &dir)?;
-    let pid = server.child.id().to_string();
-    let requests = options.spans.div_ceil(options.batch);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(options.concurrency)
-        .build()
-        .map_err(|e| Error::Task(format!("cannot build the HTTP client: {e}")))?;
+/// Sends `requests` exports from `concurrency` clients over the pool; each export's latency.
+async fn export_all(
+    client: &reqwest::Client,
+    url: &str,
+    pool: Vec<bytes::Bytes>,
+    requests: usize,
+    concurrency: usize,
+) -> Result<Vec<Duration>> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let pool = Arc::new(pool);
-    let server_cpu_before = cpu_seconds_of(&pid);
-    let client_cpu_before = cpu_seconds_of("self");
-    let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..options.concurrency.max(1) {
+    for _ in 0..concurrency.max(1) {
         let client = client.clone();
-        let url = server.http.clone();
+        let url = url.to_string();
         let next = Arc::clone(&next);
         let pool = Arc::clone(&pool);
         tasks.push(tokio::spawn(async move {
@@ -324,7 +301,9 @@ pub async fn run(exe: &std::path::Path, options: BenchOptions) -> Result<BenchRe
                 if k >= requests {
                     break;
                 }
-                let body = pool[k % pool.len()].clone();
+                let Some(body) = pool.get(k % pool.len().max(1)).cloned() else {
+                    break;
+                };
                 let t = Instant::now();
                 let res = client
                     .post(&url)
@@ -350,6 +329,74 @@ pub async fn run(exe: &std::path::Path, options: BenchOptions) -> Result<BenchRe
             .map_err(Error::Task)?;
         latencies.extend(l);
     }
+    Ok(latencies)
+}
+
+/// Stops the server gracefully (it flushes everything before it exits); the seconds it took.
+async fn stop(mut server: Child, pid: &str) -> Result<f64> {
+    let t = Instant::now();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", pid])
+        .status();
+    let (server, status) = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait();
+        (server, status)
+    })
+    .await
+    .map_err(|e| Error::Task(format!("wait failed: {e}")))?;
+    drop(server);
+    if !status.is_ok_and(|s| s.success()) {
+        return Err(Error::Task("the server did not shut down cleanly".into()));
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Compacts offline, as the server's maintenance would: the seconds it took and the bytes that
+/// stay on disk.
+async fn compact(dir: &std::path::Path) -> Result<(f64, u64)> {
+    let store =
+        custos_store::Store::open(custos_store::StoreOptions::new(dir.join("data"))).await?;
+    let t = Instant::now();
+    store.compact_now(2).await?;
+    let seconds = t.elapsed().as_secs_f64();
+    let disk = store.table_bytes().await;
+    store.shutdown().await?;
+    Ok((seconds, disk))
+}
+
+/// Runs the benchmark against a `custos serve` child process started from `exe`.
+pub async fn run(exe: &std::path::Path, options: BenchOptions) -> Result<BenchReport> {
+    let dir = options.data_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("custos-bench-{}", std::process::id()))
+    });
+
+    // Pre-encode a pool of distinct requests so the clients spend little CPU.
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
+    let t0 = 1_763_700_000_000_000_000u64;
+    let pool: Vec<bytes::Bytes> = (0..64)
+        .map(|k| {
+            bytes::Bytes::from(
+                workload_request(&mut rng, options.batch, t0 + k * 3_600_000_000_000)
+                    .encode_to_vec(),
+            )
+        })
+        .collect();
+    let wire_bytes_per_span =
+        pool.iter().map(|b| b.len()).sum::<usize>() as f64 / (pool.len() * options.batch) as f64;
+    let stages = stage_costs(&pool, options.batch)?;
+
+    let server = spawn_server(exe, &dir)?;
+    let pid = server.child.id().to_string();
+    let requests = options.spans.div_ceil(options.batch);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.concurrency)
+        .build()
+        .map_err(|e| Error::Task(format!("cannot build the HTTP client: {e}")))?;
+    let server_cpu_before = cpu_seconds_of(&pid);
+    let client_cpu_before = cpu_seconds_of("self");
+    let started = Instant::now();
+    let mut latencies =
+        export_all(&client, &server.http, pool, requests, options.concurrency).await?;
     let seconds = started.elapsed().as_secs_f64();
     let server_cpu = cpu_seconds_of(&pid) - server_cpu_before;
     let client_cpu = cpu_seconds_of("self") - client_cpu_before;
@@ -367,32 +414,9 @@ pub async fn run(exe: &std::path::Path, options: BenchOptions) -> Result<BenchRe
     let wal_bytes = metric(&metrics, "custos_wal_bytes_total");
     let peak = peak_rss_mib_of(&pid);
 
-    // Graceful stop: the server flushes everything before it exits.
-    let t = Instant::now();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status();
-    let status = tokio::task::spawn_blocking(move || {
-        let status = server.child.wait();
-        (server, status)
-    })
-    .await
-    .map_err(|e| Error::Task(format!("wait failed: {e}")))?;
-    let (server, status) = status;
-    drop(server);
-    if !status.is_ok_and(|s| s.success()) {
-        return Err(Error::Task("the server did not shut down cleanly".into()));
-    }
-    let flush_seconds = t.elapsed().as_secs_f64();
+    let flush_seconds = stop(server, &pid).await?;
 
-    // Compact offline, as the server's maintenance would, and measure what stays on disk.
-    let store =
-        custos_store::Store::open(custos_store::StoreOptions::new(dir.join("data"))).await?;
-    let t = Instant::now();
-    store.compact_now(2).await?;
-    let compaction_seconds = t.elapsed().as_secs_f64();
-    let disk = store.table_bytes().await;
-    store.shutdown().await?;
+    let (compaction_seconds, disk) = compact(&dir).await?;
     if options.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -216,7 +216,6 @@ pub fn load(dir: &Path) -> Result<Policies> {
             None
         }
     };
-
     let files = files_with_extension(dir, "cedar")?;
     if files.is_empty() {
         found.push(Problem {
@@ -226,13 +225,9 @@ pub fn load(dir: &Path) -> Result<Policies> {
             message: "no `*.cedar` policy files; without policies every request is denied".into(),
         });
     }
-
     let mut hasher = Sha256::new();
     hash_file(&mut hasher, "schema.cedarschema", &schema_text);
-    let mut locations = BTreeMap::new();
-    let mut set = PolicySet::new();
-    let mut origin: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let mut texts: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
+    let mut loaded = Loaded::default();
     for file in &files {
         let text = read(file)?;
         let name = file
@@ -240,22 +235,59 @@ pub fn load(dir: &Path) -> Result<Policies> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         hash_file(&mut hasher, &name, &text);
-        let parsed = match PolicySet::from_str(&text) {
+        loaded.add_file(file, &text, &mut found);
+    }
+    if let Some(schema) = &schema {
+        found.extend(loaded.validate(schema, dir));
+    }
+    match schema {
+        Some(schema) if found.is_empty() => Ok(Policies {
+            schema,
+            set: loaded.set,
+            files: loaded.origin,
+            locations: loaded.locations,
+            hash: hex::encode(hasher.finalize()),
+            dir: dir.to_path_buf(),
+            schema_source: schema_text,
+        }),
+        _ => Err(Error::Invalid(found)),
+    }
+}
+
+/// The policies read so far, with where each came from.
+#[derive(Default)]
+struct Loaded {
+    set: PolicySet,
+    /// Each policy's file.
+    origin: BTreeMap<String, PathBuf>,
+    /// Each policy's `@id` position.
+    locations: BTreeMap<String, (PathBuf, usize, usize)>,
+    /// Each policy's file and its text, to locate validation errors.
+    texts: BTreeMap<String, (PathBuf, String)>,
+}
+
+impl Loaded {
+    /// Adds the policies of one file; what is wrong with them goes to `found`.
+    fn add_file(&mut self, file: &Path, text: &str, found: &mut Vec<Problem>) {
+        let parsed = match PolicySet::from_str(text) {
             Ok(p) => p,
             Err(e) => {
-                found.extend(problems(file, &text, &e));
-                continue;
+                found.extend(problems(file, text, &e));
+                return;
             }
         };
         for policy in parsed.policies() {
             // Cedar does not expose a policy's position; the `@id` annotation locates it.
+            let position = |id: &str| {
+                text.find(&format!("@id(\"{id}\")"))
+                    .map(|o| line_col(text, o))
+            };
             let at = |message: String, id: Option<&str>| {
                 let (line, column) = id
-                    .and_then(|id| text.find(&format!("@id(\"{id}\")")))
-                    .map(|o| line_col(&text, o))
+                    .and_then(position)
                     .map_or((None, None), |(l, c)| (Some(l), Some(c)));
                 Problem {
-                    file: file.clone(),
+                    file: file.to_path_buf(),
                     line,
                     column,
                     message,
@@ -272,7 +304,7 @@ pub fn load(dir: &Path) -> Result<Policies> {
                 ));
                 continue;
             };
-            if let Some(first) = origin.get(id) {
+            if let Some(first) = self.origin.get(id) {
                 found.push(at(
                     format!(
                         "policy id `{id}` is already used in `{}`; ids must be unique",
@@ -282,20 +314,21 @@ pub fn load(dir: &Path) -> Result<Policies> {
                 ));
                 continue;
             }
-            if set.add(policy.new_id(PolicyId::new(id))).is_err() {
+            if self.set.add(policy.new_id(PolicyId::new(id))).is_err() {
                 found.push(at(format!("cannot add policy `{id}`"), Some(id)));
                 continue;
             }
-            if let Some(o) = text.find(&format!("@id(\"{id}\")")) {
-                let (line, column) = line_col(&text, o);
-                locations.insert(id.to_string(), (file.clone(), line, column));
+            if let Some((line, column)) = position(id) {
+                self.locations
+                    .insert(id.to_string(), (file.to_path_buf(), line, column));
             }
-            origin.insert(id.to_string(), file.clone());
-            texts.insert(id.to_string(), (file.clone(), text.clone()));
+            self.origin.insert(id.to_string(), file.to_path_buf());
+            self.texts
+                .insert(id.to_string(), (file.to_path_buf(), text.to_string()));
         }
         if parsed.templates().next().is_some() {
             found.push(Problem {
-                file: file.clone(),
+                file: file.to_path_buf(),
                 line: None,
                 column: None,
                 message: "policy templates are not supported; write static policies".into(),
@@ -303,34 +336,21 @@ pub fn load(dir: &Path) -> Result<Policies> {
         }
     }
 
-    if let Some(schema) = &schema {
-        let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
-        let locate = |id: &PolicyId| texts.get(&id.to_string()).cloned();
+    /// Strict validation against the schema, each error and warning located in its policy.
+    fn validate(&self, schema: &Schema, dir: &Path) -> Vec<Problem> {
+        let result = Validator::new(schema.clone()).validate(&self.set, ValidationMode::Strict);
+        let locate = |id: &PolicyId, p: &dyn Diagnostic| match self.texts.get(&id.to_string()) {
+            Some((file, text)) => problems(file, text, p),
+            None => problems(dir, "", p),
+        };
+        let mut found = Vec::new();
         for e in result.validation_errors() {
-            match locate(e.policy_id()) {
-                Some((file, text)) => found.extend(problems(&file, &text, e)),
-                None => found.extend(problems(dir, "", e)),
-            }
+            found.extend(locate(e.policy_id(), e));
         }
         for w in result.validation_warnings() {
-            match locate(w.policy_id()) {
-                Some((file, text)) => found.extend(problems(&file, &text, w)),
-                None => found.extend(problems(dir, "", w)),
-            }
+            found.extend(locate(w.policy_id(), w));
         }
-    }
-
-    match schema {
-        Some(schema) if found.is_empty() => Ok(Policies {
-            schema,
-            set,
-            files: origin,
-            locations,
-            hash: hex::encode(hasher.finalize()),
-            dir: dir.to_path_buf(),
-            schema_source: schema_text,
-        }),
-        _ => Err(Error::Invalid(found)),
+        found
     }
 }
 
