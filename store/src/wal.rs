@@ -283,6 +283,64 @@ pub fn read_after(dir: &Path, after: u64) -> Result<Vec<WalRecord>> {
     Ok(out)
 }
 
+/// Cuts a torn record off the end of the newest segment (a crash mid-append: never
+/// acknowledged); a torn record in an older segment is corruption and refused.
+fn truncate_torn_tail(seg: &Segment, good_len: u64, is_last: bool) -> Result<()> {
+    if !is_last {
+        return Err(Error::Corrupt(format!(
+            "WAL segment `{}` has a damaged record at byte {} but is not the newest segment; \
+             move it aside to start without it",
+            seg.path.display(),
+            good_len
+        )));
+    }
+    tracing::warn!(
+        segment = %seg.path.display(),
+        at = good_len,
+        "truncating torn tail of the WAL"
+    );
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&seg.path)
+        .map_err(|e| Error::io(format!("cannot open `{}`", seg.path.display()), e))?;
+    let len = good_len.max(MAGIC.len() as u64);
+    if good_len < MAGIC.len() as u64 {
+        // Even the magic was torn: rewrite it.
+        f.set_len(0)
+            .map_err(|e| Error::io(format!("cannot truncate `{}`", seg.path.display()), e))?;
+        (&f).write_all(MAGIC)
+            .map_err(|e| Error::io(format!("cannot write `{}`", seg.path.display()), e))?;
+    }
+    f.set_len(len)
+        .map_err(|e| Error::io(format!("cannot truncate `{}`", seg.path.display()), e))?;
+    f.sync_all()
+        .map_err(|e| Error::io(format!("cannot sync `{}`", seg.path.display()), e))
+}
+
+/// Opens the newest segment for appending at its end (`len` bytes), or creates one starting at
+/// `next_seq` when there is none.
+fn open_active(
+    dir: &Path,
+    active: Option<(Segment, u64)>,
+    next_seq: u64,
+) -> Result<(Segment, File, u64)> {
+    match active {
+        Some((seg, len)) => {
+            let mut file = OpenOptions::new()
+                .append(true)
+                .open(&seg.path)
+                .map_err(|e| Error::io(format!("cannot open `{}`", seg.path.display()), e))?;
+            file.seek(SeekFrom::End(0))
+                .map_err(|e| Error::io(format!("cannot seek `{}`", seg.path.display()), e))?;
+            Ok((seg, file, len))
+        }
+        None => {
+            let (seg, file) = create_segment(dir, next_seq)?;
+            Ok((seg, file, MAGIC.len() as u64))
+        }
+    }
+}
+
 impl Wal {
     /// Opens (or creates) the WAL in `dir` for writing, truncating a torn tail, and returns every
     /// record with a sequence number above `after` for replay.
@@ -316,38 +374,7 @@ impl Wal {
                 prev_last = Some(last);
             }
             if scan.torn {
-                if !is_last {
-                    return Err(Error::Corrupt(format!(
-                        "WAL segment `{}` has a damaged record at byte {} but is not the newest segment; \
-                         move it aside to start without it",
-                        seg.path.display(),
-                        scan.good_len
-                    )));
-                }
-                tracing::warn!(
-                    segment = %seg.path.display(),
-                    at = scan.good_len,
-                    "truncating torn tail of the WAL"
-                );
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&seg.path)
-                    .map_err(|e| Error::io(format!("cannot open `{}`", seg.path.display()), e))?;
-                let len = scan.good_len.max(MAGIC.len() as u64);
-                if scan.good_len < MAGIC.len() as u64 {
-                    // Even the magic was torn: rewrite it.
-                    f.set_len(0).map_err(|e| {
-                        Error::io(format!("cannot truncate `{}`", seg.path.display()), e)
-                    })?;
-                    (&f).write_all(MAGIC).map_err(|e| {
-                        Error::io(format!("cannot write `{}`", seg.path.display()), e)
-                    })?;
-                }
-                f.set_len(len).map_err(|e| {
-                    Error::io(format!("cannot truncate `{}`", seg.path.display()), e)
-                })?;
-                f.sync_all()
-                    .map_err(|e| Error::io(format!("cannot sync `{}`", seg.path.display()), e))?;
+                truncate_torn_tail(&seg, scan.good_len, is_last)?;
             }
             if let Some(last) = scan.last_seq {
                 if last + 1 > next_seq {
@@ -373,21 +400,7 @@ impl Wal {
                 .map_err(|e| Error::io(format!("cannot remove `{}`", seg.path.display()), e))?;
             active = None;
         }
-        let (active, file, active_bytes) = match active {
-            Some((seg, len)) => {
-                let mut file = OpenOptions::new()
-                    .append(true)
-                    .open(&seg.path)
-                    .map_err(|e| Error::io(format!("cannot open `{}`", seg.path.display()), e))?;
-                file.seek(SeekFrom::End(0))
-                    .map_err(|e| Error::io(format!("cannot seek `{}`", seg.path.display()), e))?;
-                (seg, file, len)
-            }
-            None => {
-                let (seg, file) = create_segment(dir, next_seq)?;
-                (seg, file, MAGIC.len() as u64)
-            }
-        };
+        let (active, file, active_bytes) = open_active(dir, active, next_seq)?;
         let mut wal = Self {
             dir: dir.to_path_buf(),
             options,

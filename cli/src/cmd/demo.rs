@@ -1,6 +1,6 @@
 //! `custos demo`: the whole loop in one command, on a fresh data directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
@@ -24,27 +24,7 @@ fn heading(s: &str) {
 }
 
 async fn demo(data: PathBuf, runs: usize, keep_serving: bool) -> Result<ExitCode> {
-    use custos_executor::simulate::{Scenario, SimulateOptions};
-    for needed in ["rules/policy", "rules/slos.yaml", "fixtures/workflows"] {
-        if !std::path::Path::new(needed).exists() {
-            return Err(user(format!(
-                "`{needed}` is missing: run `custos demo` from the custos checkout"
-            )));
-        }
-    }
-    if data.exists() {
-        if data.join(DEMO_MARKER).exists() {
-            std::fs::remove_dir_all(&data)
-                .with_context(|| format!("cannot remove the earlier demo `{}`", data.display()))?;
-        } else if std::fs::read_dir(&data)?.next().is_some() {
-            return Err(user(format!(
-                "`{}` exists and is not a demo directory; pass --data with a new directory",
-                data.display()
-            )));
-        }
-    }
-    std::fs::create_dir_all(&data)?;
-    std::fs::write(data.join(DEMO_MARKER), "created by custos demo\n")?;
+    prepare(&data)?;
     let started = std::time::Instant::now();
     let mut options = custos_server::Config::default().validate()?;
     options.store.data_dir = data.clone();
@@ -60,29 +40,7 @@ async fn demo(data: PathBuf, runs: usize, keep_serving: bool) -> Result<ExitCode
         server.otlp_http,
         data.display()
     );
-    println!(
-        "simulating {runs} runs of support-triage and invoice-processing (canary prompts: support-triage v2 healthy, invoice-processing v2 regressing) ..."
-    );
-    let scenario = Scenario::parse(DEMO_SCENARIO, "fixtures/scenarios/demo.yaml")?;
-    let telemetry = Telemetry::otlp(&format!("http://{}", server.otlp_http), "custos-executor")?;
-    let engine = engine(std::path::Path::new("rules/policy"))?.map(|e| (*e).clone());
-    let report = custos_executor::simulate::simulate(SimulateOptions {
-        workflows: PathBuf::from("fixtures/workflows"),
-        runs,
-        rate: None,
-        seed: 7,
-        scenario,
-        data_dir: data.clone(),
-        engine,
-        telemetry: telemetry.clone(),
-        concurrency: 32,
-    })
-    .await?;
-    tokio::task::spawn_blocking(move || telemetry.shutdown())
-        .await
-        .context("telemetry task failed")??;
-    super::simulate::print_simulation(&report);
-
+    simulate_runs(&format!("http://{}", server.otlp_http), &data, runs).await?;
     let source = |server: &str| Source {
         data: None,
         server: Some(server.to_string()),
@@ -92,31 +50,7 @@ async fn demo(data: PathBuf, runs: usize, keep_serving: bool) -> Result<ExitCode
     super::metrics::metrics(source(&api), "1h", "workflow", "table", None).await?;
     heading("SLOs (rules/slos.yaml)");
     super::slo::slo(source(&api), None, None, "table").await?;
-    let mut gate_codes = Vec::new();
-    for (workflow, step) in [
-        ("support-triage", "classify"),
-        ("invoice-processing", "extract"),
-    ] {
-        heading(&format!("deploy gate: {workflow} prompt v1 -> v2"));
-        let change = data.join(format!("change-{workflow}.yaml"));
-        std::fs::write(
-            &change,
-            format!(
-                "change: prompt\nworkflow: {workflow}\nstep: {step}\ncurrent: v1\ncandidate: v2\nrequested_by: Custos::Service::\"ci\"\ncanary: {{last: 1h}}\ndescription: custos demo canary\n"
-            ),
-        )?;
-        let code = super::gate::gate(
-            &change,
-            None,
-            Some(api.clone()),
-            std::path::Path::new("rules/policy"),
-            None,
-            None,
-            "text",
-        )
-        .await?;
-        gate_codes.push(code);
-    }
+    gates(&api, &data).await?;
     server.shutdown().await?;
     heading("audit trail");
     super::audit::audit_verify(Some(data.clone()), "text")?;
@@ -139,4 +73,87 @@ async fn demo(data: PathBuf, runs: usize, keep_serving: bool) -> Result<ExitCode
         server.shutdown().await?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks that the demo runs from the checkout and makes `data` a fresh demo directory (an
+/// earlier demo's is replaced; anything else is refused).
+fn prepare(data: &Path) -> Result<()> {
+    for needed in ["rules/policy", "rules/slos.yaml", "fixtures/workflows"] {
+        if !Path::new(needed).exists() {
+            return Err(user(format!(
+                "`{needed}` is missing: run `custos demo` from the custos checkout"
+            )));
+        }
+    }
+    if data.exists() {
+        if data.join(DEMO_MARKER).exists() {
+            std::fs::remove_dir_all(data)
+                .with_context(|| format!("cannot remove the earlier demo `{}`", data.display()))?;
+        } else if std::fs::read_dir(data)?.next().is_some() {
+            return Err(user(format!(
+                "`{}` exists and is not a demo directory; pass --data with a new directory",
+                data.display()
+            )));
+        }
+    }
+    std::fs::create_dir_all(data)?;
+    std::fs::write(data.join(DEMO_MARKER), "created by custos demo\n")?;
+    Ok(())
+}
+
+/// Simulates `runs` runs of the fixture workflows with the demo scenario, their telemetry sent
+/// to `otlp_http`.
+async fn simulate_runs(otlp_http: &str, data: &Path, runs: usize) -> Result<()> {
+    use custos_executor::simulate::{Scenario, SimulateOptions};
+    println!(
+        "simulating {runs} runs of support-triage and invoice-processing (canary prompts: support-triage v2 healthy, invoice-processing v2 regressing) ..."
+    );
+    let scenario = Scenario::parse(DEMO_SCENARIO, "fixtures/scenarios/demo.yaml")?;
+    let telemetry = Telemetry::otlp(otlp_http, "custos-executor")?;
+    let engine = engine(Path::new("rules/policy"))?.map(|e| (*e).clone());
+    let report = custos_executor::simulate::simulate(SimulateOptions {
+        workflows: PathBuf::from("fixtures/workflows"),
+        runs,
+        rate: None,
+        seed: 7,
+        scenario,
+        data_dir: data.to_path_buf(),
+        engine,
+        telemetry: telemetry.clone(),
+        concurrency: 32,
+    })
+    .await?;
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .context("telemetry task failed")??;
+    super::simulate::print_simulation(&report);
+    Ok(())
+}
+
+/// Asks the deploy gate about each workflow's canary prompt (v1 to v2).
+async fn gates(api: &str, data: &Path) -> Result<()> {
+    for (workflow, step) in [
+        ("support-triage", "classify"),
+        ("invoice-processing", "extract"),
+    ] {
+        heading(&format!("deploy gate: {workflow} prompt v1 -> v2"));
+        let change = data.join(format!("change-{workflow}.yaml"));
+        std::fs::write(
+            &change,
+            format!(
+                "change: prompt\nworkflow: {workflow}\nstep: {step}\ncurrent: v1\ncandidate: v2\nrequested_by: Custos::Service::\"ci\"\ncanary: {{last: 1h}}\ndescription: custos demo canary\n"
+            ),
+        )?;
+        super::gate::gate(
+            &change,
+            None,
+            Some(api.to_string()),
+            Path::new("rules/policy"),
+            None,
+            None,
+            "text",
+        )
+        .await?;
+    }
+    Ok(())
 }
