@@ -241,21 +241,54 @@ impl Config {
 
     /// Checks every value once and builds the runtime options.
     pub fn validate(&self) -> Result<ServerOptions> {
-        const MIB: u64 = 1 << 20;
         let data_dir = self
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("./custos-data"));
+        let store = self.store.validate(data_dir)?;
+        let receiver = self.receiver.validate()?;
+        if store.memory_budget_bytes < receiver.max_body_bytes.saturating_mul(2) {
+            return Err(Error::Config(format!(
+                "`store.memory_budget_mib` ({}) must be at least twice `receiver.max_body_mib` ({}), or a large export could never be admitted",
+                store.memory_budget_bytes / MIB as usize,
+                receiver.max_body_bytes / MIB as usize
+            )));
+        }
+        let listen = &self.listen;
+        Ok(ServerOptions {
+            otlp_grpc: addr(
+                "listen.otlp_grpc",
+                listen.otlp_grpc.as_deref(),
+                "127.0.0.1:4317",
+            )?,
+            otlp_http: addr(
+                "listen.otlp_http",
+                listen.otlp_http.as_deref(),
+                "127.0.0.1:4318",
+            )?,
+            api: addr("listen.api", listen.api.as_deref(), "127.0.0.1:4380")?,
+            store,
+            receiver,
+            query: self.query.validate()?,
+            rules: self.rules.validate()?,
+            executor: self.executor.validate()?,
+        })
+    }
+}
+
+const MIB: u64 = 1 << 20;
+
+impl StoreConfig {
+    fn validate(&self, data_dir: PathBuf) -> Result<StoreOptions> {
         let mut store = StoreOptions::new(data_dir);
-        let s = &self.store;
         store.memory_budget_bytes =
-            (positive("store.memory_budget_mib", s.memory_budget_mib, 1024)? * MIB) as usize;
+            (positive("store.memory_budget_mib", self.memory_budget_mib, 1024)? * MIB) as usize;
         store.flush_interval = Duration::from_secs(positive(
             "store.flush_interval_secs",
-            s.flush_interval_secs,
+            self.flush_interval_secs,
             10,
         )?);
-        store.flush_bytes = (positive("store.flush_mib", s.flush_mib, 128)? * MIB) as usize;
+        store.flush_bytes = (positive("store.flush_mib", self.flush_mib, 128)? * MIB) as usize;
         if store.flush_bytes > store.memory_budget_bytes {
             return Err(Error::Config(format!(
                 "`store.flush_mib` ({}) must not exceed `store.memory_budget_mib` ({}), or the store would refuse writes before it flushes",
@@ -265,88 +298,77 @@ impl Config {
         }
         store.maintenance_interval = Duration::from_secs(positive(
             "store.maintenance_interval_secs",
-            s.maintenance_interval_secs,
+            self.maintenance_interval_secs,
             300,
         )?);
-        store.compact_min_files = s.compact_min_files.unwrap_or(16).max(2);
-        store.target_file_bytes = positive("store.target_file_mib", s.target_file_mib, 128)? * MIB;
-        store.retention_days = s.retention_days;
-        if s.retention_days == Some(0) {
+        store.compact_min_files = self.compact_min_files.unwrap_or(16).max(2);
+        store.target_file_bytes =
+            positive("store.target_file_mib", self.target_file_mib, 128)? * MIB;
+        store.retention_days = self.retention_days;
+        if self.retention_days == Some(0) {
             return Err(Error::Config(
                 "`store.retention_days` must be at least 1; omit it to keep everything".into(),
             ));
         }
-        let receiver = ReceiverOptions {
-            max_body_bytes: (positive("receiver.max_body_mib", self.receiver.max_body_mib, 64)?
-                * MIB) as usize,
+        Ok(store)
+    }
+}
+
+impl ReceiverConfig {
+    fn validate(&self) -> Result<ReceiverOptions> {
+        Ok(ReceiverOptions {
+            max_body_bytes: (positive("receiver.max_body_mib", self.max_body_mib, 64)? * MIB)
+                as usize,
             retry_after: Duration::from_secs(positive(
                 "receiver.retry_after_secs",
-                self.receiver.retry_after_secs,
+                self.retry_after_secs,
                 1,
             )?),
-        };
-        if store.memory_budget_bytes < receiver.max_body_bytes.saturating_mul(2) {
-            return Err(Error::Config(format!(
-                "`store.memory_budget_mib` ({}) must be at least twice `receiver.max_body_mib` ({}), or a large export could never be admitted",
-                store.memory_budget_bytes / MIB as usize,
-                receiver.max_body_bytes / MIB as usize
-            )));
-        }
-        let query = QueryOptions {
-            memory_limit_bytes: (positive(
-                "query.memory_limit_mib",
-                self.query.memory_limit_mib,
-                512,
-            )? * MIB) as usize,
-            timeout: Duration::from_secs(positive(
-                "query.timeout_secs",
-                self.query.timeout_secs,
-                30,
-            )?),
+        })
+    }
+}
+
+impl QueryConfig {
+    fn validate(&self) -> Result<QueryOptions> {
+        Ok(QueryOptions {
+            memory_limit_bytes: (positive("query.memory_limit_mib", self.memory_limit_mib, 512)?
+                * MIB) as usize,
+            timeout: Duration::from_secs(positive("query.timeout_secs", self.timeout_secs, 30)?),
             target_partitions: 0,
-        };
-        Ok(ServerOptions {
-            otlp_grpc: addr(
-                "listen.otlp_grpc",
-                self.listen.otlp_grpc.as_deref(),
-                "127.0.0.1:4317",
-            )?,
-            otlp_http: addr(
-                "listen.otlp_http",
-                self.listen.otlp_http.as_deref(),
-                "127.0.0.1:4318",
-            )?,
-            api: addr("listen.api", self.listen.api.as_deref(), "127.0.0.1:4380")?,
-            store,
-            receiver,
-            query,
-            rules: {
-                let mut r =
-                    RulesOptions::resolve(self.rules.prices.clone(), self.rules.slos.clone())?
-                        .with_policies(self.rules.policies.clone())?;
-                r.slo_interval = Duration::from_secs(positive(
-                    "rules.slo_interval_secs",
-                    self.rules.slo_interval_secs,
-                    60,
-                )?);
-                r
+        })
+    }
+}
+
+impl RulesConfig {
+    fn validate(&self) -> Result<RulesOptions> {
+        let mut r = RulesOptions::resolve(self.prices.clone(), self.slos.clone())?
+            .with_policies(self.policies.clone())?;
+        r.slo_interval = Duration::from_secs(positive(
+            "rules.slo_interval_secs",
+            self.slo_interval_secs,
+            60,
+        )?);
+        Ok(r)
+    }
+}
+
+impl ExecutorConfig {
+    fn validate(&self) -> Result<ExecutorSettings> {
+        Ok(ExecutorSettings {
+            workflows: match &self.workflows {
+                Some(p) if p.is_dir() => Some(p.clone()),
+                Some(p) => {
+                    return Err(Error::Config(format!(
+                        "`executor.workflows` = `{}` is not a directory",
+                        p.display()
+                    )));
+                }
+                None => {
+                    let d = PathBuf::from("workflows");
+                    d.is_dir().then_some(d)
+                }
             },
-            executor: ExecutorSettings {
-                workflows: match &self.executor.workflows {
-                    Some(p) if p.is_dir() => Some(p.clone()),
-                    Some(p) => {
-                        return Err(Error::Config(format!(
-                            "`executor.workflows` = `{}` is not a directory",
-                            p.display()
-                        )));
-                    }
-                    None => {
-                        let d = PathBuf::from("workflows");
-                        d.is_dir().then_some(d)
-                    }
-                },
-                otlp: self.executor.otlp.clone(),
-            },
+            otlp: self.otlp.clone(),
         })
     }
 }
