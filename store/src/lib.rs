@@ -21,16 +21,18 @@
 //! watermark, so a crash between commit and WAL truncation duplicates nothing.
 
 pub mod codec;
+mod flush;
 pub mod memtable;
 pub mod provider;
 pub mod table;
 pub mod wal;
+mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
@@ -41,6 +43,7 @@ pub use table::SpanTable;
 
 use memtable::Memtable;
 use wal::{Wal, WalOptions};
+use writer::{WalCmd, wal_writer};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -178,17 +181,6 @@ struct View {
     memtable: Memtable,
     table: Option<Arc<dyn TableProvider>>,
     watermark: u64,
-}
-
-enum WalCmd {
-    Append {
-        payload: Vec<u8>,
-        batch: RecordBatch,
-        reply: oneshot::Sender<Result<u64>>,
-    },
-    Truncate {
-        through: u64,
-    },
 }
 
 struct Inner {
@@ -477,150 +469,6 @@ impl Store {
         }
     }
 
-    /// Writes every memtable entry to the table, in commits of at most `flush_bytes` (so one
-    /// commit never builds arrays too large to write). Returns the number of rows flushed.
-    pub async fn flush(&self) -> Result<usize> {
-        // Flush what is there now; spans arriving meanwhile wait for the next flush.
-        let target = self
-            .inner
-            .view
-            .lock()
-            .map_err(|_| Error::Closed("view lock poisoned".into()))?
-            .memtable
-            .last_seq();
-        let Some(target) = target else { return Ok(0) };
-        let mut total = 0;
-        loop {
-            let (rows, watermark) = self.flush_some().await?;
-            total += rows;
-            if rows == 0 || watermark >= target {
-                return Ok(total);
-            }
-        }
-    }
-
-    /// One commit of the oldest memtable entries the table does not hold yet; returns the rows
-    /// written and the table's watermark after it.
-    async fn flush_some(&self) -> Result<(usize, u64)> {
-        let mut guard = self.inner.table.lock().await;
-        let Some(table) = guard.as_mut() else {
-            return Ok((0, 0));
-        };
-        let view_watermark = self
-            .inner
-            .view
-            .lock()
-            .map_err(|_| Error::Closed("view lock poisoned".into()))?
-            .watermark;
-        if table.watermark() > view_watermark {
-            // An earlier commit landed but readers were not switched to it (its follow-up failed):
-            // switch now, so its entries are neither shown twice nor written twice.
-            self.show(table).await?;
-        }
-        let (batches, last) = {
-            let v = self
-                .inner
-                .view
-                .lock()
-                .map_err(|_| Error::Closed("view lock poisoned".into()))?;
-            v.memtable.oldest_after(
-                table.watermark(),
-                self.inner.options.flush_bytes.max(1 << 20),
-            )
-        };
-        let Some(last) = last else {
-            return Ok((0, table.watermark()));
-        };
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let started = Instant::now();
-        if let Err(e) = table.append(batches, last).await {
-            self.inner
-                .stats
-                .flush_errors
-                .fetch_add(1, Ordering::Relaxed);
-            // The commit may have landed before the error: the watermark tells.
-            table.reload().await?;
-            if table.watermark() < last {
-                return Err(e);
-            }
-        }
-        self.show(table).await?;
-        let watermark = table.watermark();
-        let micros = started.elapsed().as_micros() as u64;
-        let stats = &self.inner.stats;
-        stats.flushes.fetch_add(1, Ordering::Relaxed);
-        stats.flush_micros.fetch_add(micros, Ordering::Relaxed);
-        stats.last_flush_micros.store(micros, Ordering::Relaxed);
-        stats.last_flush_unix.store(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            Ordering::Relaxed,
-        );
-        if let Ok(tx) = self.inner.wal_tx.lock()
-            && let Some(tx) = tx.as_ref()
-        {
-            let _ = tx.send(WalCmd::Truncate { through: watermark });
-        }
-        Ok((rows, watermark))
-    }
-
-    /// Applies retention, compacts small files and vacuums unreferenced ones, once.
-    pub async fn maintain(&self) -> Result<()> {
-        let mut guard = self.inner.table.lock().await;
-        let Some(table) = guard.as_mut() else {
-            return Ok(());
-        };
-        let o = &self.inner.options;
-        if let Some(days) = o.retention_days {
-            table.apply_retention(days).await?;
-        }
-        if table
-            .compact(o.compact_min_files, o.target_file_bytes)
-            .await?
-        {
-            self.inner.stats.compactions.fetch_add(1, Ordering::Relaxed);
-        }
-        // Files replaced by compaction or removed by retention stay on disk until vacuumed.
-        table.vacuum().await?;
-        self.show(table).await
-    }
-
-    /// Points readers at the table's loaded version and, in the same critical section, drops the
-    /// memtable entries that version holds (none after compaction or retention, which change files
-    /// but not the watermark).
-    async fn show(&self, table: &SpanTable) -> Result<()> {
-        let provider = table.provider().await?;
-        let watermark = table.watermark();
-        let mut v = self
-            .inner
-            .view
-            .lock()
-            .map_err(|_| Error::Closed("view lock poisoned".into()))?;
-        v.table = provider;
-        v.watermark = watermark;
-        let released = v.memtable.remove_through(watermark);
-        self.inner.mem_bytes.fetch_sub(released, Ordering::AcqRel);
-        Ok(())
-    }
-
-    /// Compacts every partition holding at least `min_files` files, now.
-    pub async fn compact_now(&self, min_files: usize) -> Result<bool> {
-        let mut guard = self.inner.table.lock().await;
-        let Some(table) = guard.as_mut() else {
-            return Ok(false);
-        };
-        let did = table
-            .compact(min_files, self.inner.options.target_file_bytes)
-            .await?;
-        if did {
-            self.inner.stats.compactions.fetch_add(1, Ordering::Relaxed);
-            self.show(table).await?;
-        }
-        Ok(did)
-    }
-
     /// Bytes of the table's active Parquet files.
     pub async fn table_bytes(&self) -> u64 {
         let guard = self.inner.table.lock().await;
@@ -675,141 +523,5 @@ impl Store {
             .lock()
             .map(|t| t.is_some())
             .unwrap_or(false)
-    }
-
-    async fn flush_loop(&self) {
-        loop {
-            let interval = self.inner.options.flush_interval;
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = self.inner.flush_wanted.notified() => {}
-                _ = self.inner.closing.notified() => return,
-            }
-            if !self.is_writable() {
-                return;
-            }
-            if let Err(e) = self.flush().await {
-                tracing::error!(error = %e, "flush failed; the spans stay in the WAL and memtable and will be retried");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-
-    async fn maintenance_loop(&self) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.inner.options.maintenance_interval) => {}
-                _ = self.inner.closing.notified() => return,
-            }
-            if !self.is_writable() {
-                return;
-            }
-            if let Err(e) = self.maintain().await {
-                tracing::error!(error = %e, "table maintenance failed");
-            }
-        }
-    }
-}
-
-/// The WAL writer thread: gathers every queued append, writes them, syncs once, makes them
-/// visible, then answers all of them.
-fn wal_writer(inner: Arc<Inner>, mut wal: Wal, rx: std::sync::mpsc::Receiver<WalCmd>) {
-    let mut failed: Option<String> = None;
-    while let Ok(first) = rx.recv() {
-        let mut cmds = vec![first];
-        let mut bytes = 0usize;
-        while bytes < (64 << 20) {
-            match rx.try_recv() {
-                Ok(cmd) => {
-                    if let WalCmd::Append { payload, .. } = &cmd {
-                        bytes += payload.len();
-                    }
-                    cmds.push(cmd);
-                }
-                Err(_) => break,
-            }
-        }
-        let mut payloads = Vec::new();
-        let mut pending = Vec::new();
-        let mut truncate = None;
-        for cmd in cmds {
-            match cmd {
-                WalCmd::Append {
-                    payload,
-                    batch,
-                    reply,
-                } => {
-                    payloads.push(payload);
-                    pending.push((batch, reply));
-                }
-                WalCmd::Truncate { through } => truncate = Some(through),
-            }
-        }
-        if let Some(msg) = &failed {
-            for (_, reply) in pending {
-                let _ = reply.send(Err(Error::Closed(msg.clone())));
-            }
-            continue;
-        }
-        if !payloads.is_empty() {
-            let started = Instant::now();
-            match wal.append(&payloads) {
-                Ok(first_seq) => {
-                    let stats = &inner.stats;
-                    let took = started.elapsed();
-                    stats
-                        .wal_sync_micros
-                        .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-                    if let Some(observe) = stats.sync_observer.get() {
-                        observe(took.as_secs_f64());
-                    }
-                    stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
-                    stats
-                        .wal_records
-                        .fetch_add(payloads.len() as u64, Ordering::Relaxed);
-                    stats.wal_bytes.fetch_add(
-                        payloads.iter().map(|p| p.len() as u64 + 16).sum(),
-                        Ordering::Relaxed,
-                    );
-                    let mut replies = Vec::with_capacity(pending.len());
-                    match inner.view.lock() {
-                        Ok(mut v) => {
-                            let before = v.memtable.bytes();
-                            for (i, (batch, reply)) in pending.into_iter().enumerate() {
-                                v.memtable.push(first_seq + i as u64, batch);
-                                replies.push((first_seq + i as u64, reply));
-                            }
-                            // Counted under the view lock, so a flush cannot subtract it first.
-                            inner
-                                .mem_bytes
-                                .fetch_add(v.memtable.bytes() - before, Ordering::AcqRel);
-                        }
-                        Err(_) => {
-                            failed = Some("view lock poisoned".into());
-                            continue;
-                        }
-                    }
-                    for (seq, reply) in replies {
-                        let _ = reply.send(Ok(seq));
-                    }
-                }
-                Err(e) => {
-                    // Nothing in this group is acknowledged. The log may now end in a partial
-                    // record, so no further append is safe until a restart truncates it.
-                    let msg = format!("WAL append failed: {e}");
-                    tracing::error!("{msg}; refusing writes until restart");
-                    for (_, reply) in pending {
-                        let _ = reply.send(Err(Error::Closed(msg.clone())));
-                    }
-                    failed = Some(msg);
-                }
-            }
-        }
-        if let Some(through) = truncate
-            && failed.is_none()
-            && let Err(e) = wal.remove_through(through)
-        {
-            tracing::warn!(error = %e, "cannot remove flushed WAL segments");
-        }
     }
 }
