@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::types::{
-    Decided, ReviewDecision, ReviewTask, Reviews, SqlRequest, StartRun, Started, Status,
-    Verification,
+    AuditRecord, Decided, ReviewDecision, ReviewTask, Reviews, SqlRequest, StartRun, Started,
+    Status, Verification,
 };
 use crate::{Error, Result};
 
@@ -160,6 +160,11 @@ impl Client {
     /// `GET /api/reviews/{id}`.
     pub async fn review(&self, id: &str) -> Result<ReviewTask> {
         self.get(&["reviews", id], &[]).await
+    }
+
+    /// `GET /api/audit/records/{seq}`: one audit record, whole.
+    pub async fn audit_record(&self, seq: u64) -> Result<AuditRecord> {
+        self.get(&["audit", "records", &seq.to_string()], &[]).await
     }
 
     /// `POST /api/reviews/{id}/approve` (or `reject`): a person's decision, which the server

@@ -93,6 +93,40 @@ pub struct ReviewDecision {
     pub reason: String,
 }
 
+/// One audit record, whole, as the log holds it (`GET /api/audit/records/{seq}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditRecord {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// When it was recorded (RFC 3339, UTC).
+    pub time: String,
+    /// `gate`, `authorize`, `review` or `policy_change`.
+    pub kind: String,
+    /// Who asked.
+    pub principal: String,
+    /// The action.
+    pub action: String,
+    /// The resource.
+    pub resource: String,
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// Determining policy ids.
+    pub policies: Vec<String>,
+    /// Advice given.
+    pub advice: Vec<String>,
+    /// Errors met.
+    pub errors: Vec<String>,
+    /// The evaluated context.
+    pub context: serde_json::Value,
+    /// The deciding policy set's hash.
+    pub policy_hash: String,
+    /// The previous record's hash.
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+}
+
 /// A human review task (`GET /api/reviews/{id}`, items of `GET /api/reviews`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -1233,6 +1233,34 @@ async fn authorize_api_decides_records_and_fails_closed() {
         .unwrap();
     assert_eq!(v["records"], 6, "{v}");
     assert!(v["finding"].is_null(), "{v}");
+    // One record, whole, through the typed client: what the SQL table says, context as JSON.
+    let api = custos_api::Client::new(&format!("http://{}", server.api)).unwrap();
+    let five = api.audit_record(5).await.unwrap();
+    assert_eq!(
+        (five.seq, five.kind.as_str(), five.decision.as_str()),
+        (5, "review", "allow")
+    );
+    assert!(five.context.is_object(), "{five:?}");
+    assert_eq!(five.hash.len(), 64, "{five:?}");
+    let six = api.audit_record(6).await.unwrap();
+    assert_eq!(six.prev_hash, five.hash);
+    for (seq, status, says) in [
+        ("7", 404, "no record `7`"),
+        ("0", 400, "numbered from 1"),
+        ("seven", 400, "`seven` is not a record number"),
+    ] {
+        let r = client
+            .get(format!("http://{}/api/audit/records/{seq}", server.api))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{seq}");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains(says),
+            "{seq}: {body}"
+        );
+    }
     server.shutdown().await.unwrap();
 
     // A restart with the same policies records no change; with none, authorize denies (503).

@@ -123,15 +123,9 @@ pub async fn load(client: &Client, request: &Request) -> Result<Detail> {
             Detail::Spans(data::waterfall(&sql(client, &q).await?))
         }
         Request::Record(seq) => {
-            let q = format!(
-                "SELECT seq, CAST(time AS VARCHAR) AS time, kind, principal, action, resource, \
-                 decision, policies, advice, errors, context, policy_hash, prev_hash, hash \
-                 FROM audit WHERE seq = {seq}"
-            );
-            match data::audit_record(&sql(client, &q).await?) {
-                Some(r) => Detail::Record(Box::new(r)),
-                None => return Err(Error::Api(format!("no audit record {seq}"))),
-            }
+            let seq =
+                u64::try_from(*seq).map_err(|_| Error::Api(format!("no audit record {seq}")))?;
+            Detail::Record(Box::new(client.audit_record(seq).await.map_err(api)?))
         }
         Request::Review(id) => {
             let task = client.review(id).await.map_err(api)?;

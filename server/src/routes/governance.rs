@@ -1,5 +1,5 @@
 //! Governance routes: `POST /api/authorize` (decide and record), `POST /api/gate` (the deploy
-//! gate on the server's own data) and `GET /api/audit/verify`.
+//! gate on the server's own data), `GET /api/audit/verify` and `GET /api/audit/records/{seq}`.
 
 use std::sync::Arc;
 
@@ -142,6 +142,30 @@ pub(crate) async fn api_audit_verify(State(state): State<Arc<ApiState>>) -> Resp
     let dir = state.audit.dir().to_path_buf();
     match tokio::task::spawn_blocking(move || custos_audit::verify(&dir)).await {
         Ok(Ok(v)) => axum::Json(v).into_response(),
+        Ok(Err(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /api/audit/records/{seq}`: one record of the audit log, whole (404 when the log has no
+/// such record, 400 when `seq` is not a positive whole number).
+pub(crate) async fn api_audit_record(
+    State(state): State<Arc<ApiState>>,
+    axum::extract::Path(seq): axum::extract::Path<String>,
+) -> Response {
+    let Some(n) = seq.parse::<u64>().ok().filter(|n| *n > 0) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            format!("`{seq}` is not a record number; records are numbered from 1"),
+        );
+    };
+    let dir = state.audit.dir().to_path_buf();
+    match tokio::task::spawn_blocking(move || custos_audit::read_one(&dir, n)).await {
+        Ok(Ok(Some(r))) => axum::Json(r).into_response(),
+        Ok(Ok(None)) => json_error(
+            StatusCode::NOT_FOUND,
+            format!("the audit log has no record `{n}`"),
+        ),
         Ok(Err(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

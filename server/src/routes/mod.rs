@@ -26,6 +26,10 @@ pub(crate) fn api_router(state: Arc<ApiState>) -> Router {
         .route("/api/authorize", post(governance::api_authorize))
         .route("/api/gate", post(governance::api_gate))
         .route("/api/audit/verify", get(governance::api_audit_verify))
+        .route(
+            "/api/audit/records/{seq}",
+            get(governance::api_audit_record),
+        )
         .route("/api/runs", post(runs::start_run))
         .route("/api/runs/{id}", get(runs::get_run))
         .route("/api/reviews", get(runs::list_reviews))

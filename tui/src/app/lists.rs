@@ -187,7 +187,7 @@ impl App {
                         .iter()
                         .map(|t| wrapped(t))
                         .chain(r.advice.iter().chain(&r.errors).map(|t| wrapped(t)))
-                        .chain(r.context.lines().map(wrapped))
+                        .chain(crate::data::context_text(r).lines().map(wrapped))
                         .sum::<usize>()
                         + 6
                 }

@@ -11,7 +11,9 @@ mod drill;
 mod keys;
 mod lists;
 
-use crate::data::{AuditRecord, ReviewDetail, RunRow, Snapshot, SpanRow};
+use custos_api::AuditRecord;
+
+use crate::data::{ReviewDetail, RunRow, Snapshot, SpanRow};
 
 pub use dialog::{Dialog, Stage};
 pub use keys::HELP;

@@ -265,39 +265,6 @@ pub struct ReviewDetail {
     pub started_by: Option<String>,
 }
 
-/// One audit record, whole (`/api/sql` over `audit` by `seq`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    /// Sequence number.
-    pub seq: i64,
-    /// Time (RFC 3339).
-    pub time: String,
-    /// `authorize`, `gate`, `review`, `policy_set`.
-    pub kind: String,
-    /// Who asked.
-    pub principal: String,
-    /// What.
-    pub action: String,
-    /// On what.
-    pub resource: String,
-    /// `allow` or `deny`.
-    pub decision: String,
-    /// Determining policies.
-    pub policies: Vec<String>,
-    /// Advice.
-    pub advice: Vec<String>,
-    /// Evaluation errors.
-    pub errors: Vec<String>,
-    /// The request's context, pretty-printed JSON.
-    pub context: String,
-    /// Hash of the policy set that decided.
-    pub policy_hash: String,
-    /// The previous record's hash.
-    pub prev_hash: String,
-    /// This record's hash.
-    pub hash: String,
-}
-
 /// What the server answered to a review decision.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Decided {
@@ -333,4 +300,9 @@ pub struct Snapshot {
     /// Audit verification summary; empty when this poll did not re-verify (see
     /// [`crate::client::fetch`]).
     pub audit: String,
+}
+
+/// An audit record's context as the record view shows it: pretty-printed JSON.
+pub fn context_text(r: &custos_api::AuditRecord) -> String {
+    serde_json::to_string_pretty(&r.context).unwrap_or_default()
 }

@@ -6,8 +6,8 @@ use custos_api::ReviewTask;
 use serde_json::Value;
 
 use super::{
-    AuditRecord, Decided, DecisionRow, Point, PolicyView, ReviewDetail, ReviewRow, RunRow, SloRow,
-    SpanRow, WorkflowRow,
+    Decided, DecisionRow, Point, PolicyView, ReviewDetail, ReviewRow, RunRow, SloRow, SpanRow,
+    WorkflowRow,
 };
 
 fn f(v: &Value, k: &str) -> Option<f64> {
@@ -359,36 +359,6 @@ pub fn review_detail(t: &ReviewTask) -> ReviewDetail {
         trace_id: opt(&c["trace_id"]),
         started_by: opt(&c["started_by"]),
     }
-}
-
-/// Reads the first row of `SELECT … FROM audit WHERE seq = N` (none: no such record).
-pub fn audit_record(rows: &Value) -> Option<AuditRecord> {
-    let r = rows.as_array()?.first()?;
-    let list = |k: &str| -> Vec<String> {
-        r[k].as_array()
-            .map(|v| v.iter().map(text).collect())
-            .unwrap_or_default()
-    };
-    let context = s(r, "context");
-    Some(AuditRecord {
-        seq: r["seq"].as_i64().unwrap_or(0),
-        time: s(r, "time"),
-        kind: s(r, "kind"),
-        principal: s(r, "principal"),
-        action: s(r, "action"),
-        resource: s(r, "resource"),
-        decision: s(r, "decision"),
-        policies: list("policies"),
-        advice: list("advice"),
-        errors: list("errors"),
-        context: serde_json::from_str::<Value>(&context)
-            .ok()
-            .and_then(|v| serde_json::to_string_pretty(&v).ok())
-            .unwrap_or(context),
-        policy_hash: s(r, "policy_hash"),
-        prev_hash: s(r, "prev_hash"),
-        hash: s(r, "hash"),
-    })
 }
 
 /// What the dashboard says of the answer to `POST /api/reviews/{id}/approve|reject`.

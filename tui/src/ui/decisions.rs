@@ -9,7 +9,9 @@ use ratatui::widgets::{Cell, Paragraph, Row};
 use super::Theme;
 use super::widgets::{Columns, block, clip, sorted, table};
 use crate::app::{App, List};
-use crate::data::{AuditRecord, Snapshot};
+use custos_api::AuditRecord;
+
+use crate::data::Snapshot;
 
 pub(super) fn decisions(
     f: &mut Frame<'_>,
@@ -122,7 +124,8 @@ pub(super) fn audit_record(
         format!("{} (previous {})", r.hash, r.prev_hash),
     ));
     lines.push(Line::from(Span::styled("context", bold)));
-    lines.extend(r.context.lines().map(|l| Line::from(l.to_string())));
+    let context = crate::data::context_text(r);
+    lines.extend(context.lines().map(|l| Line::from(l.to_string())));
     f.render_widget(
         Paragraph::new(lines)
             .wrap(ratatui::widgets::Wrap { trim: false })
