@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path as UrlPath, Query};
 use axum::response::{IntoResponse, Response};
+use custos_executor::journal::{ReviewStatus, ReviewTask};
 use http::StatusCode;
 use http::request::Parts;
 use serde::Deserialize;
@@ -142,7 +143,10 @@ pub(crate) async fn list_reviews(
         }
     };
     match tasks {
-        Ok(t) => axum::Json(json!({ "reviews": t })).into_response(),
+        Ok(t) => axum::Json(custos_api::Reviews {
+            reviews: t.into_iter().map(review_task).collect(),
+        })
+        .into_response(),
         Err(e) => json_error(status_of(&e), e.to_string()),
     }
 }
@@ -152,9 +156,53 @@ pub(crate) async fn get_review(
     Deployed(runner): Deployed,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    lookup(runner.executor.journal().review(&id), || {
+    let found = runner.executor.journal().review(&id);
+    lookup(found.map(|t| t.map(review_task)), || {
         format!("no review task `{id}`")
     })
+}
+
+/// A journaled review task as the API answers it: the field-for-field conversion is written out
+/// so that a change to either type is a compile error here, not a silently missing field.
+fn review_task(t: ReviewTask) -> custos_api::ReviewTask {
+    let status = match t.status {
+        ReviewStatus::Pending => "pending",
+        ReviewStatus::Approved => "approved",
+        ReviewStatus::Rejected => "rejected",
+        ReviewStatus::TimedOut => "timed_out",
+    };
+    let ReviewTask {
+        id,
+        run_id,
+        workflow,
+        step,
+        queue,
+        priority,
+        created_ms,
+        due_ms,
+        status: _,
+        context,
+        reviewer,
+        reason,
+        decided_ms,
+        audit_seq,
+    } = t;
+    custos_api::ReviewTask {
+        id,
+        run_id,
+        workflow,
+        step,
+        queue,
+        priority,
+        created_ms,
+        due_ms,
+        status: status.to_string(),
+        context,
+        reviewer,
+        reason,
+        decided_ms,
+        audit_seq,
+    }
 }
 
 async fn decide(runner: Arc<Runner>, id: String, body: Bytes, approve: bool) -> Response {
@@ -181,7 +229,7 @@ async fn decide(runner: Arc<Runner>, id: String, body: Bytes, approve: bool) -> 
         Ok(d) => {
             spawn_drive(&runner, d.task.run_id.clone());
             axum::Json(json!({
-                "task": d.task,
+                "task": review_task(d.task),
                 "decision": d.decision,
                 "audit_seq": d.audit_seq,
             }))
@@ -207,4 +255,39 @@ pub(crate) async fn reject(
     body: Bytes,
 ) -> Response {
     decide(runner, id, body, false).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn review_tasks_answer_what_the_journal_holds() {
+        for status in [
+            ReviewStatus::Pending,
+            ReviewStatus::Approved,
+            ReviewStatus::Rejected,
+            ReviewStatus::TimedOut,
+        ] {
+            let task = ReviewTask {
+                id: "r-1".into(),
+                run_id: "run-1".into(),
+                workflow: "invoice".into(),
+                step: "review".into(),
+                queue: "ap".into(),
+                priority: "high".into(),
+                created_ms: 1,
+                due_ms: 2,
+                status,
+                context: json!({"confidence": 0.5}),
+                reviewer: Some("ana".into()),
+                reason: None,
+                decided_ms: Some(3),
+                audit_seq: Some(4),
+            };
+            let journal = serde_json::to_value(&task).unwrap();
+            let api = serde_json::to_value(review_task(task)).unwrap();
+            assert_eq!(api, journal, "{status:?}");
+        }
+    }
 }
