@@ -119,6 +119,40 @@ fn ratio(n: i64, d: i64) -> Option<f64> {
     (d > 0).then(|| n as f64 / d as f64)
 }
 
+impl CanaryMeasurement {
+    /// Nothing measured yet for `q`'s two versions.
+    fn of(q: &CanaryQuery) -> Self {
+        let side = |version: &str| VersionStats {
+            version: version.to_string(),
+            ..Default::default()
+        };
+        Self {
+            candidate: side(&q.candidate),
+            current: side(&q.current),
+            ..Default::default()
+        }
+    }
+
+    /// The candidate's figures when `version` is the candidate, else the current version's.
+    fn side(&mut self, version: &str) -> &mut VersionStats {
+        if version == self.candidate.version {
+            &mut self.candidate
+        } else {
+            &mut self.current
+        }
+    }
+}
+
+impl VersionStats {
+    /// The rates from the counts.
+    fn derive_rates(&mut self) {
+        self.override_rate = ratio(self.overrides, self.reviewed);
+        self.error_rate = ratio(self.failures, self.finished_runs);
+        self.cost_per_success_usd =
+            (self.successes > 0).then(|| self.spend_usd / self.successes as f64);
+    }
+}
+
 /// Measures `q` over the session's views.
 pub async fn measure(analytics: &Analytics, q: &CanaryQuery) -> Result<CanaryMeasurement> {
     let col = q.kind.column();
@@ -135,17 +169,7 @@ pub async fn measure(analytics: &Analytics, q: &CanaryQuery) -> Result<CanaryMea
         from = sql_timestamp(q.from),
         to = sql_timestamp(q.to),
     );
-    let mut m = CanaryMeasurement {
-        candidate: VersionStats {
-            version: q.candidate.clone(),
-            ..Default::default()
-        },
-        current: VersionStats {
-            version: q.current.clone(),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let mut m = CanaryMeasurement::of(q);
     let decisions = analytics
         .query(&format!(
             "SELECT {col} AS version, count(*) AS decisions, \
@@ -155,12 +179,7 @@ pub async fn measure(analytics: &Analytics, q: &CanaryQuery) -> Result<CanaryMea
         ))
         .await?;
     Rows::new(&decisions).each(|r| {
-        let v = r.string("version");
-        let s = if v == q.candidate {
-            &mut m.candidate
-        } else {
-            &mut m.current
-        };
+        let s = m.side(&r.string("version"));
         s.decisions = r.i64("decisions");
         s.reviewed = r.i64("reviewed");
         s.overrides = r.i64("overrides");
@@ -177,12 +196,7 @@ pub async fn measure(analytics: &Analytics, q: &CanaryQuery) -> Result<CanaryMea
         ))
         .await?;
     Rows::new(&runs).each(|r| {
-        let v = r.string("version");
-        let s = if v == q.candidate {
-            &mut m.candidate
-        } else {
-            &mut m.current
-        };
+        let s = m.side(&r.string("version"));
         s.runs = r.i64("runs");
         s.finished_runs = r.i64("finished_runs");
         s.successes = r.i64("successes");
@@ -190,11 +204,8 @@ pub async fn measure(analytics: &Analytics, q: &CanaryQuery) -> Result<CanaryMea
         s.p99_ms = r.f64("p99");
         s.spend_usd = r.f64("spend_usd").unwrap_or(0.0);
     });
-    for s in [&mut m.candidate, &mut m.current] {
-        s.override_rate = ratio(s.overrides, s.reviewed);
-        s.error_rate = ratio(s.failures, s.finished_runs);
-        s.cost_per_success_usd = (s.successes > 0).then(|| s.spend_usd / s.successes as f64);
-    }
+    m.candidate.derive_rates();
+    m.current.derive_rates();
     let psi = analytics
         .query(&format!(
             "SELECT psi(confidence, {col} = {cand}) AS psi, \

@@ -226,31 +226,44 @@ pub async fn openai(
         .map_err(|e| StepError::retryable("unavailable", format!("cannot reach `{url}`: {e}")))?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
+    match refusal(&url, status, &text) {
+        Some(e) => Err(e),
+        None => parse_answer(&url, &text, model).map_err(|e| *e),
+    }
+}
+
+/// A refusal as a step error: 429 and 5xx may be retried, other failures are fatal.
+fn refusal(url: &str, status: reqwest::StatusCode, text: &str) -> Option<StepError> {
     if status.as_u16() == 429 {
-        return Err(StepError::retryable(
+        Some(StepError::retryable(
             "rate_limited",
             format!("`{url}` answered 429 too many requests"),
-        ));
-    }
-    if status.is_server_error() {
-        return Err(StepError::retryable(
+        ))
+    } else if status.is_server_error() {
+        Some(StepError::retryable(
             "unavailable",
-            format!("`{url}` answered {status}: {}", clip(&text)),
-        ));
-    }
-    if !status.is_success() {
-        return Err(StepError::fatal(
+            format!("`{url}` answered {status}: {}", clip(text)),
+        ))
+    } else if !status.is_success() {
+        Some(StepError::fatal(
             "invalid_input",
-            format!("`{url}` answered {status}: {}", clip(&text)),
-        ));
+            format!("`{url}` answered {status}: {}", clip(text)),
+        ))
+    } else {
+        None
     }
+}
+
+/// The answer in a chat-completions body: the message content must be a JSON object with a
+/// `label` and a `confidence` in [0, 1]; token usage prices the call.
+fn parse_answer(url: &str, text: &str, model: &ModelFile) -> Result<Answer, Box<StepError>> {
     let bad = |what: &str| {
-        StepError::fatal(
+        Box::new(StepError::fatal(
             "invalid_response",
-            format!("`{url}` answered without {what}: {}", clip(&text)),
-        )
+            format!("`{url}` answered without {what}: {}", clip(text)),
+        ))
     };
-    let v: Value = serde_json::from_str(&text).map_err(|_| bad("a JSON body"))?;
+    let v: Value = serde_json::from_str(text).map_err(|_| bad("a JSON body"))?;
     let content = v
         .pointer("/choices/0/message/content")
         .and_then(Value::as_str)
@@ -267,14 +280,11 @@ pub async fn openai(
         .and_then(Value::as_str)
         .ok_or_else(|| bad("`label` in the message content"))?
         .to_string();
-    let input_tokens = v
-        .pointer("/usage/prompt_tokens")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    let output_tokens = v
-        .pointer("/usage/completion_tokens")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
+    let tokens = |p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    let (input_tokens, output_tokens) = (
+        tokens("/usage/prompt_tokens"),
+        tokens("/usage/completion_tokens"),
+    );
     Ok(Answer {
         output: c.get("output").cloned().unwrap_or_else(|| json!({})),
         label,
