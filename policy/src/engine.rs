@@ -258,6 +258,7 @@ impl Engine {
         }
         let parsed = Entities::from_json_value(Value::Array(req.entities.clone()), Some(schema))
             .map_err(|e| fail(format!("entities: {e}{}", help(&e))))?;
+        self.no_shadowing(&parsed).map_err(fail)?;
         let merged = self
             .entities
             .clone()
@@ -289,6 +290,44 @@ impl Engine {
     /// The configured entity store.
     pub fn entities(&self) -> &Entities {
         &self.entities
+    }
+
+    /// A request's own entities may describe its resource and context, never change what the
+    /// store says: an entity the store has may not be redefined or shadowed, and a new entity
+    /// may not join a stored one (a caller would otherwise add itself to a team, or lower a
+    /// workflow's threshold, and receive a recorded `allow`).
+    fn no_shadowing(&self, request: &Entities) -> std::result::Result<(), String> {
+        for e in request.iter() {
+            let uid = e.uid();
+            if self.entities.get(&uid).is_some() {
+                return Err(format!(
+                    "entities: `{uid}` is an entity of the store (entities.json); a request may describe only entities the store does not have, so it cannot redefine, re-parent or shadow `{uid}`"
+                ));
+            }
+            if let Some(mut ancestors) = request.ancestors(&uid)
+                && let Some(parent) = ancestors.find(|a| self.entities.get(a).is_some())
+            {
+                return Err(format!(
+                    "entities: `{uid}` may not be made a member of `{parent}`: memberships of stored entities come from the store (entities.json) only"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `uid` (Cedar syntax, `Custos::User::"ana"`) is an entity of the store; an error
+    /// when it is not an entity reference.
+    pub fn has_entity(&self, uid: &str) -> std::result::Result<bool, String> {
+        let uid = entity_ref("principal", &Value::String(uid.to_string()))?;
+        Ok(self.entities.get(&uid).is_some())
+    }
+
+    /// Whether `member` is in `group` (directly or through teams) in the store.
+    pub fn is_in(&self, member: &str, group: &str) -> bool {
+        let (Ok(m), Ok(g)) = (EntityUid::from_str(member), EntityUid::from_str(group)) else {
+            return false;
+        };
+        self.entities.is_ancestor_of(&g, &m)
     }
 
     /// Decides a request already built against the schema.

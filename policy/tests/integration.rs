@@ -413,3 +413,164 @@ fn typed_contexts_decide_like_cedars_parser() {
     }
     assert!(fast_paths >= 25, "{fast_paths}");
 }
+
+/// The who-may-do-what table of docs/governance.md says what the shipped policies decide: every
+/// cell is asked of the engine with a member of the column's team.
+#[test]
+fn the_access_table_in_the_docs_matches_the_shipped_policies() {
+    let engine = Engine::load(&shipped()).unwrap();
+    let doc = std::fs::read_to_string(shipped().join("../../docs/governance.md")).unwrap();
+    let table = doc
+        .split("<!-- access-table: checked by policy/tests/integration.rs -->")
+        .nth(1)
+        .and_then(|t| t.split("<!-- end access-table -->").next())
+        .expect("the access table and its markers");
+    let rows: Vec<Vec<String>> = table
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect();
+    let member = |team: &str| match team {
+        "admins" => "Custos::User::\"admin\"",
+        "sre" => "Custos::User::\"sam\"",
+        "monitoring" => "Custos::Service::\"prometheus\"",
+        "compliance" => "Custos::User::\"cleo\"",
+        "operators" => "Custos::User::\"omar\"",
+        "ci" => "Custos::Service::\"ci\"",
+        // A support reviewer; "own queue" cells are asked about a support task.
+        "reviewers" => "Custos::User::\"ben\"",
+        "ingest" => "Custos::Service::\"otel-collector\"",
+        "executors" => "Custos::Service::\"executor\"",
+        other => panic!("no member for column `{other}`"),
+    };
+    let task = |queue: &str| {
+        json!({"uid": {"type": "Custos::ReviewTask", "id": "t-1"}, "attrs": {
+            "workflow": {"__entity": {"type": "Custos::Workflow", "id": "support-triage"}},
+            "reviewers": {"__entity": {"type": "Custos::Team", "id": queue}},
+            "requested_by": {"__entity": {"type": "Custos::User", "id": "omar"}}}, "parents": []})
+    };
+    let ask = |principal: &str, action: &str, queue: &str| {
+        let (resource, context, entities) = match action {
+            "start_run" | "read_runs" | "gate" => (
+                json!("Custos::Workflow::\"support-triage\""),
+                json!({}),
+                vec![],
+            ),
+            "read_review" => (
+                json!("Custos::ReviewTask::\"t-1\""),
+                json!({}),
+                vec![task(queue)],
+            ),
+            "approve_review" => (
+                json!("Custos::ReviewTask::\"t-1\""),
+                json!({"override": false}),
+                vec![task(queue)],
+            ),
+            _ => (json!("Custos::Api::\"custos\""), json!({}), vec![]),
+        };
+        let d = engine.authorize(&AuthzRequest {
+            principal: json!(principal),
+            action: json!(action),
+            resource,
+            context,
+            entities,
+        });
+        assert!(d.errors.is_empty(), "{principal} {action}: {d:?}");
+        d.allowed()
+    };
+    let header = &rows[0];
+    assert_eq!(&header[..2], ["action", "operations"]);
+    let mut checked = 0;
+    for row in &rows[1..] {
+        let action = row[0].trim_matches('`');
+        for (team, cell) in header[2..].iter().zip(&row[2..]) {
+            let who = member(team);
+            match cell.as_str() {
+                "yes" => assert!(ask(who, action, "support-team"), "{team} {action}"),
+                "no" => {
+                    // A person in one of the roles may still review their own queue; "no"
+                    // holds for every queue of another team.
+                    assert!(!ask(who, action, "ap-team"), "{team} {action}");
+                    if team != "reviewers" {
+                        assert!(!ask(who, action, "support-team"), "{team} {action}");
+                    }
+                }
+                "own queue" => {
+                    assert!(ask(who, action, "support-team"), "{team} {action}");
+                    assert!(
+                        !ask(who, action, "ap-team"),
+                        "{team} {action}: another queue"
+                    );
+                }
+                other => panic!("unknown cell `{other}` for {team} {action}"),
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 11 * 9, "every action, every role");
+    // The footnote of `gate`: a workflow's owners run its gate too.
+    assert!(
+        !ask("Custos::User::\"ana\"", "gate", "ap-team"),
+        "ana owns no support workflow"
+    );
+    let d = engine.authorize(&AuthzRequest {
+        principal: json!("Custos::User::\"ana\""),
+        action: json!("gate"),
+        resource: json!("Custos::Workflow::\"invoice-posting\""),
+        context: json!({}),
+        entities: vec![],
+    });
+    assert!(d.allowed(), "{d:?}");
+}
+
+/// A request's entities describe its resource; they never change what the store says.
+#[test]
+fn request_entities_cannot_redefine_or_join_stored_entities() {
+    let engine = Engine::load(&shipped()).unwrap();
+    let ask = |entities: Vec<Value>| {
+        engine.authorize(&AuthzRequest {
+            principal: json!("Custos::Service::\"executor\""),
+            action: json!("execute"),
+            resource: json!("Custos::Connector::\"erp\""),
+            context: json!({"workflow": {"__entity": {"type": "Custos::Workflow", "id": "invoice-posting"}},
+                            "confidence": "0.60", "amount_usd": "10.00", "human_approved": false}),
+            entities,
+        })
+    };
+    assert!(!ask(vec![]).allowed(), "0.60 is below the threshold");
+    // Lowering the stored workflow's threshold is refused, naming the entity.
+    let d = ask(vec![
+        json!({"uid": {"type": "Custos::Workflow", "id": "invoice-posting"},
+        "attrs": {"owner": {"__entity": {"type": "Custos::Team", "id": "ap-team"}}, "risk": "low",
+                  "auto_threshold": {"__extn": {"fn": "decimal", "arg": "0.5"}}}, "parents": []}),
+    ]);
+    assert!(!d.allowed() && d.request_error(), "{d:?}");
+    assert!(
+        d.errors[0]
+            .message
+            .contains("`Custos::Workflow::\"invoice-posting\"` is an entity of the store"),
+        "{d:?}"
+    );
+    // A new user joining a stored team is refused too.
+    let d = ask(vec![
+        json!({"uid": {"type": "Custos::User", "id": "mallory"},
+        "attrs": {"email": "m@example.com"}, "parents": [{"type": "Custos::Team", "id": "reviewers"}]}),
+    ]);
+    assert!(d.request_error(), "{d:?}");
+    assert!(
+        d.errors[0].message.contains("may not be made a member of"),
+        "{d:?}"
+    );
+    // Describing an entity the store does not have (a review task) is what entities are for.
+    let d = ask(vec![
+        json!({"uid": {"type": "Custos::ReviewTask", "id": "new"}, "attrs": {
+        "workflow": {"__entity": {"type": "Custos::Workflow", "id": "invoice-posting"}},
+        "reviewers": {"__entity": {"type": "Custos::Team", "id": "ap-team"}}}, "parents": []}),
+    ]);
+    assert!(d.errors.is_empty(), "{d:?}");
+}
