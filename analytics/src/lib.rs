@@ -30,6 +30,9 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 pub use prices::PriceTable;
 
+/// The SQL table over the audit log (reading it needs `read_audit` through the API).
+pub const AUDIT_TABLE: &str = "audit";
+
 /// Errors of the analytics layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -190,7 +193,7 @@ impl Analytics {
         ctx.register_table("spans", Arc::new(SpansProvider::new(store.clone())))
             .map_err(|e| Error::Setup(e.to_string()))?;
         let audit_dir = store.options().data_dir.join("audit");
-        ctx.register_table("audit", Arc::new(audit::AuditProvider::new(audit_dir)))
+        ctx.register_table(AUDIT_TABLE, Arc::new(audit::AuditProvider::new(audit_dir)))
             .map_err(|e| Error::Setup(e.to_string()))?;
         udf::register(ctx, prices.clone());
         views::register(ctx).await
@@ -266,24 +269,92 @@ impl Analytics {
 
     /// Runs one read-only statement.
     pub async fn query(&self, sql: &str) -> Result<QueryResult> {
+        let started = std::time::Instant::now();
+        let prepared = self.prepare(sql).await?;
+        prepared
+            .run_within(self.options.timeout.saturating_sub(started.elapsed()))
+            .await
+    }
+
+    /// Plans one read-only statement and says which tables it reads, so a caller can decide
+    /// before anything runs (`POST /api/sql` asks for `read_audit` when the plan reads `audit`).
+    pub async fn prepare(&self, sql: &str) -> Result<Prepared> {
         let limit = self.options.memory_limit_bytes;
         let opts = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let run = async {
-            let df = self
-                .ctx
-                .sql_with_options(sql, opts)
-                .await
-                .map_err(|e| classify(e, limit))?;
+        let plan = self.ctx.sql_with_options(sql, opts);
+        let df = match tokio::time::timeout(self.options.timeout, plan).await {
+            Ok(r) => r.map_err(|e| classify(e, limit))?,
+            Err(_) => return Err(Error::Timeout(self.options.timeout)),
+        };
+        let tables = tables_read(df.logical_plan());
+        Ok(Prepared {
+            df,
+            tables,
+            limit,
+            timeout: self.options.timeout,
+        })
+    }
+}
+
+/// A planned statement, not yet run.
+#[derive(Debug)]
+pub struct Prepared {
+    df: datafusion::dataframe::DataFrame,
+    tables: std::collections::BTreeSet<String>,
+    limit: usize,
+    timeout: std::time::Duration,
+}
+
+impl Prepared {
+    /// The tables the statement reads, through views and subqueries (unqualified names).
+    pub fn tables(&self) -> &std::collections::BTreeSet<String> {
+        &self.tables
+    }
+
+    /// Runs the statement within the session's timeout.
+    pub async fn run(self) -> Result<QueryResult> {
+        let timeout = self.timeout;
+        self.run_within(timeout).await
+    }
+
+    async fn run_within(self, timeout: std::time::Duration) -> Result<QueryResult> {
+        let (limit, configured, df) = (self.limit, self.timeout, self.df);
+        let run = async move {
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let batches = df.collect().await.map_err(|e| classify(e, limit))?;
             Ok(QueryResult { schema, batches })
         };
-        match tokio::time::timeout(self.options.timeout, run).await {
+        match tokio::time::timeout(timeout, run).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Timeout(self.options.timeout)),
+            Err(_) => Err(Error::Timeout(configured)),
         }
     }
+}
+
+/// Every table a plan scans, looking into views and subqueries.
+fn tables_read(plan: &datafusion::logical_expr::LogicalPlan) -> std::collections::BTreeSet<String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::LogicalPlan;
+    let mut out = std::collections::BTreeSet::new();
+    let mut pending = vec![plan.clone()];
+    // Views nest at most as deep as they were defined; the bound keeps a cycle from looping.
+    let mut budget = 1_000usize;
+    while let Some(p) = pending.pop() {
+        let _ = p.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                out.insert(scan.table_name.table().to_string());
+                if let Some(inner) = scan.source.get_logical_plan()
+                    && budget > 0
+                {
+                    budget -= 1;
+                    pending.push(inner.into_owned());
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+    }
+    out
 }

@@ -807,3 +807,50 @@ async fn slos_match_an_independent_computation() {
     }
     assert!(text.contains("sloth_service=\"reference-workflows\",sloth_slo=\"run-success\""));
 }
+
+/// A statement is planned before it runs, and the plan says which tables it reads: through
+/// views and subqueries too, so a caller can ask for `read_audit` before anything runs.
+#[tokio::test]
+async fn prepared_statements_name_every_table_they_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let analytics = fixture_analytics(dir.path()).await;
+    let tables = |sql: &'static str| {
+        let a = &analytics;
+        async move {
+            a.prepare(sql)
+                .await
+                .unwrap()
+                .tables()
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(tables("SELECT count(*) FROM spans").await, ["spans"]);
+    // `runs` is a view over `spans`: both are named.
+    let runs = tables("SELECT count(*) FROM runs").await;
+    assert!(runs.contains(&"spans".to_string()), "{runs:?}");
+    for sql in [
+        "SELECT * FROM audit",
+        "SELECT count(*) FROM spans WHERE trace_id IN (SELECT principal FROM audit)",
+        "WITH a AS (SELECT seq FROM audit) SELECT count(*) FROM a",
+        "SELECT count(*) FROM spans s JOIN (SELECT kind FROM datafusion.public.audit) x ON s.name = x.kind",
+    ] {
+        let t = tables(sql).await;
+        assert!(
+            t.contains(&custos_analytics::AUDIT_TABLE.to_string()),
+            "{sql}: {t:?}"
+        );
+    }
+    assert!(!tables("SELECT 1").await.contains(&"audit".to_string()));
+    // Preparing refuses what running refuses, and a prepared statement runs.
+    assert!(analytics.prepare("DROP TABLE spans").await.is_err());
+    let r = analytics
+        .prepare("SELECT count(*) AS n FROM spans")
+        .await
+        .unwrap()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(r.num_rows(), 1);
+}

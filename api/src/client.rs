@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::types::{
-    AuditRecord, Decided, ReviewDecision, ReviewTask, Reviews, SqlRequest, StartRun, Started,
-    Status, Verification,
+    AuditRecord, CreateToken, Decided, ReviewDecision, ReviewTask, Reviews, SqlRequest, StartRun,
+    Started, Status, TokenCreated, Tokens, Verification, WhoAmI,
 };
 use crate::{Error, Result};
 
@@ -20,6 +20,7 @@ use crate::{Error, Result};
 pub struct Client {
     base: Url,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 impl Client {
@@ -40,7 +41,17 @@ impl Client {
                 reason: "use an http:// or https:// URL".into(),
             });
         }
-        Ok(Self { base, http })
+        Ok(Self {
+            base,
+            http,
+            token: None,
+        })
+    }
+
+    /// The same client, sending `Authorization: Bearer TOKEN` with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.trim().is_empty());
+        self
     }
 
     /// The server's URL as given (without a trailing `/`).
@@ -60,6 +71,10 @@ impl Client {
     /// Sends `request` to `url`: the answer of a success, the status and the server's `error`
     /// message of a refusal, or why the server could not be reached.
     pub async fn send(&self, url: &Url, request: RequestBuilder) -> Result<reqwest::Response> {
+        let request = match &self.token {
+            Some(t) => request.bearer_auth(t.trim()),
+            None => request,
+        };
         let resp = request.send().await.map_err(|cause| Error::Unreachable {
             url: url.to_string(),
             cause,
@@ -122,6 +137,33 @@ impl Client {
         let url = self.url(segments);
         let request = self.http.request(Method::POST, url.clone()).json(body);
         self.json(url, request).await
+    }
+
+    /// `DELETE /api/<segments…>`, answered with no content.
+    pub async fn delete(&self, segments: &[&str]) -> Result<()> {
+        let url = self.url(segments);
+        let request = self.http.request(Method::DELETE, url.clone());
+        self.send(&url, request).await.map(|_| ())
+    }
+
+    /// `GET /api/whoami`.
+    pub async fn whoami(&self) -> Result<WhoAmI> {
+        self.get(&["whoami"], &[]).await
+    }
+
+    /// `POST /api/tokens`.
+    pub async fn create_token(&self, req: &CreateToken) -> Result<TokenCreated> {
+        self.post(&["tokens"], req).await
+    }
+
+    /// `GET /api/tokens`.
+    pub async fn tokens(&self) -> Result<Tokens> {
+        self.get(&["tokens"], &[]).await
+    }
+
+    /// `DELETE /api/tokens/{id}`.
+    pub async fn revoke_token(&self, id: &str) -> Result<()> {
+        self.delete(&["tokens", id]).await
     }
 
     /// `GET /api/status`.

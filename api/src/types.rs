@@ -66,8 +66,9 @@ pub struct StartRun {
     /// Starting twice with one key starts one run.
     #[serde(default)]
     pub idempotency_key: Option<String>,
-    /// Who starts it (a `Custos::User` id; `automation` when absent).
-    #[serde(default)]
+    /// Who starts it: the authenticated caller. A body may repeat the caller (its Cedar
+    /// reference, or a user's id) but never name someone else (400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
 }
 
@@ -87,8 +88,10 @@ pub struct Started {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewDecision {
-    /// Who decides (a `Custos::User` id).
-    pub reviewer: String,
+    /// Who decides: the authenticated caller. A body may repeat the caller's user id but never
+    /// name someone else (400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer: Option<String>,
     /// Why.
     pub reason: String,
 }
@@ -264,6 +267,76 @@ pub struct Finding {
     pub line: usize,
     /// A full sentence for people.
     pub message: String,
+}
+
+/// `GET /api/whoami`: who the token says the caller is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WhoAmI {
+    /// The caller's Cedar entity (`Custos::User::"ana"`).
+    pub principal: String,
+    /// The id of the token it presented.
+    pub token_id: String,
+}
+
+/// `POST /api/tokens`: a token for a principal of the entity store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// The Cedar entity it stands for (`Custos::User::"ana"`).
+    pub principal: String,
+    /// How long it works (`90d`, `12h`); forever when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// Why it exists.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+/// One token as lists show it: everything but the secret.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenInfo {
+    /// Public id, for revoking.
+    pub id: String,
+    /// Who it stands for.
+    pub principal: String,
+    /// When it was made (RFC 3339).
+    pub created: String,
+    /// When it stops working (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// Why it exists.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub note: String,
+    /// When it was revoked (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<String>,
+}
+
+/// The answer to [`CreateToken`]: the token, shown this once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenCreated {
+    /// The token's id.
+    pub id: String,
+    /// The token: send it as `Authorization: Bearer TOKEN`.
+    pub token: String,
+    /// Who it stands for.
+    pub principal: String,
+    /// When it stops working (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// The audit record of its creation.
+    pub audit_seq: u64,
+}
+
+/// `GET /api/tokens`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tokens {
+    /// Every token, revoked and expired ones included.
+    pub tokens: Vec<TokenInfo>,
 }
 
 #[cfg(test)]

@@ -169,7 +169,7 @@ impl TokenFile {
             tokens,
         })
         .map_err(|e| Error::Invalid(format!("cannot serialize the token file: {e}")))?;
-        write_atomically(&self.path(), &text)?;
+        write_secret(&self.path(), &text)?;
         Ok(out)
     }
 
@@ -180,8 +180,9 @@ impl TokenFile {
     }
 }
 
-/// Writes `bytes` to `path` through a synced temporary file and a rename, mode `0600`.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` through a synced temporary file and a rename, mode `0600` (the
+/// token file, and the admin token the server writes at start).
+pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = OpenOptions::new()
         .create(true)

@@ -282,6 +282,7 @@ fn spawn_server(exe: &std::path::Path, dir: &std::path::Path) -> Result<Child> {
 async fn export_all(
     client: &reqwest::Client,
     url: &str,
+    token: &str,
     pool: Vec<bytes::Bytes>,
     requests: usize,
     concurrency: usize,
@@ -292,6 +293,7 @@ async fn export_all(
     for _ in 0..concurrency.max(1) {
         let client = client.clone();
         let url = url.to_string();
+        let bearer = format!("Bearer {token}");
         let next = Arc::clone(&next);
         let pool = Arc::clone(&pool);
         tasks.push(tokio::spawn(async move {
@@ -308,6 +310,7 @@ async fn export_all(
                 let res = client
                     .post(&url)
                     .header("content-type", "application/x-protobuf")
+                    .header("authorization", &bearer)
                     .body(body)
                     .send()
                     .await
@@ -385,6 +388,17 @@ pub async fn run(exe: &std::path::Path, options: BenchOptions) -> Result<BenchRe
         pool.iter().map(|b| b.len()).sum::<usize>() as f64 / (pool.len() * options.batch) as f64;
     let stages = stage_costs(&pool, options.batch)?;
 
+    let policies = std::path::Path::new("rules/policy");
+    let ingest_token = crate::token_for(
+        &dir.join("data"),
+        policies,
+        "Custos::Service::\"otel-collector\"",
+    )?;
+    let metrics_token = crate::token_for(
+        &dir.join("data"),
+        policies,
+        "Custos::Service::\"prometheus\"",
+    )?;
     let server = spawn_server(exe, &dir)?;
     let pid = server.child.id().to_string();
     let requests = options.spans.div_ceil(options.batch);
@@ -395,8 +409,15 @@ pub async fn run(exe: &std::path::Path, options: BenchOptions) -> Result<BenchRe
     let server_cpu_before = cpu_seconds_of(&pid);
     let client_cpu_before = cpu_seconds_of("self");
     let started = Instant::now();
-    let mut latencies =
-        export_all(&client, &server.http, pool, requests, options.concurrency).await?;
+    let mut latencies = export_all(
+        &client,
+        &server.http,
+        &ingest_token,
+        pool,
+        requests,
+        options.concurrency,
+    )
+    .await?;
     let seconds = started.elapsed().as_secs_f64();
     let server_cpu = cpu_seconds_of(&pid) - server_cpu_before;
     let client_cpu = cpu_seconds_of("self") - client_cpu_before;
@@ -404,6 +425,7 @@ pub async fn run(exe: &std::path::Path, options: BenchOptions) -> Result<BenchRe
     latencies.sort();
     let metrics = client
         .get(format!("{}/metrics", server.api))
+        .bearer_auth(&metrics_token)
         .send()
         .await
         .map_err(|e| Error::Task(format!("cannot read metrics: {e}")))?

@@ -44,3 +44,25 @@ pub enum Error {
 
 /// Result type of the benchmarks.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A token for `principal` on the data directory `data` (made before its server starts, so the
+/// server reads it at once), checked against the policies of `policies`.
+pub fn token_for(
+    data: &std::path::Path,
+    policies: &std::path::Path,
+    principal: &str,
+) -> Result<String> {
+    let engine = custos_policy::engine::Engine::load(policies)?;
+    let audit = custos_audit::AuditLog::open(&custos_server::audit_dir(data))?;
+    let req = custos_governance::tokens::Request {
+        principal: principal.into(),
+        expires: None,
+        note: "custos bench".into(),
+    };
+    let file = custos_auth::TokenFile::new(data);
+    Ok(
+        custos_governance::tokens::create(&engine, &file, &audit, "custos-bench", &req)?
+            .0
+            .token,
+    )
+}

@@ -3,7 +3,10 @@
 //! Three figures, each over a mix of the shipped requests (deploy allow and deny, execute allow,
 //! default deny and forbid, a review): an in-process `Engine::authorize` (the library call), the
 //! same plus the durable audit append (`authorize_and_record`: one `fdatasync` per decision), and
-//! `POST /api/authorize` through a real server over loopback, one request at a time.
+//! `POST /api/authorize` through a real server over loopback, one request at a time. And what
+//! access control adds to every request: a token's authentication and an access decision in
+//! process, and a loopback round trip to an open route (`/healthz`) against one that only
+//! authenticates (`/api/whoami`).
 
 use std::path::Path;
 use std::time::Instant;
@@ -29,6 +32,22 @@ pub struct PolicyBenchReport {
     pub recorded: Latency,
     /// `POST /api/authorize` over loopback (decision and audit record).
     pub http: Latency,
+    /// What access control costs each request.
+    pub access: AccessCost,
+}
+
+/// What authentication and authorization add to one request.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessCost {
+    /// `Authenticator::authenticate` of a valid bearer token (hash and lookup), in process.
+    pub authenticate: Latency,
+    /// An access decision (`custos_governance::access::decide`, `read_status`), in process. OTLP
+    /// exports pay it once per principal (cached); API requests pay it per request.
+    pub decide: Latency,
+    /// `GET /healthz` over loopback: no token.
+    pub http_open: Latency,
+    /// `GET /api/whoami` over loopback: authenticated, no decision.
+    pub http_authenticated: Latency,
 }
 
 /// Runs the benchmark with the policy directory `policies`: `n` in-process decisions, `n_durable`
@@ -40,14 +59,83 @@ pub async fn run(policies: &Path, n: usize, n_durable: usize) -> Result<PolicyBe
     let dir = std::env::temp_dir().join(format!("custos-bench-policy-{}", std::process::id()));
     let result = measure_durable(&engine, &mix, &dir, policies, n_durable).await;
     let _ = std::fs::remove_dir_all(&dir);
-    let (recorded, http) = result?;
+    let (recorded, http, access) = result?;
     Ok(PolicyBenchReport {
         policies: engine.policies().len(),
         evaluate_only,
         in_process,
         recorded,
         http,
+        access,
     })
+}
+
+/// The in-process costs of authenticating `token` on `data` and of an access decision.
+fn access_in_process(
+    engine: &Engine,
+    data: &Path,
+    token: &str,
+    n: usize,
+) -> Result<(Latency, Latency)> {
+    let authn = custos_auth::Authenticator::open(
+        custos_auth::TokenFile::new(data),
+        custos_auth::FailureLimit::default(),
+    )
+    .map_err(|e| Error::Task(e.to_string()))?;
+    let header = format!("Bearer {token}");
+    let mut us = Vec::with_capacity(n);
+    let wall = Instant::now();
+    let mut principal = String::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let p = authn
+            .authenticate(Some(&header), None)
+            .map_err(|r| Error::Task(r.to_string()))?;
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+        principal = p.uid;
+    }
+    let authenticate = latency(us, wall.elapsed().as_secs_f64());
+    let op = custos_governance::access::Operation::read("read_status", "bench");
+    let mut us = Vec::with_capacity(n);
+    let wall = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        let d = custos_governance::access::decide(engine, &principal, &op);
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+        if d.decision.is_empty() {
+            return Err(Error::Task("an empty decision".into()));
+        }
+    }
+    Ok((authenticate, latency(us, wall.elapsed().as_secs_f64())))
+}
+
+/// `n` sequential GETs of `url`, each answered 200.
+async fn gets(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    n: usize,
+) -> Result<Latency> {
+    let mut us = Vec::with_capacity(n);
+    let wall = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut req = client.get(url);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let res = req
+            .send()
+            .await
+            .map_err(|e| Error::Task(format!("GET {url}: {e}")))?;
+        let status = res.status();
+        let _ = res.bytes().await;
+        if !status.is_success() {
+            return Err(Error::Task(format!("GET {url} answered {status}")));
+        }
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(latency(us, wall.elapsed().as_secs_f64()))
 }
 
 async fn measure_durable(
@@ -56,7 +144,7 @@ async fn measure_durable(
     dir: &Path,
     policies: &Path,
     n_durable: usize,
-) -> Result<(Latency, Latency)> {
+) -> Result<(Latency, Latency, AccessCost)> {
     let audit = AuditLog::open(&dir.join("audit-direct"))?;
     let mut us = Vec::with_capacity(n_durable);
     let wall = Instant::now();
@@ -77,6 +165,12 @@ async fn measure_durable(
     config.listen.otlp_http = Some("127.0.0.1:0".into());
     config.listen.api = Some("127.0.0.1:0".into());
     config.rules.policies = Some(policies.to_path_buf());
+    // The executor asks for decisions about the steps it runs.
+    let token = crate::token_for(
+        &dir.join("data"),
+        policies,
+        custos_server::EXECUTOR_PRINCIPAL,
+    )?;
     let server = custos_server::start(config.validate()?).await?;
     let client = reqwest::Client::new();
     let url = format!("http://{}/api/authorize", server.api);
@@ -93,6 +187,7 @@ async fn measure_durable(
         let res = client
             .post(&url)
             .header("content-type", "application/json")
+            .bearer_auth(&token)
             .body(body)
             .send()
             .await;
@@ -110,9 +205,43 @@ async fn measure_durable(
         us.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let http = latency(us, wall.elapsed().as_secs_f64());
+    let access = async {
+        let (authenticate, decide) =
+            access_in_process(engine, &dir.join("data"), &token, n_durable.max(1) * 100)?;
+        let n = n_durable.max(1) * 4;
+        let open = format!("http://{}/healthz", server.api);
+        let authed = format!("http://{}/api/whoami", server.api);
+        // Interleaved, so both see the same machine.
+        let mut http_open = Vec::new();
+        let mut http_authenticated = Vec::new();
+        for _ in 0..4 {
+            http_open.push(gets(&client, &open, None, n / 4).await?);
+            http_authenticated.push(gets(&client, &authed, Some(&token), n / 4).await?);
+        }
+        Ok::<_, Error>(AccessCost {
+            authenticate,
+            decide,
+            http_open: merge(http_open),
+            http_authenticated: merge(http_authenticated),
+        })
+    }
+    .await;
     server.shutdown().await?;
     if let Some(f) = failure {
         return Err(Error::Task(f));
     }
-    Ok((recorded, http))
+    Ok((recorded, http, access?))
+}
+
+/// Rounds of one measurement as one: the median of the medians, the worst p99 and max.
+fn merge(rounds: Vec<Latency>) -> Latency {
+    let mut p50: Vec<f64> = rounds.iter().map(|l| l.p50_us).collect();
+    p50.sort_by(f64::total_cmp);
+    Latency {
+        decisions: rounds.iter().map(|l| l.decisions).sum(),
+        p50_us: p50.get(p50.len() / 2).copied().unwrap_or(0.0),
+        p99_us: rounds.iter().map(|l| l.p99_us).fold(0.0, f64::max),
+        max_us: rounds.iter().map(|l| l.max_us).fold(0.0, f64::max),
+        per_second: rounds.iter().map(|l| l.per_second).sum::<f64>() / rounds.len().max(1) as f64,
+    }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub use crate::cmd::review::ReviewCommand;
+pub use crate::cmd::token::TokenCommand;
 
 /// The data directory when `--data` is not given.
 pub const DEFAULT_DATA: &str = "./custos-data";
@@ -20,6 +21,11 @@ pub fn data_dir(data: Option<PathBuf>) -> PathBuf {
 #[derive(Parser)]
 #[command(name = "custos", version, about)]
 pub struct Cli {
+    /// Bearer token for a server (`--server` modes, `custos top`) or, offline, to say who you
+    /// are on a data directory (`custos review`, `custos run`). Create one with
+    /// `custos token create`; a new server writes one to DATA/auth/admin.token.
+    #[arg(long, global = true, env = "CUSTOS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -71,6 +77,13 @@ pub enum Command {
         #[command(subcommand)]
         what: AuditCommand,
     },
+    /// Tokens: create one for a principal of the entity store (printed once: `id ID` first,
+    /// the token last), list them, revoke one. On a data directory (whether or not a server runs
+    /// on it) or through a server.
+    Token {
+        #[command(subcommand)]
+        what: TokenCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -100,6 +113,10 @@ pub struct ServeArgs {
     /// exists].
     #[arg(long)]
     pub workflows: Option<PathBuf>,
+    /// Policy directory: governance and who may call every port [default: ./rules/policy if it
+    /// exists; the server does not start without one].
+    #[arg(long)]
+    pub policies: Option<PathBuf>,
 }
 
 // The arguments of `custos sql` (documented on its `Command` variant, which clap shows).
@@ -235,9 +252,6 @@ pub struct RunArgs {
     /// Server API URL: start the runs on the server (`POST /api/runs`) instead.
     #[arg(long)]
     pub server: Option<String>,
-    /// Who starts the runs (a `Custos::User` id; nobody reviews their own run).
-    #[arg(long, default_value = "automation")]
-    pub by: String,
     /// Runs in flight at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
@@ -302,10 +316,6 @@ pub struct TopArgs {
     /// Seconds between polls.
     #[arg(long, default_value_t = 2.0)]
     pub interval: f64,
-    /// Who approves or rejects reviews from the dashboard (default: `CUSTOS_REVIEWER`); the
-    /// policy set decides what this person may decide. Without one, reviews are read-only.
-    #[arg(long)]
-    pub reviewer: Option<String>,
 }
 
 /// Where analytics commands read from.

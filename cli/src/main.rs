@@ -38,6 +38,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    cmd::set_token(cli.token);
     match cli.command {
         Command::Serve(a) => cmd::serve::run(a).await,
         Command::Sql(a) => cmd::sql::run(a).await,
@@ -52,6 +53,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Top(a) => cmd::top::run(a).await,
         Command::Review { what } => cmd::review::run(what).await,
         Command::Audit { what } => cmd::audit::run(what).await,
+        Command::Token { what } => cmd::token::run(what).await,
         Command::Bench { what } => cmd::bench::run(what).await,
     }
 }

@@ -18,6 +18,80 @@ struct Server {
     child: Child,
     http: String,
     api: String,
+    /// The admin token the server wrote (or an earlier start of it wrote) to DATA/auth.
+    token: String,
+}
+
+/// An HTTP client sending `token`.
+fn authed(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// Runs the binary in `cwd` as `token` (`CUSTOS_TOKEN`): exit code, stdout, stderr.
+fn run_as(cwd: &Path, token: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .current_dir(cwd)
+        .env("CUSTOS_TOKEN", token)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The shipped policies copied to `dir/policy`, with user `who` also a member of `team`.
+fn policies_with(dir: &Path, who: &str, team: &str) -> std::path::PathBuf {
+    let policies = dir.join("policy");
+    std::fs::create_dir_all(&policies).unwrap();
+    for f in [
+        "schema.cedarschema",
+        "deploy.cedar",
+        "runtime.cedar",
+        "access.cedar",
+    ] {
+        std::fs::copy(repo().join("rules/policy").join(f), policies.join(f)).unwrap();
+    }
+    let text = std::fs::read_to_string(repo().join("rules/policy/entities.json")).unwrap();
+    let mut entities: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let user = entities
+        .iter_mut()
+        .find(|e| e["uid"]["type"] == "Custos::User" && e["uid"]["id"] == who)
+        .unwrap();
+    user["parents"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "Custos::Team", "id": team}));
+    std::fs::write(
+        policies.join("entities.json"),
+        serde_json::to_string_pretty(&entities).unwrap(),
+    )
+    .unwrap();
+    policies
+}
+
+/// A token for `principal` on the data directory `dir`, made by `custos token create`.
+fn token_for(dir: &Path, principal: &str) -> String {
+    let (code, out, err) = run_in(
+        &repo(),
+        &[
+            "token",
+            "create",
+            "--data",
+            dir.to_str().unwrap(),
+            "--principal",
+            principal,
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    out.lines().last().unwrap().to_string()
 }
 
 fn spawn(dir: &Path) -> Server {
@@ -36,12 +110,19 @@ fn spawn_with(dir: &Path, cwd: &Path, extra: &[&str]) -> Server {
 
 /// Starts `custos serve` with extra arguments and environment variables.
 fn spawn_env(dir: &Path, cwd: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
+    let mut policies = vec!["--policies".to_string()];
+    if !extra.contains(&"--policies") {
+        policies.push(repo().join("rules/policy").display().to_string());
+    } else {
+        policies.clear();
+    }
     let mut child = Command::new(BIN)
         .current_dir(cwd)
         .envs(envs.iter().copied())
         .args(["serve", "--data"])
         .arg(dir)
         .args(extra)
+        .args(&policies)
         .args([
             "--otlp-grpc",
             "127.0.0.1:0",
@@ -70,10 +151,15 @@ fn spawn_env(dir: &Path, cwd: &Path, extra: &[&str], envs: &[(&str, &str)]) -> S
             api = Some(rest.trim().to_string());
         }
     }
+    let token = std::fs::read_to_string(dir.join("auth/admin.token"))
+        .expect("the server writes an admin token")
+        .trim()
+        .to_string();
     Server {
         child,
         http: http.unwrap(),
         api: api.unwrap(),
+        token,
     }
 }
 
@@ -165,8 +251,9 @@ fn kill_9_loses_no_acknowledged_span_and_duplicates_none() {
         let acked: Arc<Mutex<HashSet<u32>>> = Arc::default();
         let url = server.http.clone();
         let kill_after = Duration::from_millis(300 + 250 * u64::from(cycle));
+        let token = server.token.clone();
         rt.block_on(async {
-            let client = reqwest::Client::new();
+            let client = authed(&token);
             let started = Instant::now();
             let mut tasks = Vec::new();
             for worker in 0..4u32 {
@@ -229,7 +316,7 @@ fn kill_9_loses_no_acknowledged_span_and_duplicates_none() {
         // After a restart (replay), through the server.
         let mut server = spawn(dir.path());
         let body: Vec<Value> = rt.block_on(async {
-            reqwest::Client::new()
+            authed(&server.token)
                 .post(format!("{}/api/sql", server.api))
                 .json(&serde_json::json!({"sql": "SELECT count(*) AS n, count(DISTINCT span_id) AS d FROM spans"}))
                 .send()
@@ -273,7 +360,7 @@ fn graceful_shutdown_on_sigterm_flushes_to_parquet() {
     let server = spawn(dir.path());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let res = reqwest::Client::new()
+        let res = authed(&server.token)
             .post(&server.http)
             .header("content-type", "application/json")
             .body(export_body(7, 10))
@@ -335,7 +422,9 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn bench_ingest_runs_end_to_end_and_reports_figures() {
     let dir = tempfile::tempdir().unwrap();
+    // From the checkout: the benchmark's server and its tokens use `rules/policy`.
     let out = Command::new(BIN)
+        .current_dir(repo())
         .args([
             "bench",
             "ingest",
@@ -384,12 +473,13 @@ fn analytics_commands_against_server_and_data_dir() {
         mut child,
         http,
         api,
+        token,
     } = spawn_in(dir.path(), repo);
     // Kills the server if an assertion fails before the orderly SIGTERM at the end.
     let guard = KillOnDrop(child.id());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = reqwest::Client::new();
+        let client = authed(&token);
         send_synth(
             &client,
             &http,
@@ -431,7 +521,7 @@ fn analytics_commands_against_server_and_data_dir() {
         assert!(metrics.trim_end().ends_with("# EOF"));
     });
 
-    let run = |args: &[&str]| run_in(repo, args);
+    let run = |args: &[&str]| run_as(repo, &token, args);
     let at = "2026-11-03T00:00:00Z";
     let data = dir.path().to_str().unwrap();
     // The same report from the server and from the data directory.
@@ -646,11 +736,12 @@ fn gate_policy_and_audit_commands_through_the_binary() {
         mut child,
         http,
         api,
+        token,
     } = spawn_in(dir.path(), repo);
     let guard = KillOnDrop(child.id());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = reqwest::Client::new();
+        let client = authed(&token);
         let synth = custos_synth::reference::SynthOptions {
             runs: 8_000,
             runs_per_request: 500,
@@ -680,6 +771,13 @@ fn gate_policy_and_audit_commands_through_the_binary() {
     let data = dir.path().to_str().unwrap();
     let bad = change("v3.yaml", "v3", false);
     let good = change("v2.json", "v2", true);
+    // CI asks through the server with its own token (made while the server runs); the admin
+    // may not ask as CI.
+    let ci = token_for(dir.path(), "Custos::Service::\"ci\"");
+    let (code, _, err) = run_as(repo, &token, &["gate", "--change", &bad, "--server", &api]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`change.requested_by`"), "{err}");
+    let run = |args: &[&str]| run_as(repo, &ci, args);
     let (code, out, err) = run(&["gate", "--change", &bad, "--server", &api, "--at", at]);
     assert_eq!(code, Some(2), "{out}{err}");
     assert!(
@@ -724,7 +822,8 @@ fn gate_policy_and_audit_commands_through_the_binary() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("sample_sise"), "{err}");
 
-    // The audit trail: the policy set, then four gate decisions (server and CLI interleaved).
+    // The audit trail: the policy set, the admin's and CI's tokens, then four gate decisions
+    // (server and CLI interleaved), the server's asked for by CI.
     let rows = sql_offline(
         dir.path(),
         "SELECT seq, kind, principal, decision FROM audit ORDER BY seq",
@@ -732,18 +831,27 @@ fn gate_policy_and_audit_commands_through_the_binary() {
     let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["policy_change", "gate", "gate", "gate", "gate"],
+        [
+            "policy_change",
+            "token",
+            "token",
+            "gate",
+            "gate",
+            "gate",
+            "gate"
+        ],
         "{rows:?}"
     );
     let decisions: Vec<&str> = rows
         .iter()
-        .skip(1)
+        .skip(3)
         .map(|r| r["decision"].as_str().unwrap())
         .collect();
     assert_eq!(decisions, ["deny", "allow", "deny", "allow"]);
+    assert_eq!(rows[3]["principal"], "Custos::Service::\"ci\"");
     let (code, out, err) = run(&["audit", "verify", "--data", data]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("5 record(s), chain intact"), "{out}");
+    assert!(out.contains("7 record(s), chain intact"), "{out}");
 
     // The audit report: every format, a manifest with each file's SHA-256.
     let report_dir = work.path().join("report");
@@ -838,13 +946,13 @@ fn gate_policy_and_audit_commands_through_the_binary() {
     let write = |l: &[String]| std::fs::write(&log, l.join("\n") + "\n").unwrap();
     let owned = || lines.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut l = owned();
-    // Record 3 is the healthy canary's allow.
-    l[2] = l[2].replace("\"decision\":\"allow\"", "\"decision\":\"deny\"");
-    assert_ne!(l[2], lines[2]);
+    // Record 5 is the healthy canary's allow.
+    l[4] = l[4].replace("\"decision\":\"allow\"", "\"decision\":\"deny\"");
+    assert_ne!(l[4], lines[4]);
     write(&l);
     let (code, out, _) = run(&["audit", "verify", "--data", data]);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("record seq 3 (line 3) was modified"), "{out}");
+    assert!(out.contains("record seq 5 (line 5) was modified"), "{out}");
     let mut l = owned();
     l.remove(1);
     write(&l);
@@ -1005,9 +1113,18 @@ fn executor_spans_arrive_through_the_collector_as_runs_and_decisions() {
             .trim_start_matches("http://")
             .trim_end_matches("/v1/traces")
     );
-    let (code, out, err) = run_in(
-        &repo(),
-        &[
+    // The exporter is the stock OpenTelemetry SDK's, given its token only the standard way.
+    let ingest = token_for(
+        &dir.path().join("server"),
+        "Custos::Service::\"otel-collector\"",
+    );
+    let out = Command::new(BIN)
+        .current_dir(repo())
+        .env(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            format!("authorization=Bearer%20{ingest}"),
+        )
+        .args([
             "run",
             "fixtures/workflows/support-triage.yaml",
             "--input",
@@ -1018,7 +1135,13 @@ fn executor_spans_arrive_through_the_collector_as_runs_and_decisions() {
             &otlp,
             "--format",
             "json",
-        ],
+        ])
+        .output()
+        .unwrap();
+    let (code, out, err) = (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     );
     assert_eq!(code, Some(0), "{err}");
     let out: Value = serde_json::from_str(&out).unwrap();
@@ -1026,8 +1149,9 @@ fn executor_spans_arrive_through_the_collector_as_runs_and_decisions() {
     let waiting = out["outcomes"]["waiting"].as_u64().unwrap_or(0);
     assert_eq!(finished + waiting, 40, "{out}");
     let sql = |q: &str| -> Vec<Value> {
-        let (code, out, err) = run_in(
+        let (code, out, err) = run_as(
             &repo(),
+            &server.token,
             &["sql", "--server", &server.api, "--format", "json", q],
         );
         assert_eq!(code, Some(0), "{err}");
@@ -1065,10 +1189,40 @@ fn executor_spans_arrive_through_the_collector_as_runs_and_decisions() {
 #[test]
 fn the_server_runs_workflows_and_people_review_through_the_api_and_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let server = spawn_with(dir.path(), &repo(), &["--workflows", "fixtures/workflows"]);
+    // The shipped policies, with ben an operator too: someone who may start a run and review.
+    let policies = policies_with(dir.path(), "ben", "operators");
+    let data = dir.path().join("data");
+    let server = spawn_with(
+        &data,
+        &repo(),
+        &[
+            "--workflows",
+            "fixtures/workflows",
+            "--policies",
+            policies.to_str().unwrap(),
+        ],
+    );
+    let token = |who: &str| {
+        let (code, out, err) = run_in(
+            &repo(),
+            &[
+                "token",
+                "create",
+                "--data",
+                data.to_str().unwrap(),
+                "--policies",
+                policies.to_str().unwrap(),
+                "--principal",
+                &format!("Custos::User::\"{who}\""),
+            ],
+        );
+        assert_eq!(code, Some(0), "{err}");
+        out.lines().last().unwrap().to_string()
+    };
+    let (omar, ana, ben) = (token("omar"), token("ana"), token("ben"));
     let _guard = KillOnDrop(server.child.id());
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::new();
+    let client = authed(&server.token);
     let post = |path: &str, body: Value| {
         rt.block_on(async {
             let r = client
@@ -1109,8 +1263,9 @@ fn the_server_runs_workflows_and_people_review_through_the_api_and_the_cli() {
         "{\"email_id\": \"m1\", \"subject\": \"s\", \"body\": \"b\"}\n",
     )
     .unwrap();
-    let (code, out, err) = run_in(
+    let (code, out, err) = run_as(
         &repo(),
+        &omar,
         &[
             "run",
             "fixtures/workflows/support-triage.yaml",
@@ -1125,6 +1280,27 @@ fn the_server_runs_workflows_and_people_review_through_the_api_and_the_cli() {
     assert_eq!(code, Some(0), "{err}");
     let started: Vec<Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(started[0]["status"], "started", "{out}");
+    // Starting as someone else is refused, naming the field; a reviewer may not start runs.
+    let (code, v) = post(
+        "/api/runs",
+        serde_json::json!({"workflow": "support-triage", "input": {}, "started_by": "omar"}),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("`started_by`"), "{v}");
+    let (code, _, err) = run_as(
+        &repo(),
+        &ana,
+        &[
+            "run",
+            "fixtures/workflows/support-triage.yaml",
+            "--input",
+            lines.to_str().unwrap(),
+            "--server",
+            &server.api,
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("may not `start_run`"), "{err}");
     let (code, v) = post(
         "/api/runs",
         serde_json::json!({"workflow": "payroll", "input": {}}),
@@ -1187,21 +1363,27 @@ fn the_server_runs_workflows_and_people_review_through_the_api_and_the_cli() {
         }
     }
     assert!(waiting.len() >= 2, "{waiting:?}");
-    let (code, out, err) = run_in(
-        &repo(),
-        &[
-            "review",
-            "list",
-            "--server",
-            &server.api,
-            "--format",
-            "json",
-        ],
-    );
-    assert_eq!(code, Some(0), "{err}");
-    let listed: Vec<Value> = serde_json::from_str(&out).unwrap();
-    assert_eq!(listed.len(), waiting.len());
-    let (_, text, _) = run_in(&repo(), &["review", "list", "--server", &server.api]);
+    let list = |who: &str| -> Vec<Value> {
+        let (code, out, err) = run_as(
+            &repo(),
+            who,
+            &[
+                "review",
+                "list",
+                "--server",
+                &server.api,
+                "--format",
+                "json",
+            ],
+        );
+        assert_eq!(code, Some(0), "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    // The admin sees every queue; ben the support queue; ana (accounts payable) none of these.
+    assert_eq!(list(&server.token).len(), waiting.len());
+    assert_eq!(list(&ben).len(), waiting.len());
+    assert_eq!(list(&ana).len(), 0);
+    let (_, text, _) = run_as(&repo(), &ben, &["review", "list", "--server", &server.api]);
     assert!(
         text.contains("support-team") && text.contains("CONFIDENCE"),
         "{text}"
@@ -1209,14 +1391,13 @@ fn the_server_runs_workflows_and_people_review_through_the_api_and_the_cli() {
     let first = waiting[0]["review"].as_str().unwrap();
     let second = waiting[1]["review"].as_str().unwrap();
     // ana is not in the support team: denied (exit 2) and recorded.
-    let (code, _, err) = run_in(
+    let (code, _, err) = run_as(
         &repo(),
+        &ana,
         &[
             "review",
             "approve",
             first,
-            "--reviewer",
-            "ana",
             "--reason",
             "fine",
             "--server",
@@ -1225,14 +1406,28 @@ fn the_server_runs_workflows_and_people_review_through_the_api_and_the_cli() {
     );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("denied"), "{err}");
-    let (code, out, err) = run_in(
+    // Nobody approves under another's name: the body may not name someone else.
+    let r = rt.block_on(async {
+        authed(&ben)
+            .post(format!("{}/api/reviews/{first}/approve", server.api))
+            .json(&serde_json::json!({"reviewer": "ana", "reason": "as ana"}))
+            .send()
+            .await
+            .unwrap()
+    });
+    assert_eq!(r.status(), 400);
+    let v: Value = rt.block_on(r.json()).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("`reviewer` = `ana`"),
+        "{v}"
+    );
+    let (code, out, err) = run_as(
         &repo(),
+        &ben,
         &[
             "review",
             "approve",
             first,
-            "--reviewer",
-            "ben",
             "--reason",
             "right call",
             "--server",
@@ -1241,14 +1436,13 @@ fn the_server_runs_workflows_and_people_review_through_the_api_and_the_cli() {
     );
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("approved"), "{out}");
-    let (code, _, err) = run_in(
+    let (code, _, err) = run_as(
         &repo(),
+        &ben,
         &[
             "review",
             "reject",
             second,
-            "--reviewer",
-            "ben",
             "--reason",
             "not urgent",
             "--server",
@@ -1256,14 +1450,13 @@ fn the_server_runs_workflows_and_people_review_through_the_api_and_the_cli() {
         ],
     );
     assert_eq!(code, Some(0), "{err}");
-    let (code, _, err) = run_in(
+    let (code, _, err) = run_as(
         &repo(),
+        &ben,
         &[
             "review",
             "reject",
             second,
-            "--reviewer",
-            "ben",
             "--reason",
             "again",
             "--server",
@@ -1286,12 +1479,53 @@ fn the_server_runs_workflows_and_people_review_through_the_api_and_the_cli() {
     assert_eq!(outcome(waiting[0]["run_id"].as_str().unwrap()), "success");
     assert_eq!(outcome(waiting[1]["run_id"].as_str().unwrap()), "escalated");
 
+    // Four eyes with real identities: ben starts a run that needs review (the same input as
+    // one that waited), and may not review it himself.
+    let (code, v) = rt.block_on(async {
+        let r = authed(&ben)
+            .post(format!("{}/api/runs", server.api))
+            .json(&serde_json::json!({"workflow": "support-triage",
+                "input": waiting[0]["input"], "idempotency_key": "ben-1"}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    });
+    assert_eq!(code, 202, "{v}");
+    let own = v["run_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let review = loop {
+        let r = state(&own);
+        if r["status"] == "waiting" {
+            assert_eq!(r["started_by"], "Custos::User::\"ben\"", "{r}");
+            break r["review"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (code, _, err) = run_as(
+        &repo(),
+        &ben,
+        &[
+            "review",
+            "approve",
+            &review,
+            "--reason",
+            "mine",
+            "--server",
+            &server.api,
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("review-four-eyes"), "{err}");
+
     // The reviews reach analytics on the decision spans (the executor's spans go to this
     // server's own receiver, in batches).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (code, out, err) = run_in(
+        let (code, out, err) = run_as(
             &repo(),
+            &server.token,
             &[
                 "sql",
                 "--server",
@@ -1312,14 +1546,16 @@ fn the_server_runs_workflows_and_people_review_through_the_api_and_the_cli() {
         assert!(Instant::now() < deadline, "{rows:?}");
         std::thread::sleep(Duration::from_millis(250));
     }
-    let audit = std::fs::read_to_string(dir.path().join("audit/audit.jsonl")).unwrap();
+    let audit = std::fs::read_to_string(data.join("audit/audit.jsonl")).unwrap();
     let reviews: Vec<Value> = audit
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|r| r["kind"] == "review")
         .collect();
-    assert_eq!(reviews.len(), 3);
+    assert_eq!(reviews.len(), 4);
     assert_eq!(reviews[0]["decision"], "deny");
+    assert_eq!(reviews[0]["principal"], "Custos::User::\"ana\"");
+    assert_eq!(reviews[3]["decision"], "deny");
 }
 
 #[test]
@@ -1393,7 +1629,7 @@ fn a_server_killed_mid_run_resumes_its_runs_on_start_with_each_email_sent_once()
         &[("CUSTOS_EXECUTOR_CRASH", "after_call:reply")],
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = reqwest::Client::new();
+    let client = authed(&server.token);
     let mut ids = Vec::new();
     rt.block_on(async {
         for i in 0..30 {
@@ -1474,12 +1710,39 @@ fn tmux(args: &[&str]) -> (bool, String) {
 #[test]
 fn custos_top_in_a_real_terminal_shows_the_server_and_follows_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = spawn_with(dir.path(), &repo(), &["--workflows", "fixtures/workflows"]);
+    // ben reviews the support queue and, as an operator, watches the dashboard.
+    let policies = policies_with(dir.path(), "ben", "operators");
+    let data = dir.path().join("data");
+    let mut server = spawn_with(
+        &data,
+        &repo(),
+        &[
+            "--workflows",
+            "fixtures/workflows",
+            "--policies",
+            policies.to_str().unwrap(),
+        ],
+    );
     // A failing assertion must not leave the server or the tmux session behind.
     let _server = KillOnDrop(server.child.id());
+    let (code, out, err) = run_in(
+        &repo(),
+        &[
+            "token",
+            "create",
+            "--data",
+            data.to_str().unwrap(),
+            "--policies",
+            policies.to_str().unwrap(),
+            "--principal",
+            "Custos::User::\"ben\"",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let ben = out.lines().last().unwrap().to_string();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = reqwest::Client::new();
+        let client = authed(&server.token);
         for i in 0..12 {
             let body = serde_json::json!({"workflow": "support-triage",
                 "input": {"email_id": format!("e{i}"), "subject": "s", "body": "b", "expected": {"label": "low"}}});
@@ -1495,7 +1758,7 @@ fn custos_top_in_a_real_terminal_shows_the_server_and_follows_keys() {
     }
     let _session = EndSession(session.clone());
     let cmd = format!(
-        "{BIN} top --server {} --interval 0.3 --reviewer ben",
+        "CUSTOS_TOKEN={ben} {BIN} top --server {} --interval 0.3",
         server.api
     );
     let (ok, _) = tmux(&[
@@ -1555,7 +1818,7 @@ fn custos_top_in_a_real_terminal_shows_the_server_and_follows_keys() {
         .unwrap_or_else(|| panic!("no approved task on screen:\n{s}"))
         .to_string();
     let (task, audit) = rt.block_on(async {
-        let client = reqwest::Client::new();
+        let client = authed(&server.token);
         let task: serde_json::Value = client
             .get(format!("{}/api/reviews/{id}", server.api))
             .send()

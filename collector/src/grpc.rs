@@ -23,6 +23,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::admit::Rejection;
 use crate::ingest::{Ingest, Refusal};
 use crate::{Error, Result};
 
@@ -90,6 +91,41 @@ impl TraceService for GrpcReceiver {
     }
 }
 
+/// The interceptor that admits each export from its metadata, before tonic decodes the message.
+fn admitting(
+    ingest: &Ingest,
+) -> impl FnMut(Request<()>) -> std::result::Result<Request<()>, Status> + Clone + use<> {
+    let admission = ingest.admission.clone();
+    let metrics = ingest.metrics.clone();
+    move |req: Request<()>| {
+        let started = Instant::now();
+        let authorization = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let peer = req.remote_addr().map(|a| a.ip());
+        match admission.admit(authorization, peer) {
+            Ok(_) => Ok(req),
+            Err(r) => {
+                let (status, label) = match &r {
+                    Rejection::Unauthenticated { .. } => {
+                        (Status::unauthenticated(r.message()), "UNAUTHENTICATED")
+                    }
+                    Rejection::Throttled { .. } => (
+                        Status::resource_exhausted(r.message()),
+                        "RESOURCE_EXHAUSTED",
+                    ),
+                    Rejection::Forbidden { .. } => {
+                        (Status::permission_denied(r.message()), "PERMISSION_DENIED")
+                    }
+                };
+                metrics.record("grpc", label, 0, 0, started.elapsed().as_secs_f64());
+                Err(status)
+            }
+        }
+    }
+}
+
 /// Rewrites tonic's own decode failures to the codes OTLP specifies (see the module docs).
 pub fn otlp_status_codes<B>(mut res: http::Response<B>) -> http::Response<B> {
     let code = res
@@ -116,10 +152,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let max = receiver.ingest.options.max_body_bytes;
+    let admit = admitting(&receiver.ingest);
     let svc = TraceServiceServer::new(receiver)
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max);
+    let svc = tonic::service::interceptor::InterceptedService::new(svc, admit);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(

@@ -20,6 +20,7 @@ use prost::Message as _;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
+use crate::admit::Rejection;
 use crate::ingest::{Ingest, Refusal};
 use crate::{Error, Result};
 
@@ -117,6 +118,8 @@ const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 const RESOURCE_EXHAUSTED: i32 = 8;
 const UNAVAILABLE: i32 = 14;
 const UNKNOWN: i32 = 2;
+const PERMISSION_DENIED: i32 = 7;
+const UNAUTHENTICATED: i32 = 16;
 
 /// Reads the body, enforcing `max` on the decompressed size.
 async fn read_body(body: Body, gzip: bool, max: usize) -> std::result::Result<Bytes, Failure> {
@@ -197,8 +200,56 @@ fn decode(
     }
 }
 
-async fn export(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
+/// The answer to an export that is not admitted, in OTLP's error form.
+fn rejected(r: &Rejection, encoding: Encoding) -> Response {
+    let (status, code) = match r {
+        Rejection::Unauthenticated { .. } => (StatusCode::UNAUTHORIZED, UNAUTHENTICATED),
+        Rejection::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, RESOURCE_EXHAUSTED),
+        Rejection::Forbidden { .. } => (StatusCode::FORBIDDEN, PERMISSION_DENIED),
+    };
+    let mut f = Failure::new(status, code, r.message());
+    if let Rejection::Throttled {
+        retry_after_secs, ..
+    } = r
+    {
+        f.retry_after = Some(*retry_after_secs);
+    }
+    let mut res = f.into_response(encoding);
+    if let Some(v) = r
+        .www_authenticate()
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+    {
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    res
+}
+
+async fn export(State(ingest): State<Ingest>, request: axum::extract::Request) -> Response {
     let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // Admitted from the headers alone: an unknown caller's body is never read.
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Err(r) = ingest.admission.admit(authorization, peer) {
+        let status = r.http_status().to_string();
+        ingest
+            .metrics
+            .record("http", status, 0, 0, started.elapsed().as_secs_f64());
+        return rejected(
+            &r,
+            Encoding::from_content_type(ct).unwrap_or(Encoding::Json),
+        );
+    }
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -340,7 +391,8 @@ pub async fn serve(
     ingest: Ingest,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    axum::serve(listener, router(ingest))
+    let app = router(ingest).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| Error::Io {

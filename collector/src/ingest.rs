@@ -53,6 +53,8 @@ pub struct Ingest {
     pub options: ReceiverOptions,
     /// Metrics.
     pub metrics: CollectorMetrics,
+    /// Who may send spans.
+    pub admission: std::sync::Arc<dyn crate::admit::Admission>,
 }
 
 impl Ingest {

@@ -15,7 +15,13 @@
 //! | unknown content type or encoding  | 415                        | (gRPC has one content type)        |
 //! | method other than POST            | 405                        | n/a                                |
 //! | memory budget used up, WAL down   | 503 + `Retry-After`        | UNAVAILABLE + RetryInfo            |
+//! | no or bad bearer token            | 401 + `WWW-Authenticate`   | UNAUTHENTICATED                    |
+//! | repeated bad tokens from a client | 429 + `Retry-After`        | RESOURCE_EXHAUSTED                 |
+//! | caller not allowed to `ingest`    | 403                        | PERMISSION_DENIED                  |
+//!
+//! Every export is admitted ([`admit`]) from its headers before its body is read or decoded.
 
+pub mod admit;
 pub mod grpc;
 pub mod http;
 pub mod ingest;

@@ -122,15 +122,28 @@ impl Telemetry {
 
     /// Spans to an OTLP endpoint: `http://HOST:PORT` sends OTLP/HTTP protobuf to
     /// `/v1/traces` (a URL with a path is used as is); `grpc://HOST:PORT` sends OTLP/gRPC.
-    pub fn otlp(endpoint: &str, service_name: &str) -> Result<Self> {
+    /// With `token`, every export carries `authorization: Bearer TOKEN`; without one, the
+    /// standard `OTEL_EXPORTER_OTLP_HEADERS` (and `OTEL_EXPORTER_OTLP_TRACES_HEADERS`) apply, as
+    /// they do in any OpenTelemetry SDK.
+    pub fn otlp(endpoint: &str, service_name: &str, token: Option<&str>) -> Result<Self> {
         let bad = |e: String| Error::Telemetry(format!("OTLP endpoint `{endpoint}`: {e}"));
-        use opentelemetry_otlp::WithExportConfig as _;
+        use opentelemetry_otlp::{
+            WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _,
+        };
+        let bearer = token.map(|t| format!("Bearer {t}"));
         let exporter = if let Some(rest) = endpoint.strip_prefix("grpc://") {
-            opentelemetry_otlp::SpanExporter::builder()
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
-                .with_endpoint(format!("http://{rest}"))
-                .build()
-                .map_err(|e| bad(e.to_string()))?
+                .with_endpoint(format!("http://{rest}"));
+            if let Some(b) = &bearer {
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                let v = b
+                    .parse()
+                    .map_err(|_| bad("the token is not a valid header value".into()))?;
+                metadata.insert("authorization", v);
+                builder = builder.with_metadata(metadata);
+            }
+            builder.build().map_err(|e| bad(e.to_string()))?
         } else {
             let url = url::Url::parse(endpoint).map_err(|e| {
                 bad(format!(
@@ -142,12 +155,14 @@ impl Telemetry {
             } else {
                 endpoint.to_string()
             };
-            opentelemetry_otlp::SpanExporter::builder()
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(full)
-                .build()
-                .map_err(|e| bad(e.to_string()))?
+                .with_endpoint(full);
+            if let Some(b) = bearer {
+                builder = builder.with_headers([("authorization".to_string(), b)].into());
+            }
+            builder.build().map_err(|e| bad(e.to_string()))?
         };
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)

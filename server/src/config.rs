@@ -39,6 +39,72 @@ pub struct Config {
     /// The reference executor: which workflows the server runs.
     #[serde(default)]
     pub executor: ExecutorConfig,
+    /// Authentication: the bootstrap admin, `/metrics`, the failure limit.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: every listener authenticates with bearer tokens (docs/governance.md); these are
+/// the knobs around it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Serve `GET /metrics` without a token, for a scraper that cannot send one (default false:
+    /// Prometheus sends `authorization: Bearer` with `authorization.credentials_file`).
+    pub metrics_open: Option<bool>,
+    /// The member of `Team::"admins"` the server writes a token for at start, to
+    /// `DATA/auth/admin.token`, when no admin has a valid token (default `Custos::User::"admin"`).
+    pub admin: Option<String>,
+    /// Failed authentications one client address may make per window before its requests are
+    /// refused with 429 until the window ends (default 20).
+    pub max_failures: Option<u32>,
+    /// The failure window in seconds (default 60).
+    pub failure_window_secs: Option<u64>,
+}
+
+/// Authentication settings, resolved.
+#[derive(Debug, Clone)]
+pub struct AuthOptions {
+    /// `/metrics` without a token.
+    pub metrics_open: bool,
+    /// The bootstrap admin principal.
+    pub admin: String,
+    /// Failures per address and window.
+    pub limit: custos_auth::FailureLimit,
+}
+
+impl Default for AuthOptions {
+    fn default() -> Self {
+        Self {
+            metrics_open: false,
+            admin: "Custos::User::\"admin\"".into(),
+            limit: custos_auth::FailureLimit::default(),
+        }
+    }
+}
+
+impl AuthConfig {
+    fn validate(&self) -> Result<AuthOptions> {
+        let d = AuthOptions::default();
+        let max_failures = match self.max_failures {
+            Some(0) => {
+                return Err(Error::Config(
+                    "`auth.max_failures` must be at least 1".into(),
+                ));
+            }
+            Some(n) => n,
+            None => d.limit.max_failures,
+        };
+        let window = positive("auth.failure_window_secs", self.failure_window_secs, 60)?;
+        Ok(AuthOptions {
+            metrics_open: self.metrics_open.unwrap_or(false),
+            admin: self.admin.clone().unwrap_or(d.admin),
+            limit: custos_auth::FailureLimit {
+                max_failures,
+                window: Duration::from_secs(window),
+            },
+        })
+    }
 }
 
 /// `[executor]`: the workflows the server runs (`POST /api/runs`) and where their spans go.
@@ -210,6 +276,8 @@ pub struct ServerOptions {
     pub rules: RulesOptions,
     /// The reference executor.
     pub executor: ExecutorSettings,
+    /// Authentication.
+    pub auth: AuthOptions,
 }
 
 fn addr(field: &str, v: Option<&str>, default: &str) -> Result<SocketAddr> {
@@ -272,6 +340,7 @@ impl Config {
             query: self.query.validate()?,
             rules: self.rules.validate()?,
             executor: self.executor.validate()?,
+            auth: self.auth.validate()?,
         })
     }
 }

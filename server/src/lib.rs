@@ -7,6 +7,7 @@
 //! requests in flight, flush the memtable). Decide-and-record, the deploy gate and the audit report
 //! are `custos-governance`'s; the server runs them on its store (`gate_offline`, `report_offline`).
 
+mod auth;
 pub mod config;
 mod offline;
 mod prom;
@@ -21,7 +22,8 @@ use custos_analytics::{Analytics, PriceTable, QueryOptions};
 use custos_policy::engine::Engine;
 use custos_store::Store;
 
-pub use config::{Config, RulesOptions, ServerOptions};
+pub use auth::{ADMIN_TOKEN_FILE, ADMINS, EXECUTOR_PRINCIPAL};
+pub use config::{AuthOptions, Config, RulesOptions, ServerOptions};
 pub use offline::{
     SERVER_PRINCIPAL, audit_dir, gate_offline, open_offline, query_offline, report_offline,
 };

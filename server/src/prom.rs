@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::auth::Caller;
 use crate::routes::json_error;
 use crate::start::ApiState;
 
@@ -94,7 +95,20 @@ pub(crate) fn register_store_gauges(r: &mut Registry, g: &StoreGauges) {
     );
 }
 
-pub(crate) async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+/// `GET /metrics`: `read_status` for the caller, or open to all with `[auth] metrics_open`.
+pub(crate) async fn metrics(
+    State(state): State<Arc<ApiState>>,
+    caller: Option<axum::Extension<Caller>>,
+) -> Response {
+    if !state.access.metrics_open {
+        let Some(axum::Extension(caller)) = caller else {
+            return crate::auth::unauthenticated(&custos_auth::Refusal::Missing);
+        };
+        let op = custos_governance::access::Operation::read("read_status", "GET /metrics");
+        if let Err(r) = state.allow(&caller, op).await {
+            return r;
+        }
+    }
     let s = state.store.stats();
     let g = &state.store_gauges;
     let set_counter = |c: &Counter, v: u64| {

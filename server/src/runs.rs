@@ -59,6 +59,7 @@ pub fn open(
     data_dir: &Path,
     engine: Option<Engine>,
     otlp_http: SocketAddr,
+    token: &str,
 ) -> Result<Option<Arc<Runner>>> {
     let Some(dir) = &settings.workflows else {
         return Ok(None);
@@ -68,7 +69,10 @@ pub fn open(
         .otlp
         .clone()
         .unwrap_or_else(|| format!("http://{otlp_http}"));
-    let telemetry = Telemetry::otlp(&endpoint, "custos-executor")
+    // The process token is good only here: another collector gets the standard
+    // `OTEL_EXPORTER_OTLP_HEADERS` instead.
+    let token = settings.otlp.is_none().then_some(token);
+    let telemetry = Telemetry::otlp(&endpoint, "custos-executor", token)
         .map_err(|e| Error::Config(format!("`executor.otlp`: {e}")))?;
     let executor = Executor::open(ExecutorOptions {
         data_dir: data_dir.to_path_buf(),

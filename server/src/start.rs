@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use custos_analytics::Analytics;
 use custos_analytics::slo::SloReport;
 use custos_audit::AuditLog;
+use custos_auth::{Authenticator, TokenFile};
 use custos_collector::CollectorMetrics;
 use custos_collector::grpc::GrpcReceiver;
 use custos_collector::ingest::Ingest;
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use custos_governance::gate;
 
+use crate::auth::{Access, AccessCounters, EXECUTOR_PRINCIPAL, IngestAdmission, bootstrap_admin};
 use crate::prom::{StoreGauges, register_store_gauges};
 use crate::routes::api_router;
 use crate::{
@@ -43,6 +45,8 @@ pub(crate) struct ApiState {
     pub(crate) runner: Option<Arc<runs::Runner>>,
     /// The receivers' counters, for `/api/status`.
     pub(crate) collector_metrics: CollectorMetrics,
+    /// Who is calling and what they may do.
+    pub(crate) access: Access,
 }
 
 /// A running server.
@@ -53,6 +57,8 @@ pub struct RunningServer {
     pub otlp_http: SocketAddr,
     /// Bound API address.
     pub api: SocketAddr,
+    /// Where the server wrote an admin token at start (no admin had a valid one).
+    pub admin_token: Option<std::path::PathBuf>,
     store: Store,
     stop: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<Result<()>>)>,
@@ -159,7 +165,8 @@ fn spawn_api(
     tasks.push((
         "API",
         tokio::spawn(async move {
-            axum::serve(listener, api_router(state))
+            let app = api_router(state).into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, app)
                 .with_graceful_shutdown(s)
                 .await
                 .map_err(|e| Error::Task(format!("API server failed: {e}")))
@@ -182,13 +189,20 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
             "recorded a new policy set in the audit log"
         );
     }
-    let (registry, metrics, store_gauges, sql_seconds) = metrics_registry(&store);
+    let (mut registry, metrics, store_gauges, sql_seconds) = metrics_registry(&store);
+    let (access, admin_token) = open_access(&options, &rules, &audit)?;
+    access.counters.register(&mut registry);
     let collector_metrics = metrics.clone();
     let ingest = Ingest {
         store: store.clone(),
         options: options.receiver.clone(),
         metrics,
+        admission: Arc::new(IngestAdmission::new(&access)),
     };
+    let executor_token = access
+        .authn
+        .process_token(EXECUTOR_PRINCIPAL, "the server's own executor")
+        .map_err(|e| Error::Config(e.to_string()))?;
 
     let grpc_listener = bind("OTLP/gRPC", options.otlp_grpc).await?;
     let http_listener = bind("OTLP/HTTP", options.otlp_http).await?;
@@ -204,6 +218,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         &options.store.data_dir,
         rules.engine.clone(),
         otlp_http,
+        &executor_token,
     )?;
     if let Some(r) = &runner {
         let r = r.clone();
@@ -228,6 +243,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         store_gauges,
         sql_seconds,
         started: Instant::now(),
+        access,
     });
     tasks.extend(spawn_api(
         state,
@@ -239,11 +255,54 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         otlp_grpc,
         otlp_http,
         api,
+        admin_token,
         store,
         stop,
         tasks,
         runner,
     })
+}
+
+/// The authenticator over the data directory's tokens, the policies that decide access, and the
+/// admin token written when no admin has one. Without policies the server does not start: every
+/// port's access is a policy decision.
+fn open_access(
+    options: &ServerOptions,
+    rules: &Rules,
+    audit: &Arc<AuditLog>,
+) -> Result<(Access, Option<std::path::PathBuf>)> {
+    let Some(engine) = rules.engine.clone() else {
+        return Err(Error::Config(
+            "no policy directory: who may call every port is decided by the policies; set `[rules] policies` or run where `rules/policy` exists (custos ships one: docs/governance.md)".into(),
+        ));
+    };
+    let data_dir = &options.store.data_dir;
+    let authn = Authenticator::open(TokenFile::new(data_dir), options.auth.limit)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let admin_token = bootstrap_admin(&authn, &engine, audit, &options.auth.admin)?;
+    if let Some(path) = &admin_token {
+        tracing::warn!(
+            path = %path.display(),
+            "no admin had a valid token: wrote one (read it from the file; it is not logged)"
+        );
+    }
+    for (what, addr) in [
+        ("OTLP/gRPC", options.otlp_grpc),
+        ("OTLP/HTTP", options.otlp_http),
+        ("the API", options.api),
+    ] {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "{what} listens beyond this machine without TLS: tokens cross the network in clear text");
+        }
+    }
+    let access = Access {
+        authn: Arc::new(authn),
+        engine,
+        audit: audit.clone(),
+        metrics_open: options.auth.metrics_open,
+        counters: AccessCounters::default(),
+    };
+    Ok((access, admin_token))
 }
 
 impl RunningServer {

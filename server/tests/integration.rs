@@ -26,7 +26,17 @@ use serde_json::Value;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/otlp");
 
+const POLICIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/policy");
+
+/// A server on `dir` with the shipped policies (unless `extra` names its own) and `extra`.
 async fn start_with(dir: &Path, extra: &str) -> RunningServer {
+    let extra = if extra.contains("policies") {
+        extra.to_string()
+    } else if extra.contains("[rules]") {
+        extra.replace("[rules]\n", &format!("[rules]\npolicies = {POLICIES:?}\n"))
+    } else {
+        format!("{extra}\n[rules]\npolicies = {POLICIES:?}\n")
+    };
     let text = format!(
         "data_dir = {:?}\n[listen]\notlp_grpc = \"127.0.0.1:0\"\notlp_http = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\n{extra}",
         dir.display().to_string()
@@ -41,8 +51,63 @@ async fn start(dir: &Path) -> RunningServer {
     start_with(dir, "").await
 }
 
+/// The admin token the server wrote at start.
+fn admin(server: &RunningServer) -> String {
+    let path = server
+        .admin_token
+        .as_ref()
+        .expect("a new data directory gets an admin token");
+    std::fs::read_to_string(path).unwrap().trim().to_string()
+}
+
+/// An HTTP client sending `token`.
+fn bearer(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// An HTTP client with the admin's token.
+fn authed(server: &RunningServer) -> reqwest::Client {
+    bearer(&admin(server))
+}
+
+/// Adds `authorization` to every gRPC call.
+#[derive(Clone)]
+struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        r.metadata_mut().insert("authorization", self.0.clone());
+        Ok(r)
+    }
+}
+
+type Grpc = TraceServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+>;
+
+/// An OTLP/gRPC client sending `token`.
+async fn grpc_as(server: &RunningServer, token: &str) -> Grpc {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.otlp_grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let value = format!("Bearer {token}").parse().unwrap();
+    TraceServiceClient::with_interceptor(channel, Bearer(value))
+}
+
+/// An OTLP/gRPC client with the admin's token.
+async fn grpc(server: &RunningServer) -> Grpc {
+    grpc_as(server, &admin(server)).await
+}
+
 async fn sql(server: &RunningServer, query: &str) -> Vec<Value> {
-    let res = reqwest::Client::new()
+    let res = authed(server)
         .post(format!("http://{}/api/sql", server.api))
         .json(&serde_json::json!({ "sql": query }))
         .send()
@@ -60,7 +125,7 @@ async fn post(
     encoding: Option<&str>,
     body: Vec<u8>,
 ) -> reqwest::Response {
-    let mut req = reqwest::Client::new()
+    let mut req = authed(server)
         .post(format!("http://{}/v1/traces", server.otlp_http))
         .header("content-type", content_type)
         .body(body);
@@ -262,16 +327,22 @@ async fn sdk_exporters_over_grpc_and_http_protobuf() {
     let server = start(dir.path()).await;
     use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 
+    use opentelemetry_otlp::WithHttpConfig as _;
+    let token = format!("Bearer {}", admin(&server));
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    metadata.insert("authorization", token.parse().unwrap());
     let grpc = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_compression(opentelemetry_otlp::Compression::Gzip)
         .with_endpoint(format!("http://{}", server.otlp_grpc))
+        .with_metadata(metadata)
         .build()
         .unwrap();
     let http = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .with_endpoint(format!("http://{}/v1/traces", server.otlp_http))
+        .with_headers([("authorization".to_string(), token.clone())].into())
         .build()
         .unwrap();
     for (transport, exporter) in [("grpc", grpc), ("http", http)] {
@@ -351,9 +422,7 @@ async fn partial_success_rejects_invalid_ids_and_stores_the_rest() {
     let resp = ExportTraceServiceResponse::decode(res.bytes().await.unwrap()).unwrap();
     assert_eq!(resp.partial_success.unwrap().rejected_spans, 1);
     // gRPC, same rules.
-    let mut client = TraceServiceClient::connect(format!("http://{}", server.otlp_grpc))
-        .await
-        .unwrap();
+    let mut client = grpc(&server).await;
     let mut bad = span(8, 1, "bad");
     bad.trace_id = vec![0; 16];
     let resp = client
@@ -402,7 +471,7 @@ fn rpc_status(body: &[u8]) -> tonic_types::Status {
 async fn http_error_statuses() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_with(dir.path(), "[receiver]\nmax_body_mib = 1\n").await;
-    let client = reqwest::Client::new();
+    let client = authed(&server);
     let url = format!("http://{}/v1/traces", server.otlp_http);
 
     // 400: undecodable protobuf, with a google.rpc.Status body in protobuf.
@@ -556,9 +625,7 @@ async fn overload_answers_503_and_unavailable_with_retry_info() {
     }
     assert!(saw_503, "the budget never ran out");
 
-    let mut client = TraceServiceClient::connect(format!("http://{}", server.otlp_grpc))
-        .await
-        .unwrap();
+    let mut client = grpc(&server).await;
     // The refusal above asked for a flush, so memory may be free again: fill it over gRPC.
     let mut refusal = None;
     for _ in 0..20 {
@@ -604,9 +671,7 @@ async fn grpc_error_codes() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_with(dir.path(), "[receiver]\nmax_body_mib = 1\n").await;
     // RESOURCE_EXHAUSTED without RetryInfo for a message over the limit.
-    let mut client = TraceServiceClient::connect(format!("http://{}", server.otlp_grpc))
-        .await
-        .unwrap();
+    let mut client = grpc(&server).await;
     let mut s = span(11, 1, "huge");
     s.attributes = vec![kv(
         "blob",
@@ -633,6 +698,7 @@ async fn grpc_error_codes() {
         ))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
+        .header("authorization", format!("Bearer {}", admin(&server)))
         .body(frame)
         .send()
         .await
@@ -651,7 +717,7 @@ async fn grpc_error_codes() {
 async fn sql_is_read_only_and_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
-    let client = reqwest::Client::new();
+    let client = authed(&server);
     let url = format!("http://{}/api/sql", server.api);
     for (q, needle) in [
         ("DROP TABLE spans", "read-only"),
@@ -711,7 +777,7 @@ async fn query_timeout_and_memory_limit_fail_clearly_while_ingest_goes_on() {
         "[query]\ntimeout_secs = 1\nmemory_limit_mib = 16\n",
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = authed(&server);
     let url = format!("http://{}/api/sql", server.api);
     let slow = "SELECT count(*) FROM generate_series(1, 10000000000) a";
     let res = client
@@ -752,9 +818,7 @@ async fn query_timeout_and_memory_limit_fail_clearly_while_ingest_goes_on() {
 async fn no_duplicates_or_gaps_across_flushes_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
-    let mut client = TraceServiceClient::connect(format!("http://{}", server.otlp_grpc))
-        .await
-        .unwrap();
+    let mut client = grpc(&server).await;
     let mut expected = 0;
     for round in 0..6u8 {
         let spans: Vec<Span> = (1..=20u8).map(|i| span(round + 1, i, "s")).collect();
@@ -781,7 +845,9 @@ async fn no_duplicates_or_gaps_across_flushes_and_restarts() {
     .await;
     assert_eq!(rows[0]["n"], expected);
     assert_eq!(rows[0]["d"], expected);
-    let m = reqwest::get(format!("http://{}/metrics", server.api))
+    let m = authed(&server)
+        .get(format!("http://{}/metrics", server.api))
+        .send()
         .await
         .unwrap()
         .text()
@@ -816,7 +882,9 @@ async fn metrics_and_health() {
         .await
         .unwrap();
     assert_eq!(health["status"], "ok");
-    let m = reqwest::get(format!("http://{}/metrics", server.api))
+    let m = authed(&server)
+        .get(format!("http://{}/metrics", server.api))
+        .send()
         .await
         .unwrap()
         .text()
@@ -1133,7 +1201,35 @@ async fn authorize_api_decides_records_and_fails_closed() {
     )
     .await;
     let url = format!("http://{}/api/authorize", server.api);
-    let client = reqwest::Client::new();
+    // Only services ask for decisions on someone else's behalf: the admin may not.
+    let res = authed(&server)
+        .post(&url)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("authorize-only-services"),
+        "{body}"
+    );
+    // The admin makes the executor a token through the API.
+    let admin_api = custos_api::Client::new(&format!("http://{}", server.api))
+        .unwrap()
+        .with_token(Some(admin(&server)));
+    let made = admin_api
+        .create_token(&custos_api::CreateToken {
+            principal: "Custos::Service::\"executor\"".into(),
+            expires: Some("1d".into()),
+            note: "test".into(),
+        })
+        .await
+        .unwrap();
+    let client = bearer(&made.token);
     let ask = |body: Value| {
         let client = client.clone();
         let url = url.clone();
@@ -1216,6 +1312,9 @@ async fn authorize_api_decides_records_and_fails_closed() {
         kinds,
         [
             ("policy_change".to_string(), "recorded".to_string()),
+            ("token".into(), "created".into()),
+            ("access".into(), "deny".into()),
+            ("token".into(), "created".into()),
             ("authorize".into(), "allow".into()),
             ("authorize".into(), "deny".into()),
             ("authorize".into(), "deny".into()),
@@ -1231,21 +1330,31 @@ async fn authorize_api_decides_records_and_fails_closed() {
         .json()
         .await
         .unwrap();
-    assert_eq!(v["records"], 6, "{v}");
+    assert_eq!(v["records"], 9, "{v}");
     assert!(v["finding"].is_null(), "{v}");
     // One record, whole, through the typed client: what the SQL table says, context as JSON.
-    let api = custos_api::Client::new(&format!("http://{}", server.api)).unwrap();
-    let five = api.audit_record(5).await.unwrap();
+    let api = admin_api;
+    let eight = api.audit_record(8).await.unwrap();
     assert_eq!(
-        (five.seq, five.kind.as_str(), five.decision.as_str()),
-        (5, "review", "allow")
+        (eight.seq, eight.kind.as_str(), eight.decision.as_str()),
+        (8, "review", "allow")
     );
-    assert!(five.context.is_object(), "{five:?}");
-    assert_eq!(five.hash.len(), 64, "{five:?}");
-    let six = api.audit_record(6).await.unwrap();
-    assert_eq!(six.prev_hash, five.hash);
+    assert!(eight.context.is_object(), "{eight:?}");
+    assert_eq!(eight.hash.len(), 64, "{eight:?}");
+    let nine = api.audit_record(9).await.unwrap();
+    assert_eq!(nine.prev_hash, eight.hash);
+    // The executor may not read the audit trail; the denial names it and is recorded.
+    let e = custos_api::Client::new(&format!("http://{}", server.api))
+        .unwrap()
+        .with_token(Some(made.token.clone()))
+        .audit_record(1)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(403), "{e}");
+    assert!(e.message().contains("may not `read_audit`"), "{e}");
+    let client = authed(&server);
     for (seq, status, says) in [
-        ("7", 404, "no record `7`"),
+        ("11", 404, "no record `11`"),
         ("0", 400, "numbered from 1"),
         ("seven", 400, "`seven` is not a record number"),
     ] {
@@ -1263,7 +1372,8 @@ async fn authorize_api_decides_records_and_fails_closed() {
     }
     server.shutdown().await.unwrap();
 
-    // A restart with the same policies records no change; with none, authorize denies (503).
+    // A restart with the same policies records no change (nor a new admin token); without
+    // policies the server does not start: access to every port is a policy decision.
     let server = start_with(
         dir.path(),
         &format!(
@@ -1272,23 +1382,24 @@ async fn authorize_api_decides_records_and_fails_closed() {
         ),
     )
     .await;
-    assert_eq!(
-        sql(&server, "SELECT count(*) AS n FROM audit").await[0]["n"],
-        6
+    assert!(
+        server.admin_token.is_none(),
+        "the admin's token is still valid"
     );
+    let n = api.sql("SELECT count(*) AS n FROM audit").await.unwrap();
+    assert_eq!(n[0]["n"], 10, "{n}");
     server.shutdown().await.unwrap();
     let empty = tempfile::tempdir().unwrap();
-    let server = start(empty.path()).await;
-    let res = client
-        .post(format!("http://{}/api/authorize", server.api))
-        .json(&exec("0.97", "1.0", false))
-        .send()
+    let text = format!(
+        "data_dir = {:?}\n[listen]\notlp_grpc = \"127.0.0.1:0\"\notlp_http = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\n",
+        empty.path().display().to_string()
+    );
+    let config: Config = toml::from_str(&text).unwrap();
+    let e = custos_server::start(config.validate().unwrap())
         .await
-        .unwrap();
-    assert_eq!(res.status(), 503);
-    let d: Value = res.json().await.unwrap();
-    assert_eq!(d["decision"], "deny");
-    server.shutdown().await.unwrap();
+        .err()
+        .expect("no policies, no server");
+    assert!(e.to_string().contains("no policy directory"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -137,8 +137,9 @@ pub async fn load(client: &Client, request: &Request) -> Result<Detail> {
 /// Sends a review decision (`POST /api/reviews/{id}/approve|reject`); the server authorizes
 /// and audits it.
 pub async fn decide(client: &Client, d: &Decide) -> Result<data::Decided> {
+    // The server takes the reviewer from the token.
     let body = ReviewDecision {
-        reviewer: d.reviewer.clone(),
+        reviewer: None,
         reason: d.reason.clone(),
     };
     let answer = client.decide(&d.id, d.approve, &body).await.map_err(api)?;

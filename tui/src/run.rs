@@ -34,18 +34,33 @@ fn now_ms() -> i64 {
 
 /// The API client of `server`, with a 10 s timeout per request. Each client thread builds its
 /// own: a connection pool belongs to the runtime that opened its connections.
-fn api_client(server: &str) -> Result<custos_api::Client> {
+fn api_client(server: &str, token: Option<String>) -> Result<custos_api::Client> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap_or_default();
-    custos_api::Client::with_http(server, http).map_err(|e| Error::Api(e.to_string()))
+    Ok(custos_api::Client::with_http(server, http)
+        .map_err(|e| Error::Api(e.to_string()))?
+        .with_token(token))
+}
+
+/// Who the token says the operator is (`GET /api/whoami`): the reviewer of decisions sent from
+/// this dashboard, when it is a person.
+fn reviewer_of(client: &custos_api::Client) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let me = rt.block_on(client.whoami()).ok()?;
+    let quoted = me.principal.strip_prefix("Custos::User::")?;
+    serde_json::from_str::<String>(quoted).ok()
 }
 
 /// Starts a thread with its own single-threaded runtime and its own API client of `server`.
 fn spawn_client_thread(
     name: &str,
     server: String,
+    token: Option<String>,
     body: impl FnOnce(&tokio::runtime::Runtime, custos_api::Client) + Send + 'static,
 ) -> Result<()> {
     std::thread::Builder::new()
@@ -57,7 +72,7 @@ fn spawn_client_thread(
             else {
                 return;
             };
-            let Ok(client) = api_client(&server) else {
+            let Ok(client) = api_client(&server, token) else {
                 return;
             };
             body(&rt, client);
@@ -68,9 +83,13 @@ fn spawn_client_thread(
 
 /// Loads drill-downs and sends review decisions, one at a time, off the UI thread (so a slow
 /// poll never delays them).
-fn spawn_worker(server: String, tx: mpsc::Sender<Msg>) -> Result<mpsc::Sender<Job>> {
+fn spawn_worker(
+    server: String,
+    token: Option<String>,
+    tx: mpsc::Sender<Msg>,
+) -> Result<mpsc::Sender<Job>> {
     let (jobs, rx) = mpsc::channel::<Job>();
-    spawn_client_thread("custos-top-load", server, move |rt, client| {
+    spawn_client_thread("custos-top-load", server, token, move |rt, client| {
         while let Ok(job) = rx.recv() {
             let msg = match job {
                 Job::Load(r) => {
@@ -94,11 +113,12 @@ fn spawn_worker(server: String, tx: mpsc::Sender<Msg>) -> Result<mpsc::Sender<Jo
 /// and sends each snapshot or failure to `tx`.
 fn spawn_poller(
     server: String,
+    token: Option<String>,
     interval: Duration,
     tx: mpsc::Sender<Msg>,
     poke_rx: mpsc::Receiver<String>,
 ) -> Result<()> {
-    spawn_client_thread("custos-top-poll", server, move |rt, client| {
+    spawn_client_thread("custos-top-poll", server, token, move |rt, client| {
         let mut range = "1h".to_string();
         // The audit chain is verified at start, on a refresh and at most every minute:
         // verification reads the whole log.
@@ -135,15 +155,15 @@ fn spawn_poller(
     })
 }
 
-/// Runs the dashboard against `server` until the user quits; polls every `interval`; review
-/// decisions are sent as `reviewer`.
-pub fn run(server: &str, interval: Duration, reviewer: Option<String>) -> Result<()> {
+/// Runs the dashboard against `server` with `token` until the user quits; polls every
+/// `interval`; review decisions are the token's person's.
+pub fn run(server: &str, interval: Duration, token: Option<String>) -> Result<()> {
     let (tx, rx) = mpsc::channel::<Msg>();
     // An unusable URL is refused here, before the terminal is taken over.
-    api_client(server)?;
-    let jobs = spawn_worker(server.to_string(), tx.clone())?;
+    let reviewer = reviewer_of(&api_client(server, token.clone())?);
+    let jobs = spawn_worker(server.to_string(), token.clone(), tx.clone())?;
     let (poke_tx, poke_rx) = mpsc::channel::<String>();
-    spawn_poller(server.to_string(), interval, tx, poke_rx)?;
+    spawn_poller(server.to_string(), token, interval, tx, poke_rx)?;
 
     let theme = Theme::from_env();
     let mut terminal = ratatui::try_init().map_err(|e| Error::Terminal(e.to_string()))?;

@@ -608,7 +608,7 @@ fn a_review_without_a_reviewer_is_read_only_and_links_its_trace() {
     );
     script(&mut a, "x");
     assert!(a.dialog.is_none());
-    assert!(a.message.as_deref().unwrap().contains("--reviewer NAME"));
+    assert!(a.message.as_deref().unwrap().contains("a reviewer's token"));
     // Reject with a reviewer: the dialog says it is an override and escalates.
     let mut b = a.clone().with_reviewer(Some("ben".into()));
     script(&mut b, "x");

@@ -23,8 +23,42 @@ fn heading(s: &str) {
     println!("\n== {s} {}", "=".repeat(76usize.saturating_sub(s.len())));
 }
 
+/// The demo's own tokens, one per role it plays (made before its server starts, so the server
+/// reads them at once).
+struct DemoTokens {
+    executor: String,
+    sre: String,
+    ci: String,
+}
+
+fn demo_tokens(data: &Path) -> Result<DemoTokens> {
+    use custos_governance::tokens::{Request, create, local_actor};
+    let engine = custos_policy::engine::Engine::load(Path::new("rules/policy"))?;
+    let file = custos_auth::TokenFile::new(data);
+    let audit = custos_audit::AuditLog::open(&custos_server::audit_dir(data))?;
+    let make = |principal: &str, note: &str| -> Result<String> {
+        let req = Request {
+            principal: principal.into(),
+            expires: None,
+            note: format!("custos demo: {note}"),
+        };
+        Ok(create(&engine, &file, &audit, &local_actor(), &req)?
+            .0
+            .token)
+    };
+    Ok(DemoTokens {
+        executor: make(
+            "Custos::Service::\"executor\"",
+            "the simulated executor's spans",
+        )?,
+        sre: make("Custos::User::\"sam\"", "metrics and SLOs")?,
+        ci: make("Custos::Service::\"ci\"", "the deploy gate")?,
+    })
+}
+
 async fn demo(data: PathBuf, runs: usize, keep_serving: bool) -> Result<ExitCode> {
     prepare(&data)?;
+    let tokens = demo_tokens(&data)?;
     let started = std::time::Instant::now();
     let mut options = custos_server::Config::default().validate()?;
     options.store.data_dir = data.clone();
@@ -40,7 +74,14 @@ async fn demo(data: PathBuf, runs: usize, keep_serving: bool) -> Result<ExitCode
         server.otlp_http,
         data.display()
     );
-    simulate_runs(&format!("http://{}", server.otlp_http), &data, runs).await?;
+    simulate_runs(
+        &format!("http://{}", server.otlp_http),
+        &data,
+        runs,
+        &tokens.executor,
+    )
+    .await?;
+    super::set_token(Some(tokens.sre.clone()));
     let source = |server: &str| Source {
         data: None,
         server: Some(server.to_string()),
@@ -50,13 +91,14 @@ async fn demo(data: PathBuf, runs: usize, keep_serving: bool) -> Result<ExitCode
     super::metrics::metrics(source(&api), "1h", "workflow", "table", None).await?;
     heading("SLOs (rules/slos.yaml)");
     super::slo::slo(source(&api), None, None, "table").await?;
+    super::set_token(Some(tokens.ci.clone()));
     gates(&api, &data).await?;
     server.shutdown().await?;
     heading("audit trail");
     super::audit::audit_verify(Some(data.clone()), "text")?;
     heading("next");
     println!(
-        "finished in {:.0} s. Explore the same data:\n  custos serve --data {d}            # the API on http://127.0.0.1:4380\n  custos top                         # the terminal dashboard of that server (? for keys)\n  custos sql --data {d} \"SELECT workflow, outcome, count(*) FROM runs GROUP BY 1, 2 ORDER BY 1, 2\"\n  custos metrics --data {d} --by version\n  custos audit report --data {d} --from 2020-01-01 --to 2100-01-01 --out report",
+        "finished in {:.0} s. Explore the same data:\n  custos serve --data {d}            # the API on http://127.0.0.1:4380; writes {d}/auth/admin.token\n  custos top --token \"$(cat {d}/auth/admin.token)\"   # the terminal dashboard of that server (? for keys)\n  custos sql --data {d} \"SELECT workflow, outcome, count(*) FROM runs GROUP BY 1, 2 ORDER BY 1, 2\"\n  custos metrics --data {d} --by version\n  custos audit report --data {d} --from 2020-01-01 --to 2100-01-01 --out report",
         started.elapsed().as_secs_f64(),
         d = data.display()
     );
@@ -65,9 +107,12 @@ async fn demo(data: PathBuf, runs: usize, keep_serving: bool) -> Result<ExitCode
         options.store.data_dir = data.clone();
         let server = custos_server::start(options).await?;
         println!(
-            "serving `{}` on http://{} (Ctrl-C to stop)",
+            "serving `{}` on http://{} (Ctrl-C to stop); an admin token is in `{}`",
             data.display(),
-            server.api
+            server.api,
+            custos_auth::auth_dir(&data)
+                .join(custos_server::ADMIN_TOKEN_FILE)
+                .display()
         );
         super::serve::wait_for_signal().await?;
         server.shutdown().await?;
@@ -103,13 +148,13 @@ fn prepare(data: &Path) -> Result<()> {
 
 /// Simulates `runs` runs of the fixture workflows with the demo scenario, their telemetry sent
 /// to `otlp_http`.
-async fn simulate_runs(otlp_http: &str, data: &Path, runs: usize) -> Result<()> {
+async fn simulate_runs(otlp_http: &str, data: &Path, runs: usize, token: &str) -> Result<()> {
     use custos_executor::simulate::{Scenario, SimulateOptions};
     println!(
         "simulating {runs} runs of support-triage and invoice-processing (canary prompts: support-triage v2 healthy, invoice-processing v2 regressing) ..."
     );
     let scenario = Scenario::parse(DEMO_SCENARIO, "fixtures/scenarios/demo.yaml")?;
-    let telemetry = Telemetry::otlp(otlp_http, "custos-executor")?;
+    let telemetry = Telemetry::otlp(otlp_http, "custos-executor", Some(token))?;
     let engine = engine(Path::new("rules/policy"))?.map(|e| (*e).clone());
     let report = custos_executor::simulate::simulate(SimulateOptions {
         workflows: PathBuf::from("fixtures/workflows"),

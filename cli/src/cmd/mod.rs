@@ -14,6 +14,7 @@ pub mod simulate;
 pub mod slo;
 pub mod sql;
 pub mod thresholds;
+pub mod token;
 pub mod top;
 
 use std::io::Write as _;
@@ -54,9 +55,45 @@ pub fn analytics_err(e: custos_analytics::Error) -> anyhow::Error {
     }
 }
 
-/// The API client of `--server URL`; an unusable URL is the user's mistake.
+static TOKEN: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// Keeps `--token` (or `CUSTOS_TOKEN`) for the commands of this process (`custos demo` sets
+/// each step's own).
+pub fn set_token(token: Option<String>) {
+    if let Ok(mut t) = TOKEN.write() {
+        *t = token
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+    }
+}
+
+/// `--token` or `CUSTOS_TOKEN`, if given.
+pub fn token() -> Option<String> {
+    TOKEN.read().ok().and_then(|t| t.clone())
+}
+
+/// The API client of `--server URL` with `--token`; an unusable URL is the user's mistake.
 pub fn api_client(server: &str) -> Result<custos_api::Client> {
-    custos_api::Client::new(server).map_err(user)
+    Ok(custos_api::Client::new(server)
+        .map_err(user)?
+        .with_token(token()))
+}
+
+/// Who `--token` says you are on the data directory `dir` (its token file, whether or not a
+/// server runs on it).
+pub fn identity(dir: &Path) -> Result<custos_auth::Principal> {
+    let Some(t) = token() else {
+        return Err(user(
+            "say who you are with --token (or CUSTOS_TOKEN): `custos token create --data DIR --principal 'Custos::User::\"NAME\"'` makes one",
+        ));
+    };
+    let authn = custos_auth::Authenticator::open(
+        custos_auth::TokenFile::new(dir),
+        custos_auth::FailureLimit::default(),
+    )?;
+    authn
+        .authenticate(Some(&format!("Bearer {t}")), None)
+        .map_err(|r| user(format!("on `{}`: {r}", dir.display())))
 }
 
 /// An API error: a 4xx refusal is the user's (exit 2, the server's message), anything else

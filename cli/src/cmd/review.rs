@@ -8,7 +8,7 @@ use anyhow::Result;
 use custos_executor::telemetry::Telemetry;
 use custos_executor::{Executor, ExecutorOptions};
 
-use super::{api_client, engine};
+use super::{api_client, engine, identity};
 use crate::flags::data_dir;
 
 /// Where review commands act.
@@ -45,14 +45,11 @@ pub enum ReviewCommand {
         #[command(flatten)]
         source: ReviewSource,
     },
-    /// Approve: the automation's proposal stands; the run goes on. Exit 2 when the policy denies
-    /// the reviewer.
+    /// Approve: the automation's proposal stands; the run goes on. The reviewer is who `--token`
+    /// says you are. Exit 2 when the policy denies the reviewer.
     Approve {
         /// Task id.
         id: String,
-        /// Who decides (a `Custos::User` id).
-        #[arg(long)]
-        reviewer: String,
         /// Why.
         #[arg(long)]
         reason: String,
@@ -60,13 +57,10 @@ pub enum ReviewCommand {
         source: ReviewSource,
     },
     /// Reject: a person overrides the proposal; the run is escalated (its effects compensated).
-    /// Exit 2 when the policy denies the reviewer.
+    /// The reviewer is who `--token` says you are. Exit 2 when the policy denies the reviewer.
     Reject {
         /// Task id.
         id: String,
-        /// Who decides (a `Custos::User` id).
-        #[arg(long)]
-        reviewer: String,
         /// Why.
         #[arg(long)]
         reason: String,
@@ -174,33 +168,17 @@ pub async fn run(what: ReviewCommand) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&task)?);
             Ok(ExitCode::SUCCESS)
         }
-        ReviewCommand::Approve {
-            id,
-            reviewer,
-            reason,
-            source,
-        } => decide(&id, &reviewer, &reason, true, &source).await,
-        ReviewCommand::Reject {
-            id,
-            reviewer,
-            reason,
-            source,
-        } => decide(&id, &reviewer, &reason, false, &source).await,
+        ReviewCommand::Approve { id, reason, source } => decide(&id, &reason, true, &source).await,
+        ReviewCommand::Reject { id, reason, source } => decide(&id, &reason, false, &source).await,
     }
 }
 
-async fn decide(
-    id: &str,
-    reviewer: &str,
-    reason: &str,
-    approve: bool,
-    source: &ReviewSource,
-) -> Result<ExitCode> {
+async fn decide(id: &str, reason: &str, approve: bool, source: &ReviewSource) -> Result<ExitCode> {
     let verb = if approve { "approve" } else { "reject" };
     match &source.server {
         Some(server) => {
             let decision = custos_api::ReviewDecision {
-                reviewer: reviewer.into(),
+                reviewer: None,
                 reason: reason.into(),
             };
             match api_client(server)?.decide(id, approve, &decision).await {
@@ -219,8 +197,17 @@ async fn decide(
             }
         }
         None => {
+            let me = identity(&data_dir(source.data.clone()))?;
+            let Some(reviewer) = custos_executor::run::starting_user(&me.uid)
+                .filter(|_| me.uid.starts_with("Custos::User::"))
+            else {
+                return Err(super::user(format!(
+                    "`{}` is not a person: reviews are decided by users (`Custos::User`)",
+                    me.uid
+                )));
+            };
             let ex = local_executor(source)?;
-            match ex.decide_review(id, reviewer, approve, reason).await {
+            match ex.decide_review(id, &reviewer, approve, reason).await {
                 Ok(d) => {
                     let r = ex.drive(&d.task.run_id).await?;
                     println!(

@@ -9,7 +9,7 @@ use custos_executor::telemetry::Telemetry;
 use custos_executor::{Executor, ExecutorOptions};
 use serde_json::json;
 
-use super::{api_client, engine, user};
+use super::{api_client, engine, identity, token, user};
 use crate::flags::{RunArgs, data_dir};
 
 pub async fn run(o: RunArgs) -> Result<ExitCode> {
@@ -41,11 +41,20 @@ pub async fn run(o: RunArgs) -> Result<ExitCode> {
         return run_on_server(server, &name, inputs, &o).await;
     }
     let telemetry = match &o.otlp {
-        Some(url) => Telemetry::otlp(url, "custos-executor").map_err(user)?,
+        Some(url) => {
+            Telemetry::otlp(url, "custos-executor", exporter_token().as_deref()).map_err(user)?
+        }
         None => Telemetry::off(),
     };
+    let dir = data_dir(o.data.clone());
+    // Who starts the runs: the person `--token` names on this data directory, or whoever runs
+    // the command (nobody reviews a run they started).
+    let by = token()
+        .and_then(|_| identity(&dir).ok())
+        .map(|p| p.uid)
+        .unwrap_or_else(custos_governance::tokens::local_actor);
     let ex = Executor::open(ExecutorOptions {
-        data_dir: data_dir(o.data.clone()),
+        data_dir: dir,
         engine: engine(&o.policies)?,
         telemetry: telemetry.clone(),
         principal: "executor".into(),
@@ -53,7 +62,7 @@ pub async fn run(o: RunArgs) -> Result<ExitCode> {
     let summary = if o.resume {
         batch::resume(&ex, o.concurrency).await?
     } else {
-        batch::run_inputs(&ex, &text, &file, inputs, &o.by, o.concurrency)
+        batch::run_inputs(&ex, &text, &file, inputs, &by, o.concurrency)
             .await
             .map_err(|e| match e {
                 custos_executor::Error::Input { .. } | custos_executor::Error::Workflow(_) => {
@@ -124,6 +133,18 @@ fn print_summary(s: &Summary, resume: bool, format: &str) {
     }
 }
 
+/// The token the exporter sends: `--token`, unless `OTEL_EXPORTER_OTLP_HEADERS` (or the traces
+/// variant) sets the headers the standard way.
+pub fn exporter_token() -> Option<String> {
+    let standard = [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some());
+    if standard { None } else { token() }
+}
+
 async fn run_on_server(
     server: &str,
     workflow: &str,
@@ -137,7 +158,7 @@ async fn run_on_server(
             workflow: workflow.to_string(),
             input: input.value,
             idempotency_key: Some(input.key),
-            started_by: Some(o.by.clone()),
+            started_by: None,
         };
         let started = client.start_run(&start).await.map_err(|e| {
             if e.is_client_error() {

@@ -20,6 +20,7 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
         a.otlp_http,
         a.api,
         a.workflows,
+        a.policies,
     )
     .await
 }
@@ -31,6 +32,7 @@ async fn serve(
     otlp_http: Option<SocketAddr>,
     api: Option<SocketAddr>,
     workflows: Option<PathBuf>,
+    policies: Option<PathBuf>,
 ) -> Result<ExitCode> {
     // The Delta kernel logs every snapshot at INFO; keep custos' own INFO and the libraries' warnings.
     tracing_subscriber::fmt()
@@ -71,6 +73,12 @@ async fn serve(
         }
         options.executor.workflows = Some(w);
     }
+    if let Some(p) = policies {
+        options.rules = options
+            .rules
+            .with_policies(Some(p))
+            .map_err(|e| UserError(e.to_string()))?;
+    }
     let data_dir = options.store.data_dir.clone();
     let server = custos_server::start(options).await?;
     let mut out = std::io::stdout().lock();
@@ -87,6 +95,14 @@ async fn serve(
         server.otlp_http
     )?;
     writeln!(out, "API listening on http://{}", server.api)?;
+    if let Some(path) = &server.admin_token {
+        writeln!(
+            out,
+            "no admin had a valid token: wrote one to {} (send it as `Authorization: Bearer TOKEN`, or `--token \"$(cat {})\"`)",
+            path.display(),
+            path.display()
+        )?;
+    }
     out.flush()?;
     drop(out);
     wait_for_signal().await?;

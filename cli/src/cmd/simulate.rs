@@ -29,7 +29,12 @@ pub async fn run(a: SimulateArgs) -> Result<ExitCode> {
         Some(p) => Scenario::load(p).map_err(user)?,
         None => Scenario::default(),
     };
-    let telemetry = Telemetry::otlp(&a.otlp, "custos-executor").map_err(user)?;
+    let telemetry = Telemetry::otlp(
+        &a.otlp,
+        "custos-executor",
+        super::run::exporter_token().as_deref(),
+    )
+    .map_err(user)?;
     let engine = engine(&a.policies)?.map(|e| (*e).clone());
     let report = custos_executor::simulate::simulate(SimulateOptions {
         workflows: a.workflows,

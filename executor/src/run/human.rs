@@ -347,16 +347,41 @@ fn review_request(
     AuthzRequest {
         principal: json!(format!("Custos::User::{}", json!(reviewer))),
         action: json!("Custos::Action::\"approve_review\""),
-        resource: json!(format!("Custos::ReviewTask::{}", json!(id))),
+        resource: json!(review_uid(id)),
         context: json!({ "override": !approve }),
-        entities: vec![json!({
-            "uid": {"type": "Custos::ReviewTask", "id": id},
-            "attrs": {
-                "workflow": {"__entity": {"type": "Custos::Workflow", "id": task.workflow}},
-                "reviewers": {"__entity": {"type": "Custos::Team", "id": task.queue}},
-                "requested_by": {"__entity": {"type": "Custos::User", "id": r.started_by}},
-            },
-            "parents": [],
-        })],
+        entities: vec![review_entity(task, &r.started_by)],
     }
+}
+
+/// A review task as a Cedar reference.
+pub fn review_uid(id: &str) -> String {
+    format!("Custos::ReviewTask::{}", json!(id))
+}
+
+/// The user who started a run, from its `started_by`: a `Custos::User` reference, or a bare
+/// name (how runs were recorded before callers were authenticated); `None` for a service or a
+/// local actor (`local:NAME`, someone with access to the data directory).
+pub fn starting_user(started_by: &str) -> Option<String> {
+    match started_by.strip_prefix("Custos::User::") {
+        Some(quoted) => serde_json::from_str::<String>(quoted).ok(),
+        None if started_by.contains(':') => None,
+        None => Some(started_by.to_string()),
+    }
+}
+
+/// A review task as the Cedar entity the review policies read (`workflow`, `reviewers`, and
+/// `requested_by` when a person started the run).
+pub fn review_entity(task: &ReviewTask, started_by: &str) -> serde_json::Value {
+    let mut attrs = json!({
+        "workflow": {"__entity": {"type": "Custos::Workflow", "id": task.workflow}},
+        "reviewers": {"__entity": {"type": "Custos::Team", "id": task.queue}},
+    });
+    if let Some(user) = starting_user(started_by) {
+        attrs["requested_by"] = json!({"__entity": {"type": "Custos::User", "id": user}});
+    }
+    json!({
+        "uid": {"type": "Custos::ReviewTask", "id": task.id},
+        "attrs": attrs,
+        "parents": [],
+    })
 }

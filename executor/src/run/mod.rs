@@ -31,6 +31,8 @@ mod human;
 mod model;
 mod route;
 
+pub use human::{review_entity, review_uid, starting_user};
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

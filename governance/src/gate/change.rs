@@ -41,6 +41,9 @@ pub struct ChangeFile {
     /// The version asking to be deployed.
     pub candidate: String,
     /// Who asks, as a Cedar entity reference (`Custos::Service::"ci"`, `Custos::User::"ana"`).
+    /// Through the API it is the authenticated caller (the field may be left out); a file run
+    /// with `custos gate --data` must name it.
+    #[serde(default)]
     pub requested_by: String,
     /// The canary window to measure.
     pub canary: CanaryWindow,

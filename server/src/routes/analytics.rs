@@ -12,7 +12,9 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::{QueryParams, analytics_error, bad_request, json_error, parse_at, query_params};
+use crate::auth::Caller;
 use crate::start::ApiState;
+use custos_governance::access::Operation;
 
 /// Query parameters of `GET /api/metrics`.
 #[derive(Deserialize)]
@@ -40,8 +42,12 @@ pub fn metrics_request(
 
 pub(crate) async fn api_metrics(
     State(state): State<Arc<ApiState>>,
+    caller: Caller,
     params: QueryParams<MetricsParams>,
 ) -> Result<Response, Response> {
+    state
+        .allow(&caller, Operation::read("query", "GET /api/metrics"))
+        .await?;
     let p = query_params(params, "window, by, at").map_err(bad_request)?;
     let req = metrics_request(p.window.as_deref(), p.by.as_deref(), p.at.as_deref())
         .map_err(bad_request)?;
@@ -87,8 +93,12 @@ pub fn threshold_request(
 
 pub(crate) async fn api_thresholds(
     State(state): State<Arc<ApiState>>,
+    caller: Caller,
     params: QueryParams<ThresholdParams>,
 ) -> Result<Response, Response> {
+    state
+        .allow(&caller, Operation::read("query", "GET /api/thresholds"))
+        .await?;
     let p =
         query_params(params, "workflow, step, target_error, window, at").map_err(bad_request)?;
     let Some(workflow) = p.workflow.as_deref() else {
@@ -120,8 +130,12 @@ pub(crate) struct SloParams {
 
 pub(crate) async fn api_slo(
     State(state): State<Arc<ApiState>>,
+    caller: Caller,
     params: QueryParams<SloParams>,
 ) -> Result<Response, Response> {
+    state
+        .allow(&caller, Operation::read("query", "GET /api/slo"))
+        .await?;
     let p = query_params(params, "at, max_age").map_err(bad_request)?;
     let set = state.rules.slos.as_ref().ok_or_else(no_slo_file)?;
     let at = parse_at(p.at.as_deref()).map_err(bad_request)?;
@@ -163,9 +177,16 @@ pub(crate) struct SloRunsParams {
 /// `window`) ending `at`, slowest first; the SQL used is part of the answer.
 pub(crate) async fn api_slo_runs(
     State(state): State<Arc<ApiState>>,
+    caller: Caller,
     axum::extract::Path(name): axum::extract::Path<String>,
     params: QueryParams<SloRunsParams>,
 ) -> Result<Response, Response> {
+    state
+        .allow(
+            &caller,
+            Operation::read("query", "GET /api/slo/{name}/runs"),
+        )
+        .await?;
     let p = query_params(params, "window, at, limit").map_err(bad_request)?;
     let set = state.rules.slos.as_ref().ok_or_else(no_slo_file)?;
     let Some(slo) = set.slos.iter().find(|s| s.name == name) else {

@@ -12,7 +12,9 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::{analytics_error, json_error, parse_at};
+use crate::auth::Caller;
 use crate::start::ApiState;
+use custos_governance::access::{self, Operation};
 
 pub(crate) fn deny_body(message: &str) -> serde_json::Value {
     serde_json::json!({
@@ -24,7 +26,17 @@ pub(crate) fn deny_body(message: &str) -> serde_json::Value {
     })
 }
 
-pub(crate) async fn api_authorize(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+/// `POST /api/authorize`: a service asks for a decision about someone else's request; the
+/// request's own entities may describe its resource and context but never change the store's.
+pub(crate) async fn api_authorize(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    body: Bytes,
+) -> Response {
+    let op = Operation::read("authorize", "POST /api/authorize");
+    if let Err(r) = state.allow(&caller, op).await {
+        return r;
+    }
     let req: AuthzRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -84,8 +96,12 @@ pub struct GateRequest {
     pub at: Option<String>,
 }
 
-pub(crate) async fn api_gate(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
-    let req: GateRequest = match serde_json::from_slice(&body) {
+pub(crate) async fn api_gate(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    body: Bytes,
+) -> Response {
+    let mut req: GateRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return json_error(
@@ -96,6 +112,23 @@ pub(crate) async fn api_gate(State(state): State<Arc<ApiState>>, body: Bytes) ->
             );
         }
     };
+    // The caller asks for the deploy: a change naming someone else is refused.
+    let named = req.change.requested_by.trim().to_string();
+    if named.is_empty() {
+        req.change.requested_by = caller.uid().to_string();
+    } else if !caller.is(&named) {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "`change.requested_by` = `{named}` is not the caller `{}`: the token says who asks for a deploy; leave the field out",
+                caller.uid()
+            ),
+        );
+    }
+    let op = Operation::read("gate", "POST /api/gate").on(access::workflow(&req.change.workflow));
+    if let Err(r) = state.allow(&caller, op).await {
+        return r;
+    }
     let change = match serde_json::to_string(&req.change)
         .map_err(|e| custos_governance::Error::Gate(e.to_string()))
         .and_then(|t| gate::ChangeFile::parse(&t, "request body"))
@@ -138,7 +171,14 @@ pub(crate) async fn api_gate(State(state): State<Arc<ApiState>>, body: Bytes) ->
     }
 }
 
-pub(crate) async fn api_audit_verify(State(state): State<Arc<ApiState>>) -> Response {
+pub(crate) async fn api_audit_verify(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+) -> Response {
+    let op = Operation::read("read_audit", "GET /api/audit/verify");
+    if let Err(r) = state.allow(&caller, op).await {
+        return r;
+    }
     let dir = state.audit.dir().to_path_buf();
     match tokio::task::spawn_blocking(move || custos_audit::verify(&dir)).await {
         Ok(Ok(v)) => axum::Json(v).into_response(),
@@ -151,8 +191,13 @@ pub(crate) async fn api_audit_verify(State(state): State<Arc<ApiState>>) -> Resp
 /// such record, 400 when `seq` is not a positive whole number).
 pub(crate) async fn api_audit_record(
     State(state): State<Arc<ApiState>>,
+    caller: Caller,
     axum::extract::Path(seq): axum::extract::Path<String>,
 ) -> Response {
+    let op = Operation::read("read_audit", format!("GET /api/audit/records/{seq}"));
+    if let Err(r) = state.allow(&caller, op).await {
+        return r;
+    }
     let Some(n) = seq.parse::<u64>().ok().filter(|n| *n > 0) else {
         return json_error(
             StatusCode::BAD_REQUEST,

@@ -6,6 +6,7 @@ pub(crate) mod governance;
 pub(crate) mod runs;
 pub(crate) mod sql;
 pub(crate) mod status;
+pub(crate) mod tokens;
 
 use std::sync::Arc;
 
@@ -37,8 +38,15 @@ pub(crate) fn api_router(state: Arc<ApiState>) -> Router {
         .route("/api/reviews/{id}/approve", post(runs::approve))
         .route("/api/reviews/{id}/reject", post(runs::reject))
         .route("/api/status", get(status::api_status))
+        .route("/api/whoami", get(status::whoami))
         .route("/healthz", get(status::healthz))
         .route("/metrics", get(crate::prom::metrics))
+        .route("/api/tokens", post(tokens::create).get(tokens::list))
+        .route("/api/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ))
         .with_state(state)
 }
 

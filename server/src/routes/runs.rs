@@ -4,15 +4,17 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path as UrlPath, Query};
+use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
 use axum::response::{IntoResponse, Response};
 use custos_executor::journal::{ReviewStatus, ReviewTask};
+use custos_governance::access::{self, Operation};
 use http::StatusCode;
 use http::request::Parts;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::json_error;
+use crate::auth::Caller;
 use crate::runs::{Runner, spawn_drive};
 use crate::start::ApiState;
 
@@ -48,8 +50,14 @@ impl FromRequestParts<Arc<ApiState>> for Deployed {
 }
 
 /// `POST /api/runs`: starts a run of a deployed workflow (202), or answers with the run a
-/// repeated idempotency key started (200).
-pub(crate) async fn start_run(Deployed(runner): Deployed, body: Bytes) -> Response {
+/// repeated idempotency key started (200). The caller, asking for `start_run` on the workflow,
+/// is who started it.
+pub(crate) async fn start_run(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Deployed(runner): Deployed,
+    body: Bytes,
+) -> Response {
     let req: custos_api::StartRun = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -76,7 +84,24 @@ pub(crate) async fn start_run(Deployed(runner): Deployed, body: Bytes) -> Respon
             ),
         );
     };
-    let by = req.started_by.unwrap_or_else(|| "automation".into());
+    if let Some(named) = req.started_by.as_deref()
+        && !caller.is(named)
+    {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "`started_by` = `{named}` is not the caller `{}`: the token says who starts a run; leave the field out",
+                caller.uid()
+            ),
+        );
+    }
+    let op = Operation::read("start_run", "POST /api/runs")
+        .on(access::workflow(&req.workflow))
+        .writing();
+    if let Err(r) = state.allow(&caller, op).await {
+        return r;
+    }
+    let by = caller.uid().to_string();
     match runner
         .executor
         .start(text, file, req.input, req.idempotency_key, &by)
@@ -102,11 +127,30 @@ pub(crate) async fn start_run(Deployed(runner): Deployed, body: Bytes) -> Respon
     }
 }
 
-/// `GET /api/runs/{id}`: the run's journaled state.
-pub(crate) async fn get_run(Deployed(runner): Deployed, UrlPath(id): UrlPath<String>) -> Response {
-    lookup(runner.executor.journal().run(&id), || {
-        format!("no run `{id}`")
-    })
+/// `GET /api/runs/{id}`: the run's journaled state, for callers who may `read_runs` of its
+/// workflow.
+pub(crate) async fn get_run(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Deployed(runner): Deployed,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    let found = runner.executor.journal().run(&id);
+    if let Ok(Some(run)) = &found {
+        let op = Operation::read("read_runs", format!("GET /api/runs/{id}"))
+            .on(access::workflow(&run.workflow));
+        if let Err(r) = state.allow(&caller, op).await {
+            return r;
+        }
+    } else {
+        // Whether a run exists is itself something to be allowed to know.
+        let op =
+            Operation::read("read_runs", format!("GET /api/runs/{id}")).on(access::workflow("?"));
+        if let Err(r) = state.allow(&caller, op).await {
+            return r;
+        }
+    }
+    lookup(found, || format!("no run `{id}`"))
 }
 
 /// A journal lookup as a response: the record, a 404 saying what is missing, or the error.
@@ -127,8 +171,26 @@ pub(crate) struct ReviewQuery {
     status: Option<String>,
 }
 
-/// `GET /api/reviews[?status=pending|all]`: pending tasks, most urgent first.
+/// The operation of reading review task `t` (its entity carries the queue and who asked).
+fn read_review(runner: &Runner, t: &ReviewTask, route: String) -> Operation {
+    let started_by = runner
+        .executor
+        .journal()
+        .run(&t.run_id)
+        .ok()
+        .flatten()
+        .map(|r| r.started_by)
+        .unwrap_or_default();
+    Operation::read("read_review", route)
+        .on(custos_executor::run::review_uid(&t.id))
+        .with_entities(vec![custos_executor::run::review_entity(t, &started_by)])
+}
+
+/// `GET /api/reviews[?status=pending|all]`: pending tasks, most urgent first; only the tasks
+/// the caller may `read_review` (a reviewer sees the queues it reviews).
 pub(crate) async fn list_reviews(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
     Deployed(runner): Deployed,
     Query(q): Query<ReviewQuery>,
 ) -> Response {
@@ -142,21 +204,48 @@ pub(crate) async fn list_reviews(
             );
         }
     };
-    match tasks {
-        Ok(t) => axum::Json(custos_api::Reviews {
-            reviews: t.into_iter().map(review_task).collect(),
+    let tasks = match tasks {
+        Ok(t) => t,
+        Err(e) => return json_error(status_of(&e), e.to_string()),
+    };
+    let engine = &state.access.engine;
+    let visible = tasks
+        .into_iter()
+        .filter(|t| {
+            let op = read_review(&runner, t, "GET /api/reviews".into());
+            access::decide(engine, caller.uid(), &op).allowed()
         })
-        .into_response(),
-        Err(e) => json_error(status_of(&e), e.to_string()),
-    }
+        .map(review_task)
+        .collect();
+    axum::Json(custos_api::Reviews { reviews: visible }).into_response()
 }
 
-/// `GET /api/reviews/{id}`.
+/// `GET /api/reviews/{id}`, for callers who may `read_review` it.
 pub(crate) async fn get_review(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
     Deployed(runner): Deployed,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
     let found = runner.executor.journal().review(&id);
+    let route = format!("GET /api/reviews/{id}");
+    let op = match &found {
+        Ok(Some(t)) => read_review(&runner, t, route),
+        // No such task: asked about a task of no queue, so only a role may learn that.
+        _ => Operation::read("read_review", route)
+            .on(custos_executor::run::review_uid(&id))
+            .with_entities(vec![json!({
+                "uid": {"type": "Custos::ReviewTask", "id": id},
+                "attrs": {
+                    "workflow": {"__entity": {"type": "Custos::Workflow", "id": ""}},
+                    "reviewers": {"__entity": {"type": "Custos::Team", "id": ""}},
+                },
+                "parents": [],
+            })]),
+    };
+    if let Err(r) = state.allow(&caller, op).await {
+        return r;
+    }
     lookup(found.map(|t| t.map(review_task)), || {
         format!("no review task `{id}`")
     })
@@ -205,25 +294,50 @@ fn review_task(t: ReviewTask) -> custos_api::ReviewTask {
     }
 }
 
-async fn decide(runner: Arc<Runner>, id: String, body: Bytes, approve: bool) -> Response {
+/// A review decision by the caller: the reviewer is the authenticated person, and the
+/// `approve_review` policies (assigned team, four eyes) decide, recorded by the executor.
+async fn decide(
+    caller: Caller,
+    runner: Arc<Runner>,
+    id: String,
+    body: Bytes,
+    approve: bool,
+) -> Response {
     let req: custos_api::ReviewDecision = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return json_error(
                 StatusCode::BAD_REQUEST,
-                format!("body must be a JSON object with `reviewer` and `reason`: {e}"),
+                format!("body must be a JSON object with `reason`: {e}"),
             );
         }
     };
-    if req.reviewer.trim().is_empty() || req.reason.trim().is_empty() {
+    if req.reason.trim().is_empty() {
+        return json_error(StatusCode::BAD_REQUEST, "`reason` must not be empty");
+    }
+    let Some(reviewer) = caller.user_name() else {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "`{}` may not `approve_review`: reviews are decided by people (`Custos::User`), not services",
+                caller.uid()
+            ),
+        );
+    };
+    if let Some(named) = req.reviewer.as_deref()
+        && !caller.is(named)
+    {
         return json_error(
             StatusCode::BAD_REQUEST,
-            "`reviewer` and `reason` must not be empty",
+            format!(
+                "`reviewer` = `{named}` is not the caller `{}`: the token says who reviews; leave the field out",
+                caller.uid()
+            ),
         );
     }
     match runner
         .executor
-        .decide_review(&id, &req.reviewer, approve, &req.reason)
+        .decide_review(&id, &reviewer, approve, &req.reason)
         .await
     {
         Ok(d) => {
@@ -239,22 +353,24 @@ async fn decide(runner: Arc<Runner>, id: String, body: Bytes, approve: bool) -> 
     }
 }
 
-/// `POST /api/reviews/{id}/approve` with `{"reviewer", "reason"}`.
+/// `POST /api/reviews/{id}/approve` with `{"reason"}`.
 pub(crate) async fn approve(
+    caller: Caller,
     Deployed(runner): Deployed,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    decide(runner, id, body, true).await
+    decide(caller, runner, id, body, true).await
 }
 
-/// `POST /api/reviews/{id}/reject` with `{"reviewer", "reason"}`.
+/// `POST /api/reviews/{id}/reject` with `{"reason"}`.
 pub(crate) async fn reject(
+    caller: Caller,
     Deployed(runner): Deployed,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    decide(runner, id, body, false).await
+    decide(caller, runner, id, body, false).await
 }
 
 #[cfg(test)]

@@ -10,13 +10,24 @@ use custos_analytics::format::{Format, render};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::json_error;
+use crate::auth::Caller;
 use crate::start::ApiState;
+use custos_governance::access::Operation;
 
+/// `POST /api/sql`: `query` for every statement, and `read_audit` as well when its plan reads
+/// the `audit` table (through a view or a subquery too).
 pub(crate) async fn sql(
     State(state): State<Arc<ApiState>>,
+    caller: Caller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(r) = state
+        .allow(&caller, Operation::read("query", "POST /api/sql"))
+        .await
+    {
+        return r;
+    }
     let req: custos_api::SqlRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -32,7 +43,18 @@ pub(crate) async fn sql(
         .map(Format::from_accept)
         .unwrap_or(Format::Json);
     let started = Instant::now();
-    let result = state.analytics.query(&req.sql).await;
+    let prepared = match state.analytics.prepare(&req.sql).await {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
+    if prepared.tables().contains(custos_analytics::AUDIT_TABLE)
+        && let Err(r) = state
+            .allow(&caller, Operation::read("read_audit", "POST /api/sql"))
+            .await
+    {
+        return r;
+    }
+    let result = prepared.run().await;
     state.sql_seconds.observe(started.elapsed().as_secs_f64());
     match result.and_then(|r| render(&r, format)) {
         Ok(bytes) => {
@@ -43,13 +65,15 @@ pub(crate) async fn sql(
             );
             res
         }
-        Err(e) => {
-            let status = if e.is_client_error() {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
-            };
-            json_error(status, e.to_string())
-        }
+        Err(e) => failed(e),
     }
+}
+
+fn failed(e: custos_analytics::Error) -> Response {
+    let status = if e.is_client_error() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    json_error(status, e.to_string())
 }

@@ -1,4 +1,4 @@
-//! `GET /api/status` (what an operator's header shows) and `GET /healthz`.
+//! `GET /api/status` (what an operator's header shows), `GET /api/whoami` and `GET /healthz`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,11 +8,16 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
+use crate::auth::Caller;
 use crate::start::ApiState;
 
 /// `GET /api/status`: what an operator's header shows (`custos top`): ingest counters (a client
 /// derives rates from two readings), memtable, WAL, last flush, policy set, executor.
-pub(crate) async fn api_status(State(state): State<Arc<ApiState>>) -> Response {
+pub(crate) async fn api_status(State(state): State<Arc<ApiState>>, caller: Caller) -> Response {
+    let op = custos_governance::access::Operation::read("read_status", "GET /api/status");
+    if let Err(r) = state.allow(&caller, op).await {
+        return r;
+    }
     use custos_collector::metrics::TransportLabels;
     let count = |f: &Family<TransportLabels, Counter>| -> u64 {
         ["grpc", "http"]
@@ -48,6 +53,15 @@ pub(crate) async fn api_status(State(state): State<Arc<ApiState>>) -> Response {
         pending_reviews,
     };
     axum::Json(body).into_response()
+}
+
+/// `GET /api/whoami`: who the token says the caller is (any authenticated caller may ask).
+pub(crate) async fn whoami(caller: Caller) -> Response {
+    axum::Json(custos_api::WhoAmI {
+        principal: caller.0.uid.clone(),
+        token_id: caller.0.token_id.clone(),
+    })
+    .into_response()
 }
 
 pub(crate) async fn healthz(State(state): State<Arc<ApiState>>) -> Response {

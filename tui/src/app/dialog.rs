@@ -84,7 +84,7 @@ impl App {
         }
         if self.reviewer.is_none() {
             self.message = Some(
-                "no reviewer: start with `custos top --reviewer NAME` (or set CUSTOS_REVIEWER)"
+                "no reviewer: this dashboard's token is not a person's; start `custos top --token` with a reviewer's token"
                     .into(),
             );
             return;

@@ -145,7 +145,7 @@ pub(super) fn review_context(
         "reviewer",
         app.reviewer
             .clone()
-            .unwrap_or_else(|| "none: start with --reviewer NAME to decide".into()),
+            .unwrap_or_else(|| "none: start with a reviewer's --token to decide".into()),
     ));
     f.render_widget(
         Paragraph::new(lines)
