@@ -369,8 +369,19 @@ fn graceful_shutdown_on_sigterm_flushes_to_parquet() {
             .unwrap();
         assert_eq!(res.status(), 200);
     });
-    // `custos sql --server` goes through the API; errors exit 2 with the server's message.
+    // `custos sql --server` goes through the API; errors exit 2 with the server's message,
+    // and so does a missing token.
     let out = Command::new(BIN)
+        .args(["sql", "--server", &server.api])
+        .arg("SELECT 1")
+        .env_remove("CUSTOS_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("authentication required"), "{err}");
+    let out = Command::new(BIN)
+        .env("CUSTOS_TOKEN", &server.token)
         .args(["sql", "--server", &server.api, "--format", "csv"])
         .arg("SELECT count(*) AS n, min(workflow) AS w FROM spans")
         .output()
@@ -382,6 +393,7 @@ fn graceful_shutdown_on_sigterm_flushes_to_parquet() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "n,w\n10,crash\n");
     let out = Command::new(BIN)
+        .env("CUSTOS_TOKEN", &server.token)
         .args(["sql", "--server", &server.api])
         .arg("DROP TABLE spans")
         .output()
@@ -775,7 +787,11 @@ fn gate_policy_and_audit_commands_through_the_binary() {
     // may not ask as CI.
     let ci = token_for(dir.path(), "Custos::Service::\"ci\"");
     let (code, _, err) = run_as(repo, &token, &["gate", "--change", &bad, "--server", &api]);
-    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(
+        code,
+        Some(1),
+        "a refused request is an error, not a deny: {err}"
+    );
     assert!(err.contains("`change.requested_by`"), "{err}");
     let run = |args: &[&str]| run_as(repo, &ci, args);
     let (code, out, err) = run(&["gate", "--change", &bad, "--server", &api, "--at", at]);
@@ -1517,7 +1533,7 @@ fn the_server_runs_workflows_and_people_review_through_the_api_and_the_cli() {
         ],
     );
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("review-four-eyes"), "{err}");
+    assert!(err.contains("nobody reviews their own request"), "{err}");
 
     // The reviews reach analytics on the decision spans (the executor's spans go to this
     // server's own receiver, in batches).

@@ -53,10 +53,15 @@ async fn start(dir: &Path) -> RunningServer {
 
 /// The admin token the server wrote at start.
 fn admin(server: &RunningServer) -> String {
-    let path = server
-        .admin_token
-        .as_ref()
-        .expect("a new data directory gets an admin token");
+    // A restarted server writes none: the first start's is still valid.
+    let path = server.admin_token.clone().unwrap_or_else(|| {
+        server
+            .store()
+            .options()
+            .data_dir
+            .join("auth")
+            .join(custos_server::ADMIN_TOKEN_FILE)
+    });
     std::fs::read_to_string(path).unwrap().trim().to_string()
 }
 
@@ -1322,7 +1327,7 @@ async fn authorize_api_decides_records_and_fails_closed() {
             ("review".into(), "deny".into()),
         ]
     );
-    let v: Value = client
+    let v: Value = authed(&server)
         .get(format!("http://{}/api/audit/verify", server.api))
         .send()
         .await
@@ -1386,6 +1391,9 @@ async fn authorize_api_decides_records_and_fails_closed() {
         server.admin_token.is_none(),
         "the admin's token is still valid"
     );
+    let api = custos_api::Client::new(&format!("http://{}", server.api))
+        .unwrap()
+        .with_token(Some(admin(&server)));
     let n = api.sql("SELECT count(*) AS n FROM audit").await.unwrap();
     assert_eq!(n[0]["n"], 10, "{n}");
     server.shutdown().await.unwrap();
@@ -1472,8 +1480,10 @@ async fn slo_drill_down_lists_the_runs_that_burned_the_budget_slowest_first() {
     assert_eq!(res.status(), 200);
     let api = format!("http://{}", server.api);
     let api = api.as_str();
+    let client = authed(&server);
+    let client = &client;
     let get = |path: String| async move {
-        let res = reqwest::get(format!("{api}{path}")).await.unwrap();
+        let res = client.get(format!("{api}{path}")).send().await.unwrap();
         (res.status().as_u16(), res.json::<Value>().await.unwrap())
     };
     let (status, body) = get("/api/slo/success/runs".into()).await;

@@ -94,7 +94,7 @@ async fn serve(
         "OTLP/HTTP listening on http://{}/v1/traces",
         server.otlp_http
     )?;
-    writeln!(out, "API listening on http://{}", server.api)?;
+    // Before the listening lines: whoever waits for those may stop reading after them.
     if let Some(path) = &server.admin_token {
         writeln!(
             out,
@@ -103,6 +103,7 @@ async fn serve(
             path.display()
         )?;
     }
+    writeln!(out, "API listening on http://{}", server.api)?;
     out.flush()?;
     drop(out);
     wait_for_signal().await?;

@@ -49,7 +49,7 @@ pub(crate) async fn create(
     caller: Caller,
     body: Bytes,
 ) -> Response {
-    let op = Operation::read("manage_tokens", "POST /api/tokens").writing();
+    let op = Operation::read("manage_tokens", "POST /api/tokens");
     if let Err(r) = state.allow(&caller, op).await {
         return r;
     }
@@ -119,7 +119,7 @@ pub(crate) async fn revoke(
     caller: Caller,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    let op = Operation::read("manage_tokens", format!("DELETE /api/tokens/{id}")).writing();
+    let op = Operation::read("manage_tokens", format!("DELETE /api/tokens/{id}"));
     if let Err(r) = state.allow(&caller, op).await {
         return r;
     }
