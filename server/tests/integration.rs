@@ -24,6 +24,9 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message as _;
 use serde_json::Value;
 
+#[path = "integration/access.rs"]
+mod access;
+
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/otlp");
 
 const POLICIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/policy");
