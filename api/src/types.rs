@@ -251,6 +251,10 @@ pub struct Verification {
     pub last_hash: String,
     /// Whether the log ends in a partial record left by a crash.
     pub partial_tail: bool,
+    /// The ed25519 public key (hex) that signed the head; absent for a log from before signing.
+    pub signed_by: Option<String>,
+    /// The anchor checked, when one was asked for.
+    pub anchor: Option<String>,
     /// The first problem, if any.
     pub finding: Option<Finding>,
 }
@@ -259,7 +263,7 @@ pub struct Verification {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Finding {
-    /// `modified`, `deleted`, `inserted`, `reordered`, …
+    /// `modified`, `deleted`, `inserted`, `reordered`, `head_signature`, `anchor_missing`
     pub tamper: String,
     /// The record (`seq`) it concerns.
     pub seq: u64,

@@ -17,9 +17,12 @@
 //! - `hash` is the SHA-256 (hex) of the record's JSON serialization without the `hash` field;
 //!   `prev_hash` is the previous record's `hash` (64 zeros for the first record). Each record thus
 //!   commits to the whole history before it.
-//! - `audit.head`: `{"seq": N, "hash": "..."}` of the last appended record, replaced atomically
-//!   after each append. It lets verification notice records cut from the end, which the chain alone
-//!   cannot. It may lag the log by the last record after a crash; it must never be ahead of it.
+//! - `audit.head`: `{"seq": N, "hash": "...", "public_key": "...", "signature": "..."}` of the
+//!   last appended record, signed with the directory's ed25519 key (`audit.key`, public key in
+//!   `audit.pub`; see `head`) and replaced atomically after each append. It lets verification
+//!   notice records cut from the end, which the chain alone cannot, and an append refuses a log
+//!   that is behind it. It may lag the log by the last record after a crash; it must never be
+//!   ahead of it.
 //!
 //! # Invariants
 //!
@@ -43,8 +46,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+mod head;
 mod verify;
-pub use verify::{Finding, Tamper, Verification, verify};
+pub use head::{KEY_FILE, PUBLIC_KEY_FILE, public_key};
+pub use verify::{Finding, Tamper, Verification, verify, verify_anchored};
 
 /// Errors of the audit crate.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +75,20 @@ pub enum Error {
     /// A record could not be serialized.
     #[error("cannot serialize an audit record: {0}")]
     Serialize(String),
+    /// The head's signing key cannot be read or made.
+    #[error("audit signing key `{path}`: {message}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The log is behind its signed head (records were cut) or the head was replaced: appending
+    /// would hide it, so nothing is recorded and nothing is allowed.
+    #[error(
+        "the audit log cannot be extended: {0}; run `custos audit verify`, and restore the log from a backup (or move the audit directory away, keeping it as evidence, to start a new chain)"
+    )]
+    Truncated(String),
 }
 
 /// Result type of the audit crate.
@@ -151,12 +170,6 @@ impl Record {
         let bytes = serde_json::to_vec(&body).map_err(|e| Error::Serialize(e.to_string()))?;
         Ok(hex::encode(Sha256::digest(&bytes)))
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-struct Head {
-    seq: u64,
-    hash: String,
 }
 
 #[derive(Debug)]
@@ -320,6 +333,7 @@ impl AuditLog {
             .tail
             .lock()
             .map_err(|_| Error::Serialize("audit log lock poisoned".into()))?;
+        head::check_before_append(&self.dir, tail.seq, &tail.hash)?;
         let mut record = Record {
             seq: tail.seq + 1,
             time: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
@@ -349,21 +363,8 @@ impl AuditLog {
         tail.hash = record.hash.clone();
         tail.policy_hash = Some(record.policy_hash.clone());
         drop(tail);
-        self.write_head(record.seq, &record.hash)?;
+        head::write(&self.dir, record.seq, &record.hash)?;
         Ok(record)
-    }
-
-    fn write_head(&self, seq: u64, hash: &str) -> Result<()> {
-        let path = self.dir.join(HEAD_FILE);
-        let tmp = self.dir.join(format!("{HEAD_FILE}.tmp"));
-        let body = serde_json::to_vec(&Head {
-            seq,
-            hash: hash.to_string(),
-        })
-        .map_err(|e| Error::Serialize(e.to_string()))?;
-        std::fs::write(&tmp, body).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        Ok(())
     }
 }
 

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::{Error, GENESIS, HEAD_FILE, Head, LOG_FILE, Record, Result};
+use crate::head::{Head, check};
+use crate::{Error, GENESIS, HEAD_FILE, LOG_FILE, Record, Result};
 
 /// What kind of tampering verification found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -21,6 +22,10 @@ pub enum Tamper {
     Inserted,
     /// Records are out of order.
     Reordered,
+    /// The head is not signed by this log's key, or its signature does not verify.
+    HeadSignature,
+    /// A head published elsewhere (an anchor) is not in the log.
+    AnchorMissing,
 }
 
 /// The first problem verification found.
@@ -49,6 +54,11 @@ pub struct Verification {
     pub last_hash: String,
     /// Whether the log ends in a partial record left by a crash (never acknowledged).
     pub partial_tail: bool,
+    /// The ed25519 public key (hex) that signed the head; `None` for a log from before signing.
+    pub signed_by: Option<String>,
+    /// The anchor checked (`--anchor`), if one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<String>,
     /// The first problem, if any.
     pub finding: Option<Finding>,
 }
@@ -62,6 +72,12 @@ impl Verification {
 
 /// Verifies the whole chain of the audit log in `dir`.
 pub fn verify(dir: &Path) -> Result<Verification> {
+    verify_anchored(dir, None)
+}
+
+/// Verifies the chain and, with `anchor` (a record hash published elsewhere, such as an earlier
+/// report's manifest), that the log still holds that record.
+pub fn verify_anchored(dir: &Path, anchor: Option<&str>) -> Result<Verification> {
     let path = dir.join(LOG_FILE);
     let text = match std::fs::read(&path) {
         Ok(t) => t,
@@ -75,6 +91,8 @@ pub fn verify(dir: &Path) -> Result<Verification> {
         last_seq: 0,
         last_hash: GENESIS.into(),
         partial_tail: complete_len < text.len(),
+        signed_by: None,
+        anchor: anchor.map(str::to_string),
         finding: None,
     };
     // Parse every line first: reordering is told apart from deletion by looking ahead.
@@ -87,7 +105,22 @@ pub fn verify(dir: &Path) -> Result<Verification> {
     };
     v.finding = chain(&records, &mut v)?;
     if v.finding.is_none() {
-        v.finding = head(dir, &records, &v);
+        v.finding = head(dir, &records, &mut v);
+    }
+    if v.finding.is_none()
+        && let Some(a) = anchor
+        && !records
+            .iter()
+            .any(|(_, r)| r.hash.eq_ignore_ascii_case(a.trim()))
+    {
+        v.finding = Some(Finding {
+            tamper: Tamper::AnchorMissing,
+            seq: v.last_seq,
+            line: 0,
+            message: format!(
+                "the anchor `{a}` is not the hash of any record: the log no longer contains the history that was published"
+            ),
+        });
     }
     Ok(v)
 }
@@ -230,7 +263,7 @@ fn out_of_sequence(
 }
 
 /// Compares an intact chain with the head file, which catches records cut from the end.
-fn head(dir: &Path, records: &[(usize, Record)], v: &Verification) -> Option<Finding> {
+fn head(dir: &Path, records: &[(usize, Record)], v: &mut Verification) -> Option<Finding> {
     let head_path = dir.join(HEAD_FILE);
     let Ok(text) = std::fs::read_to_string(&head_path) else {
         return (v.records > 0).then(|| Finding {
@@ -243,7 +276,21 @@ fn head(dir: &Path, records: &[(usize, Record)], v: &Verification) -> Option<Fin
             ),
         });
     };
-    match serde_json::from_str::<Head>(&text) {
+    let parsed = serde_json::from_str::<Head>(&text);
+    if let Ok(h) = &parsed {
+        match check(dir, h) {
+            Ok(signer) => v.signed_by = signer,
+            Err(why) => {
+                return Some(Finding {
+                    tamper: Tamper::HeadSignature,
+                    seq: h.seq,
+                    line: 0,
+                    message: why,
+                });
+            }
+        }
+    }
+    match parsed {
         Ok(head) if head.seq > v.last_seq => Some(Finding {
             tamper: Tamper::Deleted,
             seq: v.last_seq + 1,

@@ -204,6 +204,168 @@ fn an_empty_or_missing_log_verifies() {
     assert!(read_all(dir.path()).unwrap().is_empty());
 }
 
+#[test]
+fn the_head_is_signed_with_the_directorys_key() {
+    let dir = tempfile::tempdir().unwrap();
+    log_with(dir.path(), 3);
+    let public = custos_audit::public_key(dir.path()).expect("the first append makes a key");
+    assert_eq!(public.len(), 64, "an ed25519 public key in hex");
+    let key = dir.path().join(custos_audit::KEY_FILE);
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let head: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("audit.head")).unwrap())
+            .unwrap();
+    assert_eq!(head["seq"], 3);
+    assert_eq!(head["public_key"], public.as_str());
+    assert_eq!(head["signature"].as_str().unwrap().len(), 128);
+    let v = verify(dir.path()).unwrap();
+    assert!(v.ok(), "{v:?}");
+    assert_eq!(v.signed_by.as_deref(), Some(public.as_str()));
+    // The key is kept: a second writer signs with it too.
+    log_with(dir.path(), 1);
+    assert_eq!(custos_audit::public_key(dir.path()), Some(public));
+}
+
+#[test]
+fn truncation_followed_by_an_append_is_refused_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    log_with(dir.path(), 6);
+    // Cut the last two records, then try to go on as if nothing happened.
+    let mut l = lines(dir.path());
+    l.truncate(4);
+    write_lines(dir.path(), &l);
+    let log = AuditLog::open(dir.path()).unwrap();
+    let e = log.append(entry(7)).unwrap_err();
+    let m = e.to_string();
+    assert!(
+        m.contains("ends at record 4") && m.contains("records 5 to 6 were cut"),
+        "{m}"
+    );
+    assert_eq!(
+        read_all(dir.path()).unwrap().len(),
+        4,
+        "nothing was appended"
+    );
+    let f = verify(dir.path()).unwrap().finding.unwrap();
+    assert_eq!((f.tamper, f.seq), (Tamper::Deleted, 5), "{f:?}");
+}
+
+#[test]
+fn a_last_record_replaced_with_a_consistent_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = log_with(dir.path(), 6);
+    // Record 6 replaced by one that chains correctly: only the signed head still knows.
+    let mut forged = written[5].clone();
+    forged.decision = "allow".into();
+    forged.advice = vec!["nothing to see".into()];
+    forged.hash = forged.digest().unwrap();
+    let mut l = lines(dir.path());
+    l[5] = serde_json::to_string(&forged).unwrap();
+    write_lines(dir.path(), &l);
+    let e = AuditLog::open(dir.path())
+        .unwrap()
+        .append(entry(8))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("record 6 is not the one the head names"),
+        "{e}"
+    );
+    let f = verify(dir.path()).unwrap().finding.unwrap();
+    assert_eq!((f.tamper, f.seq), (Tamper::Modified, 6), "{f:?}");
+}
+
+#[test]
+fn a_replaced_or_unsigned_head_fails_verification_and_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = log_with(dir.path(), 5);
+    let head_path = dir.path().join("audit.head");
+    // Cut two records and write a head that matches the cut log, keeping the old signature.
+    let mut l = lines(dir.path());
+    l.truncate(3);
+    write_lines(dir.path(), &l);
+    let mut head: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&head_path).unwrap()).unwrap();
+    head["seq"] = 3.into();
+    head["hash"] = written[2].hash.clone().into();
+    std::fs::write(&head_path, head.to_string()).unwrap();
+    let f = verify(dir.path()).unwrap().finding.unwrap();
+    assert_eq!(f.tamper, Tamper::HeadSignature, "{f:?}");
+    assert!(f.message.contains("does not verify"), "{}", f.message);
+    assert!(
+        AuditLog::open(dir.path())
+            .unwrap()
+            .append(entry(9))
+            .is_err()
+    );
+    // Or without any signature at all.
+    head.as_object_mut().unwrap().remove("signature");
+    std::fs::write(&head_path, head.to_string()).unwrap();
+    let f = verify(dir.path()).unwrap().finding.unwrap();
+    assert_eq!(f.tamper, Tamper::HeadSignature, "{f:?}");
+    assert!(f.message.contains("not signed"), "{}", f.message);
+}
+
+#[test]
+fn a_log_from_before_signing_verifies_and_is_signed_from_its_next_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = log_with(dir.path(), 3);
+    // What an older version left: no key, an unsigned head.
+    std::fs::remove_file(dir.path().join(custos_audit::KEY_FILE)).unwrap();
+    std::fs::remove_file(dir.path().join(custos_audit::PUBLIC_KEY_FILE)).unwrap();
+    std::fs::write(
+        dir.path().join("audit.head"),
+        serde_json::json!({"seq": 3, "hash": written[2].hash}).to_string(),
+    )
+    .unwrap();
+    let v = verify(dir.path()).unwrap();
+    assert!(v.ok() && v.signed_by.is_none(), "{v:?}");
+    let before = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+    let r = AuditLog::open(dir.path())
+        .unwrap()
+        .append(entry(4))
+        .unwrap();
+    assert_eq!(r.seq, 4);
+    let after = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+    assert!(after.starts_with(&before), "nothing stored is rewritten");
+    let v = verify(dir.path()).unwrap();
+    assert!(v.ok() && v.signed_by.is_some(), "{v:?}");
+}
+
+#[test]
+fn an_anchor_catches_a_log_rewritten_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = log_with(dir.path(), 4);
+    let anchor = written[3].hash.clone();
+    let v = custos_audit::verify_anchored(dir.path(), Some(&anchor)).unwrap();
+    assert!(v.ok(), "{v:?}");
+    // Someone with the key rewrites the history from record 3 on: the chain and the head are
+    // consistent again, but the published hash is gone.
+    let mut l = lines(dir.path());
+    l.truncate(2);
+    write_lines(dir.path(), &l);
+    std::fs::remove_file(dir.path().join("audit.head")).unwrap();
+    std::fs::remove_file(dir.path().join(custos_audit::KEY_FILE)).unwrap();
+    std::fs::remove_file(dir.path().join(custos_audit::PUBLIC_KEY_FILE)).unwrap();
+    let log = AuditLog::open(dir.path()).unwrap();
+    log.append(entry(40)).unwrap();
+    log.append(entry(41)).unwrap();
+    assert!(
+        verify(dir.path()).unwrap().ok(),
+        "consistent without the anchor"
+    );
+    let f = custos_audit::verify_anchored(dir.path(), Some(&anchor))
+        .unwrap()
+        .finding
+        .unwrap();
+    assert_eq!(f.tamper, Tamper::AnchorMissing, "{f:?}");
+    assert!(f.message.contains(&anchor), "{}", f.message);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Modify(usize),

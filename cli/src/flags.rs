@@ -363,6 +363,10 @@ pub enum AuditCommand {
         /// Data directory [default: ./custos-data].
         #[arg(long)]
         data: Option<PathBuf>,
+        /// A record hash published elsewhere (an earlier report's manifest, a ticket): fails when
+        /// the log no longer contains it.
+        #[arg(long)]
+        anchor: Option<String>,
         /// Output format: text, json.
         #[arg(long, default_value = "text")]
         format: String,

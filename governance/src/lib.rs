@@ -11,6 +11,7 @@
 //! through `custos-analytics` and records through `custos-audit`; it opens no store itself.
 
 pub mod access;
+pub mod changes;
 pub mod decide;
 pub mod gate;
 pub mod report;

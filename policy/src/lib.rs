@@ -10,7 +10,7 @@
 //! any error), [`query`] answers what callers ask of the set without speaking Cedar (the policies
 //! governing an action, the metrics a policy reads), and [`testing`] runs policy tests written in
 //! the JSON format of `cedar run-tests`.
-//! Every loaded set has a [`Policies::hash`]: the SHA-256 of the schema and the policy files, which
+//! Every loaded set has a [`Policies::hash`]: the SHA-256 of the schema, the policy files and the entity store, which
 //! every decision record carries.
 
 mod context;
@@ -92,9 +92,12 @@ pub struct Policies {
     pub files: BTreeMap<String, PathBuf>,
     /// Where each policy's `@id` annotation is: file, 1-based line and column, by id.
     pub locations: BTreeMap<String, (PathBuf, usize, usize)>,
-    /// SHA-256 (hex) of the schema and every policy file, by file name and content; changes with
-    /// any edit, including comments.
+    /// SHA-256 (hex) of the schema, every policy file and the entity store (`entities.json`), by
+    /// file name and content; changes with any edit, including comments, and with any change of
+    /// team membership, owners or thresholds.
     pub hash: String,
+    /// Each of those files' own SHA-256, by file name: what a change record names.
+    pub file_hashes: BTreeMap<String, String>,
     /// The directory the policies were loaded from.
     pub dir: PathBuf,
     /// The schema's source text.
@@ -226,7 +229,15 @@ pub fn load(dir: &Path) -> Result<Policies> {
         });
     }
     let mut hasher = Sha256::new();
-    hash_file(&mut hasher, "schema.cedarschema", &schema_text);
+    let mut file_hashes = BTreeMap::new();
+    let mut feed = |name: &str, text: &str| {
+        hash_file(&mut hasher, name, text);
+        file_hashes.insert(
+            name.to_string(),
+            hex::encode(Sha256::digest(text.as_bytes())),
+        );
+    };
+    feed("schema.cedarschema", &schema_text);
     let mut loaded = Loaded::default();
     for file in &files {
         let text = read(file)?;
@@ -234,8 +245,14 @@ pub fn load(dir: &Path) -> Result<Policies> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        hash_file(&mut hasher, &name, &text);
+        feed(&name, &text);
         loaded.add_file(file, &text, &mut found);
+    }
+    // The entity store decides as much as the policies do (who is in which team, who owns a
+    // workflow, its threshold): it is part of the set.
+    let entities = dir.join("entities.json");
+    if entities.exists() {
+        feed("entities.json", &read(&entities)?);
     }
     if let Some(schema) = &schema {
         found.extend(loaded.validate(schema, dir));
@@ -247,6 +264,7 @@ pub fn load(dir: &Path) -> Result<Policies> {
             files: loaded.origin,
             locations: loaded.locations,
             hash: hex::encode(hasher.finalize()),
+            file_hashes,
             dir: dir.to_path_buf(),
             schema_source: schema_text,
         }),

@@ -220,6 +220,21 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         otlp_http,
         &executor_token,
     )?;
+    if let (Some(r), Some(engine)) = (&runner, &rules.engine) {
+        let definitions = r
+            .workflows
+            .iter()
+            .map(|(name, (text, _))| (name.clone(), text.clone()))
+            .collect();
+        if custos_governance::changes::note_workflows(
+            &audit,
+            &definitions,
+            SERVER_PRINCIPAL,
+            engine.hash(),
+        )? {
+            tracing::info!("recorded new workflow definitions in the audit log");
+        }
+    }
     if let Some(r) = &runner {
         let r = r.clone();
         let s = stopped(rx.clone());

@@ -12,7 +12,11 @@ use crate::flags::AuditCommand;
 /// Runs `custos audit ...`.
 pub async fn run(what: AuditCommand) -> Result<ExitCode> {
     match what {
-        AuditCommand::Verify { data, format } => audit_verify(data, &format),
+        AuditCommand::Verify {
+            data,
+            anchor,
+            format,
+        } => audit_verify(data, anchor.as_deref(), &format),
         AuditCommand::Report {
             from,
             to,
@@ -81,10 +85,10 @@ async fn audit_report(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn audit_verify(data: Option<PathBuf>, format: &str) -> Result<ExitCode> {
+pub fn audit_verify(data: Option<PathBuf>, anchor: Option<&str>, format: &str) -> Result<ExitCode> {
     check_format(format, &["text", "json"])?;
     let dir = require_dir(data)?;
-    let v = custos_audit::verify(&custos_server::audit_dir(&dir))?;
+    let v = custos_audit::verify_anchored(&custos_server::audit_dir(&dir), anchor)?;
     if format == "json" {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -97,6 +101,15 @@ pub fn audit_verify(data: Option<PathBuf>, format: &str) -> Result<ExitCode> {
                     v.last_seq,
                     v.last_hash
                 );
+                match &v.signed_by {
+                    Some(k) => println!("head signed by ed25519 key {k}"),
+                    None => println!(
+                        "head not signed (a log from before signing; the next record signs it)"
+                    ),
+                }
+                if let Some(a) = &v.anchor {
+                    println!("anchor {a} is in the log");
+                }
                 if v.partial_tail {
                     println!(
                         "note: the log ends in a partial record left by a crash; it was never acknowledged and the next writer removes it"

@@ -95,6 +95,14 @@ async fn serve(
         server.otlp_http
     )?;
     // Before the listening lines: whoever waits for those may stop reading after them.
+    let audit = custos_server::audit_dir(&data_dir);
+    if let Some(key) = custos_audit::public_key(&audit) {
+        writeln!(
+            out,
+            "audit head signed with ed25519 key {key} ({}); publish it with the head hash",
+            audit.join(custos_audit::PUBLIC_KEY_FILE).display()
+        )?;
+    }
     if let Some(path) = &server.admin_token {
         writeln!(
             out,

@@ -334,6 +334,7 @@ pub fn note_policy_set(audit: &AuditLog, engine: &Engine, principal: &str) -> Re
         .collect();
     files.sort();
     files.dedup();
+    let changed = crate::changes::changed_files(audit, "policy_change", &p.file_hashes)?;
     audit.append(Entry {
         kind: "policy_change".into(),
         principal: principal.to_string(),
@@ -343,7 +344,10 @@ pub fn note_policy_set(audit: &AuditLog, engine: &Engine, principal: &str) -> Re
         policies: p.ids(),
         advice: Vec::new(),
         errors: Vec::new(),
-        context: json!({"previous_hash": previous, "hash": hash, "files": files}),
+        context: json!({
+            "previous_hash": previous, "hash": hash, "files": files,
+            "file_hashes": p.file_hashes, "changed": changed,
+        }),
         policy_hash: hash,
     })?;
     Ok(true)

@@ -325,6 +325,8 @@ mod tests {
                 last_seq: 3,
                 last_hash: "ab12".into(),
                 partial_tail: false,
+                signed_by: None,
+                anchor: None,
                 finding,
             },
             sections: vec![Section {

@@ -171,16 +171,32 @@ pub(crate) async fn api_gate(
     }
 }
 
+/// Query parameters of `GET /api/audit/verify`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VerifyParams {
+    /// A record hash published elsewhere that the log must still contain.
+    anchor: Option<String>,
+}
+
 pub(crate) async fn api_audit_verify(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
+    params: super::QueryParams<VerifyParams>,
 ) -> Response {
     let op = Operation::read("read_audit", "GET /api/audit/verify");
     if let Err(r) = state.allow(&caller, op).await {
         return r;
     }
+    let anchor = match super::query_params(params, "anchor") {
+        Ok(p) => p.anchor,
+        Err(m) => return json_error(StatusCode::BAD_REQUEST, m),
+    };
     let dir = state.audit.dir().to_path_buf();
-    match tokio::task::spawn_blocking(move || custos_audit::verify(&dir)).await {
+    let verified =
+        tokio::task::spawn_blocking(move || custos_audit::verify_anchored(&dir, anchor.as_deref()))
+            .await;
+    match verified {
         Ok(Ok(v)) => axum::Json(v).into_response(),
         Ok(Err(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
