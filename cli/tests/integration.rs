@@ -358,6 +358,8 @@ fn offline_sql_errors_exit_non_zero_with_the_position() {
 fn graceful_shutdown_on_sigterm_flushes_to_parquet() {
     let dir = tempfile::tempdir().unwrap();
     let server = spawn(dir.path());
+    // A failing assertion must not leave the server running.
+    let guard = KillOnDrop(server.child.id());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let res = authed(&server.token)
@@ -405,6 +407,7 @@ fn graceful_shutdown_on_sigterm_flushes_to_parquet() {
     assert!(status.success());
     let mut child = server.child;
     let code = child.wait().unwrap();
+    std::mem::forget(guard);
     assert!(code.success(), "{code:?}");
     // Everything is in Parquet now: the WAL holds no records.
     let parquet = walk(&dir.path().join("spans"))
