@@ -355,6 +355,113 @@ fn offline_sql_errors_exit_non_zero_with_the_position() {
 }
 
 #[test]
+fn tokens_made_and_revoked_by_the_cli_take_effect_on_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn(dir.path());
+    let _guard = KillOnDrop(server.child.id());
+    let data = dir.path().to_str().unwrap();
+    // The admin token the server wrote is alone on its line, and private.
+    use std::os::unix::fs::PermissionsExt as _;
+    let admin_file = dir.path().join("auth/admin.token");
+    assert_eq!(
+        std::fs::metadata(&admin_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(server.token.starts_with("cst_") && !server.token.contains(char::is_whitespace));
+    let (code, out, err) = run_in(
+        &repo(),
+        &[
+            "token",
+            "create",
+            "--data",
+            data,
+            "--principal",
+            "Custos::User::\"sam\"",
+            "--expires",
+            "1d",
+            "--note",
+            "laptop",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let first = out.lines().next().unwrap();
+    let id = first
+        .strip_prefix("id ")
+        .expect("`id ID` first")
+        .to_string();
+    let sam = out.lines().last().unwrap().to_string();
+    let whoami = |token: &str| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let r = authed(token)
+                .get(format!("{}/api/whoami", server.api))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    // At once, without a restart.
+    let (status, body) = whoami(&sam);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Custos::User::\\\"sam\\\""), "{body}");
+    let (code, list, _) = run_in(&repo(), &["token", "list", "--data", data]);
+    assert_eq!(code, Some(0));
+    assert!(
+        list.contains(&id) && list.contains("laptop") && list.contains("valid"),
+        "{list}"
+    );
+    assert!(!list.contains(&sam), "a list never shows a secret");
+    // The same through the server, for an admin.
+    let (code, served, err) = run_as(
+        &repo(),
+        &server.token,
+        &["token", "list", "--server", &server.api],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(served.contains(&id), "{served}");
+    let (code, _, err) = run_as(&repo(), &sam, &["token", "list", "--server", &server.api]);
+    assert_eq!(code, Some(2), "an SRE does not manage tokens");
+    assert!(err.contains("may not `manage_tokens`"), "{err}");
+    // Revoked on the data directory: refused within a second.
+    let (code, _, err) = run_in(&repo(), &["token", "revoke", "--data", data, &id]);
+    assert_eq!(code, Some(0), "{err}");
+    std::thread::sleep(Duration::from_millis(600));
+    let (status, body) = whoami(&sam);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("was revoked"), "{body}");
+    // Tokens are for principals the policies know.
+    let (code, _, err) = run_in(
+        &repo(),
+        &[
+            "token",
+            "create",
+            "--data",
+            data,
+            "--principal",
+            "Custos::User::\"mallory\"",
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not in the entity store"), "{err}");
+    // Each create and revoke is in the audit trail, naming who did it.
+    let rows = sql_offline(
+        dir.path(),
+        "SELECT action, resource, principal FROM audit WHERE kind = 'token' ORDER BY seq",
+    );
+    let actions: Vec<&str> = rows.iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        ["create_token", "create_token", "revoke_token"],
+        "{rows:?}"
+    );
+    assert!(
+        rows[1]["principal"].as_str().unwrap().starts_with("local:"),
+        "{rows:?}"
+    );
+}
+
+#[test]
 fn graceful_shutdown_on_sigterm_flushes_to_parquet() {
     let dir = tempfile::tempdir().unwrap();
     let server = spawn(dir.path());
