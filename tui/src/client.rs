@@ -21,10 +21,50 @@ async fn sql(client: &Client, q: &str) -> Result<Value> {
     client.sql(q).await.map_err(api)
 }
 
+/// The optional reads the server refused (403) this session. They are not asked again: each
+/// refusal is an audit record, and a dashboard whose token may not read the audit trail must not
+/// write one every poll. A new `custos top` (a new token, say) asks again.
+#[derive(Debug, Default)]
+pub struct Refused(std::collections::BTreeSet<&'static str>);
+
+impl Refused {
+    /// The answer of `call`, unless `what` was refused before (then `call` is never sent) or is
+    /// refused now, or fails.
+    async fn ask<T>(
+        &mut self,
+        what: &'static str,
+        call: impl std::future::Future<Output = custos_api::Result<T>>,
+    ) -> Option<T> {
+        if self.0.contains(what) {
+            return None;
+        }
+        match call.await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                if e.status() == Some(reqwest::StatusCode::FORBIDDEN) {
+                    self.0.insert(what);
+                }
+                None
+            }
+        }
+    }
+
+    /// Whether `what` was refused.
+    pub fn contains(&self, what: &str) -> bool {
+        self.0.contains(what)
+    }
+}
+
 /// Fetches everything the dashboard shows; `range` is the metrics window (`1h`, `24h`, `7d`).
 /// Verifying the audit chain reads the whole log, so it is asked for only when `verify` is set;
 /// otherwise the snapshot's `audit` is empty and the dashboard keeps the last verification.
-pub async fn fetch(client: &Client, range: &str, verify: bool) -> Result<Snapshot> {
+/// Optional reads the token may not make are asked once (`refused`).
+pub async fn fetch(
+    client: &Client,
+    range: &str,
+    verify: bool,
+    refused: &mut Refused,
+) -> Result<Snapshot> {
     let status = client.status().await.map_err(api)?;
     let window = Some(range);
     let metrics = get(
@@ -45,29 +85,39 @@ pub async fn fetch(client: &Client, range: &str, verify: bool) -> Result<Snapsho
     // are minutes to days long), so polls cost no evaluation.
     // SLOs, reviews and audit verification are optional: a server without SLOs, workflows or
     // policies answers with an error that the dashboard shows as empty.
-    let slos = get(client, &["slo"], &[("max_age", Some("2m"))])
+    let slos = refused
+        .ask(
+            "slo",
+            client.get::<Value>(&["slo"], &[("max_age", Some("2m"))]),
+        )
         .await
         .unwrap_or(Value::Null);
-    let reviews = client.reviews(false).await.ok();
+    let reviews = refused.ask("reviews", client.reviews(false)).await;
     let verification = if verify {
-        Some(client.verify_audit().await.ok())
+        Some(refused.ask("verify", client.verify_audit()).await)
     } else {
         None
     };
-    let decisions = sql(
-        client,
-        "SELECT seq, CAST(time AS VARCHAR) AS time, kind, principal, action, resource, decision, \
-         array_to_string(policies, ',') AS policies FROM audit ORDER BY seq DESC LIMIT 200",
-    )
-    .await
-    .unwrap_or(Value::Null);
-    let runs = sql(
-        client,
-        "SELECT run_id, workflow, outcome, duration_ms, cost_usd, \
-         CAST(start_time AS VARCHAR) AS start_time FROM runs ORDER BY start_time DESC LIMIT 200",
-    )
-    .await
-    .unwrap_or(Value::Null);
+    let decisions = refused
+        .ask(
+            "decisions",
+            client.sql(
+                "SELECT seq, CAST(time AS VARCHAR) AS time, kind, principal, action, resource, decision, \
+                 array_to_string(policies, ',') AS policies FROM audit ORDER BY seq DESC LIMIT 200",
+            ),
+        )
+        .await
+        .unwrap_or(Value::Null);
+    let runs = refused
+        .ask(
+            "runs",
+            client.sql(
+                "SELECT run_id, workflow, outcome, duration_ms, cost_usd, \
+                 CAST(start_time AS VARCHAR) AS start_time FROM runs ORDER BY start_time DESC LIMIT 200",
+            ),
+        )
+        .await
+        .unwrap_or(Value::Null);
     let audit = audit_summary(&verification);
     Ok(Snapshot {
         status,
@@ -144,4 +194,54 @@ pub async fn decide(client: &Client, d: &Decide) -> Result<data::Decided> {
     };
     let answer = client.decide(&d.id, d.approve, &body).await.map_err(api)?;
     Ok(data::decided(&answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server answering every request with `status`, counting the requests.
+    async fn answering(
+        status: &'static str,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = r#"{"error":"`Custos::User::\"ben\"` may not `read_audit`"}"#;
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        (format!("http://{addr}"), count)
+    }
+
+    #[tokio::test]
+    async fn a_refused_read_is_asked_once_and_other_failures_again() {
+        let (url, count) = answering("403 Forbidden").await;
+        let client = Client::new(&url).unwrap();
+        let mut refused = Refused::default();
+        for _ in 0..3 {
+            assert!(refused.ask("verify", client.verify_audit()).await.is_none());
+        }
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(refused.contains("verify"));
+        // A server error is not a refusal: it is asked again next poll.
+        let (url, count) = answering("500 Internal Server Error").await;
+        let client = Client::new(&url).unwrap();
+        for _ in 0..2 {
+            assert!(refused.ask("runs", client.sql("SELECT 1")).await.is_none());
+        }
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(!refused.contains("runs"));
+    }
 }

@@ -124,10 +124,12 @@ fn spawn_poller(
         // verification reads the whole log.
         let mut verified: Option<Instant> = None;
         let mut poked = true;
+        let mut refused = crate::client::Refused::default();
         loop {
             let verify = poked || verified.is_none_or(|t| t.elapsed() >= VERIFY_EVERY);
             let started = Instant::now();
-            let msg = match rt.block_on(crate::client::fetch(&client, &range, verify)) {
+            let msg = match rt.block_on(crate::client::fetch(&client, &range, verify, &mut refused))
+            {
                 Ok(s) => {
                     if verify {
                         verified = Some(Instant::now());
