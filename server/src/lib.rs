@@ -29,6 +29,7 @@ pub use offline::{
 };
 pub use routes::analytics::{metrics_request, threshold_request};
 pub use routes::governance::GateRequest;
+pub use routes::tokens::token_info;
 pub use start::{RunningServer, start};
 
 /// Errors of the server.

@@ -125,17 +125,6 @@ fn print_list(tokens: &[custos_api::TokenInfo], format: &str) -> Result<()> {
     Ok(())
 }
 
-fn info(t: custos_auth::TokenRecord) -> custos_api::TokenInfo {
-    custos_api::TokenInfo {
-        id: t.id,
-        principal: t.principal,
-        created: t.created.to_rfc3339(),
-        expires: t.expires.map(|e| e.to_rfc3339()),
-        note: t.note,
-        revoked: t.revoked.map(|r| r.to_rfc3339()),
-    }
-}
-
 pub async fn run(what: TokenCommand) -> Result<ExitCode> {
     match what {
         TokenCommand::Create {
@@ -182,7 +171,10 @@ pub async fn run(what: TokenCommand) -> Result<ExitCode> {
                 Some(server) => api_client(server)?.tokens().await.map_err(api_err)?.tokens,
                 None => {
                     let file = TokenFile::new(&data_dir(source.data.clone()));
-                    file.read()?.into_iter().map(info).collect()
+                    file.read()?
+                        .into_iter()
+                        .map(custos_server::token_info)
+                        .collect()
                 }
             };
             print_list(&list, &format)?;

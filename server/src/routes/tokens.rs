@@ -16,7 +16,8 @@ use super::json_error;
 use crate::auth::Caller;
 use crate::start::ApiState;
 
-fn info(t: TokenRecord) -> custos_api::TokenInfo {
+/// A stored token as the API lists it (the CLI's offline list prints the same).
+pub fn token_info(t: TokenRecord) -> custos_api::TokenInfo {
     custos_api::TokenInfo {
         id: t.id,
         principal: t.principal,
@@ -107,7 +108,7 @@ pub(crate) async fn list(State(state): State<Arc<ApiState>>, caller: Caller) -> 
     }
     match state.access.authn.file().read() {
         Ok(t) => axum::Json(custos_api::Tokens {
-            tokens: t.into_iter().map(info).collect(),
+            tokens: t.into_iter().map(token_info).collect(),
         })
         .into_response(),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
