@@ -98,7 +98,7 @@ async fn demo(data: PathBuf, runs: usize, keep_serving: bool) -> Result<ExitCode
     super::audit::audit_verify(Some(data.clone()), None, "text")?;
     heading("next");
     println!(
-        "finished in {:.0} s. Explore the same data:\n  custos serve --data {d}            # the API on http://127.0.0.1:4380; writes {d}/auth/admin.token\n  custos top --token \"$(cat {d}/auth/admin.token)\"   # the terminal dashboard of that server (? for keys)\n  custos sql --data {d} \"SELECT workflow, outcome, count(*) FROM runs GROUP BY 1, 2 ORDER BY 1, 2\"\n  custos metrics --data {d} --by version\n  custos audit report --data {d} --from 2020-01-01 --to 2100-01-01 --out report",
+        "finished in {:.0} s. Explore the same data:\n  custos serve --data {d}            # the API on http://127.0.0.1:4380 (an admin token is in {d}/auth/admin.token)\n  custos top --token \"$(cat {d}/auth/admin.token)\"   # the terminal dashboard of that server (? for keys)\n  custos sql --data {d} \"SELECT workflow, outcome, count(*) FROM runs GROUP BY 1, 2 ORDER BY 1, 2\"\n  custos metrics --data {d} --by version\n  custos audit report --data {d} --from 2020-01-01 --to 2100-01-01 --out report",
         started.elapsed().as_secs_f64(),
         d = data.display()
     );
