@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -122,6 +122,8 @@ pub struct Authenticator {
     process: RwLock<HashMap<String, TokenRecord>>,
     limit: FailureLimit,
     failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// Addresses in `failures`: lets the common case (no failures at all) skip the lock.
+    failing: AtomicUsize,
 }
 
 impl Authenticator {
@@ -137,6 +139,7 @@ impl Authenticator {
             process: RwLock::new(HashMap::new()),
             limit,
             failures: Mutex::new(HashMap::new()),
+            failing: AtomicUsize::new(0),
         };
         Ok(a)
     }
@@ -274,11 +277,19 @@ impl Authenticator {
     }
 
     fn throttled(&self, ip: IpAddr) -> Option<Duration> {
-        let map = self.failures.lock().ok()?;
+        if self.failing.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut map = self.failures.lock().ok()?;
         let f = map.get(&ip)?;
         let age = f.since.elapsed();
-        (f.count >= self.limit.max_failures && age < self.limit.window)
-            .then(|| self.limit.window - age)
+        if age >= self.limit.window {
+            // A window over is forgotten, so an address that stops failing costs nothing.
+            map.remove(&ip);
+            self.failing.store(map.len(), Ordering::Relaxed);
+            return None;
+        }
+        (f.count >= self.limit.max_failures).then(|| self.limit.window - age)
     }
 
     fn failed(&self, ip: IpAddr) {
@@ -303,6 +314,7 @@ impl Authenticator {
             };
         }
         f.count = f.count.saturating_add(1);
+        self.failing.store(map.len(), Ordering::Relaxed);
     }
 }
 

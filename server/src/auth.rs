@@ -246,7 +246,7 @@ pub(crate) struct IngestAdmission {
     pub(crate) audit: Arc<AuditLog>,
     pub(crate) counters: AccessCounters,
     /// Decisions by principal: the engine does not change while the server runs.
-    decided: RwLock<HashMap<String, Decision>>,
+    decided: RwLock<HashMap<String, Arc<Decision>>>,
     /// When each principal's refusal was last recorded.
     recorded: Mutex<HashMap<String, Instant>>,
 }
@@ -263,7 +263,7 @@ impl IngestAdmission {
         }
     }
 
-    fn decision(&self, p: &Principal) -> Decision {
+    fn decision(&self, p: &Principal) -> Arc<Decision> {
         if let Some(d) = self
             .decided
             .read()
@@ -272,7 +272,7 @@ impl IngestAdmission {
         {
             return d;
         }
-        let d = access::decide(&self.engine, &p.uid, &Self::operation());
+        let d = Arc::new(access::decide(&self.engine, &p.uid, &Self::operation()));
         if let Ok(mut m) = self.decided.write() {
             m.insert(p.uid.clone(), d.clone());
         }
