@@ -108,6 +108,24 @@ impl Caller {
         named == self.uid() || self.user_name().is_some_and(|u| u == named)
     }
 
+    /// A body's `field` may repeat the caller but never name someone else: the 400 that says so,
+    /// if it does (`who` is what the field means: "starts a run", "reviews").
+    pub(crate) fn refuse_named(
+        &self,
+        field: &str,
+        named: Option<&str>,
+        who: &str,
+    ) -> Option<Response> {
+        let n = named.filter(|n| !self.is(n))?;
+        Some(crate::routes::json_error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "`{field}` = `{n}` is not the caller `{}`: the token says who {who}; leave the field out",
+                self.uid()
+            ),
+        ))
+    }
+
     /// The user's id, when the caller is a `Custos::User` (reviewers are people).
     pub(crate) fn user_name(&self) -> Option<String> {
         let rest = self.0.uid.strip_prefix("Custos::User::")?;

@@ -114,17 +114,14 @@ pub(crate) async fn api_gate(
     };
     // The caller asks for the deploy: a change naming someone else is refused.
     let named = req.change.requested_by.trim().to_string();
-    if named.is_empty() {
-        req.change.requested_by = caller.uid().to_string();
-    } else if !caller.is(&named) {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "`change.requested_by` = `{named}` is not the caller `{}`: the token says who asks for a deploy; leave the field out",
-                caller.uid()
-            ),
-        );
+    if let Some(r) = caller.refuse_named(
+        "change.requested_by",
+        Some(named.as_str()).filter(|n| !n.is_empty()),
+        "asks for a deploy",
+    ) {
+        return r;
     }
+    req.change.requested_by = caller.uid().to_string();
     let op = Operation::read("gate", "POST /api/gate").on(access::workflow(&req.change.workflow));
     if let Err(r) = state.allow(&caller, op).await {
         return r;

@@ -84,16 +84,8 @@ pub(crate) async fn start_run(
             ),
         );
     };
-    if let Some(named) = req.started_by.as_deref()
-        && !caller.is(named)
-    {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "`started_by` = `{named}` is not the caller `{}`: the token says who starts a run; leave the field out",
-                caller.uid()
-            ),
-        );
+    if let Some(r) = caller.refuse_named("started_by", req.started_by.as_deref(), "starts a run") {
+        return r;
     }
     let op = Operation::read("start_run", "POST /api/runs")
         .on(access::workflow(&req.workflow))
@@ -324,16 +316,8 @@ async fn decide(
             ),
         );
     };
-    if let Some(named) = req.reviewer.as_deref()
-        && !caller.is(named)
-    {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "`reviewer` = `{named}` is not the caller `{}`: the token says who reviews; leave the field out",
-                caller.uid()
-            ),
-        );
+    if let Some(r) = caller.refuse_named("reviewer", req.reviewer.as_deref(), "reviews") {
+        return r;
     }
     match runner
         .executor
