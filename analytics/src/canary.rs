@@ -63,6 +63,25 @@ pub struct CanaryQuery {
     pub from: DateTime<Utc>,
     /// Window end (exclusive).
     pub to: DateTime<Utc>,
+    /// Count only decisions (and runs, by their root span) from these sources (the workflow's
+    /// `trusted_sources`); `None` counts every source.
+    pub sources: Option<Vec<String>>,
+}
+
+/// ` AND source IN (…)` for a trusted-source set (nothing for `None`; an empty set matches
+/// nothing, and neither does a span stored before sources were recorded).
+pub fn source_filter(sources: Option<&[String]>) -> String {
+    match sources {
+        None => String::new(),
+        Some([]) => " AND false".into(),
+        Some(s) => format!(
+            " AND source IN ({})",
+            s.iter()
+                .map(|s| sql_string(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// One version's measurements; `None` where the window has no data for it.
@@ -164,10 +183,11 @@ pub async fn measure(analytics: &Analytics, q: &CanaryQuery) -> Result<CanaryMea
         .map(|s| format!(" AND step = {}", sql_string(s)))
         .unwrap_or_default();
     let filter = format!(
-        "workflow = {wf} AND {col} IN ({cand}, {cur}) AND start_time >= {from} AND start_time < {to}",
+        "workflow = {wf} AND {col} IN ({cand}, {cur}) AND start_time >= {from} AND start_time < {to}{sources}",
         wf = sql_string(&q.workflow),
         from = sql_timestamp(q.from),
         to = sql_timestamp(q.to),
+        sources = source_filter(q.sources.as_deref()),
     );
     let mut m = CanaryMeasurement::of(q);
     let decisions = analytics

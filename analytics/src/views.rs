@@ -47,6 +47,7 @@ SELECT
        WHEN regexp_like(status_message, '(?i)\b4\d\d\b|invalid|validation|malformed')
          THEN 'bad_request'
        ELSE 'other' END AS error_class,
+  source,
   date
 FROM spans
 "#;
@@ -93,6 +94,7 @@ SELECT
     FILTER (WHERE confidence IS NOT NULL OR decision IS NOT NULL) AS model_version,
   last_value(prompt_version ORDER BY start_time_unix_nano, span_id)
     FILTER (WHERE confidence IS NOT NULL OR decision IS NOT NULL) AS prompt_version,
+  coalesce(max(source) FILTER (WHERE is_root), min(source)) AS source,
   min(date) AS date
 FROM steps
 GROUP BY run_id
@@ -106,7 +108,7 @@ SELECT
   start_time, workflow, run_id, step, model, model_version, prompt_version,
   confidence, decision, human_reviewed,
   CASE WHEN human_reviewed THEN coalesce(human_override, false) END AS human_override,
-  review_ms, human_reviewer, step_kind, trace_id, span_id, date
+  review_ms, human_reviewer, step_kind, trace_id, span_id, source, date
 FROM steps
 WHERE confidence IS NOT NULL OR decision IS NOT NULL
 "#;

@@ -31,7 +31,7 @@ async fn fixture_store(dir: &Path) -> Store {
     let requests: Vec<_> = generate(SynthOptions::default()).collect();
     let half = requests.len() / 2;
     for (i, req) in requests.iter().enumerate() {
-        let n = custos_collector::normalize(req).unwrap();
+        let n = custos_collector::normalize(req, None).unwrap();
         assert_eq!(n.rejected, 0);
         store.append(n.batch.unwrap()).await.unwrap();
         if i + 1 == half {

@@ -5,6 +5,7 @@
 //! percent-encoded, so a task id or SLO name cannot change the path).
 
 use reqwest::{Method, RequestBuilder, Url};
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -14,6 +15,18 @@ use crate::types::{
     Started, Status, TokenCreated, Tokens, Verification, WhoAmI,
 };
 use crate::{Error, Result};
+
+/// How to reach a server: who to say you are, which TLS to speak, how long to wait.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    /// Sent as `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+    /// The CA to trust (the system's when unset) and the client certificate for mutual TLS,
+    /// for an `https://` server.
+    pub tls: custos_net::ClientTls,
+    /// Per-request timeout.
+    pub timeout: Option<std::time::Duration>,
+}
 
 /// A client of one server's API.
 #[derive(Debug, Clone)]
@@ -26,7 +39,27 @@ pub struct Client {
 impl Client {
     /// A client of the server at `server` (`http://127.0.0.1:4380`, a path prefix allowed).
     pub fn new(server: &str) -> Result<Self> {
-        Self::with_http(server, reqwest::Client::new())
+        Self::connect(server, &Connection::default())
+    }
+
+    /// A client of the server at `server`, reached as `connection` says.
+    pub fn connect(server: &str, connection: &Connection) -> Result<Self> {
+        custos_net::tls::install_default_provider();
+        let mut builder = reqwest::Client::builder();
+        if let Some(t) = connection.timeout {
+            builder = builder.timeout(t);
+        }
+        if connection.tls.is_set() {
+            let config = connection
+                .tls
+                .config()
+                .map_err(|e| Error::Tls(e.to_string()))?;
+            builder = builder.use_preconfigured_tls(config);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| Error::Tls(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self::with_http(server, http)?.with_token(connection.token.clone()))
     }
 
     /// A client sharing an existing connection pool.

@@ -10,7 +10,7 @@
 pub mod client;
 pub mod types;
 
-pub use client::Client;
+pub use client::{Client, Connection};
 pub use types::*;
 
 /// Errors of an API call.
@@ -24,6 +24,9 @@ pub enum Error {
         /// Why it cannot be used.
         reason: String,
     },
+    /// The TLS settings (CA, client certificate) cannot be used.
+    #[error("{0}")]
+    Tls(String),
     /// The server could not be reached (connection refused, reset, timed out).
     #[error("cannot reach `{url}`: {cause}")]
     Unreachable {

@@ -36,6 +36,12 @@ pub enum Refusal {
         /// The token's id.
         id: String,
     },
+    /// No `Authorization` header, and a client certificate (verified by the client CA) whose
+    /// common name the server's `[tls.clients]` table does not map to a principal.
+    UnmappedCertificate {
+        /// The certificate's subject common name.
+        common_name: String,
+    },
     /// Too many failures from this address lately.
     Throttled {
         /// Seconds until the address may try again.
@@ -52,6 +58,7 @@ impl Refusal {
             Self::Unknown => "unknown",
             Self::Expired { .. } => "expired",
             Self::Revoked { .. } => "revoked",
+            Self::UnmappedCertificate { .. } => "certificate",
             Self::Throttled { .. } => "throttled",
         }
     }
@@ -71,6 +78,10 @@ impl std::fmt::Display for Refusal {
             Self::Revoked { id } => write!(
                 f,
                 "token `{id}` was revoked: create a new one with `custos token create`"
+            ),
+            Self::UnmappedCertificate { common_name } => write!(
+                f,
+                "the client certificate `{common_name}` stands for no principal: map its common name in the server's `[tls.clients]` table, or {HOW}"
             ),
             Self::Throttled { retry_after_secs } => write!(
                 f,
@@ -124,6 +135,8 @@ pub struct Authenticator {
     failures: Mutex<HashMap<IpAddr, Failures>>,
     /// Addresses in `failures`: lets the common case (no failures at all) skip the lock.
     failing: AtomicUsize,
+    /// Client certificate common names (mutual TLS) and the principals they stand for.
+    certificates: HashMap<String, String>,
 }
 
 impl Authenticator {
@@ -140,6 +153,7 @@ impl Authenticator {
             limit,
             failures: Mutex::new(HashMap::new()),
             failing: AtomicUsize::new(0),
+            certificates: HashMap::new(),
         };
         Ok(a)
     }
@@ -172,6 +186,36 @@ impl Authenticator {
         out.sort();
         out.dedup();
         out
+    }
+
+    /// The same authenticator, taking a client certificate whose subject common name is a key of
+    /// `map` as the principal it maps to (mutual TLS; the certificate was verified against the
+    /// client CA in the handshake).
+    pub fn with_certificates(mut self, map: HashMap<String, String>) -> Self {
+        self.certificates = map;
+        self
+    }
+
+    /// Who is calling: the bearer token in `header` when there is one; otherwise the principal
+    /// the client `certificate`'s common name maps to.
+    pub fn identify(
+        &self,
+        header: Option<&str>,
+        peer: Option<IpAddr>,
+        certificate: Option<&str>,
+    ) -> std::result::Result<Principal, Refusal> {
+        match (header, certificate) {
+            (None, Some(cn)) => match self.certificates.get(cn) {
+                Some(uid) => Ok(Principal {
+                    uid: uid.clone(),
+                    token_id: format!("certificate:{cn}"),
+                }),
+                None => Err(Refusal::UnmappedCertificate {
+                    common_name: cn.to_string(),
+                }),
+            },
+            _ => self.authenticate(header, peer),
+        }
     }
 
     /// Who sent `header` (the `Authorization` value) from `peer`.
@@ -358,6 +402,41 @@ mod tests {
         );
         assert_eq!(
             auth.authenticate(Some(&bearer("cst_nope")), None),
+            Err(Refusal::Unknown)
+        );
+    }
+
+    #[test]
+    fn a_mapped_certificate_identifies_and_a_token_takes_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = TokenFile::new(dir.path());
+        let ana = file.create("Custos::User::\"ana\"", None, "").unwrap();
+        let map = [(
+            "collector-1".to_string(),
+            "Custos::Service::\"otel-collector\"".to_string(),
+        )];
+        let auth = Authenticator::open(file, FailureLimit::default())
+            .unwrap()
+            .with_certificates(map.into_iter().collect());
+        let p = auth.identify(None, None, Some("collector-1")).unwrap();
+        assert_eq!(p.uid, "Custos::Service::\"otel-collector\"");
+        assert_eq!(p.token_id, "certificate:collector-1");
+        let p = auth
+            .identify(Some(&bearer(&ana.token)), None, Some("collector-1"))
+            .unwrap();
+        assert_eq!(p.uid, "Custos::User::\"ana\"");
+        let e = auth.identify(None, None, Some("mallory")).unwrap_err();
+        assert_eq!(
+            e,
+            Refusal::UnmappedCertificate {
+                common_name: "mallory".into()
+            }
+        );
+        assert!(e.to_string().contains("`[tls.clients]`"), "{e}");
+        assert_eq!(auth.identify(None, None, None), Err(Refusal::Missing));
+        // A wrong token is not rescued by a good certificate.
+        assert_eq!(
+            auth.identify(Some("Bearer cst_nope"), None, Some("collector-1")),
             Err(Refusal::Unknown)
         );
     }

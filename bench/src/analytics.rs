@@ -113,7 +113,7 @@ async fn load(dir: &Path, spans: usize) -> Result<f64> {
         canary: false,
     };
     for req in generate(synth) {
-        let n = custos_collector::normalize(&req)
+        let n = custos_collector::normalize(&req, None)
             .map_err(|e| Error::Task(format!("normalize failed: {e}")))?;
         if let Some(batch) = n.batch {
             store.append(batch).await?;

@@ -110,7 +110,7 @@ fn stage_costs(pool: &[bytes::Bytes], spans_per_request: usize) -> Result<StageC
     for _ in 0..rounds {
         batches.clear();
         for req in &decoded {
-            let normalized = custos_collector::normalize(req)
+            let normalized = custos_collector::normalize(req, None)
                 .map_err(|e| Error::Task(format!("normalize failed: {e}")))?;
             batches.extend(normalized.batch);
         }

@@ -26,6 +26,16 @@ pub struct Cli {
     /// `custos token create`; a new server writes one to DATA/auth/admin.token.
     #[arg(long, global = true, env = "CUSTOS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM file of the CA that signed an `https://` server's certificate (default: the system's
+    /// CAs).
+    #[arg(long, global = true, env = "CUSTOS_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM file of a client certificate, for a server that asks for one (mutual TLS).
+    #[arg(long, global = true, env = "CUSTOS_CLIENT_CERT", value_name = "FILE")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[arg(long, global = true, env = "CUSTOS_CLIENT_KEY", value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -39,6 +39,14 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     cmd::set_token(cli.token);
+    // One rustls crypto provider for every client and listener of this process (the tree holds
+    // two; see custos-net).
+    custos_net::tls::install_default_provider();
+    cmd::set_tls(custos_net::ClientTls {
+        ca: cli.ca_cert,
+        cert: cli.client_cert,
+        key: cli.client_key,
+    });
     match cli.command {
         Command::Serve(a) => cmd::serve::run(a).await,
         Command::Sql(a) => cmd::sql::run(a).await,

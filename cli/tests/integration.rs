@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "integration/tls.rs"]
+mod tls;
+
 const BIN: &str = env!("CARGO_BIN_EXE_custos");
 
 struct Server {
@@ -862,8 +865,11 @@ fn gate_policy_and_audit_commands_through_the_binary() {
     } = spawn_in(dir.path(), repo);
     let guard = KillOnDrop(child.id());
     let rt = tokio::runtime::Runtime::new().unwrap();
+    // The canary traffic comes from the collector service, which `invoice-posting` trusts; the
+    // admin's own spans would be stored but not counted by the gate.
+    let collector = token_for(dir.path(), "Custos::Service::\"otel-collector\"");
     rt.block_on(async {
-        let client = authed(&token);
+        let client = authed(&collector);
         let synth = custos_synth::reference::SynthOptions {
             runs: 8_000,
             runs_per_request: 500,
@@ -948,8 +954,8 @@ fn gate_policy_and_audit_commands_through_the_binary() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("sample_sise"), "{err}");
 
-    // The audit trail: the policy set, the admin's and CI's tokens, then four gate decisions
-    // (server and CLI interleaved), the server's asked for by CI.
+    // The audit trail: the policy set, the admin's, the collector's and CI's tokens, then four
+    // gate decisions (server and CLI interleaved), the server's asked for by CI.
     let rows = sql_offline(
         dir.path(),
         "SELECT seq, kind, principal, decision FROM audit ORDER BY seq",
@@ -961,6 +967,7 @@ fn gate_policy_and_audit_commands_through_the_binary() {
             "policy_change",
             "token",
             "token",
+            "token",
             "gate",
             "gate",
             "gate",
@@ -970,14 +977,14 @@ fn gate_policy_and_audit_commands_through_the_binary() {
     );
     let decisions: Vec<&str> = rows
         .iter()
-        .skip(3)
+        .skip(4)
         .map(|r| r["decision"].as_str().unwrap())
         .collect();
     assert_eq!(decisions, ["deny", "allow", "deny", "allow"]);
-    assert_eq!(rows[3]["principal"], "Custos::Service::\"ci\"");
+    assert_eq!(rows[4]["principal"], "Custos::Service::\"ci\"");
     let (code, out, err) = run(&["audit", "verify", "--data", data]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("7 record(s), chain intact"), "{out}");
+    assert!(out.contains("8 record(s), chain intact"), "{out}");
 
     // The audit report: every format, a manifest with each file's SHA-256.
     let report_dir = work.path().join("report");
@@ -1072,13 +1079,13 @@ fn gate_policy_and_audit_commands_through_the_binary() {
     let write = |l: &[String]| std::fs::write(&log, l.join("\n") + "\n").unwrap();
     let owned = || lines.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut l = owned();
-    // Record 5 is the healthy canary's allow.
-    l[4] = l[4].replace("\"decision\":\"allow\"", "\"decision\":\"deny\"");
-    assert_ne!(l[4], lines[4]);
+    // Record 6 is the healthy canary's allow.
+    l[5] = l[5].replace("\"decision\":\"allow\"", "\"decision\":\"deny\"");
+    assert_ne!(l[5], lines[5]);
     write(&l);
     let (code, out, _) = run(&["audit", "verify", "--data", data]);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("record seq 5 (line 5) was modified"), "{out}");
+    assert!(out.contains("record seq 6 (line 6) was modified"), "{out}");
     let mut l = owned();
     l.remove(1);
     write(&l);

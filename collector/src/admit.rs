@@ -3,7 +3,7 @@
 //! The receivers know only this trait; the server implements it with bearer tokens and the
 //! `ingest` policy decision, so the collector stays free of token stores and policy engines.
 
-use std::net::IpAddr;
+use custos_net::Peer;
 
 /// The principal an export comes from (Cedar syntax, `Custos::Service::"otel-collector"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,9 +69,8 @@ impl Rejection {
 }
 
 /// Decides whether an export may be stored, from its `authorization` header (or gRPC metadata)
-/// and the client's address. Called on the request path: it must not block for long.
+/// and the connection's peer (its address, and under mutual TLS its certificate). Called on the request path: it must not block for long.
 pub trait Admission: Send + Sync {
     /// The source of an export, or why it is refused.
-    fn admit(&self, authorization: Option<&str>, peer: Option<IpAddr>)
-    -> Result<Source, Rejection>;
+    fn admit(&self, authorization: Option<&str>, peer: Option<&Peer>) -> Result<Source, Rejection>;
 }

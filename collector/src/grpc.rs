@@ -17,9 +17,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message as _;
-use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -55,8 +53,19 @@ impl TraceService for GrpcReceiver {
         request: Request<ExportTraceServiceRequest>,
     ) -> std::result::Result<Response<ExportTraceServiceResponse>, Status> {
         let started = Instant::now();
-        let req = request.into_inner();
         let m = &self.ingest.metrics;
+        // Put there by the admitting interceptor; a request without one was not admitted.
+        let Some(source) = request.extensions().get::<crate::admit::Source>().cloned() else {
+            m.record(
+                "grpc",
+                "UNAUTHENTICATED",
+                0,
+                0,
+                started.elapsed().as_secs_f64(),
+            );
+            return Err(Status::unauthenticated("the export was not admitted"));
+        };
+        let req = request.into_inner();
         let admission = match self.ingest.store.admit(req.encoded_len()) {
             Ok(a) => a,
             Err(e) => {
@@ -64,7 +73,7 @@ impl TraceService for GrpcReceiver {
                 return Err(self.unavailable(format!("server overloaded: {e}")));
             }
         };
-        let result = self.ingest.export(&req).await;
+        let result = self.ingest.export(&req, &source).await;
         drop(admission);
         let secs = started.elapsed().as_secs_f64();
         match result {
@@ -103,9 +112,14 @@ fn admitting(
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        let peer = req.remote_addr().map(|a| a.ip());
+        let peer = req.extensions().get::<custos_net::Peer>();
         match admission.admit(authorization, peer) {
-            Ok(_) => Ok(req),
+            Ok(source) => {
+                // The handler stores who sent the spans.
+                let mut req = req;
+                req.extensions_mut().insert(source);
+                Ok(req)
+            }
             Err(r) => {
                 let (status, label) = match &r {
                     Rejection::Unauthenticated { .. } => {
@@ -147,7 +161,7 @@ pub fn otlp_status_codes<B>(mut res: http::Response<B>) -> http::Response<B> {
 
 /// Serves OTLP/gRPC on `listener` until `shutdown` resolves, then finishes requests in flight.
 pub async fn serve(
-    listener: TcpListener,
+    listener: custos_net::Listener,
     receiver: GrpcReceiver,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
@@ -158,7 +172,7 @@ pub async fn serve(
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max);
     let svc = tonic::service::interceptor::InterceptedService::new(svc, admit);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = listener.incoming();
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
             otlp_status_codes::<tonic::body::Body>,

@@ -18,7 +18,6 @@ use http_body_util::BodyExt as _;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 use serde::Serialize;
-use tokio::net::TcpListener;
 
 use crate::admit::Rejection;
 use crate::ingest::{Ingest, Refusal};
@@ -235,21 +234,24 @@ async fn export(State(ingest): State<Ingest>, request: axum::extract::Request) -
     // Admitted from the headers alone: an unknown caller's body is never read.
     let peer = parts
         .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
+        .get::<axum::extract::ConnectInfo<custos_net::Peer>>()
+        .map(|c| &c.0);
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if let Err(r) = ingest.admission.admit(authorization, peer) {
-        let status = r.http_status().to_string();
-        ingest
-            .metrics
-            .record("http", status, 0, 0, started.elapsed().as_secs_f64());
-        return rejected(
-            &r,
-            Encoding::from_content_type(ct).unwrap_or(Encoding::Json),
-        );
-    }
+    let source = match ingest.admission.admit(authorization, peer) {
+        Ok(source) => source,
+        Err(r) => {
+            let status = r.http_status().to_string();
+            ingest
+                .metrics
+                .record("http", status, 0, 0, started.elapsed().as_secs_f64());
+            return rejected(
+                &r,
+                Encoding::from_content_type(ct).unwrap_or(Encoding::Json),
+            );
+        }
+    };
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -265,7 +267,7 @@ async fn export(State(ingest): State<Ingest>, request: axum::extract::Request) -
         )
         .into_response(Encoding::Json);
     };
-    let result = handle(&ingest, &headers, body, encoding).await;
+    let result = handle(&ingest, &headers, body, encoding, &source).await;
     let secs = started.elapsed().as_secs_f64();
     match result {
         Ok((bytes, accepted, rejected)) => {
@@ -293,6 +295,7 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
     encoding: Encoding,
+    source: &crate::admit::Source,
 ) -> std::result::Result<(Vec<u8>, u64, u64), Failure> {
     let gzip = match headers
         .get(header::CONTENT_ENCODING)
@@ -347,7 +350,7 @@ async fn handle(
         })??;
     let req = decode(&bytes, encoding)?;
     drop(bytes);
-    let accepted = ingest.export(&req).await.map_err(|r| match r {
+    let accepted = ingest.export(&req, source).await.map_err(|r| match r {
         Refusal::Overloaded(m) | Refusal::Unavailable(m) => Failure {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: UNAVAILABLE,
@@ -387,11 +390,11 @@ pub fn router(ingest: Ingest) -> Router {
 
 /// Serves OTLP/HTTP on `listener` until `shutdown` resolves, then finishes requests in flight.
 pub async fn serve(
-    listener: TcpListener,
+    listener: custos_net::Listener,
     ingest: Ingest,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let app = router(ingest).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = router(ingest).into_make_service_with_connect_info::<custos_net::Peer>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -414,7 +417,7 @@ mod tests {
         fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
             for encoding in [Encoding::Protobuf, Encoding::Json] {
                 if let Ok(req) = decode_request(&body, encoding) {
-                    let _ = crate::normalize(&req);
+                    let _ = crate::normalize(&req, Some("s"));
                     let _ = crate::normalize::expanded_size(&req);
                 }
             }
@@ -447,7 +450,7 @@ mod tests {
             .to_string();
             let req = decode_request(body.as_bytes(), Encoding::Json);
             if let Ok(req) = req {
-                let n = crate::normalize(&req).unwrap();
+                let n = crate::normalize(&req, None).unwrap();
                 let rows = n.batch.map_or(0, |b| b.num_rows()) as u64;
                 prop_assert_eq!(rows + n.rejected, 1);
             }

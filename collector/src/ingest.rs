@@ -58,8 +58,13 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Normalizes and stores an export; returns once the accepted spans are durable and visible.
-    pub async fn export(&self, req: &ExportTraceServiceRequest) -> Result<Accepted, Refusal> {
+    /// Normalizes and stores an export from `source` (stored in every span's `source` column);
+    /// returns once the accepted spans are durable and visible.
+    pub async fn export(
+        &self,
+        req: &ExportTraceServiceRequest,
+        source: &crate::admit::Source,
+    ) -> Result<Accepted, Refusal> {
         // Resource attributes are copied onto every span of the resource: refuse exports that
         // would expand far beyond their size on the wire before building anything.
         let limit = self.options.max_body_bytes.saturating_mul(4);
@@ -70,7 +75,7 @@ impl Ingest {
                  onto each span, over the limit of {limit} bytes; send fewer spans per request"
             )));
         }
-        let n = normalize(req).map_err(|e| Refusal::Internal(e.to_string()))?;
+        let n = normalize(req, Some(&source.0)).map_err(|e| Refusal::Internal(e.to_string()))?;
         let mut out = Accepted {
             accepted: 0,
             rejected: n.rejected,

@@ -12,7 +12,7 @@ fn deterministic_and_valid() {
     assert_eq!(a, b);
     let mut spans = 0;
     for req in &a {
-        let n = custos_collector::normalize(req).unwrap();
+        let n = custos_collector::normalize(req, None).unwrap();
         assert_eq!(n.rejected, 0, "{:?}", n.message);
         spans += n.batch.unwrap().num_rows();
     }

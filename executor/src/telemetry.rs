@@ -164,6 +164,29 @@ impl Telemetry {
             }
             builder.build().map_err(|e| bad(e.to_string()))?
         };
+        Ok(Self::exporting(exporter, service_name))
+    }
+
+    /// Spans as OTLP/HTTP protobuf through `client` (the server's own executor hands in a
+    /// client that calls its receiver in process), with `authorization: Bearer TOKEN`.
+    pub fn otlp_via(
+        client: std::sync::Arc<dyn opentelemetry_http::HttpClient>,
+        service_name: &str,
+        token: &str,
+    ) -> Result<Self> {
+        use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint("http://in-process/v1/traces")
+            .with_shared_http_client(client)
+            .with_headers([("authorization".to_string(), format!("Bearer {token}"))].into())
+            .build()
+            .map_err(|e| Error::Telemetry(format!("in-process OTLP exporter: {e}")))?;
+        Ok(Self::exporting(exporter, service_name))
+    }
+
+    fn exporting(exporter: opentelemetry_otlp::SpanExporter, service_name: &str) -> Self {
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_id_generator(DerivedIds::default())
@@ -174,10 +197,10 @@ impl Telemetry {
             )
             .build();
         let tracer = provider.tracer("custos-executor");
-        Ok(Self {
+        Self {
             provider: Some(provider),
             tracer: Some(tracer),
-        })
+        }
     }
 
     /// Whether spans are sent anywhere.

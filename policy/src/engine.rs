@@ -326,6 +326,29 @@ impl Engine {
         Ok(self.entities.get(&uid).is_some())
     }
 
+    /// The sources whose spans count for `workflow` (its `trusted_sources` in the store, each in
+    /// Cedar syntax like the `spans.source` column); `None` when the workflow names none, or is
+    /// not in the store: then every source counts.
+    pub fn trusted_sources(&self, workflow: &str) -> Option<Vec<String>> {
+        let uid = EntityUid::from_type_name_and_id(
+            cedar_policy::EntityTypeName::from_str("Custos::Workflow").ok()?,
+            cedar_policy::EntityId::new(workflow),
+        );
+        let entity = self.entities.get(&uid)?;
+        let Ok(cedar_policy::EvalResult::Set(set)) = entity.attr("trusted_sources")? else {
+            return None;
+        };
+        let mut out: Vec<String> = set
+            .iter()
+            .filter_map(|v| match v {
+                cedar_policy::EvalResult::EntityUid(u) => Some(u.to_string()),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        Some(out)
+    }
+
     /// Whether `member` is in `group` (directly or through teams) in the store.
     pub fn is_in(&self, member: &str, group: &str) -> bool {
         let (Ok(m), Ok(g)) = (EntityUid::from_str(member), EntityUid::from_str(group)) else {

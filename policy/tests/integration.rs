@@ -582,3 +582,42 @@ fn request_entities_cannot_redefine_or_join_stored_entities() {
     ]);
     assert!(d.errors.is_empty(), "{d:?}");
 }
+
+#[test]
+fn shipped_workflows_trust_the_collector_and_the_executor_only() {
+    let engine = Engine::load(&shipped()).unwrap();
+    let trusted = vec![
+        "Custos::Service::\"executor\"".to_string(),
+        "Custos::Service::\"otel-collector\"".to_string(),
+    ];
+    for wf in ["support-triage", "invoice-posting", "invoice-processing"] {
+        assert_eq!(engine.trusted_sources(wf), Some(trusted.clone()), "{wf}");
+    }
+    // A workflow the store does not know, or one naming no set, trusts every source.
+    assert_eq!(engine.trusted_sources("no-such-workflow"), None);
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "schema.cedarschema",
+        "deploy.cedar",
+        "runtime.cedar",
+        "access.cedar",
+    ] {
+        std::fs::copy(shipped().join(f), dir.path().join(f)).unwrap();
+    }
+    let entities = std::fs::read_to_string(shipped().join("entities.json"))
+        .unwrap()
+        .replace("\"trusted_sources\": [{\"type\": \"Custos::Service\", \"id\": \"otel-collector\"}, {\"type\": \"Custos::Service\", \"id\": \"executor\"}],", "");
+    std::fs::write(dir.path().join("entities.json"), entities).unwrap();
+    let open = Engine::load(dir.path()).unwrap();
+    assert_eq!(open.trusted_sources("invoice-posting"), None);
+    // The schema checks the set's type: a user is not a source.
+    let bad = std::fs::read_to_string(shipped().join("entities.json"))
+        .unwrap()
+        .replacen(
+            "\"id\": \"otel-collector\"}, {\"type\": \"Custos::Service\", \"id\": \"executor\"}]",
+            "\"id\": \"otel-collector\"}, {\"type\": \"Custos::User\", \"id\": \"sam\"}]",
+            1,
+        );
+    std::fs::write(dir.path().join("entities.json"), bad).unwrap();
+    assert!(Engine::load(dir.path()).is_err());
+}

@@ -185,6 +185,10 @@ pub mod col {
     pub const DROPPED_EVENTS_COUNT: &str = "dropped_events_count";
     /// Dropped link count.
     pub const DROPPED_LINKS_COUNT: &str = "dropped_links_count";
+    /// Who sent the span: the principal of the ingest token (or client certificate) of its export,
+    /// in Cedar syntax (`Custos::Service::"otel-collector"`); null for spans stored before custos
+    /// recorded it.
+    pub const SOURCE: &str = "source";
     /// Partition column: the UTC date of `start_time`, `YYYY-MM-DD`.
     pub const DATE: &str = "date";
 }
@@ -300,6 +304,7 @@ pub fn spans_schema() -> SchemaRef {
                 i(col::DROPPED_ATTRIBUTES_COUNT),
                 i(col::DROPPED_EVENTS_COUNT),
                 i(col::DROPPED_LINKS_COUNT),
+                s(col::SOURCE),
                 s(col::DATE),
             ]))
         })

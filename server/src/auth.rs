@@ -6,8 +6,8 @@
 //! `Team::"admins"` exists, it writes one to `DATA/auth/admin.token` (mode 0600) and says where,
 //! never what. Its own executor gets a token that lives only in the process.
 
+use custos_net::Peer;
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -189,12 +189,13 @@ pub(crate) async fn authenticate(
     if open_path(req.uri().path(), access.metrics_open) {
         return next.run(req).await;
     }
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
+    let peer = req.extensions().get::<ConnectInfo<Peer>>().map(|c| &c.0);
     let header = header_value(req.headers().get(header::AUTHORIZATION));
-    match access.authn.authenticate(header, peer) {
+    let certificate = peer.and_then(|p| p.certificate.as_deref());
+    match access
+        .authn
+        .identify(header, peer.map(|p| p.addr.ip()), certificate)
+    {
         Ok(p) => {
             req.extensions_mut().insert(Caller(p));
             next.run(req).await
@@ -328,25 +329,30 @@ impl Admission for IngestAdmission {
     fn admit(
         &self,
         authorization: Option<&str>,
-        peer: Option<IpAddr>,
+        peer: Option<&Peer>,
     ) -> std::result::Result<Source, Rejection> {
-        let p = self.authn.authenticate(authorization, peer).map_err(|r| {
-            self.counters.failure("otlp", r.reason());
-            match r {
-                Refusal::Throttled { retry_after_secs } => Rejection::Throttled {
-                    message: r.to_string(),
-                    retry_after_secs,
-                },
-                Refusal::Missing => Rejection::Unauthenticated {
-                    message: r.to_string(),
-                    presented: false,
-                },
-                other => Rejection::Unauthenticated {
-                    message: other.to_string(),
-                    presented: true,
-                },
-            }
-        })?;
+        let certificate = peer.and_then(|p| p.certificate.as_deref());
+        let ip = peer.map(|p| p.addr.ip());
+        let p = self
+            .authn
+            .identify(authorization, ip, certificate)
+            .map_err(|r| {
+                self.counters.failure("otlp", r.reason());
+                match r {
+                    Refusal::Throttled { retry_after_secs } => Rejection::Throttled {
+                        message: r.to_string(),
+                        retry_after_secs,
+                    },
+                    Refusal::Missing => Rejection::Unauthenticated {
+                        message: r.to_string(),
+                        presented: false,
+                    },
+                    other => Rejection::Unauthenticated {
+                        message: other.to_string(),
+                        presented: true,
+                    },
+                }
+            })?;
         let d = self.decision(&p);
         self.counters.decision("ingest", &d.decision);
         if d.allowed() {

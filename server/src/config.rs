@@ -42,6 +42,70 @@ pub struct Config {
     /// Authentication: the bootstrap admin, `/metrics`, the failure limit.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// TLS on every listener, and mutual TLS.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: TLS (rustls) on every listener: the API, OTLP/HTTP and OTLP/gRPC.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the server's certificate chain, leaf first. With `key`, every listener
+    /// speaks only TLS.
+    pub cert: Option<PathBuf>,
+    /// PEM file of the certificate's private key (PKCS#8, RSA or EC).
+    pub key: Option<PathBuf>,
+    /// PEM file of the CA(s) that sign client certificates. With it every client must present
+    /// a certificate they signed (mutual TLS), on every listener.
+    pub client_ca: Option<PathBuf>,
+    /// Client certificates that stand for a principal: subject common name = Cedar entity
+    /// (`"collector-1" = 'Custos::Service::"otel-collector"'`). A client presenting a mapped
+    /// certificate needs no token; one sending a token is the token's principal.
+    #[serde(default)]
+    pub clients: std::collections::BTreeMap<String, String>,
+}
+
+/// TLS settings, loaded.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// The listeners' TLS, when configured.
+    pub server: Option<custos_net::ServerTls>,
+    /// Certificate common name → principal.
+    pub clients: std::collections::HashMap<String, String>,
+}
+
+impl TlsConfig {
+    fn validate(&self) -> Result<TlsOptions> {
+        let (cert, key) = match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => (c, k),
+            (None, None) => {
+                if self.client_ca.is_some() || !self.clients.is_empty() {
+                    return Err(Error::Config(
+                        "`tls.client_ca` and `tls.clients` need the server's own `tls.cert` and `tls.key`".into(),
+                    ));
+                }
+                return Ok(TlsOptions::default());
+            }
+            _ => {
+                return Err(Error::Config(
+                    "`tls.cert` and `tls.key` go together: set both (or neither, for plain TCP)"
+                        .into(),
+                ));
+            }
+        };
+        if self.client_ca.is_none() && !self.clients.is_empty() {
+            return Err(Error::Config(
+                "`tls.clients` maps client certificates, which are asked for only with `tls.client_ca`: set it".into(),
+            ));
+        }
+        let server = custos_net::ServerTls::load(cert, key, self.client_ca.as_deref())
+            .map_err(|e| Error::Config(e.to_string()))?;
+        Ok(TlsOptions {
+            server: Some(server),
+            clients: self.clients.clone().into_iter().collect(),
+        })
+    }
 }
 
 /// `[auth]`: every listener authenticates with bearer tokens (docs/governance.md); these are
@@ -278,6 +342,8 @@ pub struct ServerOptions {
     pub executor: ExecutorSettings,
     /// Authentication.
     pub auth: AuthOptions,
+    /// TLS.
+    pub tls: TlsOptions,
 }
 
 fn addr(field: &str, v: Option<&str>, default: &str) -> Result<SocketAddr> {
@@ -341,6 +407,7 @@ impl Config {
             rules: self.rules.validate()?,
             executor: self.executor.validate()?,
             auth: self.auth.validate()?,
+            tls: self.tls.validate()?,
         })
     }
 }

@@ -9,6 +9,7 @@
 
 mod auth;
 pub mod config;
+mod loopback;
 mod offline;
 mod prom;
 mod routes;

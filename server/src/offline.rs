@@ -55,6 +55,7 @@ pub async fn report_offline(
         data_dir,
         &audit_dir(data_dir),
         rules.slos.as_ref(),
+        rules.engine.as_ref(),
         from,
         to,
     )

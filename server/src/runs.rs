@@ -4,7 +4,6 @@
 //! `[executor] otlp` names another collector. The routes are in `routes/runs.rs`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,22 +57,20 @@ pub fn open(
     settings: &ExecutorSettings,
     data_dir: &Path,
     engine: Option<Engine>,
-    otlp_http: SocketAddr,
+    own_receiver: Arc<dyn opentelemetry_http::HttpClient>,
     token: &str,
 ) -> Result<Option<Arc<Runner>>> {
     let Some(dir) = &settings.workflows else {
         return Ok(None);
     };
     let workflows = load_workflows(dir)?;
-    let endpoint = settings
-        .otlp
-        .clone()
-        .unwrap_or_else(|| format!("http://{otlp_http}"));
-    // The process token is good only here: another collector gets the standard
+    // The process token is good only for the own receiver: another collector gets the standard
     // `OTEL_EXPORTER_OTLP_HEADERS` instead.
-    let token = settings.otlp.is_none().then_some(token);
-    let telemetry = Telemetry::otlp(&endpoint, "custos-executor", token)
-        .map_err(|e| Error::Config(format!("`executor.otlp`: {e}")))?;
+    let telemetry = match &settings.otlp {
+        Some(endpoint) => Telemetry::otlp(endpoint, "custos-executor", None),
+        None => Telemetry::otlp_via(own_receiver, "custos-executor", token),
+    }
+    .map_err(|e| Error::Config(format!("`executor.otlp`: {e}")))?;
     let executor = Executor::open(ExecutorOptions {
         data_dir: data_dir.to_path_buf(),
         engine: engine.map(Arc::new),

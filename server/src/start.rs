@@ -12,6 +12,7 @@ use custos_auth::{Authenticator, TokenFile};
 use custos_collector::CollectorMetrics;
 use custos_collector::grpc::GrpcReceiver;
 use custos_collector::ingest::Ingest;
+use custos_net::Listener;
 use custos_store::Store;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -59,16 +60,24 @@ pub struct RunningServer {
     pub api: SocketAddr,
     /// Where the server wrote an admin token at start (no admin had a valid one).
     pub admin_token: Option<std::path::PathBuf>,
+    /// Whether the listeners speak TLS (`https://`).
+    pub tls: bool,
     store: Store,
     stop: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<Result<()>>)>,
     runner: Option<Arc<runs::Runner>>,
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
+/// Binds `addr`, speaking TLS when `[tls]` says so.
+async fn bind(what: &'static str, addr: SocketAddr, options: &ServerOptions) -> Result<Listener> {
+    let tcp = TcpListener::bind(addr)
         .await
-        .map_err(|cause| Error::Bind { what, addr, cause })
+        .map_err(|cause| Error::Bind { what, addr, cause })?;
+    Listener::new(tcp, options.tls.server.as_ref()).map_err(|cause| Error::Bind {
+        what,
+        addr,
+        cause,
+    })
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -106,19 +115,13 @@ fn metrics_registry(store: &Store) -> (Registry, CollectorMetrics, StoreGauges, 
     (registry, metrics, store_gauges, sql_seconds)
 }
 
-/// The address a listener got (the port, when the configuration asked for port 0).
-fn local_addr(l: &TcpListener, what: &'static str, addr: SocketAddr) -> Result<SocketAddr> {
-    l.local_addr()
-        .map_err(|cause| Error::Bind { what, addr, cause })
-}
-
 /// A background task of the server, named for the error it reports at shutdown.
 type Task = (&'static str, JoinHandle<Result<()>>);
 
 /// The OTLP receivers, each stopping when `rx` says so.
 fn spawn_receivers(
-    grpc: TcpListener,
-    http: TcpListener,
+    grpc: Listener,
+    http: Listener,
     ingest: &Ingest,
     rx: &watch::Receiver<bool>,
 ) -> Vec<Task> {
@@ -142,7 +145,7 @@ fn spawn_receivers(
 /// The API and, with an SLO file, the periodic SLO evaluation behind `/metrics`.
 fn spawn_api(
     state: Arc<ApiState>,
-    listener: TcpListener,
+    listener: Listener,
     slo_interval: Duration,
     rx: watch::Receiver<bool>,
 ) -> Vec<Task> {
@@ -165,7 +168,7 @@ fn spawn_api(
     tasks.push((
         "API",
         tokio::spawn(async move {
-            let app = api_router(state).into_make_service_with_connect_info::<SocketAddr>();
+            let app = api_router(state).into_make_service_with_connect_info::<custos_net::Peer>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(s)
                 .await
@@ -204,12 +207,12 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         .process_token(EXECUTOR_PRINCIPAL, "the server's own executor")
         .map_err(|e| Error::Config(e.to_string()))?;
 
-    let grpc_listener = bind("OTLP/gRPC", options.otlp_grpc).await?;
-    let http_listener = bind("OTLP/HTTP", options.otlp_http).await?;
-    let api_listener = bind("the API", options.api).await?;
-    let otlp_grpc = local_addr(&grpc_listener, "OTLP/gRPC", options.otlp_grpc)?;
-    let otlp_http = local_addr(&http_listener, "OTLP/HTTP", options.otlp_http)?;
-    let api = local_addr(&api_listener, "the API", options.api)?;
+    let grpc_listener = bind("OTLP/gRPC", options.otlp_grpc, &options).await?;
+    let http_listener = bind("OTLP/HTTP", options.otlp_http, &options).await?;
+    let api_listener = bind("the API", options.api, &options).await?;
+    let otlp_grpc = grpc_listener.local_addr();
+    let otlp_http = http_listener.local_addr();
+    let api = api_listener.local_addr();
 
     let (stop, rx) = watch::channel(false);
     let mut tasks = spawn_receivers(grpc_listener, http_listener, &ingest, &rx);
@@ -217,7 +220,9 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         &options.executor,
         &options.store.data_dir,
         rules.engine.clone(),
-        otlp_http,
+        Arc::new(crate::loopback::InProcess::new(
+            custos_collector::http::router(ingest.clone()),
+        )),
         &executor_token,
     )?;
     if let (Some(r), Some(engine)) = (&runner, &rules.engine) {
@@ -271,6 +276,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         otlp_http,
         api,
         admin_token,
+        tls: options.tls.server.is_some(),
         store,
         stop,
         tasks,
@@ -292,8 +298,13 @@ fn open_access(
         ));
     };
     let data_dir = &options.store.data_dir;
+    for (cn, principal) in &options.tls.clients {
+        custos_governance::tokens::check_principal(&engine, principal)
+            .map_err(|e| Error::Config(format!("`tls.clients` `{cn}`: {e}")))?;
+    }
     let authn = Authenticator::open(TokenFile::new(data_dir), options.auth.limit)
-        .map_err(|e| Error::Config(e.to_string()))?;
+        .map_err(|e| Error::Config(e.to_string()))?
+        .with_certificates(options.tls.clients.clone());
     let admin_token = bootstrap_admin(&authn, &engine, audit, &options.auth.admin)?;
     if let Some(path) = &admin_token {
         tracing::warn!(
@@ -306,7 +317,7 @@ fn open_access(
         ("OTLP/HTTP", options.otlp_http),
         ("the API", options.api),
     ] {
-        if !addr.ip().is_loopback() {
+        if !addr.ip().is_loopback() && options.tls.server.is_none() {
             tracing::warn!(%addr, "{what} listens beyond this machine without TLS: tokens cross the network in clear text");
         }
     }

@@ -251,7 +251,7 @@ async fn a_table_from_an_older_version_gains_the_new_columns() {
     let dir = tempfile::tempdir().unwrap();
     let spans = dir.path().join("spans");
     std::fs::create_dir_all(&spans).unwrap();
-    let added = [col::CACHE_WRITE_TOKENS, col::REASONING_TOKENS];
+    let added = [col::CACHE_WRITE_TOKENS, col::REASONING_TOKENS, col::SOURCE];
     let old_schema = Arc::new(arrow::datatypes::Schema::new(
         spans_schema()
             .fields()

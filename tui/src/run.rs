@@ -10,6 +10,8 @@ use crossterm::event::{self, Event, KeyEventKind};
 
 use crate::app::{App, Decide, Detail, Effect, Request};
 use crate::ui::{Theme, draw};
+use custos_api::Connection;
+
 use crate::{Error, Result};
 
 enum Msg {
@@ -34,14 +36,12 @@ fn now_ms() -> i64 {
 
 /// The API client of `server`, with a 10 s timeout per request. Each client thread builds its
 /// own: a connection pool belongs to the runtime that opened its connections.
-fn api_client(server: &str, token: Option<String>) -> Result<custos_api::Client> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_default();
-    Ok(custos_api::Client::with_http(server, http)
-        .map_err(|e| Error::Api(e.to_string()))?
-        .with_token(token))
+fn api_client(server: &str, connection: &Connection) -> Result<custos_api::Client> {
+    let connection = Connection {
+        timeout: Some(Duration::from_secs(10)),
+        ..connection.clone()
+    };
+    custos_api::Client::connect(server, &connection).map_err(|e| Error::Api(e.to_string()))
 }
 
 /// Who the token says the operator is (`GET /api/whoami`): the reviewer of decisions sent from
@@ -60,7 +60,7 @@ fn reviewer_of(client: &custos_api::Client) -> Option<String> {
 fn spawn_client_thread(
     name: &str,
     server: String,
-    token: Option<String>,
+    connection: Connection,
     body: impl FnOnce(&tokio::runtime::Runtime, custos_api::Client) + Send + 'static,
 ) -> Result<()> {
     std::thread::Builder::new()
@@ -72,7 +72,7 @@ fn spawn_client_thread(
             else {
                 return;
             };
-            let Ok(client) = api_client(&server, token) else {
+            let Ok(client) = api_client(&server, &connection) else {
                 return;
             };
             body(&rt, client);
@@ -85,11 +85,11 @@ fn spawn_client_thread(
 /// poll never delays them).
 fn spawn_worker(
     server: String,
-    token: Option<String>,
+    connection: Connection,
     tx: mpsc::Sender<Msg>,
 ) -> Result<mpsc::Sender<Job>> {
     let (jobs, rx) = mpsc::channel::<Job>();
-    spawn_client_thread("custos-top-load", server, token, move |rt, client| {
+    spawn_client_thread("custos-top-load", server, connection, move |rt, client| {
         while let Ok(job) = rx.recv() {
             let msg = match job {
                 Job::Load(r) => {
@@ -113,12 +113,12 @@ fn spawn_worker(
 /// and sends each snapshot or failure to `tx`.
 fn spawn_poller(
     server: String,
-    token: Option<String>,
+    connection: Connection,
     interval: Duration,
     tx: mpsc::Sender<Msg>,
     poke_rx: mpsc::Receiver<String>,
 ) -> Result<()> {
-    spawn_client_thread("custos-top-poll", server, token, move |rt, client| {
+    spawn_client_thread("custos-top-poll", server, connection, move |rt, client| {
         let mut range = "1h".to_string();
         // The audit chain is verified at start, on a refresh and at most every minute:
         // verification reads the whole log.
@@ -157,15 +157,21 @@ fn spawn_poller(
     })
 }
 
-/// Runs the dashboard against `server` with `token` until the user quits; polls every
-/// `interval`; review decisions are the token's person's.
-pub fn run(server: &str, interval: Duration, token: Option<String>) -> Result<()> {
+/// Runs the dashboard against `server`, reached as `connection` says (its token, its TLS),
+/// until the user quits; polls every `interval`; review decisions are the token's person's.
+pub fn run(server: &str, interval: Duration, connection: &Connection) -> Result<()> {
     let (tx, rx) = mpsc::channel::<Msg>();
     // An unusable URL is refused here, before the terminal is taken over.
-    let reviewer = reviewer_of(&api_client(server, token.clone())?);
-    let jobs = spawn_worker(server.to_string(), token.clone(), tx.clone())?;
+    let reviewer = reviewer_of(&api_client(server, connection)?);
+    let jobs = spawn_worker(server.to_string(), connection.clone(), tx.clone())?;
     let (poke_tx, poke_rx) = mpsc::channel::<String>();
-    spawn_poller(server.to_string(), token, interval, tx, poke_rx)?;
+    spawn_poller(
+        server.to_string(),
+        connection.clone(),
+        interval,
+        tx,
+        poke_rx,
+    )?;
 
     let theme = Theme::from_env();
     let mut terminal = ratatui::try_init().map_err(|e| Error::Terminal(e.to_string()))?;

@@ -72,11 +72,28 @@ pub fn token() -> Option<String> {
     TOKEN.read().ok().and_then(|t| t.clone())
 }
 
-/// The API client of `--server URL` with `--token`; an unusable URL is the user's mistake.
+static TLS: std::sync::RwLock<Option<custos_net::ClientTls>> = std::sync::RwLock::new(None);
+
+/// Keeps `--ca-cert`, `--client-cert` and `--client-key` for the clients of this process.
+pub fn set_tls(tls: custos_net::ClientTls) {
+    if let Ok(mut t) = TLS.write() {
+        *t = Some(tls);
+    }
+}
+
+/// How to reach a `--server`: `--token` and the TLS flags.
+pub fn connection() -> custos_api::Connection {
+    custos_api::Connection {
+        token: token(),
+        tls: TLS.read().ok().and_then(|t| t.clone()).unwrap_or_default(),
+        timeout: None,
+    }
+}
+
+/// The API client of `--server URL` with `--token` and the TLS flags; an unusable URL or TLS
+/// file is the user's mistake.
 pub fn api_client(server: &str) -> Result<custos_api::Client> {
-    Ok(custos_api::Client::new(server)
-        .map_err(user)?
-        .with_token(token()))
+    custos_api::Client::connect(server, &connection()).map_err(user)
 }
 
 /// Who `--token` says you are on the data directory `dir` (its token file, whether or not a

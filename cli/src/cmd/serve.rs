@@ -89,9 +89,10 @@ async fn serve(
         data_dir.display()
     )?;
     writeln!(out, "OTLP/gRPC listening on {}", server.otlp_grpc)?;
+    let scheme = if server.tls { "https" } else { "http" };
     writeln!(
         out,
-        "OTLP/HTTP listening on http://{}/v1/traces",
+        "OTLP/HTTP listening on {scheme}://{}/v1/traces",
         server.otlp_http
     )?;
     // Before the listening lines: whoever waits for those may stop reading after them.
@@ -111,7 +112,7 @@ async fn serve(
             path.display()
         )?;
     }
-    writeln!(out, "API listening on http://{}", server.api)?;
+    writeln!(out, "API listening on {scheme}://{}", server.api)?;
     out.flush()?;
     drop(out);
     wait_for_signal().await?;

@@ -13,9 +13,9 @@ pub async fn run(a: TopArgs) -> Result<ExitCode> {
         return Err(UserError("`--interval` must be at least 0.2 seconds".into()).into());
     }
     let every = std::time::Duration::from_secs_f64(a.interval);
-    let token = super::token();
+    let connection = super::connection();
     let server = a.server;
-    tokio::task::spawn_blocking(move || custos_tui::run::run(&server, every, token))
+    tokio::task::spawn_blocking(move || custos_tui::run::run(&server, every, &connection))
         .await
         .context("the dashboard stopped unexpectedly")??;
     Ok(ExitCode::SUCCESS)

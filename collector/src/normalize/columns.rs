@@ -198,7 +198,8 @@ impl Columns {
         }
     }
 
-    pub(super) fn finish(mut self) -> Result<RecordBatch> {
+    /// The batch, every row's `source` being `source`.
+    pub(super) fn finish(mut self, source: Option<&str>) -> Result<RecordBatch> {
         let schema = spans_schema();
         let mut lifted: HashMap<&str, ArrayRef> = CONVENTIONS
             .iter()
@@ -210,6 +211,7 @@ impl Columns {
                 .remove(name)
                 .ok_or_else(|| Error::Internal(format!("no builder for column `{name}`")))
         };
+        let date = self.date.finish();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
@@ -255,7 +257,8 @@ impl Columns {
             Arc::new(self.dropped_attributes.finish()),
             Arc::new(self.dropped_events.finish()),
             Arc::new(self.dropped_links.finish()),
-            Arc::new(self.date.finish()),
+            source_column(source, arrow::array::Array::len(&date)),
+            Arc::new(date),
         ];
         RecordBatch::try_new(schema, columns).map_err(|e| Error::Internal(e.to_string()))
     }
@@ -403,5 +406,15 @@ impl Columns {
                 *day = Some((d, text));
             }
         }
+    }
+}
+
+/// The `source` column: one value for every row of an export.
+fn source_column(source: Option<&str>, rows: usize) -> ArrayRef {
+    match source {
+        Some(s) => Arc::new(arrow::array::StringArray::from_iter_values(
+            std::iter::repeat_n(s, rows),
+        )),
+        None => arrow::array::new_null_array(&arrow::datatypes::DataType::Utf8, rows),
     }
 }

@@ -88,8 +88,9 @@ fn rejection_message(rejected: u64, messages: &[String]) -> Option<String> {
     })
 }
 
-/// Converts an export request. Never fails on client data: invalid spans are counted as rejected.
-pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized> {
+/// Converts an export request sent by `source` (the admitted principal; `None` outside a
+/// receiver). Never fails on client data: invalid spans are counted as rejected.
+pub fn normalize(req: &ExportTraceServiceRequest, source: Option<&str>) -> Result<Normalized> {
     let n_spans: usize = req
         .resource_spans
         .iter()
@@ -161,7 +162,7 @@ pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized> {
     }
     let message = rejection_message(rejected, &messages);
     let batch = if accepted > 0 {
-        Some(cols.finish()?)
+        Some(cols.finish(source)?)
     } else {
         None
     };
@@ -232,46 +233,49 @@ mod tests {
 
     #[test]
     fn batch_matches_the_schema_exactly() {
-        let n = normalize(&req(vec![], vec![span(1, vec![])])).unwrap();
+        let n = normalize(&req(vec![], vec![span(1, vec![])]), None).unwrap();
         let batch = n.batch.unwrap();
         assert_eq!(batch.schema(), spans_schema());
     }
 
     #[test]
     fn preference_order_type_rules_and_resource_fallback() {
-        let n = normalize(&req(
-            vec![
-                kv(
-                    "automation.workflow",
-                    Value::StringValue("from-resource".into()),
-                ),
-                kv(
-                    "gen_ai.system",
-                    Value::StringValue("resource-provider".into()),
-                ),
-            ],
-            vec![
-                span(
-                    1,
-                    vec![
-                        kv("llm.model_name", Value::StringValue("third".into())),
-                        kv("gen_ai.request.model", Value::StringValue("second".into())),
-                        kv("gen_ai.usage.input_tokens", Value::StringValue("12".into())),
-                        kv("llm.token_count.prompt", Value::IntValue(7)),
-                        kv("automation.cost_usd", Value::IntValue(3)),
-                        kv("automation.workflow", Value::StringValue("own".into())),
-                        kv("gen_ai.provider.name", Value::IntValue(1)),
-                    ],
-                ),
-                span(
-                    2,
-                    vec![kv(
-                        "automation.human.override",
-                        Value::StringValue("yes".into()),
-                    )],
-                ),
-            ],
-        ))
+        let n = normalize(
+            &req(
+                vec![
+                    kv(
+                        "automation.workflow",
+                        Value::StringValue("from-resource".into()),
+                    ),
+                    kv(
+                        "gen_ai.system",
+                        Value::StringValue("resource-provider".into()),
+                    ),
+                ],
+                vec![
+                    span(
+                        1,
+                        vec![
+                            kv("llm.model_name", Value::StringValue("third".into())),
+                            kv("gen_ai.request.model", Value::StringValue("second".into())),
+                            kv("gen_ai.usage.input_tokens", Value::StringValue("12".into())),
+                            kv("llm.token_count.prompt", Value::IntValue(7)),
+                            kv("automation.cost_usd", Value::IntValue(3)),
+                            kv("automation.workflow", Value::StringValue("own".into())),
+                            kv("gen_ai.provider.name", Value::IntValue(1)),
+                        ],
+                    ),
+                    span(
+                        2,
+                        vec![kv(
+                            "automation.human.override",
+                            Value::StringValue("yes".into()),
+                        )],
+                    ),
+                ],
+            ),
+            None,
+        )
         .unwrap();
         let b = n.batch.unwrap();
         let model = column(&b, col::MODEL).as_string::<i32>();
@@ -301,10 +305,13 @@ mod tests {
         bad_parent.parent_span_id = vec![1, 2];
         let mut too_late = span(3, vec![]);
         too_late.end_time_unix_nano = u64::MAX;
-        let n = normalize(&req(
-            vec![],
-            vec![bad_trace, bad_parent, too_late, span(4, vec![])],
-        ))
+        let n = normalize(
+            &req(
+                vec![],
+                vec![bad_trace, bad_parent, too_late, span(4, vec![])],
+            ),
+            None,
+        )
         .unwrap();
         assert_eq!(n.rejected, 3);
         assert_eq!(n.batch.unwrap().num_rows(), 1);
@@ -317,7 +324,7 @@ mod tests {
 
     #[test]
     fn nothing_accepted_means_no_batch() {
-        let n = normalize(&req(vec![], vec![])).unwrap();
+        let n = normalize(&req(vec![], vec![]), None).unwrap();
         assert!(n.batch.is_none());
         assert_eq!(n.rejected, 0);
     }

@@ -227,6 +227,7 @@ pub async fn evaluate(
             candidate: change.candidate.clone(),
             from,
             to,
+            sources: engine.trusted_sources(&change.workflow),
         },
     )
     .await?;

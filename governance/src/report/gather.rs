@@ -250,9 +250,58 @@ pub(super) async fn gate(analytics: &Analytics, p: &Period) -> Result<(Section, 
     Ok((section, approvals))
 }
 
-/// Human oversight: reviewers, overrides, time to decision.
-pub(super) async fn oversight(analytics: &Analytics, p: &Period) -> Result<Section> {
-    let in_spans = &p.in_spans;
+/// ` AND (…)` keeping, for each workflow of the period that names `trusted_sources`, only the
+/// decisions from those sources; nothing when no workflow names any (or there are no policies).
+async fn trusted_only(
+    analytics: &Analytics,
+    p: &Period,
+    engine: Option<&custos_policy::engine::Engine>,
+) -> Result<(String, Vec<String>)> {
+    let Some(engine) = engine else {
+        return Ok((String::new(), Vec::new()));
+    };
+    let sql = format!(
+        "SELECT DISTINCT workflow FROM decisions WHERE {} AND workflow IS NOT NULL ORDER BY 1",
+        p.in_spans
+    );
+    let (_, rows) = table(analytics, &sql).await?;
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let (mut clauses, mut notes) = (Vec::new(), Vec::new());
+    for wf in rows.iter().filter_map(|r| r.first()) {
+        match engine.trusted_sources(wf) {
+            Some(sources) => {
+                notes.push(format!(
+                    "`{wf}`: only decisions sent by its trusted sources ({}) are counted",
+                    if sources.is_empty() {
+                        "none".to_string()
+                    } else {
+                        sources.join(", ")
+                    }
+                ));
+                clauses.push(format!(
+                    "(workflow = {}{})",
+                    quote(wf),
+                    custos_analytics::canary::source_filter(Some(&sources))
+                ));
+            }
+            None => clauses.push(format!("workflow = {}", quote(wf))),
+        }
+    }
+    if notes.is_empty() {
+        return Ok((String::new(), notes));
+    }
+    Ok((format!(" AND ({})", clauses.join(" OR ")), notes))
+}
+
+/// Human oversight: reviewers, overrides, time to decision; per workflow only the decisions from
+/// its trusted sources.
+pub(super) async fn oversight(
+    analytics: &Analytics,
+    p: &Period,
+    engine: Option<&custos_policy::engine::Engine>,
+) -> Result<Section> {
+    let (trusted, trust_notes) = trusted_only(analytics, p, engine).await?;
+    let in_spans = &format!("{}{trusted}", p.in_spans);
     let sql_reviewers = format!(
         "SELECT coalesce(human_reviewer, '(unknown)') AS reviewer, count(*) AS reviews, \
          count(*) FILTER (WHERE human_override) AS overrides, \
@@ -267,7 +316,7 @@ pub(super) async fn oversight(analytics: &Analytics, p: &Period) -> Result<Secti
     );
     let (columns, rows) = table(analytics, &sql_reviewers).await?;
     let (_, totals) = table(analytics, &sql_totals).await?;
-    let notes: Vec<String> = totals
+    let mut notes: Vec<String> = totals
         .iter()
         .map(|t| {
             format!(
@@ -281,6 +330,7 @@ pub(super) async fn oversight(analytics: &Analytics, p: &Period) -> Result<Secti
             )
         })
         .collect();
+    notes.extend(trust_notes);
     Ok(Section {
         id: "oversight".into(),
         title: "Human oversight".into(),

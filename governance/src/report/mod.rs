@@ -114,12 +114,15 @@ impl ReportFormat {
     }
 }
 
-/// Builds the report. `audit_dir` is the data directory's audit log; `slos` the SLO set, if any.
+/// Builds the report. `audit_dir` is the data directory's audit log; `slos` the SLO set, if any;
+/// `engine` the policies, whose workflows' `trusted_sources` decide whose decisions the oversight
+/// section counts.
 pub async fn build(
     analytics: &Analytics,
     data_dir: &Path,
     audit_dir: &Path,
     slos: Option<&SloSet>,
+    engine: Option<&custos_policy::engine::Engine>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<AuditReport> {
@@ -138,7 +141,7 @@ pub async fn build(
     ];
     let (gate, approvals) = gather::gate(analytics, &period).await?;
     sections.push(gate);
-    sections.push(gather::oversight(analytics, &period).await?);
+    sections.push(gather::oversight(analytics, &period, engine).await?);
     sections.push(gather::changes(analytics, &period, &approvals).await?);
     sections.push(gather::slos(analytics, slos, to).await?);
     sections.push(gather::denials(analytics, &period).await?);

@@ -77,7 +77,7 @@ async fn http_export(server: &custos_server::RunningServer, token: Option<&str>)
     req.send().await.unwrap().status().as_u16()
 }
 
-async fn token(
+pub(super) async fn token(
     server: &custos_server::RunningServer,
     principal: &str,
     expires: Option<&str>,
