@@ -42,7 +42,9 @@ impl Client {
         Self::connect(server, &Connection::default())
     }
 
-    /// A client of the server at `server`, reached as `connection` says.
+    /// A client of the server at `server`, reached as `connection` says. Makes ring the process's
+    /// default rustls provider when none is installed (custos-net), so that `https://` works
+    /// whatever else the process links.
     pub fn connect(server: &str, connection: &Connection) -> Result<Self> {
         custos_net::tls::install_default_provider();
         let mut builder = reqwest::Client::builder();
