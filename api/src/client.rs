@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::types::{
-    AuditRecord, CreateToken, Decided, ReviewDecision, ReviewTask, Reviews, SqlRequest, StartRun,
-    Started, Status, TokenCreated, Tokens, Verification, WhoAmI,
+    AuditRecord, CreateToken, Decided, Reloaded, ReviewDecision, ReviewTask, Reviews, SqlRequest,
+    StartRun, Started, Status, TokenCreated, Tokens, Verification, WhoAmI,
 };
 use crate::{Error, Result};
 
@@ -199,6 +199,11 @@ impl Client {
     /// `DELETE /api/tokens/{id}`.
     pub async fn revoke_token(&self, id: &str) -> Result<()> {
         self.delete(&["tokens", id]).await
+    }
+
+    /// `POST /api/reload`: the policies and workflows reloaded from the server's files.
+    pub async fn reload(&self) -> Result<Reloaded> {
+        self.post(&["reload"], &serde_json::json!({})).await
     }
 
     /// `GET /api/status`.

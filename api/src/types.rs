@@ -54,6 +54,27 @@ pub struct Status {
     pub pending_reviews: Option<usize>,
 }
 
+/// `POST /api/reload`: what the reload put in force.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// The policy set's hash now.
+    pub policy_hash: String,
+    /// The `policy_change` record, when the policy set changed.
+    pub policy_change: Option<ChangeRecord>,
+    /// The `workflow_change` record, when the workflow definitions changed.
+    pub workflow_change: Option<ChangeRecord>,
+}
+
+/// A change record of a reload.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    /// The audit record's sequence number.
+    pub seq: u64,
+    /// The files (policies) or workflows that differ from the previous record of the kind;
+    /// removed ones end in ` (removed)`.
+    pub changed: Vec<String>,
+}
+
 /// `POST /api/runs`: start a run of a deployed workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,7 +8,6 @@
 //! what group commit buys. No telemetry is sent.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use custos_executor::batch::{self, Input};
@@ -66,7 +65,7 @@ async fn one(policies: &Path, runs: usize, concurrency: usize) -> Result<Executo
     let engine = Engine::load(policies)?;
     let ex = Executor::open(ExecutorOptions {
         data_dir: dir.clone(),
-        engine: Some(Arc::new(engine)),
+        engine: Some(engine.into()),
         telemetry: Telemetry::off(),
         principal: "executor".into(),
     })

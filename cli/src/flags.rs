@@ -363,6 +363,14 @@ pub enum PolicyCommand {
         #[arg(long, default_value = "text")]
         format: String,
     },
+    /// Make a running server reload its policy directory and workflow definitions (needs
+    /// `reload`: admins). Prints what changed; exits 2 naming the file when they do not load, in
+    /// which case nothing changed. `kill -HUP` does the same without a token.
+    Reload {
+        /// Server API URL.
+        #[arg(long, default_value = "http://127.0.0.1:4380")]
+        server: String,
+    },
 }
 
 #[derive(Subcommand)]

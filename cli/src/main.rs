@@ -53,7 +53,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Metrics(a) => cmd::metrics::run(a).await,
         Command::Thresholds(a) => cmd::thresholds::run(a).await,
         Command::Slo(a) => cmd::slo::run(a).await,
-        Command::Policy { what } => cmd::policy::run(what),
+        Command::Policy { what } => cmd::policy::run(what).await,
         Command::Gate(a) => cmd::gate::run(a).await,
         Command::Run(a) => cmd::run::run(a).await,
         Command::Simulate(a) => cmd::simulate::run(a).await,

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use custos_policy::engine::Engine;
+use custos_policy::live::Live;
 use custos_synth::Rng;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -373,7 +374,7 @@ pub async fn simulate(o: SimulateOptions) -> Result<SimulationReport> {
     let defs = definitions(&o.workflows, &vendor_stub().await?)?;
     let ex = Executor::open(ExecutorOptions {
         data_dir: o.data_dir.clone(),
-        engine: o.engine.clone().map(Arc::new),
+        engine: o.engine.clone().map(Live::new),
         telemetry: o.telemetry.clone(),
         principal: "executor".into(),
     })?;

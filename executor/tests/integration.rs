@@ -98,7 +98,7 @@ fn policies() -> PathBuf {
 fn executor(dir: &Path, with_policies: bool) -> Arc<Executor> {
     Executor::open(ExecutorOptions {
         data_dir: dir.to_path_buf(),
-        engine: with_policies.then(|| Arc::new(Engine::load(&policies()).unwrap())),
+        engine: with_policies.then(|| Engine::load(&policies()).unwrap().into()),
         telemetry: Telemetry::off(),
         principal: "executor".into(),
     })

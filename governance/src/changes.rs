@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use custos_audit::{AuditLog, Entry};
+use custos_audit::{AuditLog, Entry, Record};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -54,13 +54,13 @@ fn set_hash(texts: &BTreeMap<String, String>) -> String {
 
 /// Records the deployed workflow definitions (`name` → definition text) when they differ from the
 /// last `workflow_change` record: which workflows changed, each definition's SHA-256 and the set's.
-/// Returns whether it recorded.
+/// Returns the record, when it made one.
 pub fn note_workflows(
     audit: &AuditLog,
     definitions: &BTreeMap<String, String>,
     principal: &str,
     policy_hash: &str,
-) -> Result<bool> {
+) -> Result<Option<Record>> {
     let digests: BTreeMap<String, String> = definitions
         .iter()
         .map(|(name, text)| (name.clone(), hex::encode(Sha256::digest(text.as_bytes()))))
@@ -78,10 +78,10 @@ pub fn note_workflows(
                 .map(str::to_string)
         });
     if previous.as_deref() == Some(hash.as_str()) {
-        return Ok(false);
+        return Ok(None);
     }
     let changed = changed_files(audit, "workflow_change", &digests)?;
-    audit.append(Entry {
+    let record = audit.append(Entry {
         kind: "workflow_change".into(),
         principal: principal.to_string(),
         action: "deploy_workflows".into(),
@@ -93,7 +93,7 @@ pub fn note_workflows(
         policy_hash: policy_hash.to_string(),
         ..Entry::default()
     })?;
-    Ok(true)
+    Ok(Some(record))
 }
 
 #[cfg(test)]
@@ -108,14 +108,14 @@ mod tests {
             ("triage".to_string(), "name: triage\n".to_string()),
             ("posting".to_string(), "name: posting\n".to_string()),
         ]);
-        assert!(note_workflows(&audit, &defs, "p", "h").unwrap());
+        assert!(note_workflows(&audit, &defs, "p", "h").unwrap().is_some());
         assert!(
-            !note_workflows(&audit, &defs, "p", "h").unwrap(),
+            note_workflows(&audit, &defs, "p", "h").unwrap().is_none(),
             "unchanged"
         );
         defs.insert("triage".into(), "name: triage\nversion: 2\n".into());
         defs.remove("posting");
-        assert!(note_workflows(&audit, &defs, "p", "h").unwrap());
+        assert!(note_workflows(&audit, &defs, "p", "h").unwrap().is_some());
         let records = custos_audit::read_all(dir.path()).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(

@@ -9,13 +9,15 @@
 //! On top of a loaded directory, [`engine::Engine`] answers authorization requests (failing closed on
 //! any error), [`query`] answers what callers ask of the set without speaking Cedar (the policies
 //! governing an action, the metrics a policy reads), and [`testing`] runs policy tests written in
-//! the JSON format of `cedar run-tests`.
+//! the JSON format of `cedar run-tests`. A running server holds its engine in a [`live::Live`], which a
+//! reload replaces whole.
 //! Every loaded set has a [`Policies::hash`]: the SHA-256 of the schema, the policy files and the entity store, which
 //! every decision record carries.
 
 mod context;
 pub mod engine;
 pub mod junit;
+pub mod live;
 pub mod query;
 pub mod testing;
 

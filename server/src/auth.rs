@@ -20,6 +20,7 @@ use custos_auth::{Authenticator, Principal, Refusal};
 use custos_collector::admit::{Admission, Rejection, Source};
 use custos_governance::access::{self, Operation};
 use custos_policy::engine::{Decision, Engine};
+use custos_policy::live::Live;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 use prometheus_client::metrics::counter::Counter;
@@ -85,8 +86,12 @@ impl AccessCounters {
 /// What access control needs at run time.
 pub(crate) struct Access {
     pub(crate) authn: Arc<Authenticator>,
-    pub(crate) engine: Engine,
+    /// The policies in force (a reload replaces them).
+    pub(crate) engine: Live,
     pub(crate) audit: Arc<AuditLog>,
+    /// `[tls.clients]`: certificate common names and the principals they stand for, checked
+    /// against the entity store at start and at every reload.
+    pub(crate) certificate_principals: Vec<(String, String)>,
     /// `/metrics` without a token.
     pub(crate) metrics_open: bool,
     pub(crate) counters: AccessCounters,
@@ -216,7 +221,7 @@ impl ApiState {
         op: Operation,
     ) -> std::result::Result<(), Response> {
         let a = &self.access;
-        let d = access::decide(&a.engine, caller.uid(), &op);
+        let d = access::decide(&a.engine.current(), caller.uid(), &op);
         a.counters.decision(op.action, &d.decision);
         if d.allowed() && !op.write {
             return Ok(());
@@ -261,11 +266,12 @@ fn forbidden(principal: &str, op: &Operation, d: &Decision, seq: u64) -> Respons
 /// Admission of OTLP exports: a valid token whose principal may `ingest`.
 pub(crate) struct IngestAdmission {
     pub(crate) authn: Arc<Authenticator>,
-    pub(crate) engine: Engine,
+    pub(crate) engine: Live,
     pub(crate) audit: Arc<AuditLog>,
     pub(crate) counters: AccessCounters,
-    /// Decisions by principal: the engine does not change while the server runs.
-    decided: RwLock<HashMap<String, Arc<Decision>>>,
+    /// Decisions by principal, for the engine generation they were made with (a reload empties
+    /// the cache).
+    decided: RwLock<(u64, HashMap<String, Arc<Decision>>)>,
     /// When each principal's refusal was last recorded.
     recorded: Mutex<HashMap<String, Instant>>,
 }
@@ -277,23 +283,29 @@ impl IngestAdmission {
             engine: a.engine.clone(),
             audit: a.audit.clone(),
             counters: a.counters.clone(),
-            decided: RwLock::new(HashMap::new()),
+            decided: RwLock::new((0, HashMap::new())),
             recorded: Mutex::new(HashMap::new()),
         }
     }
 
     fn decision(&self, p: &Principal) -> Arc<Decision> {
-        if let Some(d) = self
-            .decided
-            .read()
-            .ok()
-            .and_then(|m| m.get(&p.uid).cloned())
-        {
+        // The generation is read before the engine: a decision cached under a generation was
+        // made with that generation's engine or a later one, never an earlier one.
+        let generation = self.engine.generation();
+        if let Some(d) = self.decided.read().ok().and_then(|c| {
+            (c.0 == generation)
+                .then(|| c.1.get(&p.uid).cloned())
+                .flatten()
+        }) {
             return d;
         }
-        let d = Arc::new(access::decide(&self.engine, &p.uid, &Self::operation()));
-        if let Ok(mut m) = self.decided.write() {
-            m.insert(p.uid.clone(), d.clone());
+        let engine = self.engine.current();
+        let d = Arc::new(access::decide(&engine, &p.uid, &Self::operation()));
+        if let Ok(mut c) = self.decided.write() {
+            if c.0 != generation {
+                *c = (generation, HashMap::new());
+            }
+            c.1.insert(p.uid.clone(), d.clone());
         }
         d
     }

@@ -12,6 +12,7 @@ pub mod config;
 mod loopback;
 mod offline;
 mod prom;
+mod reload;
 mod routes;
 pub mod runs;
 mod start;

@@ -4,27 +4,65 @@
 //! `[executor] otlp` names another collector. The routes are in `routes/runs.rs`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use custos_executor::telemetry::Telemetry;
 use custos_executor::{Executor, ExecutorOptions};
-use custos_policy::engine::Engine;
+use custos_policy::live::Live;
 
 use crate::config::ExecutorSettings;
 use crate::{Error, Result};
+
+/// Deployed workflows by name: (definition text, file).
+pub type Workflows = BTreeMap<String, (String, String)>;
 
 /// The executor and the workflows it may run.
 pub struct Runner {
     /// The executor.
     pub executor: Arc<Executor>,
-    /// Deployed workflows by name: (definition text, file).
-    pub workflows: BTreeMap<String, (String, String)>,
+    /// Where the definitions are read from (at start and at every reload).
+    pub dir: PathBuf,
+    /// The deployed workflows; a reload replaces them whole. Runs already started keep the
+    /// definition they started with (the journal holds it).
+    workflows: RwLock<Arc<Workflows>>,
+}
+
+impl Runner {
+    /// The deployed workflows now.
+    pub fn workflows(&self) -> Arc<Workflows> {
+        match self.workflows.read() {
+            Ok(w) => w.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Deploys `workflows` for every later start.
+    pub fn replace_workflows(&self, workflows: Workflows) {
+        let new = Arc::new(workflows);
+        match self.workflows.write() {
+            Ok(mut w) => *w = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+
+    /// Each deployed workflow's definition text, for the change records.
+    pub fn definitions(&self) -> BTreeMap<String, String> {
+        definitions(&self.workflows())
+    }
+}
+
+/// Each workflow's definition text.
+pub fn definitions(workflows: &Workflows) -> BTreeMap<String, String> {
+    workflows
+        .iter()
+        .map(|(name, (text, _))| (name.clone(), text.clone()))
+        .collect()
 }
 
 /// Reads and validates every `*.yaml`/`*.yml` definition of `dir`; any invalid one is an error.
-pub fn load_workflows(dir: &Path) -> Result<BTreeMap<String, (String, String)>> {
+pub fn load_workflows(dir: &Path) -> Result<Workflows> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         Error::Config(format!(
             "cannot read workflow directory `{}`: {e}",
@@ -56,7 +94,7 @@ pub fn load_workflows(dir: &Path) -> Result<BTreeMap<String, (String, String)>> 
 pub fn open(
     settings: &ExecutorSettings,
     data_dir: &Path,
-    engine: Option<Engine>,
+    engine: Option<Live>,
     own_receiver: Arc<dyn opentelemetry_http::HttpClient>,
     token: &str,
 ) -> Result<Option<Arc<Runner>>> {
@@ -73,14 +111,15 @@ pub fn open(
     .map_err(|e| Error::Config(format!("`executor.otlp`: {e}")))?;
     let executor = Executor::open(ExecutorOptions {
         data_dir: data_dir.to_path_buf(),
-        engine: engine.map(Arc::new),
+        engine,
         telemetry,
         principal: "executor".into(),
     })
     .map_err(Error::Executor)?;
     Ok(Some(Arc::new(Runner {
         executor,
-        workflows,
+        dir: dir.clone(),
+        workflows: RwLock::new(Arc::new(workflows)),
     })))
 }
 

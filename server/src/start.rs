@@ -34,7 +34,11 @@ pub(crate) struct ApiState {
     pub(crate) analytics: Analytics,
     /// The data directory's audit log.
     pub(crate) audit: Arc<AuditLog>,
+    /// Prices, SLOs and the policy directory; its engine is in `access.engine`, where a reload
+    /// replaces it.
     pub(crate) rules: Rules,
+    /// Held while a reload runs: one at a time.
+    pub(crate) reloading: std::sync::Mutex<()>,
     /// The latest background SLO evaluation, for `/metrics`.
     pub(crate) slo_report: std::sync::Mutex<Option<SloReport>>,
     pub(crate) store: Store,
@@ -142,7 +146,8 @@ fn spawn_receivers(
     vec![("OTLP/gRPC", grpc), ("OTLP/HTTP", http)]
 }
 
-/// The API and, with an SLO file, the periodic SLO evaluation behind `/metrics`.
+/// The API, reloads on `SIGHUP` and, with an SLO file, the periodic SLO evaluation behind
+/// `/metrics`.
 fn spawn_api(
     state: Arc<ApiState>,
     listener: Listener,
@@ -159,6 +164,21 @@ fn spawn_api(
                 tokio::select! {
                     _ = s => {}
                     _ = evaluate_slos_forever(st, slo_interval) => {}
+                }
+                Ok(())
+            }),
+        ));
+    }
+    #[cfg(unix)]
+    {
+        let st = state.clone();
+        let s = stopped(rx.clone());
+        tasks.push((
+            "reload on SIGHUP",
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = s => {}
+                    _ = crate::reload::on_hangup(st) => {}
                 }
                 Ok(())
             }),
@@ -181,19 +201,11 @@ fn spawn_api(
 /// Starts the store, the receivers and the API.
 pub async fn start(options: ServerOptions) -> Result<RunningServer> {
     let store = Store::open(options.store.clone()).await?;
-    let rules = Rules::load(&options.rules)?;
+    let mut rules = Rules::load(&options.rules)?;
     let analytics = analytics_with_rules(store.clone(), options.query.clone(), &rules).await?;
     let audit = Arc::new(AuditLog::open(&audit_dir(&options.store.data_dir))?);
-    if let Some(engine) = &rules.engine
-        && gate::note_policy_set(&audit, engine, SERVER_PRINCIPAL)?
-    {
-        tracing::info!(
-            hash = engine.hash(),
-            "recorded a new policy set in the audit log"
-        );
-    }
     let (mut registry, metrics, store_gauges, sql_seconds) = metrics_registry(&store);
-    let (access, admin_token) = open_access(&options, &rules, &audit)?;
+    let (access, admin_token) = open_access(&options, rules.engine.take(), &audit)?;
     access.counters.register(&mut registry);
     let collector_metrics = metrics.clone();
     let ingest = Ingest {
@@ -219,26 +231,22 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
     let runner = runs::open(
         &options.executor,
         &options.store.data_dir,
-        rules.engine.clone(),
+        Some(access.engine.clone()),
         Arc::new(crate::loopback::InProcess::new(
             custos_collector::http::router(ingest.clone()),
         )),
         &executor_token,
     )?;
-    if let (Some(r), Some(engine)) = (&runner, &rules.engine) {
-        let definitions = r
-            .workflows
-            .iter()
-            .map(|(name, (text, _))| (name.clone(), text.clone()))
-            .collect();
-        if custos_governance::changes::note_workflows(
+    if let Some(r) = &runner
+        && custos_governance::changes::note_workflows(
             &audit,
-            &definitions,
+            &r.definitions(),
             SERVER_PRINCIPAL,
-            engine.hash(),
-        )? {
-            tracing::info!("recorded new workflow definitions in the audit log");
-        }
+            access.engine.current().hash(),
+        )?
+        .is_some()
+    {
+        tracing::info!("recorded new workflow definitions in the audit log");
     }
     if let Some(r) = &runner {
         let r = r.clone();
@@ -257,6 +265,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         analytics,
         audit,
         rules,
+        reloading: std::sync::Mutex::new(()),
         slo_report: std::sync::Mutex::new(None),
         store: store.clone(),
         registry,
@@ -289,14 +298,20 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
 /// port's access is a policy decision.
 fn open_access(
     options: &ServerOptions,
-    rules: &Rules,
+    engine: Option<custos_policy::engine::Engine>,
     audit: &Arc<AuditLog>,
 ) -> Result<(Access, Option<std::path::PathBuf>)> {
-    let Some(engine) = rules.engine.clone() else {
+    let Some(engine) = engine else {
         return Err(Error::Config(
             "no policy directory: who may call every port is decided by the policies; set `[rules] policies` or run where `rules/policy` exists (custos ships one: docs/governance.md)".into(),
         ));
     };
+    if gate::note_policy_set(audit, &engine, SERVER_PRINCIPAL)?.is_some() {
+        tracing::info!(
+            hash = engine.hash(),
+            "recorded a new policy set in the audit log"
+        );
+    }
     let data_dir = &options.store.data_dir;
     for (cn, principal) in &options.tls.clients {
         custos_governance::tokens::check_principal(&engine, principal)
@@ -323,8 +338,14 @@ fn open_access(
     }
     let access = Access {
         authn: Arc::new(authn),
-        engine,
+        engine: engine.into(),
         audit: audit.clone(),
+        certificate_principals: options
+            .tls
+            .clients
+            .iter()
+            .map(|(cn, p)| (cn.clone(), p.clone()))
+            .collect(),
         metrics_open: options.auth.metrics_open,
         counters: AccessCounters::default(),
     };

@@ -155,7 +155,7 @@ async fn simulate_runs(otlp_http: &str, data: &Path, runs: usize, token: &str) -
     );
     let scenario = Scenario::parse(DEMO_SCENARIO, "fixtures/scenarios/demo.yaml")?;
     let telemetry = Telemetry::otlp(otlp_http, "custos-executor", Some(token))?;
-    let engine = engine(Path::new("rules/policy"))?.map(|e| (*e).clone());
+    let engine = engine(Path::new("rules/policy"))?;
     let report = custos_executor::simulate::simulate(SimulateOptions {
         workflows: PathBuf::from("fixtures/workflows"),
         runs,

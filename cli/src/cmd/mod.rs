@@ -20,7 +20,6 @@ pub mod top;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use custos_analytics::{Analytics, QueryOptions};
@@ -193,7 +192,7 @@ pub async fn open_data(
 
 /// Loads the policy engine of `dir`; a missing directory means none (fail closed), a broken one
 /// is an error.
-pub fn engine(dir: &Path) -> Result<Option<Arc<custos_policy::engine::Engine>>> {
+pub fn engine(dir: &Path) -> Result<Option<custos_policy::engine::Engine>> {
     if !dir.exists() {
         eprintln!(
             "warning: no policy directory `{}`: every side effect and review will be denied",
@@ -201,8 +200,8 @@ pub fn engine(dir: &Path) -> Result<Option<Arc<custos_policy::engine::Engine>>> 
         );
         return Ok(None);
     }
-    Ok(Some(Arc::new(
+    Ok(Some(
         custos_policy::engine::Engine::load(dir)
             .with_context(|| format!("cannot load policies from `{}`", dir.display()))?,
-    )))
+    ))
 }

@@ -1,19 +1,40 @@
-//! `custos policy validate|test`: the governance policies checked before they govern.
+//! `custos policy validate|test|reload`: the governance policies checked before they govern, and
+//! put in force on a running server.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::{check_format, user};
+use super::{api_client, api_err, check_format, user};
 use crate::flags::PolicyCommand;
 
 /// Runs `custos policy ...`.
-pub fn run(what: PolicyCommand) -> Result<ExitCode> {
+pub async fn run(what: PolicyCommand) -> Result<ExitCode> {
     match what {
         PolicyCommand::Validate { dir } => policy_validate(&dir),
         PolicyCommand::Test { dir, tests, format } => policy_test(&dir, tests, &format),
+        PolicyCommand::Reload { server } => policy_reload(&server).await,
     }
+}
+
+async fn policy_reload(server: &str) -> Result<ExitCode> {
+    let r = api_client(server)?.reload().await.map_err(api_err)?;
+    println!("policy set {}", r.policy_hash);
+    for (what, change) in [
+        ("policies", &r.policy_change),
+        ("workflows", &r.workflow_change),
+    ] {
+        match change {
+            Some(c) => println!(
+                "{what} changed: {} (audit record {})",
+                c.changed.join(", "),
+                c.seq
+            ),
+            None => println!("{what} unchanged"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Policy problems on stderr, one `error: file:line:col: message` per line.

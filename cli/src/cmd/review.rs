@@ -73,7 +73,7 @@ fn local_executor(source: &ReviewSource) -> Result<Arc<Executor>> {
     let data = data_dir(source.data.clone());
     Ok(Executor::open(ExecutorOptions {
         data_dir: data,
-        engine: engine(&source.policies)?,
+        engine: engine(&source.policies)?.map(Into::into),
         telemetry: Telemetry::off(),
         principal: "executor".into(),
     })?)

@@ -55,7 +55,7 @@ pub async fn run(o: RunArgs) -> Result<ExitCode> {
         .unwrap_or_else(custos_governance::tokens::local_actor);
     let ex = Executor::open(ExecutorOptions {
         data_dir: dir,
-        engine: engine(&o.policies)?,
+        engine: engine(&o.policies)?.map(Into::into),
         telemetry: telemetry.clone(),
         principal: "executor".into(),
     })?;

@@ -35,7 +35,7 @@ pub async fn run(a: SimulateArgs) -> Result<ExitCode> {
         super::run::exporter_token().as_deref(),
     )
     .map_err(user)?;
-    let engine = engine(&a.policies)?.map(|e| (*e).clone());
+    let engine = engine(&a.policies)?;
     let report = custos_executor::simulate::simulate(SimulateOptions {
         workflows: a.workflows,
         runs: a.runs,

@@ -38,7 +38,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use custos_audit::AuditLog;
-use custos_policy::engine::{AuthzRequest, Decision, Engine};
+use custos_policy::engine::{AuthzRequest, Decision};
+use custos_policy::live::Live;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -55,7 +56,7 @@ pub struct ExecutorOptions {
     /// The data directory: `executor/journal.redb`, `connectors/`, `audit/` live under it.
     pub data_dir: PathBuf,
     /// The policy engine; `None` denies every side effect (fail closed).
-    pub engine: Option<Arc<Engine>>,
+    pub engine: Option<Live>,
     /// Where spans go.
     pub telemetry: Telemetry,
     /// The executor's principal (`Custos::Service`).
@@ -86,7 +87,7 @@ pub struct ReviewDecision {
 pub struct Executor {
     journal: Journal,
     connectors: Connectors,
-    engine: Option<Arc<Engine>>,
+    engine: Option<Live>,
     audit: Arc<AuditLog>,
     telemetry: Telemetry,
     http: reqwest::Client,
@@ -361,7 +362,7 @@ impl Executor {
     }
 
     async fn authorize(&self, req: AuthzRequest) -> Result<(Decision, u64)> {
-        let engine = self.engine.clone();
+        let engine = self.engine.as_ref().map(Live::current);
         let audit = self.audit.clone();
         let done = tokio::task::spawn_blocking(move || match engine {
             Some(e) => custos_governance::authorize_and_record(&e, &audit, &req),

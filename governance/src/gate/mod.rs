@@ -12,7 +12,7 @@ mod render;
 use chrono::{DateTime, Utc};
 use custos_analytics::Analytics;
 use custos_analytics::canary::{CanaryMeasurement, CanaryQuery, VersionStats, measure};
-use custos_audit::{AuditLog, Entry};
+use custos_audit::{AuditLog, Entry, Record};
 use custos_policy::engine::{AuthzRequest, Decision, DecisionError, Engine, ErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -321,11 +321,15 @@ pub fn record(audit: &AuditLog, report: &mut GateReport) -> Result<()> {
 
 /// Records the policy set in the audit log when it differs from the set of the last record: every
 /// change of the deciding policies leaves a trace before the first decision it makes.
-pub fn note_policy_set(audit: &AuditLog, engine: &Engine, principal: &str) -> Result<bool> {
+pub fn note_policy_set(
+    audit: &AuditLog,
+    engine: &Engine,
+    principal: &str,
+) -> Result<Option<Record>> {
     let hash = engine.hash().to_string();
     let previous = audit.last_policy_hash();
     if previous.as_deref() == Some(hash.as_str()) {
-        return Ok(false);
+        return Ok(None);
     }
     let p = engine.policies();
     let mut files: Vec<String> = p
@@ -336,7 +340,7 @@ pub fn note_policy_set(audit: &AuditLog, engine: &Engine, principal: &str) -> Re
     files.sort();
     files.dedup();
     let changed = crate::changes::changed_files(audit, "policy_change", &p.file_hashes)?;
-    audit.append(Entry {
+    let record = audit.append(Entry {
         kind: "policy_change".into(),
         principal: principal.to_string(),
         action: "load_policies".into(),
@@ -351,7 +355,7 @@ pub fn note_policy_set(audit: &AuditLog, engine: &Engine, principal: &str) -> Re
         }),
         policy_hash: hash,
     })?;
-    Ok(true)
+    Ok(Some(record))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Governance routes: `POST /api/authorize` (decide and record), `POST /api/gate` (the deploy
-//! gate on the server's own data), `GET /api/audit/verify` and `GET /api/audit/records/{seq}`.
+//! gate on the server's own data), `POST /api/reload` (the policies and workflows), `GET
+//! /api/audit/verify` and `GET /api/audit/records/{seq}`.
 
 use std::sync::Arc;
 
@@ -26,6 +27,38 @@ pub(crate) fn deny_body(message: &str) -> serde_json::Value {
     })
 }
 
+/// `POST /api/reload`: loads and checks the policy directory and the workflow definitions and puts
+/// them in force, recording what changed with the caller as who changed it; 422 naming the file
+/// and what is wrong, with nothing changed, when they do not load.
+pub(crate) async fn api_reload(State(state): State<Arc<ApiState>>, caller: Caller) -> Response {
+    let op = Operation::read("reload", "POST /api/reload").writing();
+    if let Err(r) = state.allow(&caller, op).await {
+        return r;
+    }
+    let (st, by) = (state.clone(), caller.uid().to_string());
+    match tokio::task::spawn_blocking(move || crate::reload::reload(&st, &by)).await {
+        Ok(Ok(r)) => {
+            crate::reload::log_reloaded("POST /api/reload", &r);
+            axum::Json(r).into_response()
+        }
+        Ok(Err(e @ (crate::Error::Audit(_) | crate::Error::Governance(_)))) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the reload could not be recorded: {e}"),
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "reload refused; nothing changed");
+            json_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("nothing was reloaded: {e}"),
+            )
+        }
+        Err(e) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the reload failed: {e}"),
+        ),
+    }
+}
+
 /// `POST /api/authorize`: a service asks for a decision about someone else's request; the
 /// request's own entities may describe its resource and context but never change the store's.
 pub(crate) async fn api_authorize(
@@ -46,10 +79,8 @@ pub(crate) async fn api_authorize(
             return (StatusCode::BAD_REQUEST, axum::Json(deny_body(&msg))).into_response();
         }
     };
-    let Some(engine) = state.rules.engine.clone() else {
-        let msg = "no policies are loaded (set `[rules] policies` or create rules/policy); every request is denied";
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(deny_body(msg))).into_response();
-    };
+    // The engine in force when the request arrived decides it, even if a reload follows.
+    let engine = state.access.engine.current();
     let audit = state.audit.clone();
     let done = tokio::task::spawn_blocking(move || {
         custos_governance::authorize_and_record(&engine, &audit, &req)
@@ -137,12 +168,7 @@ pub(crate) async fn api_gate(
         Ok(t) => t,
         Err(m) => return json_error(StatusCode::BAD_REQUEST, m),
     };
-    let Some(engine) = state.rules.engine.clone() else {
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no policies are loaded (set `[rules] policies` or create rules/policy); the gate cannot allow anything",
-        );
-    };
+    let engine = state.access.engine.current();
     let dir = state
         .rules
         .policy_dir

@@ -26,6 +26,7 @@ pub(crate) fn api_router(state: Arc<ApiState>) -> Router {
         .route("/api/slo/{name}/runs", get(analytics::api_slo_runs))
         .route("/api/authorize", post(governance::api_authorize))
         .route("/api/gate", post(governance::api_gate))
+        .route("/api/reload", post(governance::api_reload))
         .route("/api/audit/verify", get(governance::api_audit_verify))
         .route(
             "/api/audit/records/{seq}",

@@ -69,18 +69,14 @@ pub(crate) async fn start_run(
             );
         }
     };
-    let Some((text, file)) = runner.workflows.get(&req.workflow) else {
+    let workflows = runner.workflows();
+    let Some((text, file)) = workflows.get(&req.workflow) else {
         return json_error(
             StatusCode::NOT_FOUND,
             format!(
                 "no deployed workflow `{}`; deployed: {}",
                 req.workflow,
-                runner
-                    .workflows
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                workflows.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
         );
     };
@@ -200,12 +196,12 @@ pub(crate) async fn list_reviews(
         Ok(t) => t,
         Err(e) => return json_error(status_of(&e), e.to_string()),
     };
-    let engine = &state.access.engine;
+    let engine = state.access.engine.current();
     let visible = tasks
         .into_iter()
         .filter(|t| {
             let op = read_review(&runner, t, "GET /api/reviews".into());
-            access::decide(engine, caller.uid(), &op).allowed()
+            access::decide(&engine, caller.uid(), &op).allowed()
         })
         .map(review_task)
         .collect();

@@ -45,11 +45,11 @@ pub(crate) async fn api_status(State(state): State<Arc<ApiState>>, caller: Calle
             t => Some(t),
         },
         flush_errors: s.flush_errors.load(Ordering::Relaxed),
-        policy_hash: state.rules.engine.as_ref().map(|e| e.hash().to_string()),
+        policy_hash: Some(state.access.engine.current().hash().to_string()),
         workflows: state
             .runner
             .as_ref()
-            .map(|r| r.workflows.keys().cloned().collect()),
+            .map(|r| r.workflows().keys().cloned().collect()),
         pending_reviews,
     };
     axum::Json(body).into_response()

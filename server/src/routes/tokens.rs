@@ -71,7 +71,7 @@ pub(crate) async fn create(
     };
     let a = &state.access;
     let (engine, authn, audit, by) = (
-        a.engine.clone(),
+        a.engine.current(),
         a.authn.clone(),
         a.audit.clone(),
         caller.uid().to_string(),
@@ -126,7 +126,7 @@ pub(crate) async fn revoke(
     }
     let a = &state.access;
     let (engine, authn, audit, by) = (
-        a.engine.clone(),
+        a.engine.current(),
         a.authn.clone(),
         a.audit.clone(),
         caller.uid().to_string(),

@@ -18,6 +18,7 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
         ("GET", "/api/slo/x/runs", None),
         ("POST", "/api/authorize", Some(json!({}))),
         ("POST", "/api/gate", Some(json!({}))),
+        ("POST", "/api/reload", None),
         ("GET", "/api/audit/verify", None),
         ("GET", "/api/audit/records/1", None),
         ("POST", "/api/runs", Some(json!({"workflow": "w"}))),
