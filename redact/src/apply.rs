@@ -1,0 +1,378 @@
+//! Applying the rules: to an OTLP export (every span name, status message, event, link, span,
+//! scope and resource attribute), to JSON (audit contexts, run inputs) and to text (messages).
+//!
+//! For one attribute: the first key rule whose globs match its key acts on the whole value
+//! (`drop` removes it, `mask` and `hash` replace it, `truncate` shortens it and lets the
+//! detectors scan what is left); without one, exempt keys are left alone and every string in the
+//! value is scanned. A scan asks the one `RegexSet` whether anything matches at all (the common
+//! answer, no, costs one linear pass), then finds the matches of the patterns that did, keeps
+//! those their check accepts, prefers earlier rules where matches overlap, and replaces them.
+
+use std::collections::BTreeMap;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use serde_json::Value;
+
+use crate::{Action, Redactor};
+
+/// Where a value was found: its span's service and workflow, for rules scoped to them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    /// `service.name` of the resource.
+    pub service: Option<&'a str>,
+    /// The workflow the span belongs to (its attribute, else its resource's).
+    pub workflow: Option<&'a str>,
+}
+
+/// What a scan found.
+enum Scan {
+    Unchanged,
+    Replaced(String),
+    /// A rule with `drop` matched: the whole value goes; the label stands in where a value
+    /// cannot go (a span name).
+    Drop(String),
+}
+
+/// The string value of a workflow attribute among `attrs`.
+fn workflow_of(attrs: &[KeyValue]) -> Option<String> {
+    let keys = custos_schema::CONVENTIONS
+        .iter()
+        .find(|c| c.column == custos_schema::col::WORKFLOW)
+        .map_or(&[][..], |c| c.keys);
+    keys.iter().find_map(|k| string_attr(attrs, k))
+}
+
+fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        }
+    })
+}
+
+fn string_value(s: String) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::StringValue(s)),
+    }
+}
+
+/// The bytes a `hash` of a whole value is computed over: a string's text, a number's decimal
+/// form, anything else's protobuf encoding.
+fn canonical(v: Option<&AnyValue>) -> Vec<u8> {
+    use prost::Message as _;
+    match v.and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.as_bytes().to_vec(),
+        Some(any_value::Value::IntValue(i)) => i.to_string().into_bytes(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string().into_bytes(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string().into_bytes(),
+        Some(any_value::Value::BytesValue(b)) => b.clone(),
+        Some(other) => AnyValue {
+            value: Some(other.clone()),
+        }
+        .encode_to_vec(),
+        None => Vec::new(),
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, saying how much went.
+fn truncate(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = s.len() - cut;
+    s.truncate(cut);
+    s.push_str(&format!("[…{dropped} bytes truncated]"));
+    true
+}
+
+impl Redactor {
+    /// Redacts an export in place.
+    pub fn request(&self, req: &mut ExportTraceServiceRequest) {
+        for rs in &mut req.resource_spans {
+            let res_attrs = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+            let service = string_attr(res_attrs, custos_schema::SERVICE_NAME_KEY);
+            let res_workflow = workflow_of(res_attrs);
+            let scope = Scope {
+                service: service.as_deref(),
+                workflow: res_workflow.as_deref(),
+            };
+            if let Some(r) = &mut rs.resource {
+                self.attributes(&mut r.attributes, &scope);
+            }
+            for ss in &mut rs.scope_spans {
+                if let Some(s) = &mut ss.scope {
+                    self.attributes(&mut s.attributes, &scope);
+                }
+                for span in &mut ss.spans {
+                    let workflow = workflow_of(&span.attributes);
+                    let scope = Scope {
+                        service: service.as_deref(),
+                        workflow: workflow.as_deref().or(res_workflow.as_deref()),
+                    };
+                    self.text_in_place(&mut span.name, &scope);
+                    if let Some(st) = &mut span.status {
+                        self.text_in_place(&mut st.message, &scope);
+                    }
+                    self.attributes(&mut span.attributes, &scope);
+                    for e in &mut span.events {
+                        self.text_in_place(&mut e.name, &scope);
+                        self.attributes(&mut e.attributes, &scope);
+                    }
+                    for l in &mut span.links {
+                        self.attributes(&mut l.attributes, &scope);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `text` with what the rules find in it replaced (rules scoped to a service or workflow do
+    /// not apply): for messages that may quote a client's data.
+    pub fn text(&self, text: &str) -> String {
+        match self.scan(text, &Scope::default()) {
+            Scan::Unchanged => text.to_string(),
+            Scan::Replaced(s) | Scan::Drop(s) => s,
+        }
+    }
+
+    /// Redacts JSON in place: object keys are matched by the key rules (the key alone, at any
+    /// depth), strings are scanned. Rules scoped to a service or workflow do not apply.
+    pub fn json(&self, v: &mut Value) {
+        let scope = Scope::default();
+        self.json_in(v, &scope);
+    }
+
+    fn json_in(&self, v: &mut Value, scope: &Scope<'_>) -> bool {
+        match v {
+            Value::String(s) => match self.scan(s, scope) {
+                Scan::Unchanged => true,
+                Scan::Replaced(n) => {
+                    *s = n;
+                    true
+                }
+                Scan::Drop(_) => false,
+            },
+            Value::Array(items) => items.iter_mut().all(|i| self.json_in(i, scope)),
+            Value::Object(map) => {
+                let keys: Vec<String> = map.keys().cloned().collect();
+                for k in keys {
+                    let keep = match map.get_mut(&k) {
+                        Some(val) => self.json_entry(&k, val, scope),
+                        None => true,
+                    };
+                    if !keep {
+                        map.remove(&k);
+                    }
+                }
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// One object entry; false when it must go.
+    fn json_entry(&self, key: &str, val: &mut Value, scope: &Scope<'_>) -> bool {
+        if let Some(i) = self.key_rule(key, scope) {
+            let r = &self.key_rules[i];
+            let counted = self.value_rules.len() + i;
+            match r.action {
+                Action::Drop => {
+                    self.counts.add(counted, Action::Drop);
+                    return false;
+                }
+                Action::Mask => {
+                    self.counts.add(counted, Action::Mask);
+                    *val = Value::String(format!("[{}]", r.label));
+                    return true;
+                }
+                Action::Hash => {
+                    self.counts.add(counted, Action::Hash);
+                    let bytes = match &*val {
+                        Value::String(s) => s.as_bytes().to_vec(),
+                        other => other.to_string().into_bytes(),
+                    };
+                    *val = Value::String(format!("[{}:{}]", r.label, self.key.pseudonym(&bytes)));
+                    return true;
+                }
+                Action::Truncate => {
+                    if let Value::String(s) = val
+                        && truncate(s, r.max_bytes)
+                    {
+                        self.counts.add(counted, Action::Truncate);
+                    }
+                }
+            }
+        } else if self.exempt.contains(key) {
+            return true;
+        }
+        self.json_in(val, scope)
+    }
+
+    /// The first key rule for `key` that applies under `scope`.
+    fn key_rule(&self, key: &str, scope: &Scope<'_>) -> Option<usize> {
+        if self.key_rules.is_empty() {
+            return None;
+        }
+        self.keys
+            .matches(key)
+            .iter()
+            .find(|&i| self.key_rules[i].applies.to(scope))
+    }
+
+    fn attributes(&self, attrs: &mut Vec<KeyValue>, scope: &Scope<'_>) {
+        attrs.retain_mut(|kv| self.attribute(kv, scope));
+    }
+
+    /// One attribute; false when it must go.
+    fn attribute(&self, kv: &mut KeyValue, scope: &Scope<'_>) -> bool {
+        if let Some(i) = self.key_rule(&kv.key, scope) {
+            let r = &self.key_rules[i];
+            let counted = self.value_rules.len() + i;
+            match r.action {
+                Action::Drop => {
+                    self.counts.add(counted, Action::Drop);
+                    return false;
+                }
+                Action::Mask => {
+                    self.counts.add(counted, Action::Mask);
+                    kv.value = Some(string_value(format!("[{}]", r.label)));
+                    return true;
+                }
+                Action::Hash => {
+                    self.counts.add(counted, Action::Hash);
+                    let p = self.key.pseudonym(&canonical(kv.value.as_ref()));
+                    kv.value = Some(string_value(format!("[{}:{p}]", r.label)));
+                    return true;
+                }
+                Action::Truncate => {
+                    if let Some(v) = &mut kv.value
+                        && truncate_any(v, r.max_bytes)
+                    {
+                        self.counts.add(counted, Action::Truncate);
+                    }
+                }
+            }
+        } else if self.exempt.contains(&kv.key) {
+            return true;
+        }
+        match &mut kv.value {
+            Some(v) => self.any_value(v, scope),
+            None => true,
+        }
+    }
+
+    /// Scans every string in `v`; false when a `drop` rule matched.
+    fn any_value(&self, v: &mut AnyValue, scope: &Scope<'_>) -> bool {
+        match &mut v.value {
+            Some(any_value::Value::StringValue(s)) => match self.scan(s, scope) {
+                Scan::Unchanged => true,
+                Scan::Replaced(n) => {
+                    *s = n;
+                    true
+                }
+                Scan::Drop(_) => false,
+            },
+            Some(any_value::Value::ArrayValue(a)) => {
+                a.values.iter_mut().all(|e| self.any_value(e, scope))
+            }
+            Some(any_value::Value::KvlistValue(l)) => {
+                self.attributes(&mut l.values, scope);
+                true
+            }
+            Some(any_value::Value::BytesValue(b)) => {
+                let Ok(text) = std::str::from_utf8(b) else {
+                    return true;
+                };
+                match self.scan(text, scope) {
+                    Scan::Unchanged => true,
+                    Scan::Replaced(n) => {
+                        *b = n.into_bytes();
+                        true
+                    }
+                    Scan::Drop(_) => false,
+                }
+            }
+            _ => true,
+        }
+    }
+
+    /// A span name, event name or status message: a `drop` leaves the label.
+    fn text_in_place(&self, s: &mut String, scope: &Scope<'_>) {
+        match self.scan(s, scope) {
+            Scan::Unchanged => {}
+            Scan::Replaced(n) | Scan::Drop(n) => *s = n,
+        }
+    }
+
+    fn scan(&self, text: &str, scope: &Scope<'_>) -> Scan {
+        if text.is_empty() || !self.values.is_match(text) {
+            return Scan::Unchanged;
+        }
+        // Matches by preference (rule order), kept where they overlap nothing preferred.
+        let mut kept: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+        for i in self.values.matches(text).iter() {
+            let r = &self.value_rules[i];
+            if !r.applies.to(scope) {
+                continue;
+            }
+            for c in r.regex.captures_iter(text) {
+                let Some(whole) = c.get(0) else { continue };
+                if !r.check.accepts(whole.as_str()) {
+                    continue;
+                }
+                if r.action == Action::Drop {
+                    self.counts.add(i, Action::Drop);
+                    return Scan::Drop(format!("[{}]", r.label));
+                }
+                let m = if r.group { c.name("v") } else { Some(whole) };
+                let Some(m) = m.filter(|m| !m.is_empty()) else {
+                    continue;
+                };
+                let (s, e) = (m.start(), m.end());
+                let before = kept.range(..e).next_back();
+                if before.is_some_and(|(_, &(end, _))| end > s) {
+                    continue;
+                }
+                kept.insert(s, (e, i));
+            }
+        }
+        if kept.is_empty() {
+            return Scan::Unchanged;
+        }
+        let mut out = String::with_capacity(text.len() + 16 * kept.len());
+        let mut at = 0;
+        for (&s, &(e, i)) in &kept {
+            let r = &self.value_rules[i];
+            out.push_str(&text[at..s]);
+            match r.action {
+                Action::Hash => {
+                    let p = self.key.pseudonym(text[s..e].as_bytes());
+                    out.push_str(&format!("[{}:{p}]", r.label));
+                }
+                _ => out.push_str(&format!("[{}]", r.label)),
+            }
+            self.counts.add(i, r.action);
+            at = e;
+        }
+        out.push_str(&text[at..]);
+        Scan::Replaced(out)
+    }
+}
+
+/// Truncates every string in `v` (arrays too); whether anything was cut.
+fn truncate_any(v: &mut AnyValue, max: usize) -> bool {
+    match &mut v.value {
+        Some(any_value::Value::StringValue(s)) => truncate(s, max),
+        Some(any_value::Value::ArrayValue(a)) => a
+            .values
+            .iter_mut()
+            .fold(false, |cut, e| truncate_any(e, max) || cut),
+        _ => false,
+    }
+}
