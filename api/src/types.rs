@@ -52,6 +52,8 @@ pub struct Status {
     pub workflows: Option<Vec<String>>,
     /// Pending reviews.
     pub pending_reviews: Option<usize>,
+    /// Values redacted before they were stored, since start.
+    pub redactions: Option<u64>,
 }
 
 /// `POST /api/reload`: what the reload put in force.

@@ -127,6 +127,10 @@ pub struct ServeArgs {
     /// exists; the server does not start without one].
     #[arg(long)]
     pub policies: Option<PathBuf>,
+    /// Redaction rules applied to every export before it is written [default:
+    /// ./rules/redaction.yaml if it exists, else the shipped detectors' defaults].
+    #[arg(long)]
+    pub redaction: Option<PathBuf>,
 }
 
 // The arguments of `custos sql` (documented on its `Command` variant, which clap shows).

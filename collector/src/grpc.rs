@@ -65,7 +65,7 @@ impl TraceService for GrpcReceiver {
             );
             return Err(Status::unauthenticated("the export was not admitted"));
         };
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let admission = match self.ingest.store.admit(req.encoded_len()) {
             Ok(a) => a,
             Err(e) => {
@@ -73,7 +73,7 @@ impl TraceService for GrpcReceiver {
                 return Err(self.unavailable(format!("server overloaded: {e}")));
             }
         };
-        let result = self.ingest.export(&req, &source).await;
+        let result = self.ingest.export(&mut req, &source).await;
         drop(admission);
         let secs = started.elapsed().as_secs_f64();
         match result {

@@ -348,9 +348,13 @@ async fn handle(
                 ),
             )
         })??;
-    let req = decode(&bytes, encoding)?;
+    // A decoder's message may quote the body: it is redacted like the spans.
+    let mut req = decode(&bytes, encoding).map_err(|mut f| {
+        f.message = ingest.redactor.text(&f.message);
+        f
+    })?;
     drop(bytes);
-    let accepted = ingest.export(&req, source).await.map_err(|r| match r {
+    let accepted = ingest.export(&mut req, source).await.map_err(|r| match r {
         Refusal::Overloaded(m) | Refusal::Unavailable(m) => Failure {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: UNAVAILABLE,

@@ -1,4 +1,4 @@
-//! The path both receivers share: normalize, make durable, report.
+//! The path both receivers share: redact, normalize, make durable, report.
 
 use custos_store::Store;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -55,16 +55,20 @@ pub struct Ingest {
     pub metrics: CollectorMetrics,
     /// Who may send spans.
     pub admission: std::sync::Arc<dyn crate::admit::Admission>,
+    /// What comes out of every export before anything is written.
+    pub redactor: std::sync::Arc<custos_redact::Redactor>,
 }
 
 impl Ingest {
-    /// Normalizes and stores an export from `source` (stored in every span's `source` column);
-    /// returns once the accepted spans are durable and visible.
+    /// Redacts, normalizes and stores an export from `source` (stored in every span's `source`
+    /// column); returns once the accepted spans are durable and visible. The request is redacted
+    /// in place, so no unredacted value outlives this call.
     pub async fn export(
         &self,
-        req: &ExportTraceServiceRequest,
+        req: &mut ExportTraceServiceRequest,
         source: &crate::admit::Source,
     ) -> Result<Accepted, Refusal> {
+        self.redactor.request(req);
         // Resource attributes are copied onto every span of the resource: refuse exports that
         // would expand far beyond their size on the wire before building anything.
         let limit = self.options.max_body_bytes.saturating_mul(4);

@@ -203,6 +203,10 @@ pub struct RulesConfig {
     pub slos: Option<PathBuf>,
     /// How often the server evaluates the SLOs for `/metrics`, in seconds (default 60).
     pub slo_interval_secs: Option<u64>,
+    /// Redaction rules applied to every export before it is written (default
+    /// `rules/redaction.yaml` when that file exists; without one the shipped detectors apply with
+    /// their defaults). A file named here must exist. docs/privacy.md.
+    pub redaction: Option<PathBuf>,
     /// Policy directory: `schema.cedarschema`, `*.cedar` and the entity store `entities.json`
     /// (default `rules/policy` when it exists). Without policies, `/api/authorize` and
     /// `/api/gate` deny everything.
@@ -220,6 +224,8 @@ pub struct RulesOptions {
     pub slo_interval: Duration,
     /// Policy directory, if any.
     pub policies: Option<PathBuf>,
+    /// Redaction rules, if a file is configured (else the shipped defaults).
+    pub redaction: Option<PathBuf>,
 }
 
 impl RulesOptions {
@@ -245,7 +251,27 @@ impl RulesOptions {
             slos: pick("rules.slos", slos, "rules/slos.yaml")?,
             slo_interval: Duration::from_secs(60),
             policies: None,
+            redaction: None,
         })
+    }
+
+    /// Resolves the redaction rules: an explicit file must exist; the default
+    /// `rules/redaction.yaml` is used when it exists.
+    pub fn with_redaction(mut self, explicit: Option<PathBuf>) -> Result<Self> {
+        self.redaction = match explicit {
+            Some(p) if p.is_file() => Some(p),
+            Some(p) => {
+                return Err(Error::Config(format!(
+                    "`rules.redaction` = `{}` does not exist or is not a file",
+                    p.display()
+                )));
+            }
+            None => {
+                let d = PathBuf::from("rules/redaction.yaml");
+                d.is_file().then_some(d)
+            }
+        };
+        Ok(self)
     }
 
     /// Resolves the policy directory: an explicit one must exist; the default `rules/policy` is
@@ -478,7 +504,8 @@ impl QueryConfig {
 impl RulesConfig {
     fn validate(&self) -> Result<RulesOptions> {
         let mut r = RulesOptions::resolve(self.prices.clone(), self.slos.clone())?
-            .with_policies(self.policies.clone())?;
+            .with_policies(self.policies.clone())?
+            .with_redaction(self.redaction.clone())?;
         r.slo_interval = Duration::from_secs(positive(
             "rules.slo_interval_secs",
             self.slo_interval_secs,

@@ -59,6 +59,9 @@ pub enum Error {
     /// A server task failed.
     #[error("{0}")]
     Task(String),
+    /// The redaction rules or the pseudonym key are invalid.
+    #[error(transparent)]
+    Redact(#[from] custos_redact::Error),
     /// The policies could not be loaded.
     #[error(transparent)]
     Policy(#[from] custos_policy::Error),

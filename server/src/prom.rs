@@ -30,6 +30,8 @@ pub(crate) struct StoreGauges {
     pub(crate) memtable_bytes: Gauge,
     pub(crate) compactions: Counter,
     pub(crate) files: Family<Vec<(String, String)>, Gauge>,
+    /// Values redacted since start, by rule (or detector) and action; never the values.
+    pub(crate) redactions: Family<Vec<(String, String)>, Counter>,
 }
 
 pub(crate) fn register_store_gauges(r: &mut Registry, g: &StoreGauges) {
@@ -93,6 +95,11 @@ pub(crate) fn register_store_gauges(r: &mut Registry, g: &StoreGauges) {
         "Active Parquet files per date partition",
         g.files.clone(),
     );
+    r.register(
+        "custos_redactions",
+        "Values redacted before they were stored, by rule or detector and action",
+        g.redactions.clone(),
+    );
 }
 
 /// `GET /metrics`: `read_status` for the caller, or open to all with `[auth] metrics_open`.
@@ -138,6 +145,13 @@ pub(crate) async fn metrics(
         .set(s.last_flush_micros.load(Ordering::Relaxed) as f64 / 1e6);
     g.last_flush_timestamp
         .set(s.last_flush_unix.load(Ordering::Relaxed) as i64);
+    for (rule, action, n) in state.redactor.counts().snapshot() {
+        let labels = vec![
+            ("rule".to_string(), rule),
+            ("action".to_string(), action.to_string()),
+        ];
+        set_counter(&g.redactions.get_or_create(&labels), n);
+    }
     g.memtable_rows.set(state.store.memtable_rows() as i64);
     g.memtable_bytes.set(state.store.memtable_bytes() as i64);
     // Rebuilt on every scrape, so partitions removed by retention disappear.

@@ -39,6 +39,8 @@ pub(crate) struct ApiState {
     pub(crate) rules: Rules,
     /// Held while a reload runs: one at a time.
     pub(crate) reloading: std::sync::Mutex<()>,
+    /// The redaction rules every export goes through (and audit contexts, and run inputs).
+    pub(crate) redactor: Arc<custos_redact::Redactor>,
     /// The latest background SLO evaluation, for `/metrics`.
     pub(crate) slo_report: std::sync::Mutex<Option<SloReport>>,
     pub(crate) store: Store,
@@ -208,11 +210,13 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
     let (access, admin_token) = open_access(&options, rules.engine.take(), &audit)?;
     access.counters.register(&mut registry);
     let collector_metrics = metrics.clone();
+    let redactor = Arc::new(open_redactor(&options)?);
     let ingest = Ingest {
         store: store.clone(),
         options: options.receiver.clone(),
         metrics,
         admission: Arc::new(IngestAdmission::new(&access)),
+        redactor: redactor.clone(),
     };
     let executor_token = access
         .authn
@@ -266,6 +270,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         audit,
         rules,
         reloading: std::sync::Mutex::new(()),
+        redactor,
         slo_report: std::sync::Mutex::new(None),
         store: store.clone(),
         registry,
@@ -290,6 +295,16 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         stop,
         tasks,
         runner,
+    })
+}
+
+/// The redaction rules of `[rules] redaction` (else the shipped defaults) with the data
+/// directory's pseudonym key, made on first start.
+fn open_redactor(options: &ServerOptions) -> Result<custos_redact::Redactor> {
+    let key = custos_redact::PseudonymKey::open(&options.store.data_dir)?;
+    Ok(match &options.rules.redaction {
+        Some(path) => custos_redact::Redactor::load(path, key)?,
+        None => custos_redact::Redactor::defaults(key)?,
     })
 }
 

@@ -28,6 +28,7 @@ fn fixture() -> Snapshot {
             policy_hash: Some("bfec3366402dabcdef".into()),
             workflows: Some(vec!["invoice-processing".into(), "support-triage".into()]),
             pending_reviews: Some(3),
+            redactions: Some(1_234),
             ..Status::default()
         },
         workflows: vec![

@@ -1,8 +1,6 @@
 //! `custos serve`: start the server on a data directory until SIGINT or SIGTERM.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
@@ -13,27 +11,16 @@ use crate::flags::ServeArgs;
 
 /// Runs `custos serve`.
 pub async fn run(a: ServeArgs) -> Result<ExitCode> {
-    serve(
-        a.data,
-        a.config,
-        a.otlp_grpc,
-        a.otlp_http,
-        a.api,
-        a.workflows,
-        a.policies,
-    )
-    .await
-}
-
-async fn serve(
-    data: Option<PathBuf>,
-    config: Option<PathBuf>,
-    otlp_grpc: Option<SocketAddr>,
-    otlp_http: Option<SocketAddr>,
-    api: Option<SocketAddr>,
-    workflows: Option<PathBuf>,
-    policies: Option<PathBuf>,
-) -> Result<ExitCode> {
+    let ServeArgs {
+        data,
+        config,
+        otlp_grpc,
+        otlp_http,
+        api,
+        workflows,
+        policies,
+        redaction,
+    } = a;
     // The Delta kernel logs every snapshot at INFO; keep custos' own INFO and the libraries' warnings.
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -77,6 +64,12 @@ async fn serve(
         options.rules = options
             .rules
             .with_policies(Some(p))
+            .map_err(|e| UserError(e.to_string()))?;
+    }
+    if let Some(r) = redaction {
+        options.rules = options
+            .rules
+            .with_redaction(Some(r))
             .map_err(|e| UserError(e.to_string()))?;
     }
     let data_dir = options.store.data_dir.clone();

@@ -51,6 +51,7 @@ pub(crate) async fn api_status(State(state): State<Arc<ApiState>>, caller: Calle
             .as_ref()
             .map(|r| r.workflows().keys().cloned().collect()),
         pending_reviews,
+        redactions: Some(state.redactor.counts().total()),
     };
     axum::Json(body).into_response()
 }

@@ -195,6 +195,9 @@ fn header(app: &App, theme: Theme) -> Line<'static> {
                 .map(|h| clip(h, 8).trim_end_matches('…').to_string())
                 .unwrap_or_else(|| "none".into()),
         )));
+        if let Some(n) = st.redactions {
+            spans.push(Span::raw(format!(" · redactions {}", num(n as f64))));
+        }
     }
     if app.frozen {
         spans.push(Span::styled(
