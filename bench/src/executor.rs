@@ -68,6 +68,7 @@ async fn one(policies: &Path, runs: usize, concurrency: usize) -> Result<Executo
         engine: Some(engine.into()),
         telemetry: Telemetry::off(),
         principal: "executor".into(),
+        scrub: None,
     })
     .map_err(Error::Executor)?;
     let inputs: Vec<Input> = (0..runs)

@@ -377,6 +377,7 @@ pub async fn simulate(o: SimulateOptions) -> Result<SimulationReport> {
         engine: o.engine.clone().map(Live::new),
         telemetry: o.telemetry.clone(),
         principal: "executor".into(),
+        scrub: None,
     })?;
     let stop = Arc::new(AtomicBool::new(false));
     let counts: Arc<std::sync::Mutex<(usize, usize)>> = Arc::default();

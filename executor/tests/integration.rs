@@ -101,6 +101,7 @@ fn executor(dir: &Path, with_policies: bool) -> Arc<Executor> {
         engine: with_policies.then(|| Engine::load(&policies()).unwrap().into()),
         telemetry: Telemetry::off(),
         principal: "executor".into(),
+        scrub: None,
     })
     .unwrap()
 }

@@ -141,6 +141,14 @@ impl Redactor {
         }
     }
 
+    /// [`Redactor::json`] as a shareable closure (what an audit log scrubs its records with).
+    pub fn json_scrubber(
+        self: &std::sync::Arc<Self>,
+    ) -> std::sync::Arc<dyn Fn(&mut Value) + Send + Sync> {
+        let r = std::sync::Arc::clone(self);
+        std::sync::Arc::new(move |v: &mut Value| r.json(v))
+    }
+
     /// Redacts JSON in place: object keys are matched by the key rules (the key alone, at any
     /// depth), strings are scanned. Rules scoped to a service or workflow do not apply.
     pub fn json(&self, v: &mut Value) {

@@ -251,26 +251,23 @@ impl RulesOptions {
             slos: pick("rules.slos", slos, "rules/slos.yaml")?,
             slo_interval: Duration::from_secs(60),
             policies: None,
-            redaction: None,
+            redaction: Some(PathBuf::from("rules/redaction.yaml")).filter(|d| d.is_file()),
         })
     }
 
-    /// Resolves the redaction rules: an explicit file must exist; the default
-    /// `rules/redaction.yaml` is used when it exists.
+    /// Sets the redaction rules: an explicit file must exist (without one, the default
+    /// `rules/redaction.yaml` stays when it exists).
     pub fn with_redaction(mut self, explicit: Option<PathBuf>) -> Result<Self> {
-        self.redaction = match explicit {
-            Some(p) if p.is_file() => Some(p),
+        match explicit {
+            Some(p) if p.is_file() => self.redaction = Some(p),
             Some(p) => {
                 return Err(Error::Config(format!(
                     "`rules.redaction` = `{}` does not exist or is not a file",
                     p.display()
                 )));
             }
-            None => {
-                let d = PathBuf::from("rules/redaction.yaml");
-                d.is_file().then_some(d)
-            }
-        };
+            None => {}
+        }
         Ok(self)
     }
 

@@ -27,7 +27,8 @@ use custos_store::Store;
 pub use auth::{ADMIN_TOKEN_FILE, ADMINS, EXECUTOR_PRINCIPAL};
 pub use config::{AuthOptions, Config, RulesOptions, ServerOptions};
 pub use offline::{
-    SERVER_PRINCIPAL, audit_dir, gate_offline, open_offline, query_offline, report_offline,
+    SERVER_PRINCIPAL, audit_dir, gate_offline, open_audit, open_offline, open_redactor,
+    query_offline, report_offline,
 };
 pub use routes::analytics::{metrics_request, threshold_request};
 pub use routes::governance::GateRequest;
@@ -102,6 +103,8 @@ pub struct Rules {
     pub engine: Option<Engine>,
     /// The policy directory as configured (paths in gate annotations start with it).
     pub policy_dir: Option<std::path::PathBuf>,
+    /// The redaction rules file, if one is configured (else the shipped defaults apply).
+    pub redaction: Option<std::path::PathBuf>,
 }
 
 impl Rules {
@@ -115,6 +118,7 @@ impl Rules {
             slos: options.slos.as_deref().map(SloSet::load).transpose()?,
             engine: options.policies.as_deref().map(Engine::load).transpose()?,
             policy_dir: options.policies.clone(),
+            redaction: options.redaction.clone(),
         })
     }
 }

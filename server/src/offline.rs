@@ -17,6 +17,28 @@ pub fn audit_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("audit")
 }
 
+/// The redaction rules `file` (else the shipped defaults) with the pseudonym key of `data_dir`,
+/// made when it has none yet.
+pub fn open_redactor(
+    data_dir: &std::path::Path,
+    file: Option<&std::path::Path>,
+) -> Result<custos_redact::Redactor> {
+    let key = custos_redact::PseudonymKey::open(data_dir)?;
+    Ok(match file {
+        Some(path) => custos_redact::Redactor::load(path, key)?,
+        None => custos_redact::Redactor::defaults(key)?,
+    })
+}
+
+/// The audit log of `data_dir`, every record's context redacted by `redactor` before it is
+/// chained.
+pub fn open_audit(
+    data_dir: &std::path::Path,
+    redactor: &std::sync::Arc<custos_redact::Redactor>,
+) -> Result<AuditLog> {
+    Ok(AuditLog::open(&audit_dir(data_dir))?.scrubbing(redactor.json_scrubber()))
+}
+
 /// Runs the deploy gate on a data directory (read-only for spans) and records the decision in its
 /// audit log: `custos gate --data DIR`.
 pub async fn gate_offline(
@@ -36,7 +58,8 @@ pub async fn gate_offline(
         &policy_dir.display().to_string(),
     )
     .await?;
-    let audit = AuditLog::open(&audit_dir(data_dir))?;
+    let redactor = std::sync::Arc::new(open_redactor(data_dir, rules.redaction.as_deref())?);
+    let audit = open_audit(data_dir, &redactor)?;
     gate::note_policy_set(&audit, &engine, "Custos::Service::\"custos-cli\"")?;
     gate::record(&audit, &mut report)?;
     Ok(report)

@@ -97,6 +97,7 @@ pub fn open(
     engine: Option<Live>,
     own_receiver: Arc<dyn opentelemetry_http::HttpClient>,
     token: &str,
+    scrub: custos_audit::Scrub,
 ) -> Result<Option<Arc<Runner>>> {
     let Some(dir) = &settings.workflows else {
         return Ok(None);
@@ -114,6 +115,7 @@ pub fn open(
         engine,
         telemetry,
         principal: "executor".into(),
+        scrub: Some(scrub),
     })
     .map_err(Error::Executor)?;
     Ok(Some(Arc::new(Runner {

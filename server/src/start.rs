@@ -26,7 +26,8 @@ use crate::auth::{Access, AccessCounters, EXECUTOR_PRINCIPAL, IngestAdmission, b
 use crate::prom::{StoreGauges, register_store_gauges};
 use crate::routes::api_router;
 use crate::{
-    Error, Result, Rules, SERVER_PRINCIPAL, ServerOptions, analytics_with_rules, audit_dir, runs,
+    Error, Result, Rules, SERVER_PRINCIPAL, ServerOptions, analytics_with_rules, open_audit,
+    open_redactor, runs,
 };
 
 /// What every handler reads.
@@ -205,12 +206,15 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
     let store = Store::open(options.store.clone()).await?;
     let mut rules = Rules::load(&options.rules)?;
     let analytics = analytics_with_rules(store.clone(), options.query.clone(), &rules).await?;
-    let audit = Arc::new(AuditLog::open(&audit_dir(&options.store.data_dir))?);
+    let redactor = Arc::new(open_redactor(
+        &options.store.data_dir,
+        options.rules.redaction.as_deref(),
+    )?);
+    let audit = Arc::new(open_audit(&options.store.data_dir, &redactor)?);
     let (mut registry, metrics, store_gauges, sql_seconds) = metrics_registry(&store);
     let (access, admin_token) = open_access(&options, rules.engine.take(), &audit)?;
     access.counters.register(&mut registry);
     let collector_metrics = metrics.clone();
-    let redactor = Arc::new(open_redactor(&options)?);
     let ingest = Ingest {
         store: store.clone(),
         options: options.receiver.clone(),
@@ -240,6 +244,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
             custos_collector::http::router(ingest.clone()),
         )),
         &executor_token,
+        redactor.json_scrubber(),
     )?;
     if let Some(r) = &runner
         && custos_governance::changes::note_workflows(
@@ -295,16 +300,6 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         stop,
         tasks,
         runner,
-    })
-}
-
-/// The redaction rules of `[rules] redaction` (else the shipped defaults) with the data
-/// directory's pseudonym key, made on first start.
-fn open_redactor(options: &ServerOptions) -> Result<custos_redact::Redactor> {
-    let key = custos_redact::PseudonymKey::open(&options.store.data_dir)?;
-    Ok(match &options.rules.redaction {
-        Some(path) => custos_redact::Redactor::load(path, key)?,
-        None => custos_redact::Redactor::defaults(key)?,
     })
 }
 

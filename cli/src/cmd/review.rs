@@ -8,7 +8,7 @@ use anyhow::Result;
 use custos_executor::telemetry::Telemetry;
 use custos_executor::{Executor, ExecutorOptions};
 
-use super::{api_client, engine, identity};
+use super::{api_client, engine, identity, scrub};
 use crate::flags::data_dir;
 
 /// Where review commands act.
@@ -72,6 +72,7 @@ pub enum ReviewCommand {
 fn local_executor(source: &ReviewSource) -> Result<Arc<Executor>> {
     let data = data_dir(source.data.clone());
     Ok(Executor::open(ExecutorOptions {
+        scrub: Some(scrub(&data)?),
         data_dir: data,
         engine: engine(&source.policies)?.map(Into::into),
         telemetry: Telemetry::off(),

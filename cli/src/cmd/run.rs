@@ -9,7 +9,7 @@ use custos_executor::telemetry::Telemetry;
 use custos_executor::{Executor, ExecutorOptions};
 use serde_json::json;
 
-use super::{api_client, engine, identity, token, user};
+use super::{api_client, engine, identity, scrub, token, user};
 use crate::flags::{RunArgs, data_dir};
 
 pub async fn run(o: RunArgs) -> Result<ExitCode> {
@@ -54,6 +54,7 @@ pub async fn run(o: RunArgs) -> Result<ExitCode> {
         .map(|p| p.uid)
         .unwrap_or_else(custos_governance::tokens::local_actor);
     let ex = Executor::open(ExecutorOptions {
+        scrub: Some(scrub(&dir)?),
         data_dir: dir,
         engine: engine(&o.policies)?.map(Into::into),
         telemetry: telemetry.clone(),

@@ -79,7 +79,7 @@ fn local(source: &TokenSource) -> Result<Local> {
     Ok(Local {
         engine,
         file: TokenFile::new(&dir),
-        audit: AuditLog::open(&custos_server::audit_dir(&dir))?,
+        audit: AuditLog::open(&custos_server::audit_dir(&dir))?.scrubbing(super::scrub(&dir)?),
     })
 }
 

@@ -51,7 +51,7 @@ use crate::workflow::{self, StepFile, Workflow};
 use crate::{Error, Result, StepError, now_ms};
 
 /// How to open an executor.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ExecutorOptions {
     /// The data directory: `executor/journal.redb`, `connectors/`, `audit/` live under it.
     pub data_dir: PathBuf,
@@ -61,6 +61,19 @@ pub struct ExecutorOptions {
     pub telemetry: Telemetry,
     /// The executor's principal (`Custos::Service`).
     pub principal: String,
+    /// What the audit log does to every record's context before chaining it (the server's
+    /// redaction rules); `None` keeps contexts as they are.
+    pub scrub: Option<custos_audit::Scrub>,
+}
+
+impl std::fmt::Debug for ExecutorOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutorOptions")
+            .field("data_dir", &self.data_dir)
+            .field("principal", &self.principal)
+            .field("scrub", &self.scrub.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The answer to a start request.
@@ -113,7 +126,11 @@ impl Executor {
     /// Opens the journal and the connectors of `options.data_dir`.
     pub fn open(options: ExecutorOptions) -> Result<Arc<Self>> {
         let journal = Journal::open(&journal_path(&options.data_dir))?;
-        let audit = Arc::new(AuditLog::open(&options.data_dir.join("audit"))?);
+        let mut audit = AuditLog::open(&options.data_dir.join("audit"))?;
+        if let Some(scrub) = options.scrub.clone() {
+            audit = audit.scrubbing(scrub);
+        }
+        let audit = Arc::new(audit);
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| Error::Telemetry(format!("cannot build an HTTP client: {e}")))?;

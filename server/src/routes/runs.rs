@@ -138,16 +138,30 @@ pub(crate) async fn get_run(
             return r;
         }
     }
-    lookup(found, || format!("no run `{id}`"))
+    lookup(&state, found, || format!("no run `{id}`"))
 }
 
-/// A journal lookup as a response: the record, a 404 saying what is missing, or the error.
+/// `t` as JSON with the redaction rules applied: the journal keeps the inputs a run needs to
+/// resume, the API serves them redacted like the spans.
+fn redacted<T: serde::Serialize>(state: &ApiState, t: T) -> Response {
+    match serde_json::to_value(t) {
+        Ok(mut v) => {
+            state.redactor.json(&mut v);
+            axum::Json(v).into_response()
+        }
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// A journal lookup as a response: the record (redacted), a 404 saying what is missing, or the
+/// error.
 fn lookup<T: serde::Serialize>(
+    state: &ApiState,
     found: custos_executor::Result<Option<T>>,
     missing: impl FnOnce() -> String,
 ) -> Response {
     match found {
-        Ok(Some(t)) => axum::Json(t).into_response(),
+        Ok(Some(t)) => redacted(state, t),
         Ok(None) => json_error(StatusCode::NOT_FOUND, missing()),
         Err(e) => json_error(status_of(&e), e.to_string()),
     }
@@ -205,7 +219,7 @@ pub(crate) async fn list_reviews(
         })
         .map(review_task)
         .collect();
-    axum::Json(custos_api::Reviews { reviews: visible }).into_response()
+    redacted(&state, custos_api::Reviews { reviews: visible })
 }
 
 /// `GET /api/reviews/{id}`, for callers who may `read_review` it.
@@ -234,7 +248,7 @@ pub(crate) async fn get_review(
     if let Err(r) = state.allow(&caller, op).await {
         return r;
     }
-    lookup(found.map(|t| t.map(review_task)), || {
+    lookup(&state, found.map(|t| t.map(review_task)), || {
         format!("no review task `{id}`")
     })
 }

@@ -193,3 +193,73 @@ async fn planted_values_are_redacted_before_any_byte_is_written() {
     check("after the flush");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_contexts_and_served_run_inputs_are_redacted_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let workflows = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/workflows");
+    let server = start_with(
+        dir.path(),
+        &format!("[rules]\nredaction = {REDACTION:?}\n[executor]\nworkflows = {workflows:?}\n"),
+    )
+    .await;
+    let api = server.api;
+    let (_, exec) = super::access::token(&server, "Custos::Service::\"executor\"", None).await;
+    // A caller's context is recorded as the policy read it, minus what the rules take out.
+    let res = super::bearer(&exec)
+        .post(format!("http://{api}/api/authorize"))
+        .json(&serde_json::json!({
+            "principal": "Custos::Service::\"executor\"",
+            "action": "execute",
+            "resource": "Custos::Connector::\"erp\"",
+            "context": {
+                "workflow": {"__entity": {"type": "Custos::Workflow", "id": "invoice-posting"}},
+                "confidence": "0.99", "amount_usd": "25.00", "human_approved": false,
+                "note": format!("pay {IBAN} for {EMAIL}"),
+            },
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(body["audit"]["seq"].is_u64(), "{status} {body}");
+    // A run's input is journaled as sent (it needs it to resume) and served redacted.
+    let started = super::authed(&server)
+        .post(format!("http://{api}/api/runs"))
+        .json(&serde_json::json!({
+            "workflow": "support-triage",
+            "input": {"email_id": "e-1", "subject": "refund", "body": format!("I am {EMAIL}, card {CARD}")},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let run: serde_json::Value = started.json().await.unwrap();
+    let id = run["run_id"].as_str().unwrap();
+    let got = super::authed(&server)
+        .get(format!("http://{api}/api/runs/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(got.contains("[CARD]") && got.contains("[EMAIL:"), "{got}");
+    assert!(!got.contains(EMAIL) && !got.contains(CARD), "{got}");
+    let records = std::fs::read_to_string(dir.path().join("audit/audit.jsonl")).unwrap();
+    assert!(
+        records.contains("[IBAN]"),
+        "the context is recorded: {records}"
+    );
+    for p in [EMAIL, IBAN, CARD] {
+        assert!(!records.contains(p), "`{p}` is in the audit log");
+    }
+    let verified = super::authed(&server)
+        .get(format!("http://{api}/api/audit/verify"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200, "{}", verified.text().await.unwrap());
+    server.shutdown().await.unwrap();
+}
