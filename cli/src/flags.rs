@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub use crate::cmd::redact::RedactCommand;
 pub use crate::cmd::review::ReviewCommand;
 pub use crate::cmd::token::TokenCommand;
 
@@ -93,6 +94,12 @@ pub enum Command {
     Token {
         #[command(subcommand)]
         what: TokenCommand,
+    },
+    /// Redaction rules: see what they change in an OTLP/JSON file before any data is sent
+    /// (docs/privacy.md).
+    Redact {
+        #[command(subcommand)]
+        what: RedactCommand,
     },
     /// Benchmarks.
     Bench {

@@ -62,6 +62,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Review { what } => cmd::review::run(what).await,
         Command::Audit { what } => cmd::audit::run(what).await,
         Command::Token { what } => cmd::token::run(what).await,
+        Command::Redact { what } => cmd::redact::run(what),
         Command::Bench { what } => cmd::bench::run(what).await,
     }
 }

@@ -13,6 +13,7 @@
 pub mod apply;
 mod detect;
 pub mod key;
+pub mod report;
 mod rules;
 
 pub use apply::Scope;

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod gate;
 pub mod metrics;
 pub mod policy;
+pub mod redact;
 pub mod review;
 pub mod run;
 pub mod serve;
