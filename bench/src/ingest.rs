@@ -28,6 +28,9 @@ pub struct BenchOptions {
     pub concurrency: usize,
     /// Data directory; a temporary one when `None`.
     pub data_dir: Option<PathBuf>,
+    /// Redaction rules for the server (`off` turns every detector off); `None`: the server's
+    /// default (`rules/redaction.yaml` when present, else the shipped detectors).
+    pub redaction: Option<String>,
 }
 
 /// Measured figures.
@@ -76,6 +79,8 @@ pub struct BenchReport {
 pub struct StageCosts {
     /// Protobuf decode of the export request.
     pub decode_us: f64,
+    /// Redaction of the decoded request with the server's rules.
+    pub redact_us: f64,
     /// Validation and normalization into an Arrow batch.
     pub normalize_us: f64,
     /// Arrow IPC encoding of the batch for the WAL.
@@ -87,7 +92,11 @@ pub struct StageCosts {
 }
 
 /// Times each stage over `pool`, single-threaded.
-fn stage_costs(pool: &[bytes::Bytes], spans_per_request: usize) -> Result<StageCosts> {
+fn stage_costs(
+    pool: &[bytes::Bytes],
+    spans_per_request: usize,
+    redactor: &custos_redact::Redactor,
+) -> Result<StageCosts> {
     let rounds = 4;
     let n = (pool.len() * rounds * spans_per_request) as f64;
     let mut decoded = Vec::with_capacity(pool.len());
@@ -105,6 +114,13 @@ fn stage_costs(pool: &[bytes::Bytes], spans_per_request: usize) -> Result<StageC
         }
     }
     let decode_us = t.elapsed().as_secs_f64() * 1e6 / n;
+    let mut copies: Vec<_> = (0..rounds).flat_map(|_| decoded.iter().cloned()).collect();
+    let t = Instant::now();
+    for req in &mut copies {
+        redactor.request(req);
+    }
+    let redact_us = t.elapsed().as_secs_f64() * 1e6 / n;
+    drop(copies);
     let mut batches = Vec::with_capacity(pool.len());
     let t = Instant::now();
     for _ in 0..rounds {
@@ -153,6 +169,7 @@ fn stage_costs(pool: &[bytes::Bytes], spans_per_request: usize) -> Result<StageC
     let _ = std::fs::remove_dir_all(&dir);
     Ok(StageCosts {
         decode_us,
+        redact_us,
         normalize_us,
         encode_us,
         wal_write_us,
@@ -225,7 +242,38 @@ impl Drop for Child {
     }
 }
 
-fn spawn_server(exe: &std::path::Path, dir: &std::path::Path) -> Result<Child> {
+/// The rules file the server is started with (`off`: one that turns every detector off, written
+/// into `dir`) and the same rules compiled, for the stage cost.
+fn redaction(
+    dir: &std::path::Path,
+    choice: Option<&str>,
+) -> Result<(Option<PathBuf>, custos_redact::Redactor)> {
+    let file = match choice {
+        Some("off") => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Task(format!("cannot create `{}`: {e}", dir.display())))?;
+            let p = dir.join("redaction-off.yaml");
+            std::fs::write(&p, custos_redact::off_rules())
+                .map_err(|e| Error::Task(format!("cannot write `{}`: {e}", p.display())))?;
+            Some(p)
+        }
+        Some(path) => Some(PathBuf::from(path)),
+        None => Some(PathBuf::from("rules/redaction.yaml")).filter(|p| p.is_file()),
+    };
+    let key = custos_redact::PseudonymKey::ephemeral().map_err(|e| Error::Task(e.to_string()))?;
+    let redactor = match &file {
+        Some(p) => custos_redact::Redactor::load(p, key),
+        None => custos_redact::Redactor::defaults(key),
+    }
+    .map_err(|e| Error::Task(e.to_string()))?;
+    Ok((file, redactor))
+}
+
+fn spawn_server(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    redaction: Option<&std::path::Path>,
+) -> Result<Child> {
     use std::io::BufRead as _;
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Task(format!("cannot create `{}`: {e}", dir.display())))?;
@@ -241,6 +289,12 @@ fn spawn_server(exe: &std::path::Path, dir: &std::path::Path) -> Result<Child> {
         .arg(dir.join("data"))
         .arg("--config")
         .arg(&config)
+        .args(
+            redaction
+                .map(|r| ["--redaction".as_ref(), r.as_os_str()])
+                .into_iter()
+                .flatten(),
+        )
         .args([
             "--otlp-grpc",
             "127.0.0.1:0",
@@ -386,7 +440,8 @@ pub async fn run(exe: &std::path::Path, options: BenchOptions) -> Result<BenchRe
         .collect();
     let wire_bytes_per_span =
         pool.iter().map(|b| b.len()).sum::<usize>() as f64 / (pool.len() * options.batch) as f64;
-    let stages = stage_costs(&pool, options.batch)?;
+    let (rules_file, redactor) = redaction(&dir, options.redaction.as_deref())?;
+    let stages = stage_costs(&pool, options.batch, &redactor)?;
 
     let policies = std::path::Path::new("rules/policy");
     let ingest_token = crate::token_for(
@@ -399,7 +454,7 @@ pub async fn run(exe: &std::path::Path, options: BenchOptions) -> Result<BenchRe
         policies,
         "Custos::Service::\"prometheus\"",
     )?;
-    let server = spawn_server(exe, &dir)?;
+    let server = spawn_server(exe, &dir, rules_file.as_deref())?;
     let pid = server.child.id().to_string();
     let requests = options.spans.div_ceil(options.batch);
     let client = reqwest::Client::builder()

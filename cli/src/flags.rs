@@ -499,6 +499,10 @@ pub enum BenchCommand {
         /// Data directory to keep (default: a temporary one, removed afterwards).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Redaction rules for the server, or `off` (every detector off) to measure what
+        /// redaction costs [default: rules/redaction.yaml if present].
+        #[arg(long)]
+        redaction: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

@@ -22,6 +22,22 @@ pub use rules::{RedactionFile, Redactor};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The names of the shipped detectors.
+pub fn detector_names() -> Vec<&'static str> {
+    detect::BUILTINS.iter().map(|b| b.name).collect()
+}
+
+/// A rules file that turns every shipped detector off and has no rules: redaction off, for
+/// deployments whose telemetry is scrubbed before it arrives (and for measuring what redaction
+/// costs).
+pub fn off_rules() -> String {
+    let mut s = String::from("version: custos/v1\ndetectors:\n");
+    for n in detector_names() {
+        s.push_str(&format!("  {n}: {{ enabled: false }}\n"));
+    }
+    s
+}
+
 /// Errors of redaction.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

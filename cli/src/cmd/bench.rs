@@ -46,8 +46,9 @@ pub async fn run(what: BenchCommand) -> Result<ExitCode> {
             batch,
             concurrency,
             data,
+            redaction,
             json,
-        } => bench_ingest(spans, batch, concurrency, data, json).await,
+        } => bench_ingest(spans, batch, concurrency, data, redaction, json).await,
     }
 }
 
@@ -163,6 +164,7 @@ async fn bench_ingest(
     batch: usize,
     concurrency: usize,
     data: Option<PathBuf>,
+    redaction: Option<String>,
     json: bool,
 ) -> Result<ExitCode> {
     if batch == 0 || spans == 0 || concurrency == 0 {
@@ -176,6 +178,7 @@ async fn bench_ingest(
             batch,
             concurrency,
             data_dir: data,
+            redaction,
         },
     )
     .await?;
@@ -218,8 +221,8 @@ async fn bench_ingest(
     println!("  peak memory       {:.0} MiB RSS (server)", r.peak_rss_mib);
     let st = &r.stages;
     println!(
-        "  stages (1 core)   decode {:.2} µs/span, normalize {:.2}, IPC encode {:.2}, WAL write {:.2}; one fsync {:.0} µs",
-        st.decode_us, st.normalize_us, st.encode_us, st.wal_write_us, st.fsync_us
+        "  stages (1 core)   decode {:.2} µs/span, redact {:.2}, normalize {:.2}, IPC encode {:.2}, WAL write {:.2}; one fsync {:.0} µs",
+        st.decode_us, st.redact_us, st.normalize_us, st.encode_us, st.wal_write_us, st.fsync_us
     );
     Ok(ExitCode::SUCCESS)
 }
