@@ -360,7 +360,7 @@ impl Redactor {
             out.push_str(&text[at..s]);
             match r.action {
                 Action::Hash => {
-                    let p = self.key.pseudonym(text[s..e].as_bytes());
+                    let p = self.key.pseudonym(&text.as_bytes()[s..e]);
                     out.push_str(&format!("[{}:{p}]", r.label));
                 }
                 _ => out.push_str(&format!("[{}]", r.label)),
@@ -377,10 +377,14 @@ impl Redactor {
 fn truncate_any(v: &mut AnyValue, max: usize) -> bool {
     match &mut v.value {
         Some(any_value::Value::StringValue(s)) => truncate(s, max),
-        Some(any_value::Value::ArrayValue(a)) => a
-            .values
-            .iter_mut()
-            .fold(false, |cut, e| truncate_any(e, max) || cut),
+        Some(any_value::Value::ArrayValue(a)) => {
+            // Every element is cut, so no short-circuit.
+            let mut cut = false;
+            for e in &mut a.values {
+                cut |= truncate_any(e, max);
+            }
+            cut
+        }
         _ => false,
     }
 }

@@ -249,7 +249,7 @@ pub(crate) fn luhn(m: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// ISO 13616: country, check digits and BBAN (spaces ignored), 15–34 characters, mod 97 = 1.
