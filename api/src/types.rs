@@ -54,6 +54,9 @@ pub struct Status {
     pub pending_reviews: Option<usize>,
     /// Values redacted before they were stored, since start.
     pub redactions: Option<u64>,
+    /// What encrypts the data directory at rest: `dm-crypt (dm-0)`, `declared: …`, or
+    /// `none detected`.
+    pub encryption_at_rest: Option<String>,
 }
 
 /// `POST /api/reload`: what the reload put in force.

@@ -8,7 +8,8 @@
 //! answer, no, costs one linear pass), then finds the matches of the patterns that did, keeps
 //! those their check accepts, prefers earlier rules where matches overlap, and replaces them.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -23,6 +24,34 @@ pub struct Scope<'a> {
     pub service: Option<&'a str>,
     /// The workflow the span belongs to (its attribute, else its resource's).
     pub workflow: Option<&'a str>,
+}
+
+/// What one export's walk remembers: keys repeat in every span and short values (`chat`,
+/// `gpt-4o-mini`) in many, so each is matched once per export. Bounded, so a hostile export of
+/// distinct keys costs no more than a walk without it.
+#[derive(Default)]
+struct Memo {
+    /// A key's matching key rules (file order, before scopes) and whether it is exempt.
+    keys: HashMap<String, (Vec<usize>, bool)>,
+    /// Short values no pattern matches at all.
+    clean: HashSet<String>,
+}
+
+const MEMO_ENTRIES: usize = 4096;
+const MEMO_VALUE_BYTES: usize = 64;
+
+/// The scope of the values being walked and the walk's memo.
+struct Walk<'a> {
+    scope: Scope<'a>,
+    memo: &'a RefCell<Memo>,
+}
+
+/// What the key rules say about one key.
+struct KeyHit {
+    /// The first key rule that matches and applies.
+    rule: Option<usize>,
+    /// Whether detectors leave its values alone.
+    exempt: bool,
 }
 
 /// What a scan found.
@@ -94,48 +123,68 @@ fn truncate(s: &mut String, max: usize) -> bool {
 impl Redactor {
     /// Redacts an export in place.
     pub fn request(&self, req: &mut ExportTraceServiceRequest) {
+        if self.is_off() {
+            return;
+        }
+        let memo = RefCell::new(Memo::default());
         for rs in &mut req.resource_spans {
             let res_attrs = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
             let service = string_attr(res_attrs, custos_schema::SERVICE_NAME_KEY);
             let res_workflow = workflow_of(res_attrs);
-            let scope = Scope {
-                service: service.as_deref(),
-                workflow: res_workflow.as_deref(),
+            let w = Walk {
+                scope: Scope {
+                    service: service.as_deref(),
+                    workflow: res_workflow.as_deref(),
+                },
+                memo: &memo,
             };
             if let Some(r) = &mut rs.resource {
-                self.attributes(&mut r.attributes, &scope);
+                self.attributes(&mut r.attributes, &w);
             }
             for ss in &mut rs.scope_spans {
                 if let Some(s) = &mut ss.scope {
-                    self.attributes(&mut s.attributes, &scope);
+                    self.attributes(&mut s.attributes, &w);
                 }
                 for span in &mut ss.spans {
                     let workflow = workflow_of(&span.attributes);
-                    let scope = Scope {
-                        service: service.as_deref(),
-                        workflow: workflow.as_deref().or(res_workflow.as_deref()),
+                    let w = Walk {
+                        scope: Scope {
+                            service: service.as_deref(),
+                            workflow: workflow.as_deref().or(res_workflow.as_deref()),
+                        },
+                        memo: &memo,
                     };
-                    self.text_in_place(&mut span.name, &scope);
+                    self.text_in_place(&mut span.name, &w);
                     if let Some(st) = &mut span.status {
-                        self.text_in_place(&mut st.message, &scope);
+                        self.text_in_place(&mut st.message, &w);
                     }
-                    self.attributes(&mut span.attributes, &scope);
+                    self.attributes(&mut span.attributes, &w);
                     for e in &mut span.events {
-                        self.text_in_place(&mut e.name, &scope);
-                        self.attributes(&mut e.attributes, &scope);
+                        self.text_in_place(&mut e.name, &w);
+                        self.attributes(&mut e.attributes, &w);
                     }
                     for l in &mut span.links {
-                        self.attributes(&mut l.attributes, &scope);
+                        self.attributes(&mut l.attributes, &w);
                     }
                 }
             }
         }
     }
 
+    /// Whether nothing can match: every detector off and no rules.
+    pub fn is_off(&self) -> bool {
+        self.value_rules.is_empty() && self.key_rules.is_empty()
+    }
+
     /// `text` with what the rules find in it replaced (rules scoped to a service or workflow do
     /// not apply): for messages that may quote a client's data.
     pub fn text(&self, text: &str) -> String {
-        match self.scan(text, &Scope::default()) {
+        let memo = RefCell::new(Memo::default());
+        let w = Walk {
+            scope: Scope::default(),
+            memo: &memo,
+        };
+        match self.scan(text, &w) {
             Scan::Unchanged => text.to_string(),
             Scan::Replaced(s) | Scan::Drop(s) => s,
         }
@@ -152,13 +201,17 @@ impl Redactor {
     /// Redacts JSON in place: object keys are matched by the key rules (the key alone, at any
     /// depth), strings are scanned. Rules scoped to a service or workflow do not apply.
     pub fn json(&self, v: &mut Value) {
-        let scope = Scope::default();
-        self.json_in(v, &scope);
+        let memo = RefCell::new(Memo::default());
+        let w = Walk {
+            scope: Scope::default(),
+            memo: &memo,
+        };
+        self.json_in(v, &w);
     }
 
-    fn json_in(&self, v: &mut Value, scope: &Scope<'_>) -> bool {
+    fn json_in(&self, v: &mut Value, w: &Walk<'_>) -> bool {
         match v {
-            Value::String(s) => match self.scan(s, scope) {
+            Value::String(s) => match self.scan(s, w) {
                 Scan::Unchanged => true,
                 Scan::Replaced(n) => {
                     *s = n;
@@ -166,12 +219,12 @@ impl Redactor {
                 }
                 Scan::Drop(_) => false,
             },
-            Value::Array(items) => items.iter_mut().all(|i| self.json_in(i, scope)),
+            Value::Array(items) => items.iter_mut().all(|i| self.json_in(i, w)),
             Value::Object(map) => {
                 let keys: Vec<String> = map.keys().cloned().collect();
                 for k in keys {
                     let keep = match map.get_mut(&k) {
-                        Some(val) => self.json_entry(&k, val, scope),
+                        Some(val) => self.json_entry(&k, val, w),
                         None => true,
                     };
                     if !keep {
@@ -185,8 +238,9 @@ impl Redactor {
     }
 
     /// One object entry; false when it must go.
-    fn json_entry(&self, key: &str, val: &mut Value, scope: &Scope<'_>) -> bool {
-        if let Some(i) = self.key_rule(key, scope) {
+    fn json_entry(&self, key: &str, val: &mut Value, w: &Walk<'_>) -> bool {
+        let hit = self.key_rule(key, w);
+        if let Some(i) = hit.rule {
             let r = &self.key_rules[i];
             let counted = self.value_rules.len() + i;
             match r.action {
@@ -216,30 +270,52 @@ impl Redactor {
                     }
                 }
             }
-        } else if self.exempt.contains(key) {
+        } else if hit.exempt {
             return true;
         }
-        self.json_in(val, scope)
+        self.json_in(val, w)
     }
 
-    /// The first key rule for `key` that applies under `scope`.
-    fn key_rule(&self, key: &str, scope: &Scope<'_>) -> Option<usize> {
-        if self.key_rules.is_empty() {
-            return None;
+    /// The first key rule for `key` that applies in the walk's scope, and whether `key` is
+    /// exempt; matched once per key and export.
+    fn key_rule(&self, key: &str, w: &Walk<'_>) -> KeyHit {
+        let mut memo = w.memo.borrow_mut();
+        if !memo.keys.contains_key(key) {
+            let rules: Vec<usize> = if self.key_rules.is_empty() {
+                Vec::new()
+            } else {
+                self.keys.matches(key).iter().collect()
+            };
+            let exempt = self.exempt.contains(key);
+            if memo.keys.len() >= MEMO_ENTRIES {
+                let rule = rules
+                    .into_iter()
+                    .find(|&i| self.key_rules[i].applies.to(&w.scope));
+                return KeyHit { rule, exempt };
+            }
+            memo.keys.insert(key.to_string(), (rules, exempt));
         }
-        self.keys
-            .matches(key)
-            .iter()
-            .find(|&i| self.key_rules[i].applies.to(scope))
+        let (rules, exempt) = memo
+            .keys
+            .get(key)
+            .map_or((&[][..], false), |(r, e)| (&r[..], *e));
+        KeyHit {
+            rule: rules
+                .iter()
+                .copied()
+                .find(|&i| self.key_rules[i].applies.to(&w.scope)),
+            exempt,
+        }
     }
 
-    fn attributes(&self, attrs: &mut Vec<KeyValue>, scope: &Scope<'_>) {
-        attrs.retain_mut(|kv| self.attribute(kv, scope));
+    fn attributes(&self, attrs: &mut Vec<KeyValue>, w: &Walk<'_>) {
+        attrs.retain_mut(|kv| self.attribute(kv, w));
     }
 
     /// One attribute; false when it must go.
-    fn attribute(&self, kv: &mut KeyValue, scope: &Scope<'_>) -> bool {
-        if let Some(i) = self.key_rule(&kv.key, scope) {
+    fn attribute(&self, kv: &mut KeyValue, w: &Walk<'_>) -> bool {
+        let hit = self.key_rule(&kv.key, w);
+        if let Some(i) = hit.rule {
             let r = &self.key_rules[i];
             let counted = self.value_rules.len() + i;
             match r.action {
@@ -266,19 +342,19 @@ impl Redactor {
                     }
                 }
             }
-        } else if self.exempt.contains(&kv.key) {
+        } else if hit.exempt {
             return true;
         }
         match &mut kv.value {
-            Some(v) => self.any_value(v, scope),
+            Some(v) => self.any_value(v, w),
             None => true,
         }
     }
 
     /// Scans every string in `v`; false when a `drop` rule matched.
-    fn any_value(&self, v: &mut AnyValue, scope: &Scope<'_>) -> bool {
+    fn any_value(&self, v: &mut AnyValue, w: &Walk<'_>) -> bool {
         match &mut v.value {
-            Some(any_value::Value::StringValue(s)) => match self.scan(s, scope) {
+            Some(any_value::Value::StringValue(s)) => match self.scan(s, w) {
                 Scan::Unchanged => true,
                 Scan::Replaced(n) => {
                     *s = n;
@@ -287,17 +363,17 @@ impl Redactor {
                 Scan::Drop(_) => false,
             },
             Some(any_value::Value::ArrayValue(a)) => {
-                a.values.iter_mut().all(|e| self.any_value(e, scope))
+                a.values.iter_mut().all(|e| self.any_value(e, w))
             }
             Some(any_value::Value::KvlistValue(l)) => {
-                self.attributes(&mut l.values, scope);
+                self.attributes(&mut l.values, w);
                 true
             }
             Some(any_value::Value::BytesValue(b)) => {
                 let Ok(text) = std::str::from_utf8(b) else {
                     return true;
                 };
-                match self.scan(text, scope) {
+                match self.scan(text, w) {
                     Scan::Unchanged => true,
                     Scan::Replaced(n) => {
                         *b = n.into_bytes();
@@ -311,22 +387,33 @@ impl Redactor {
     }
 
     /// A span name, event name or status message: a `drop` leaves the label.
-    fn text_in_place(&self, s: &mut String, scope: &Scope<'_>) {
-        match self.scan(s, scope) {
+    fn text_in_place(&self, s: &mut String, w: &Walk<'_>) {
+        match self.scan(s, w) {
             Scan::Unchanged => {}
             Scan::Replaced(n) | Scan::Drop(n) => *s = n,
         }
     }
 
-    fn scan(&self, text: &str, scope: &Scope<'_>) -> Scan {
-        if text.is_empty() || !self.values.is_match(text) {
+    fn scan(&self, text: &str, w: &Walk<'_>) -> Scan {
+        if text.is_empty() {
+            return Scan::Unchanged;
+        }
+        let short = text.len() <= MEMO_VALUE_BYTES;
+        if short && w.memo.borrow().clean.contains(text) {
+            return Scan::Unchanged;
+        }
+        if !self.values.is_match(text) {
+            let mut memo = w.memo.borrow_mut();
+            if short && memo.clean.len() < MEMO_ENTRIES {
+                memo.clean.insert(text.to_string());
+            }
             return Scan::Unchanged;
         }
         // Matches by preference (rule order), kept where they overlap nothing preferred.
         let mut kept: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
         for i in self.values.matches(text).iter() {
             let r = &self.value_rules[i];
-            if !r.applies.to(scope) {
+            if !r.applies.to(&w.scope) {
                 continue;
             }
             for c in r.regex.captures_iter(text) {

@@ -366,3 +366,26 @@ proptest! {
         let _ = r.text(&t);
     }
 }
+
+#[test]
+fn the_off_rules_change_nothing() {
+    let r = Redactor::parse(
+        &custos_redact::off_rules(),
+        "off.yaml",
+        PseudonymKey::ephemeral().unwrap(),
+    )
+    .unwrap();
+    assert!(r.is_off());
+    let text = format!("mail ana@example.com card {CARD} key {KEY}");
+    assert_eq!(r.text(&text), text);
+    let mut req = export(
+        "svc",
+        vec![Span {
+            name: text.clone(),
+            ..Default::default()
+        }],
+    );
+    r.request(&mut req);
+    assert_eq!(req.resource_spans[0].scope_spans[0].spans[0].name, text);
+    assert!(!shipped().is_off());
+}

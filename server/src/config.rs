@@ -332,6 +332,10 @@ pub struct StoreConfig {
     pub target_file_mib: Option<u64>,
     /// Delete spans older than this many days (default: keep everything).
     pub retention_days: Option<u32>,
+    /// What encrypts the data directory's volume when custos cannot see it (a cloud provider's
+    /// encrypted volume: `"aws-ebs-kms"`); without it the server detects dm-crypt (LUKS) and
+    /// warns when it finds none. docs/privacy.md.
+    pub encryption_at_rest: Option<String>,
 }
 
 /// `[query]`: SQL limits.
@@ -367,6 +371,8 @@ pub struct ServerOptions {
     pub auth: AuthOptions,
     /// TLS.
     pub tls: TlsOptions,
+    /// `[store] encryption_at_rest`: a declared volume encryption.
+    pub encryption_at_rest: Option<String>,
 }
 
 fn addr(field: &str, v: Option<&str>, default: &str) -> Result<SocketAddr> {
@@ -431,6 +437,14 @@ impl Config {
             executor: self.executor.validate()?,
             auth: self.auth.validate()?,
             tls: self.tls.validate()?,
+            encryption_at_rest: match self.store.encryption_at_rest.as_deref().map(str::trim) {
+                Some("") => {
+                    return Err(Error::Config(
+                        "`store.encryption_at_rest` must say what encrypts the volume (e.g. `aws-ebs-kms`), or be left out".into(),
+                    ));
+                }
+                other => other.map(str::to_string),
+            },
         })
     }
 }

@@ -7,6 +7,7 @@
 //! requests in flight, flush the memtable). Decide-and-record, the deploy gate and the audit report
 //! are `custos-governance`'s; the server runs them on its store (`gate_offline`, `report_offline`).
 
+mod at_rest;
 mod auth;
 pub mod config;
 mod loopback;

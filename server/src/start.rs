@@ -42,6 +42,8 @@ pub(crate) struct ApiState {
     pub(crate) reloading: std::sync::Mutex<()>,
     /// The redaction rules every export goes through (and audit contexts, and run inputs).
     pub(crate) redactor: Arc<custos_redact::Redactor>,
+    /// What encrypts the data directory at rest, as found at start.
+    pub(crate) at_rest: crate::at_rest::AtRest,
     /// The latest background SLO evaluation, for `/metrics`.
     pub(crate) slo_report: std::sync::Mutex<Option<SloReport>>,
     pub(crate) store: Store,
@@ -276,6 +278,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         rules,
         reloading: std::sync::Mutex::new(()),
         redactor,
+        at_rest: at_rest(&options),
         slo_report: std::sync::Mutex::new(None),
         store: store.clone(),
         registry,
@@ -301,6 +304,27 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         tasks,
         runner,
     })
+}
+
+/// What encrypts the data directory at rest, said once in the log.
+fn at_rest(options: &ServerOptions) -> crate::at_rest::AtRest {
+    use crate::at_rest::AtRest;
+    let found = crate::at_rest::check(
+        &options.store.data_dir,
+        options.encryption_at_rest.as_deref(),
+    );
+    match &found {
+        AtRest::DmCrypt { device } => {
+            tracing::info!(%device, "the data directory is on a dm-crypt volume");
+        }
+        AtRest::Declared(what) => {
+            tracing::info!(%what, "the data directory's volume is declared encrypted at rest");
+        }
+        AtRest::None => tracing::warn!(
+            "no encryption at rest found for the data directory: put it on an encrypted volume (LUKS), or declare the platform's with `[store] encryption_at_rest` (docs/privacy.md)"
+        ),
+    }
+    found
 }
 
 /// The authenticator over the data directory's tokens, the policies that decide access, and the

@@ -52,6 +52,7 @@ pub(crate) async fn api_status(State(state): State<Arc<ApiState>>, caller: Calle
             .map(|r| r.workflows().keys().cloned().collect()),
         pending_reviews,
         redactions: Some(state.redactor.counts().total()),
+        encryption_at_rest: Some(state.at_rest.describe()),
     };
     axum::Json(body).into_response()
 }

@@ -263,3 +263,46 @@ async fn audit_contexts_and_served_run_inputs_are_redacted_too() {
     assert_eq!(verified.status(), 200, "{}", verified.text().await.unwrap());
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_says_what_encrypts_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(
+        dir.path(),
+        "[store]\nencryption_at_rest = \"test-volume-kms\"\n",
+    )
+    .await;
+    let status: serde_json::Value = super::authed(&server)
+        .get(format!("http://{}/api/status", server.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["encryption_at_rest"], "declared: test-volume-kms");
+    server.shutdown().await.unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let server = start_with(other.path(), "").await;
+    let status: serde_json::Value = super::authed(&server)
+        .get(format!("http://{}/api/status", server.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let found = status["encryption_at_rest"].as_str().unwrap();
+    assert!(
+        found == "none detected" || found.starts_with("dm-crypt ("),
+        "{found}"
+    );
+    server.shutdown().await.unwrap();
+    let config: custos_server::Config =
+        toml::from_str("[store]\nencryption_at_rest = \" \"\n").unwrap();
+    let e = config.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("`store.encryption_at_rest` must say what encrypts"),
+        "{e}"
+    );
+}
