@@ -73,7 +73,13 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
             .map_err(|e| UserError(e.to_string()))?;
     }
     let data_dir = options.store.data_dir.clone();
-    let server = custos_server::start(options).await?;
+    // Rules and configuration that do not load are the user's to fix (exit 2), like a bad flag.
+    let server = custos_server::start(options).await.map_err(|e| match e {
+        custos_server::Error::Config(_)
+        | custos_server::Error::Policy(_)
+        | custos_server::Error::Redact(_) => anyhow::Error::new(UserError(e.to_string())),
+        other => anyhow::Error::new(other),
+    })?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

@@ -52,6 +52,29 @@ fn redact_test_prints_what_the_rules_change_and_rule_errors_name_the_field() {
         err.contains("bad.yaml`: rules[0] (`tickets`), field `pattern`: regex parse error"),
         "{err}"
     );
+    // A server does not start on it either, and says why the same way.
+    let data = dir.path().join("data");
+    let (code, _, err) = run_in(
+        &repo(),
+        &[
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--redaction",
+            bad.to_str().unwrap(),
+            "--otlp-grpc",
+            "127.0.0.1:0",
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("rules[0] (`tickets`), field `pattern`"),
+        "{err}"
+    );
     let (code, _, err) = run_in(&repo(), &["redact", "test", "Cargo.toml"]);
     assert_eq!(code, Some(2));
     assert!(
