@@ -54,6 +54,22 @@ struct KeyHit {
     exempt: bool,
 }
 
+/// What the key rules do to one value.
+enum KeyStep<'r> {
+    /// Remove it.
+    Drop,
+    /// Replace it with this (a mask's label).
+    Replace(String),
+    /// Replace it with its pseudonym under this label.
+    Hash(&'r str),
+    /// Cut it to `max` bytes (counted under `counted` if it was longer), then scan the rest.
+    Truncate { max: usize, counted: usize },
+    /// Leave it alone: an exempt key.
+    Keep,
+    /// No key rule: scan it.
+    Scan,
+}
+
 /// What a scan found.
 enum Scan {
     Unchanged,
@@ -237,41 +253,60 @@ impl Redactor {
         }
     }
 
-    /// One object entry; false when it must go.
-    fn json_entry(&self, key: &str, val: &mut Value, w: &Walk<'_>) -> bool {
+    /// What the key rules do to a value under `key`, counted; the caller applies it to its own
+    /// representation (OTLP or JSON).
+    fn key_step(&self, key: &str, w: &Walk<'_>) -> KeyStep<'_> {
         let hit = self.key_rule(key, w);
-        if let Some(i) = hit.rule {
-            let r = &self.key_rules[i];
-            let counted = self.value_rules.len() + i;
-            match r.action {
-                Action::Drop => {
-                    self.counts.add(counted, Action::Drop);
-                    return false;
-                }
-                Action::Mask => {
-                    self.counts.add(counted, Action::Mask);
-                    *val = Value::String(format!("[{}]", r.label));
-                    return true;
-                }
-                Action::Hash => {
-                    self.counts.add(counted, Action::Hash);
-                    let bytes = match &*val {
-                        Value::String(s) => s.as_bytes().to_vec(),
-                        other => other.to_string().into_bytes(),
-                    };
-                    *val = Value::String(format!("[{}:{}]", r.label, self.key.pseudonym(&bytes)));
-                    return true;
-                }
-                Action::Truncate => {
-                    if let Value::String(s) = val
-                        && truncate(s, r.max_bytes)
-                    {
-                        self.counts.add(counted, Action::Truncate);
-                    }
+        let Some(i) = hit.rule else {
+            return if hit.exempt {
+                KeyStep::Keep
+            } else {
+                KeyStep::Scan
+            };
+        };
+        let r = &self.key_rules[i];
+        let counted = self.value_rules.len() + i;
+        match r.action {
+            Action::Truncate => KeyStep::Truncate {
+                max: r.max_bytes,
+                counted,
+            },
+            action => {
+                self.counts.add(counted, action);
+                match action {
+                    Action::Drop => KeyStep::Drop,
+                    Action::Hash => KeyStep::Hash(&r.label),
+                    _ => KeyStep::Replace(format!("[{}]", r.label)),
                 }
             }
-        } else if hit.exempt {
-            return true;
+        }
+    }
+
+    /// One object entry; false when it must go.
+    fn json_entry(&self, key: &str, val: &mut Value, w: &Walk<'_>) -> bool {
+        match self.key_step(key, w) {
+            KeyStep::Drop => return false,
+            KeyStep::Keep => return true,
+            KeyStep::Replace(s) => {
+                *val = Value::String(s);
+                return true;
+            }
+            KeyStep::Hash(label) => {
+                let bytes = match &*val {
+                    Value::String(s) => s.as_bytes().to_vec(),
+                    other => other.to_string().into_bytes(),
+                };
+                *val = Value::String(format!("[{label}:{}]", self.key.pseudonym(&bytes)));
+                return true;
+            }
+            KeyStep::Truncate { max, counted } => {
+                if let Value::String(s) = val
+                    && truncate(s, max)
+                {
+                    self.counts.add(counted, Action::Truncate);
+                }
+            }
+            KeyStep::Scan => {}
         }
         self.json_in(val, w)
     }
@@ -314,36 +349,26 @@ impl Redactor {
 
     /// One attribute; false when it must go.
     fn attribute(&self, kv: &mut KeyValue, w: &Walk<'_>) -> bool {
-        let hit = self.key_rule(&kv.key, w);
-        if let Some(i) = hit.rule {
-            let r = &self.key_rules[i];
-            let counted = self.value_rules.len() + i;
-            match r.action {
-                Action::Drop => {
-                    self.counts.add(counted, Action::Drop);
-                    return false;
-                }
-                Action::Mask => {
-                    self.counts.add(counted, Action::Mask);
-                    kv.value = Some(string_value(format!("[{}]", r.label)));
-                    return true;
-                }
-                Action::Hash => {
-                    self.counts.add(counted, Action::Hash);
-                    let p = self.key.pseudonym(&canonical(kv.value.as_ref()));
-                    kv.value = Some(string_value(format!("[{}:{p}]", r.label)));
-                    return true;
-                }
-                Action::Truncate => {
-                    if let Some(v) = &mut kv.value
-                        && truncate_any(v, r.max_bytes)
-                    {
-                        self.counts.add(counted, Action::Truncate);
-                    }
+        match self.key_step(&kv.key, w) {
+            KeyStep::Drop => return false,
+            KeyStep::Keep => return true,
+            KeyStep::Replace(s) => {
+                kv.value = Some(string_value(s));
+                return true;
+            }
+            KeyStep::Hash(label) => {
+                let p = self.key.pseudonym(&canonical(kv.value.as_ref()));
+                kv.value = Some(string_value(format!("[{label}:{p}]")));
+                return true;
+            }
+            KeyStep::Truncate { max, counted } => {
+                if let Some(v) = &mut kv.value
+                    && truncate_any(v, max)
+                {
+                    self.counts.add(counted, Action::Truncate);
                 }
             }
-        } else if hit.exempt {
-            return true;
+            KeyStep::Scan => {}
         }
         match &mut kv.value {
             Some(v) => self.any_value(v, w),
