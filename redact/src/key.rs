@@ -85,8 +85,13 @@ impl PseudonymKey {
     fn create(path: &Path) -> Result<Self> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| key_err(path, format!("no randomness: {e}")))?;
-        write_private(path, format!("{}\n", hex::encode(bytes)).as_bytes())?;
-        Ok(Self::from_bytes(&bytes))
+        if write_private(path, format!("{}\n", hex::encode(bytes)).as_bytes())? {
+            return Ok(Self::from_bytes(&bytes));
+        }
+        // Another process made it first: use theirs.
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| key_err(path, format!("cannot read: {e}")))?;
+        Self::parse(path, &text)
     }
 
     /// The pseudonym of `value`: 16 hex digits.
@@ -96,15 +101,22 @@ impl PseudonymKey {
     }
 }
 
-/// Writes `bytes` to a new file only its owner can read, in a folder only its owner can enter.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` only if it does not exist, readable by its owner only, in a folder
+/// only its owner can enter: written and synced under a temporary name, then linked into place
+/// (a link never replaces a file), so a crash leaves either no key or a whole one. Returns false
+/// when `path` already existed.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<bool> {
     let dir: PathBuf = path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&dir).map_err(|e| key_err(path, format!("cannot create: {e}")))?;
+    // A name of its own for each attempt: processes and threads may race to make the key.
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(|e| key_err(path, format!("no randomness: {e}")))?;
+    let tmp = dir.join(format!(".pseudonym.key.{}.tmp", hex::encode(nonce)));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -112,11 +124,24 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
     }
     let mut f = options
-        .open(path)
-        .map_err(|e| key_err(path, format!("cannot create: {e}")))?;
+        .open(&tmp)
+        .map_err(|e| key_err(&tmp, format!("cannot create: {e}")))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
-        .map_err(|e| key_err(path, format!("cannot write: {e}")))
+        .map_err(|e| key_err(&tmp, format!("cannot write: {e}")))?;
+    drop(f);
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| key_err(path, format!("cannot sync the folder: {e}")))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(key_err(path, format!("cannot create: {e}"))),
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +175,27 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(!format!("{k:?}").contains(&k.pseudonym(b"")));
+    }
+
+    #[test]
+    fn processes_racing_to_make_the_key_end_with_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| PseudonymKey::open(dir.path()).unwrap().pseudonym(b"x")))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(keys.windows(2).all(|w| w[0] == w[1]), "{keys:?}");
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("redaction"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            [std::ffi::OsString::from("pseudonym.key")],
+            "no temporary files left"
+        );
     }
 
     #[test]
