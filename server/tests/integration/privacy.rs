@@ -24,6 +24,18 @@ const BEARER: &str = "q9Vx3Lr8Tz2Kp5Wm7Ys4";
 /// Look-alikes that must stay: an order number failing Luhn, a date, an amount.
 const ORDER: &str = "order 4111111111111112 of 2026-12-01 for EUR 1 234 567.89";
 
+/// The body of an admin's `GET path` on the API.
+async fn api_get(server: &custos_server::RunningServer, path: &str) -> String {
+    super::authed(server)
+        .get(format!("http://{}{path}", server.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Every file under `dir`, as text: Parquet files decoded (their pages are compressed), others
 /// as their bytes.
 fn every_file_as_text(dir: &Path) -> Vec<(String, String)> {
@@ -151,14 +163,7 @@ async fn planted_values_are_redacted_before_any_byte_is_written() {
         assert_eq!(r["to"], email.as_str());
     }
     // Counted by rule and action, never logged.
-    let metrics = super::authed(&server)
-        .get(format!("http://{}/metrics", server.api))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api_get(&server, "/metrics").await;
     assert!(
         metrics.contains("custos_redactions_total{rule=\"email\",action=\"hash\"} 8"),
         "{metrics}"
@@ -237,14 +242,7 @@ async fn audit_contexts_and_served_run_inputs_are_redacted_too() {
     assert_eq!(started.status(), 202);
     let run: serde_json::Value = started.json().await.unwrap();
     let id = run["run_id"].as_str().unwrap();
-    let got = super::authed(&server)
-        .get(format!("http://{api}/api/runs/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let got = api_get(&server, &format!("/api/runs/{id}")).await;
     assert!(got.contains("[CARD]") && got.contains("[EMAIL:"), "{got}");
     assert!(!got.contains(EMAIL) && !got.contains(CARD), "{got}");
     let records = std::fs::read_to_string(dir.path().join("audit/audit.jsonl")).unwrap();
@@ -272,26 +270,14 @@ async fn the_status_says_what_encrypts_the_data_directory() {
         "[store]\nencryption_at_rest = \"test-volume-kms\"\n",
     )
     .await;
-    let status: serde_json::Value = super::authed(&server)
-        .get(format!("http://{}/api/status", server.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&api_get(&server, "/api/status").await).unwrap();
     assert_eq!(status["encryption_at_rest"], "declared: test-volume-kms");
     server.shutdown().await.unwrap();
     let other = tempfile::tempdir().unwrap();
     let server = start_with(other.path(), "").await;
-    let status: serde_json::Value = super::authed(&server)
-        .get(format!("http://{}/api/status", server.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&api_get(&server, "/api/status").await).unwrap();
     let found = status["encryption_at_rest"].as_str().unwrap();
     assert!(
         found == "none detected" || found.starts_with("dm-crypt ("),
