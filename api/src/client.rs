@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::types::{
-    AuditRecord, CreateToken, Decided, Reloaded, ReviewDecision, ReviewTask, Reviews, SqlRequest,
-    StartRun, Started, Status, TokenCreated, Tokens, Verification, WhoAmI,
+    AuditRecord, CreateToken, Decided, EraseRequest, Erased, Reloaded, ReviewDecision, ReviewTask,
+    Reviews, SqlRequest, StartRun, Started, Status, TokenCreated, Tokens, Verification, WhoAmI,
 };
 use crate::{Error, Result};
 
@@ -204,6 +204,11 @@ impl Client {
     /// `POST /api/reload`: the policies and workflows reloaded from the server's files.
     pub async fn reload(&self) -> Result<Reloaded> {
         self.post(&["reload"], &serde_json::json!({})).await
+    }
+
+    /// `POST /api/erase`.
+    pub async fn erase(&self, req: &EraseRequest) -> Result<Erased> {
+        self.post(&["erase"], req).await
     }
 
     /// `GET /api/status`.

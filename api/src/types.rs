@@ -70,6 +70,48 @@ pub struct Reloaded {
     pub workflow_change: Option<ChangeRecord>,
 }
 
+/// `POST /api/erase`: which spans (and the runs they belong to) to erase. Exactly one of
+/// `where` and `person`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EraseRequest {
+    /// A SQL condition over the `spans` columns as readers see them (pseudonyms, not the values
+    /// they replaced): `attributes['ticket.id'] = 'T-1'`.
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub where_: Option<String>,
+    /// One person's value as the automation sent it (`u-123`, `ana@example.com`): every span,
+    /// run and connector line holding it or its pseudonym.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
+    /// Remove the replaced files at once instead of after the grace period (for an operator who
+    /// knows no query is reading them).
+    #[serde(default)]
+    pub now: bool,
+}
+
+/// What an erasure did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Erased {
+    /// Spans deleted.
+    pub spans: u64,
+    /// Data files rewritten without them.
+    pub files_rewritten: usize,
+    /// When the replaced files leave the disk (RFC 3339); `None` when they already have.
+    pub purge_due: Option<String>,
+    /// Runs whose journaled data (input, outputs, reviews, connector lines) was cleared.
+    pub runs: Vec<String>,
+    /// Selected runs still running, left as they are: erase again once they finish.
+    pub runs_active: Vec<String>,
+    /// Review tasks cleared.
+    pub reviews: usize,
+    /// Local connectors' lines cleared.
+    pub connector_records: usize,
+    /// The audit record of the erasure.
+    pub audit_seq: u64,
+    /// The selection as recorded: its literal values replaced by pseudonyms.
+    pub recorded_as: String,
+}
+
 /// A change record of a reload.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChangeRecord {

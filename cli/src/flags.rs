@@ -95,6 +95,10 @@ pub enum Command {
         #[command(subcommand)]
         what: TokenCommand,
     },
+    /// Erase one person's data (`--person VALUE`) or chosen spans (`--where CONDITION`) from the
+    /// table, the WAL, the executor's journal and the connectors' files; recorded in the audit
+    /// log with the values as pseudonyms (docs/privacy.md).
+    Erase(crate::cmd::erase::EraseArgs),
     /// Redaction rules: see what they change in an OTLP/JSON file before any data is sent
     /// (docs/privacy.md).
     Redact {

@@ -63,6 +63,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit { what } => cmd::audit::run(what).await,
         Command::Token { what } => cmd::token::run(what).await,
         Command::Redact { what } => cmd::redact::run(what),
+        Command::Erase(a) => cmd::erase::run(a).await,
         Command::Bench { what } => cmd::bench::run(what).await,
     }
 }

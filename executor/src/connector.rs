@@ -90,9 +90,50 @@ impl Connectors {
         }
     }
 
+    /// Connectors for working on the local connectors' files only (erasure by the CLI).
+    pub fn for_files(dir: &Path) -> crate::Result<Self> {
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| crate::Error::Telemetry(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Self::new(dir, http))
+    }
+
     /// The file of a local connector's effects.
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.jsonl"))
+    }
+
+    /// Clears the payload of `runs`' lines in every local connector's file (see
+    /// [`crate::erase`]); calls wait meanwhile, and each connector re-reads its file on its next
+    /// call. Returns the number of lines cleared.
+    pub async fn forget(&self, runs: &std::collections::BTreeSet<String>) -> crate::Result<usize> {
+        let mut all = self.local.lock().await;
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => {
+                return Err(crate::Error::Journal(format!(
+                    "cannot list `{}`: {e}",
+                    self.dir.display()
+                )));
+            }
+        };
+        let mut total = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".jsonl"))
+            else {
+                continue;
+            };
+            total += crate::erase::forget_lines(&path, runs).map_err(|e| {
+                crate::Error::Journal(format!("cannot rewrite `{}`: {e}", path.display()))
+            })?;
+            all.remove(name);
+        }
+        Ok(total)
     }
 
     /// Makes a call: rate limit, breaker, then the connector.

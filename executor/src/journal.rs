@@ -26,8 +26,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -162,6 +162,10 @@ pub struct RunRecord {
     /// Runs assigned to a canary version, by step.
     #[serde(default)]
     pub canary: BTreeMap<String, bool>,
+    /// When the run's data (input, outputs, effects' answers, error) was erased, by an erasure
+    /// or the journal's retention (ms since the epoch); what remains is how the run went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased_ms: Option<i64>,
 }
 
 /// A review task's state.
@@ -244,6 +248,8 @@ pub enum Write {
         /// The answer.
         value: Value,
     },
+    /// Forget every cached model answer (they derive from runs' inputs).
+    ClearCache,
 }
 
 type Reply = tokio::sync::oneshot::Sender<std::result::Result<(), String>>;
@@ -251,7 +257,8 @@ type Reply = tokio::sync::oneshot::Sender<std::result::Result<(), String>>;
 /// The journal: reads go straight to the database, writes through the group-commit writer.
 #[derive(Clone)]
 pub struct Journal {
-    db: Arc<Database>,
+    /// Behind a lock only so that [`Journal::rewrite`] can put a fresh file in its place.
+    db: Arc<RwLock<Database>>,
     path: PathBuf,
     tx: mpsc::Sender<(Vec<Write>, Reply)>,
 }
@@ -301,7 +308,7 @@ impl Journal {
             txn.open_table(CACHE).map_err(|e| jerr(path, e))?;
         }
         txn.commit().map_err(|e| jerr(path, e))?;
-        let db = Arc::new(db);
+        let db = Arc::new(RwLock::new(db));
         let (tx, rx) = mpsc::channel::<(Vec<Write>, Reply)>();
         let writer_db = db.clone();
         let writer_path = path.to_path_buf();
@@ -336,7 +343,8 @@ impl Journal {
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> std::result::Result<T, redb::Error>,
     ) -> Result<T> {
-        let txn = self.db.begin_read().map_err(|e| jerr(&self.path, e))?;
+        let db = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let txn = db.begin_read().map_err(|e| jerr(&self.path, e))?;
         f(&txn).map_err(|e| jerr(&self.path, e))
     }
 
@@ -392,6 +400,25 @@ impl Journal {
         self.one(REVIEWS, id)
     }
 
+    /// Copies every table into a new file and puts it in place of the old one, so that no byte of
+    /// a replaced or deleted record survives in the file (redb reuses freed pages but never clears
+    /// them). Readers and writers wait while it runs; the journal stays open throughout.
+    pub fn rewrite(&self) -> Result<()> {
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        let tmp = self.path.with_extension("redb.rewrite");
+        let _ = std::fs::remove_file(&tmp);
+        let fresh = Database::create(&tmp).map_err(|e| jerr(&tmp, e))?;
+        copy_tables(&db, &fresh).map_err(|e| jerr(&self.path, e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| jerr(&self.path, e))?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| jerr(dir, e))?;
+        }
+        *db = fresh;
+        Ok(())
+    }
+
     /// Every review task, in id order.
     pub fn reviews(&self) -> Result<Vec<ReviewTask>> {
         self.all(REVIEWS)
@@ -403,6 +430,28 @@ impl Journal {
     }
 }
 
+/// Copies the five tables of `from` into `to` in one durable transaction.
+fn copy_tables(from: &Database, to: &Database) -> std::result::Result<(), redb::Error> {
+    let read = from.begin_read()?;
+    let write = to.begin_write()?;
+    for table in [RUNS, REVIEWS, CACHE] {
+        let mut out = write.open_table(table)?;
+        for row in read.open_table(table)?.iter()? {
+            let (k, v) = row?;
+            out.insert(k.value(), v.value())?;
+        }
+    }
+    for table in [KEYS, DEFINITIONS] {
+        let mut out = write.open_table(table)?;
+        for row in read.open_table(table)?.iter()? {
+            let (k, v) = row?;
+            out.insert(k.value(), v.value())?;
+        }
+    }
+    write.commit()?;
+    Ok(())
+}
+
 fn decode<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| jerr(path, format!("unreadable record: {e}")))
 }
@@ -412,7 +461,7 @@ fn encode<T: Serialize>(v: &T) -> std::result::Result<Vec<u8>, String> {
 }
 
 /// The group-commit writer: one transaction for everything pending.
-fn writer(db: &Database, path: &Path, rx: &mpsc::Receiver<(Vec<Write>, Reply)>) {
+fn writer(db: &RwLock<Database>, path: &Path, rx: &mpsc::Receiver<(Vec<Write>, Reply)>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < 1024 {
@@ -421,7 +470,8 @@ fn writer(db: &Database, path: &Path, rx: &mpsc::Receiver<(Vec<Write>, Reply)>) 
                 Err(_) => break,
             }
         }
-        let result = apply(db, batch.iter().flat_map(|(w, _)| w.iter()))
+        let db = db.read().unwrap_or_else(|p| p.into_inner());
+        let result = apply(&db, batch.iter().flat_map(|(w, _)| w.iter()))
             .map_err(|e| format!("`{}`: {e}", path.display()));
         for (_, reply) in batch {
             let _ = reply.send(result.clone());
@@ -455,6 +505,7 @@ fn apply<'a>(
                 Write::Cache { key, value } => cache
                     .insert(key.as_str(), encode(value)?.as_slice())
                     .map(drop),
+                Write::ClearCache => cache.retain(|_, _| false),
             };
             r.map_err(|e| e.to_string())?;
         }

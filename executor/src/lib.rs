@@ -12,6 +12,7 @@
 
 pub mod batch;
 pub mod connector;
+pub mod erase;
 pub mod journal;
 pub mod model;
 pub mod run;

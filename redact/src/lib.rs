@@ -4,7 +4,8 @@
 //! [`Redactor`]), the shipped detectors ([`detect`]: emails, phone numbers, Luhn-checked card
 //! numbers, mod-97-checked IBANs, US SSNs, IP addresses, API keys, tokens, private keys,
 //! passwords), the pseudonym key that makes `hash` a keyed HMAC-SHA256 ([`key`]), and applying
-//! the rules to an OTLP export, to JSON (audit contexts, run inputs) and to text ([`apply`]).
+//! the rules to an OTLP export, to JSON (audit contexts, run inputs) and to text ([`apply`]), and
+//! finding a person's stored data again for erasure ([`mention`]).
 //!
 //! Every pattern runs on the `regex` crate, whose matching time is linear in the input: all value
 //! patterns are compiled once into one `RegexSet`, so a value that matches nothing costs one scan.
@@ -13,11 +14,13 @@
 pub mod apply;
 mod detect;
 pub mod key;
+pub mod mention;
 pub mod report;
 mod rules;
 
 pub use apply::Scope;
 pub use key::PseudonymKey;
+pub use mention::Mention;
 pub use rules::{RedactionFile, Redactor};
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -332,6 +332,9 @@ pub struct StoreConfig {
     pub target_file_mib: Option<u64>,
     /// Delete spans older than this many days (default: keep everything).
     pub retention_days: Option<u32>,
+    /// Seconds the files an erasure replaced stay on disk for queries still reading them, before
+    /// maintenance removes them (default 3600; `custos erase --now` skips the wait).
+    pub erase_grace_secs: Option<u64>,
     /// What encrypts the data directory's volume when custos cannot see it (a cloud provider's
     /// encrypted volume: `"aws-ebs-kms"`); without it the server detects dm-crypt (LUKS) and
     /// warns when it finds none. docs/privacy.md.
@@ -478,6 +481,11 @@ impl StoreConfig {
         store.target_file_bytes =
             positive("store.target_file_mib", self.target_file_mib, 128)? * MIB;
         store.retention_days = self.retention_days;
+        store.erase_grace = Duration::from_secs(positive(
+            "store.erase_grace_secs",
+            self.erase_grace_secs,
+            3600,
+        )?);
         if self.retention_days == Some(0) {
             return Err(Error::Config(
                 "`store.retention_days` must be at least 1; omit it to keep everything".into(),

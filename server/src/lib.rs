@@ -4,12 +4,14 @@
 //! This crate owns process-level concerns: the configuration file ([`config`]), binding the three
 //! listeners, the API routes ([`routes`], one module per API area), the Prometheus registry ([`prom`]), recording policy set
 //! changes and every decision in the audit log, and graceful shutdown (stop accepting, finish
-//! requests in flight, flush the memtable). Decide-and-record, the deploy gate and the audit report
+//! requests in flight, flush the memtable), and erasure across store, journal and connectors
+//! ([`erase`]). Decide-and-record, the deploy gate and the audit report
 //! are `custos-governance`'s; the server runs them on its store (`gate_offline`, `report_offline`).
 
 mod at_rest;
 mod auth;
 pub mod config;
+pub mod erase;
 mod loopback;
 mod offline;
 mod prom;
@@ -28,8 +30,8 @@ use custos_store::Store;
 pub use auth::{ADMIN_TOKEN_FILE, ADMINS, EXECUTOR_PRINCIPAL};
 pub use config::{AuthOptions, Config, RulesOptions, ServerOptions};
 pub use offline::{
-    SERVER_PRINCIPAL, audit_dir, gate_offline, open_audit, open_offline, open_redactor,
-    query_offline, report_offline,
+    SERVER_PRINCIPAL, audit_dir, erase_offline, gate_offline, open_audit, open_offline,
+    open_redactor, query_offline, report_offline,
 };
 pub use routes::analytics::{metrics_request, threshold_request};
 pub use routes::governance::GateRequest;
@@ -52,6 +54,9 @@ pub enum Error {
         /// The cause.
         cause: std::io::Error,
     },
+    /// A request asks for something that cannot be done as asked (the caller's to fix).
+    #[error("{0}")]
+    Request(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] custos_store::Error),

@@ -85,6 +85,55 @@ pub async fn report_offline(
     .await?)
 }
 
+/// Erases what `req` selects in a data directory no server holds (`custos erase --data DIR`):
+/// takes the directory's lock (a running server's holding it is an error that says to use
+/// `--server`), erases from the table, the WAL, the journal and the connectors' files, records
+/// it as `by`, flushes and lets go.
+pub async fn erase_offline(
+    data_dir: &std::path::Path,
+    rules: &Rules,
+    req: &custos_api::EraseRequest,
+    by: &str,
+    grace: std::time::Duration,
+) -> Result<custos_api::Erased> {
+    let mut options = custos_store::StoreOptions::new(data_dir);
+    options.erase_grace = grace;
+    let store = Store::open(options).await.map_err(|e| match e {
+        custos_store::Error::Locked(dir) => crate::Error::Request(format!(
+            "data directory `{}` is held by a running server; erase through it with `custos erase --server URL` (or stop it first)",
+            dir.display()
+        )),
+        other => other.into(),
+    })?;
+    let redactor = std::sync::Arc::new(open_redactor(data_dir, rules.redaction.as_deref())?);
+    let audit = open_audit(data_dir, &redactor)?;
+    let journal_path = custos_executor::run::journal_path(data_dir);
+    let journal = if journal_path.exists() {
+        Some(
+            custos_executor::journal::Journal::open(&journal_path)
+                .map_err(crate::Error::Executor)?,
+        )
+    } else {
+        None
+    };
+    let connectors =
+        custos_executor::connector::Connectors::for_files(&data_dir.join("connectors"))
+            .map_err(crate::Error::Executor)?;
+    let parts = crate::erase::Parts {
+        store: &store,
+        redactor: &redactor,
+        executor: journal.as_ref().map(|j| (j, &connectors)),
+        audit: &audit,
+        by,
+        grace,
+    };
+    let result = crate::erase::erase(parts, req).await;
+    let closed = store.shutdown().await;
+    let erased = result?;
+    closed?;
+    Ok(erased)
+}
+
 /// Opens a data directory read-only with the rules' prices: for the CLI's `--data DIR`.
 pub async fn open_offline(
     data_dir: &std::path::Path,

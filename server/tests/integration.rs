@@ -26,6 +26,8 @@ use serde_json::Value;
 
 #[path = "integration/access.rs"]
 mod access;
+#[path = "integration/erasure.rs"]
+mod erasure;
 #[path = "integration/privacy.rs"]
 mod privacy;
 #[path = "integration/reload.rs"]

@@ -92,7 +92,10 @@ impl Store {
         if let Ok(tx) = self.inner.wal_tx.lock()
             && let Some(tx) = tx.as_ref()
         {
-            let _ = tx.send(WalCmd::Truncate { through: watermark });
+            let _ = tx.send(WalCmd::Truncate {
+                through: watermark,
+                done: None,
+            });
         }
         Ok((rows, watermark))
     }
@@ -115,13 +118,14 @@ impl Store {
         }
         // Files replaced by compaction or removed by retention stay on disk until vacuumed.
         table.vacuum().await?;
+        self.purge_due_locked(table, None).await?;
         self.show(table).await
     }
 
     /// Points readers at the table's loaded version and, in the same critical section, drops the
     /// memtable entries that version holds (none after compaction or retention, which change files
     /// but not the watermark).
-    async fn show(&self, table: &SpanTable) -> Result<()> {
+    pub(crate) async fn show(&self, table: &SpanTable) -> Result<()> {
         let provider = table.provider().await?;
         let watermark = table.watermark();
         let mut v = self

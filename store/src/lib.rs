@@ -9,6 +9,8 @@
 //! - [`memtable`]: acknowledged batches not yet in the table, readable at once.
 //! - [`table`]: the `spans` Delta Lake table (Parquet inside): exactly-once flushes keyed by the WAL
 //!   sequence number (Delta's application transaction), compaction and retention.
+//! - [`erase`]: erasure of chosen spans (a delete commit that names no erased value, then the
+//!   removal of exactly the replaced files and the log entries describing them).
 //! - [`provider`]: [`SpansProvider`], the DataFusion `TableProvider` over a consistent pair of table
 //!   snapshot and memtable tail: no duplicates and no gaps while a flush is under way.
 //!
@@ -21,6 +23,7 @@
 //! watermark, so a crash between commit and WAL truncation duplicates nothing.
 
 pub mod codec;
+pub mod erase;
 mod flush;
 pub mod memtable;
 pub mod provider;
@@ -38,6 +41,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use tokio::sync::{Notify, oneshot};
 
+pub use erase::{Erased, Selection};
 pub use provider::SpansProvider;
 pub use table::SpanTable;
 
@@ -76,6 +80,9 @@ pub enum Error {
         /// A suggested delay before retrying.
         retry_after: Duration,
     },
+    /// An erasure's selection is not a usable predicate.
+    #[error("{0}")]
+    Predicate(String),
     /// Another process holds the data directory.
     #[error("data directory `{0}` is in use by another custos process (lock file `{0}/LOCK`)")]
     Locked(PathBuf),
@@ -117,6 +124,8 @@ pub struct StoreOptions {
     pub retention_days: Option<u32>,
     /// Sync the WAL before acknowledging (only benchmarks turn this off).
     pub wal_sync: bool,
+    /// How long the files an erasure replaced stay on disk for readers still using them.
+    pub erase_grace: Duration,
 }
 
 impl StoreOptions {
@@ -132,6 +141,7 @@ impl StoreOptions {
             target_file_bytes: 128 << 20,
             retention_days: None,
             wal_sync: true,
+            erase_grace: Duration::from_secs(3600),
         }
     }
 }

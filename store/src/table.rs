@@ -60,12 +60,12 @@ pub fn writer_properties(level: i32) -> WriterProperties {
 /// The `spans` Delta table and the WAL watermark it holds.
 #[derive(Debug, Clone)]
 pub struct SpanTable {
-    table: DeltaTable,
-    watermark: u64,
-    dir: PathBuf,
+    pub(crate) table: DeltaTable,
+    pub(crate) watermark: u64,
+    pub(crate) dir: PathBuf,
 }
 
-async fn read_watermark(table: &DeltaTable) -> Result<u64> {
+pub(crate) async fn read_watermark(table: &DeltaTable) -> Result<u64> {
     let snapshot = table
         .snapshot()
         .map_err(|e| table_err("cannot read the table snapshot", e))?;
@@ -283,7 +283,7 @@ impl SpanTable {
     }
 
     /// Fsyncs what the table directory gained since `started`.
-    async fn sync_since(&self, started: SystemTime) -> Result<()> {
+    pub(crate) async fn sync_since(&self, started: SystemTime) -> Result<()> {
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || sync_written_since(&dir, started))
             .await

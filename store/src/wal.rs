@@ -481,6 +481,15 @@ impl Wal {
         Ok(())
     }
 
+    /// Closes the active segment when it holds records and returns the last sequence number
+    /// written (0 when none): every record up to it is then in a closed segment.
+    pub fn seal(&mut self) -> Result<u64> {
+        if self.next_seq > self.active.first_seq {
+            self.rotate()?;
+        }
+        Ok(self.next_seq.saturating_sub(1))
+    }
+
     /// Deletes every segment whose records are all at or below `seq`. When the active segment is
     /// wholly covered and not empty, a new segment is started so the old one can go.
     pub fn remove_through(&mut self, seq: u64) -> Result<()> {

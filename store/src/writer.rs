@@ -20,8 +20,17 @@ pub(crate) enum WalCmd {
         batch: RecordBatch,
         reply: oneshot::Sender<Result<u64>>,
     },
-    /// Remove the segments wholly at or below `through` (flushed to the table).
-    Truncate { through: u64 },
+    /// Remove the segments wholly at or below `through` (flushed to the table); `done`, when
+    /// given, hears when the segments are gone.
+    Truncate {
+        through: u64,
+        done: Option<oneshot::Sender<Result<()>>>,
+    },
+    /// Close the active segment (after this group's appends) and answer with the last sequence
+    /// number written so far: every record up to it is then in a closed segment, which a
+    /// truncation through it removes whole. Erasure uses this so no erased byte stays behind in
+    /// a segment that also holds newer records.
+    Seal { reply: oneshot::Sender<Result<u64>> },
 }
 
 /// The commands gathered into one group commit.
@@ -30,6 +39,8 @@ struct Group {
     payloads: Vec<Vec<u8>>,
     pending: Vec<(RecordBatch, oneshot::Sender<Result<u64>>)>,
     truncate: Option<u64>,
+    truncated: Vec<oneshot::Sender<Result<()>>>,
+    seal: Vec<oneshot::Sender<Result<u64>>>,
 }
 
 /// The most payload bytes gathered into one group.
@@ -51,7 +62,11 @@ fn gather(first: WalCmd, rx: &std::sync::mpsc::Receiver<WalCmd>) -> Group {
                 group.payloads.push(payload);
                 group.pending.push((batch, reply));
             }
-            WalCmd::Truncate { through } => group.truncate = Some(through),
+            WalCmd::Truncate { through, done } => {
+                group.truncate = Some(group.truncate.map_or(through, |t| t.max(through)));
+                group.truncated.extend(done);
+            }
+            WalCmd::Seal { reply } => group.seal.push(reply),
         }
         if bytes < GROUP_BYTES {
             next = rx.try_recv().ok();
@@ -140,11 +155,43 @@ pub(crate) fn wal_writer(inner: Arc<Inner>, mut wal: Wal, rx: std::sync::mpsc::R
                 }
             }
         }
-        if let Some(through) = group.truncate
-            && failed.is_none()
-            && let Err(e) = wal.remove_through(through)
-        {
-            tracing::warn!(error = %e, "cannot remove flushed WAL segments");
+        finish(
+            &mut wal,
+            failed.as_deref(),
+            group.seal,
+            group.truncate,
+            group.truncated,
+        );
+    }
+}
+
+/// Seals and truncates after a group's appends, answering whoever waits.
+fn finish(
+    wal: &mut Wal,
+    failed: Option<&str>,
+    seal: Vec<oneshot::Sender<Result<u64>>>,
+    truncate: Option<u64>,
+    truncated: Vec<oneshot::Sender<Result<()>>>,
+) {
+    let closed = |m: &str| Error::Closed(m.to_string());
+    if !seal.is_empty() {
+        let sealed = match failed {
+            Some(m) => Err(m.to_string()),
+            None => wal.seal().map_err(|e| e.to_string()),
+        };
+        for reply in seal {
+            let _ = reply.send(sealed.clone().map_err(|m| closed(&m)));
         }
+    }
+    let Some(through) = truncate else { return };
+    let result = match failed {
+        Some(m) => Err(m.to_string()),
+        None => wal.remove_through(through).map_err(|e| e.to_string()),
+    };
+    if let Err(e) = &result {
+        tracing::warn!(error = %e, "cannot remove flushed WAL segments");
+    }
+    for done in truncated {
+        let _ = done.send(result.clone().map_err(|m| closed(&m)));
     }
 }

@@ -328,3 +328,147 @@ async fn a_table_from_an_older_version_gains_the_new_columns() {
     assert_eq!(reasoning(&store).await, (7, 3, 21), "after reopening");
     store.shutdown().await.unwrap();
 }
+
+/// `n` spans of trace `tag`; the even ones are named `planted`, the odd ones `kept span`.
+fn named(tag: u32, n: usize, planted: &str) -> RecordBatch {
+    let b = batch(tag, n);
+    let i = b.schema().index_of(col::NAME).unwrap();
+    let names: Vec<String> = (0..n)
+        .map(|k| {
+            if k % 2 == 0 {
+                planted.to_string()
+            } else {
+                "kept span".to_string()
+            }
+        })
+        .collect();
+    let mut columns = b.columns().to_vec();
+    columns[i] = Arc::new(StringArray::from(names));
+    RecordBatch::try_new(b.schema(), columns).unwrap()
+}
+
+/// Files under `dir` whose bytes contain `needle`.
+fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p)
+                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+async fn names(store: &Store, name: &str) -> i64 {
+    let ctx = SessionContext::new();
+    ctx.register_table(
+        "spans",
+        Arc::new(custos_store::SpansProvider::new(store.clone())),
+    )
+    .unwrap();
+    let b = ctx
+        .sql(&format!("SELECT count(*) FROM spans WHERE name = '{name}'"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    b[0].column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_reaches_the_table_the_memtable_the_wal_and_the_log() {
+    use custos_store::Selection;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(options(dir.path())).await.unwrap();
+    let planted = "erase-me-7f3a9c";
+    store.append(named(1, 10, planted)).await.unwrap();
+    store.flush().await.unwrap();
+    store.append(named(2, 4, planted)).await.unwrap(); // only in the WAL and the memtable
+    store.append(batch(3, 3)).await.unwrap();
+    assert!(
+        !files_holding(dir.path(), planted).is_empty(),
+        "the planted value is on disk before the erasure (else this test proves nothing)"
+    );
+    let erased = store
+        .erase(&Selection::Where(format!("name = '{planted}'")), None)
+        .await
+        .unwrap();
+    assert_eq!(erased.spans, 7);
+    assert!(erased.files_rewritten >= 1);
+    assert_eq!(erased.purge_due_unix_ms, None);
+    assert_eq!(names(&store, planted).await, 0);
+    assert_eq!(names(&store, "kept span").await, 7);
+    assert_eq!(count(&store).await, (10, 10));
+    assert_eq!(files_holding(dir.path(), planted), Vec::<String>::new());
+    // Spans arriving after the erasure are kept, and the table reopens with its watermark.
+    store.append(named(4, 2, planted)).await.unwrap();
+    store.shutdown().await.unwrap();
+    let store = Store::open(options(dir.path())).await.unwrap();
+    assert_eq!(count(&store).await, (12, 12));
+    assert_eq!(names(&store, planted).await, 1);
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_with_a_grace_removes_the_old_files_only_when_due() {
+    use custos_store::Selection;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(options(dir.path())).await.unwrap();
+    let hex = "0123456789abcdef";
+    let pseudonym = format!("[PERSON:{hex}]");
+    store.append(named(1, 6, &pseudonym)).await.unwrap();
+    store.flush().await.unwrap();
+    let before: Vec<_> = store.data_files().await;
+    let person = Selection::Mentions(custos_redact::Mention::from_parts("u-123", hex));
+    let erased = store
+        .erase(&person, Some(std::time::Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert_eq!(erased.spans, 3);
+    assert!(erased.purge_due_unix_ms.is_some());
+    assert_eq!(names(&store, &pseudonym).await, 0);
+    assert!(
+        before.iter().all(|f| f.exists()),
+        "kept for readers in flight"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(store.purge_due().await.unwrap(), before.len());
+    assert!(before.iter().all(|f| !f.exists()));
+    assert_eq!(files_holding(dir.path(), hex), Vec::<String>::new());
+    assert_eq!(count(&store).await, (3, 3));
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_refuses_what_is_not_a_condition_and_changes_nothing() {
+    use custos_store::Selection;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(options(dir.path())).await.unwrap();
+    store.append(batch(1, 4)).await.unwrap();
+    for (sql, says) in [
+        ("no_such_column = 1", "no_such_column"),
+        ("trace_id", "not a condition"),
+        ("name = ", "not a predicate"),
+    ] {
+        let err = store
+            .erase(&Selection::Where(sql.into()), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Predicate(_)), "{sql}: {err}");
+        assert!(err.to_string().contains(says), "{sql}: {err}");
+    }
+    assert_eq!(count(&store).await, (4, 4));
+    store.shutdown().await.unwrap();
+}

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod bench;
 pub mod demo;
+pub mod erase;
 pub mod gate;
 pub mod metrics;
 pub mod policy;

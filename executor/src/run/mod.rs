@@ -488,6 +488,7 @@ fn new_record(
         retries: 0,
         error: None,
         canary,
+        erased_ms: None,
     }
 }
 

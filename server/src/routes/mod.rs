@@ -2,6 +2,7 @@
 //! query parameters).
 
 pub(crate) mod analytics;
+pub(crate) mod erase;
 pub(crate) mod governance;
 pub(crate) mod runs;
 pub(crate) mod sql;
@@ -27,6 +28,7 @@ pub(crate) fn api_router(state: Arc<ApiState>) -> Router {
         .route("/api/authorize", post(governance::api_authorize))
         .route("/api/gate", post(governance::api_gate))
         .route("/api/reload", post(governance::api_reload))
+        .route("/api/erase", post(erase::api_erase))
         .route("/api/audit/verify", get(governance::api_audit_verify))
         .route(
             "/api/audit/records/{seq}",

@@ -38,7 +38,7 @@ async fn api_get(server: &custos_server::RunningServer, path: &str) -> String {
 
 /// Every file under `dir`, as text: Parquet files decoded (their pages are compressed), others
 /// as their bytes.
-fn every_file_as_text(dir: &Path) -> Vec<(String, String)> {
+pub(super) fn every_file_as_text(dir: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
