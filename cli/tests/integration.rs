@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "integration/erase.rs"]
+mod erase;
 #[path = "integration/redact.rs"]
 mod redact;
 #[path = "integration/reload.rs"]

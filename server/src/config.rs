@@ -180,6 +180,10 @@ pub struct ExecutorConfig {
     pub workflows: Option<PathBuf>,
     /// OTLP endpoint for the executor's spans (default: this server's own OTLP/HTTP receiver).
     pub otlp: Option<String>,
+    /// How long a finished run's data (input, step outputs, effects' answers, review context,
+    /// connector payloads) stays in the journal, e.g. `30d` (the default) or `12h`; then it is
+    /// cleared and how the run went is kept. docs/privacy.md.
+    pub journal_retention: Option<String>,
 }
 
 /// The executor's settings, resolved.
@@ -189,6 +193,8 @@ pub struct ExecutorSettings {
     pub workflows: Option<PathBuf>,
     /// OTLP endpoint; `None` is the server's own receiver.
     pub otlp: Option<String>,
+    /// How long finished runs keep their data in the journal.
+    pub journal_retention: Duration,
 }
 
 /// `[rules]`: the price table and the SLO definitions.
@@ -551,6 +557,20 @@ impl ExecutorConfig {
                 }
             },
             otlp: self.otlp.clone(),
+            journal_retention: match self.journal_retention.as_deref() {
+                None => Duration::from_secs(30 * 86_400),
+                Some(s) => match custos_analytics::duration::parse(s) {
+                    Ok(d) if d >= Duration::from_secs(1) => d,
+                    Ok(_) => {
+                        return Err(Error::Config(format!(
+                            "`executor.journal_retention` = `{s}` must be at least 1s"
+                        )));
+                    }
+                    Err(e) => {
+                        return Err(Error::Config(format!("`executor.journal_retention`: {e}")));
+                    }
+                },
+            },
         })
     }
 }

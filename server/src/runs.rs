@@ -27,6 +27,8 @@ pub struct Runner {
     /// The deployed workflows; a reload replaces them whole. Runs already started keep the
     /// definition they started with (the journal holds it).
     workflows: RwLock<Arc<Workflows>>,
+    /// How long finished runs keep their data in the journal.
+    pub retention: Duration,
 }
 
 impl Runner {
@@ -122,12 +124,18 @@ pub fn open(
         executor,
         dir: dir.clone(),
         workflows: RwLock::new(Arc::new(workflows)),
+        retention: settings.journal_retention,
     })))
 }
 
-/// Resumes unfinished runs, then times out overdue reviews every second, until `stop`.
-pub async fn background(runner: Arc<Runner>, stop: impl std::future::Future<Output = ()>) {
-    let work = async {
+/// Resumes unfinished runs, then times out overdue reviews every second and applies the
+/// journal's retention, until `stop`.
+pub async fn background(
+    runner: Arc<Runner>,
+    audit: Arc<custos_audit::AuditLog>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let reviews = async {
         match custos_executor::batch::resume(&runner.executor, 16).await {
             Ok(s) if !s.runs.is_empty() => {
                 tracing::info!(runs = s.runs.len(), "resumed unfinished runs");
@@ -152,10 +160,63 @@ pub async fn background(runner: Arc<Runner>, stop: impl std::future::Future<Outp
             }
         }
     };
+    let retention = async {
+        // Often enough that nothing stays much past its retention, at most hourly.
+        let every = (runner.retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = apply_retention(&runner, &audit).await {
+                tracing::error!(error = %e, "cannot apply the journal's retention");
+            }
+        }
+    };
     tokio::select! {
         _ = stop => {}
-        _ = work => {}
+        _ = reviews => {}
+        _ = retention => {}
     }
+}
+
+/// Clears the data of runs finished longer ago than the retention and records it (as the
+/// server) when there were any.
+pub async fn apply_retention(
+    runner: &Runner,
+    audit: &custos_audit::AuditLog,
+) -> Result<custos_executor::erase::Forgotten> {
+    let ms = i64::try_from(runner.retention.as_millis()).unwrap_or(i64::MAX);
+    let what = custos_executor::erase::Forget {
+        finished_before_ms: Some(custos_executor::now_ms().saturating_sub(ms)),
+        ..Default::default()
+    };
+    let ex = &runner.executor;
+    let done = custos_executor::erase::forget(ex.journal(), ex.connectors(), &what)
+        .await
+        .map_err(Error::Executor)?;
+    if !done.runs.is_empty() {
+        audit.append(custos_audit::Entry {
+            kind: "retention".into(),
+            principal: crate::SERVER_PRINCIPAL.into(),
+            action: "Custos::Action::\"erase\"".into(),
+            resource: custos_governance::access::API.into(),
+            decision: "erased".into(),
+            policies: Vec::new(),
+            advice: Vec::new(),
+            errors: Vec::new(),
+            context: serde_json::json!({
+                "journal_retention_secs": runner.retention.as_secs(),
+                "runs": done.runs,
+                "reviews": done.reviews,
+                "connector_records": done.connector_records,
+            }),
+            policy_hash: String::new(),
+        })?;
+        tracing::info!(
+            runs = done.runs.len(),
+            "cleared finished runs past the journal's retention"
+        );
+    }
+    Ok(done)
 }
 
 pub(crate) fn spawn_drive(runner: &Arc<Runner>, run_id: String) {

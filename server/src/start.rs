@@ -260,12 +260,12 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         tracing::info!("recorded new workflow definitions in the audit log");
     }
     if let Some(r) = &runner {
-        let r = r.clone();
+        let (r, a) = (r.clone(), audit.clone());
         let s = stopped(rx.clone());
         tasks.push((
             "executor",
             tokio::spawn(async move {
-                runs::background(r, s).await;
+                runs::background(r, a, s).await;
                 Ok(())
             }),
         ));

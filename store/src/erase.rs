@@ -37,10 +37,28 @@ use tokio::sync::oneshot;
 use custos_redact::Mention;
 
 use crate::table::{COMPACT_ZSTD_LEVEL, read_watermark, writer_properties};
+use deltalake::kernel::transaction::CommitProperties;
+
 use crate::{Error, Result, SpanTable, Store, WalCmd};
 
 /// The most spans one erasure may remove (their keys are held in memory while it runs).
 pub const MAX_ERASED_SPANS: usize = 5_000_000;
+
+/// Fault injection for crash tests: when `CUSTOS_STORE_CRASH` names `point` (`erase_listed`:
+/// the intent is listed, the delete not committed; `erase_committed`: committed, its files not
+/// listed yet; `erase_purging`: the first replaced file removed), the process kills itself with
+/// SIGKILL, exactly like `kill -9`.
+fn crash_point(point: &str) {
+    static TARGET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let target = TARGET.get_or_init(|| std::env::var("CUSTOS_STORE_CRASH").ok());
+    if target.as_deref() == Some(point) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &std::process::id().to_string()])
+            .status();
+        // `kill` delivers SIGKILL to us; wait for it rather than go on.
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
 
 /// Which spans to erase.
 #[derive(Debug, Clone)]
@@ -72,12 +90,16 @@ pub struct Erased {
 /// Files of one erasure still to remove.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Purge {
-    /// The delete commit's version.
+    /// Names the erasure in its commit's `commitInfo` (`custos.erasure`).
+    id: String,
+    /// The delete commit's version (before it is made: the version it will have).
     version: u64,
     /// When the files may go (ms since the epoch).
     due_unix_ms: u64,
     /// Paths relative to the table directory.
     files: Vec<String>,
+    /// Whether `files` is known; an intent is resolved from its commit's `remove` actions.
+    resolved: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -150,49 +172,20 @@ impl Store {
         if found.keys.is_empty() {
             return Ok(Erased::default());
         }
-        let before: HashSet<String> = table.data_files().into_iter().collect();
-        let started = SystemTime::now();
-        let keys = ErasedKeys::udf(Arc::new(found.keys));
-        let dates: Vec<Expr> = found.dates.iter().map(|d| lit(d.clone())).collect();
-        let predicate = column(col::DATE)
-            .in_list(dates, false)
-            .and(keys.call(vec![column(col::TRACE_ID), column(col::SPAN_ID)]));
-        let (new, metrics) = table
-            .table
-            .clone()
-            .delete()
-            .with_predicate(predicate)
-            .with_writer_properties(writer_properties(COMPACT_ZSTD_LEVEL))
-            .await
-            .map_err(|e| Error::Table(format!("erasure delete failed: {e}")))?;
-        table.table = new;
-        table.sync_since(started).await?;
-        table.watermark = read_watermark(&table.table).await?;
-        let after: HashSet<String> = table.data_files().into_iter().collect();
-        let removed: Vec<String> = before.difference(&after).cloned().collect();
-        let version = table.version();
-        let due = now_ms().saturating_add(grace.unwrap_or_default().as_millis() as u64);
         let data_dir = self.inner.options.data_dir.clone();
-        if let Some(version) = version {
-            let mut pending = read_pending(&data_dir)?;
-            pending.purges.push(Purge {
-                version,
-                due_unix_ms: due,
-                files: removed.clone(),
-            });
-            write_pending(&data_dir, &pending)?;
-        }
+        let due = now_ms().saturating_add(grace.unwrap_or_default().as_millis() as u64);
+        let (deleted, removed, version) = delete_found(table, &data_dir, &found, due).await?;
         self.show(table).await?;
         let purge_due_unix_ms = match grace {
             None => {
-                self.purge_due_locked(table, Some(u64::MAX)).await?;
+                self.purge_due_locked(table, None).await?;
                 None
             }
             Some(_) => Some(due),
         };
-        tracing::info!(spans = found.spans, files = removed.len(), "erased spans");
+        tracing::info!(spans = deleted, files = removed.len(), "erased spans");
         Ok(Erased {
-            spans: metrics.num_deleted_rows.map_or(found.spans, |n| n as u64),
+            spans: deleted,
             runs: found.runs.into_iter().collect(),
             files_rewritten: removed.len(),
             version,
@@ -218,10 +211,32 @@ impl Store {
     ) -> Result<usize> {
         let data_dir = &self.inner.options.data_dir;
         let mut pending = read_pending(data_dir)?;
+        // An intent whose process died around its commit: the commit says what it removed; no
+        // commit of its own means it never happened.
+        let mut kept = Vec::with_capacity(pending.purges.len());
+        let mut changed = false;
+        for mut p in pending.purges.drain(..) {
+            if !p.resolved {
+                changed = true;
+                match removed_by_commit(&table.dir, &p)? {
+                    Some(files) => {
+                        p.files = files;
+                        p.resolved = true;
+                    }
+                    None => continue,
+                }
+            }
+            kept.push(p);
+        }
+        pending.purges = kept;
         let at = at.unwrap_or_else(now_ms);
         let (due, later): (Vec<Purge>, Vec<Purge>) =
             pending.purges.drain(..).partition(|p| p.due_unix_ms <= at);
         if due.is_empty() {
+            if changed {
+                pending.purges = later;
+                write_pending(data_dir, &pending)?;
+            }
             return Ok(0);
         }
         let mut removed = 0;
@@ -230,7 +245,10 @@ impl Store {
             for f in &p.files {
                 let path = table.dir.join(f);
                 match std::fs::remove_file(&path) {
-                    Ok(()) => removed += 1,
+                    Ok(()) => {
+                        removed += 1;
+                        crash_point("erase_purging");
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
                         return Err(Error::io(format!("cannot remove `{}`", path.display()), e));
@@ -283,6 +301,122 @@ impl Store {
         tx.send(cmd)
             .map_err(|_| Error::Closed("the WAL writer has stopped".into()))
     }
+}
+
+/// Commits the delete of `found`, listing the files it replaces in the pending file: first as an
+/// intent naming the version the commit will have (so a crash right after the commit still
+/// leaves the files to be found, from that commit's `remove` actions), then with the files.
+/// Returns the spans deleted, the replaced files and the commit's version.
+async fn delete_found(
+    table: &mut SpanTable,
+    data_dir: &Path,
+    found: &Found,
+    due: u64,
+) -> Result<(u64, Vec<String>, Option<u64>)> {
+    let id = format!("erasure-{}-{}", now_ms(), std::process::id());
+    let mut pending = read_pending(data_dir)?;
+    pending.purges.push(Purge {
+        id: id.clone(),
+        version: table.version().map_or(0, |v| v + 1),
+        due_unix_ms: due,
+        files: Vec::new(),
+        resolved: false,
+    });
+    write_pending(data_dir, &pending)?;
+    crash_point("erase_listed");
+    let before: HashSet<String> = table.data_files().into_iter().collect();
+    let started = SystemTime::now();
+    let keys = ErasedKeys::udf(Arc::new(found.keys.clone()));
+    let dates: Vec<Expr> = found.dates.iter().map(|d| lit(d.clone())).collect();
+    let predicate = column(col::DATE)
+        .in_list(dates, false)
+        .and(keys.call(vec![column(col::TRACE_ID), column(col::SPAN_ID)]));
+    let commit = CommitProperties::default().with_metadata([(
+        ERASURE_KEY.to_string(),
+        serde_json::Value::String(id.clone()),
+    )]);
+    let (new, metrics) = table
+        .table
+        .clone()
+        .delete()
+        .with_predicate(predicate)
+        .with_writer_properties(writer_properties(COMPACT_ZSTD_LEVEL))
+        .with_commit_properties(commit)
+        .await
+        .map_err(|e| Error::Table(format!("erasure delete failed: {e}")))?;
+    table.table = new;
+    table.sync_since(started).await?;
+    crash_point("erase_committed");
+    table.watermark = read_watermark(&table.table).await?;
+    let after: HashSet<String> = table.data_files().into_iter().collect();
+    let removed: Vec<String> = before.difference(&after).cloned().collect();
+    let version = table.version();
+    for p in pending.purges.iter_mut().filter(|p| p.id == id) {
+        p.version = version.unwrap_or(p.version);
+        p.files = removed.clone();
+        p.resolved = true;
+    }
+    write_pending(data_dir, &pending)?;
+    let deleted = metrics.num_deleted_rows.map_or(found.spans, |n| n as u64);
+    Ok((deleted, removed, version))
+}
+
+/// The key under which a delete commit's `commitInfo` names its erasure.
+const ERASURE_KEY: &str = "custos.erasure";
+
+/// The files an intent's commit removed, read from that commit's `remove` actions; `None` when
+/// the commit at that version is not the erasure's (it never happened).
+fn removed_by_commit(table_dir: &Path, purge: &Purge) -> Result<Option<Vec<String>>> {
+    let path = table_dir
+        .join("_delta_log")
+        .join(format!("{:020}.json", purge.version));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("cannot read `{}`", path.display()), e)),
+    };
+    let actions: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let ours = actions.iter().any(|a| {
+        a.pointer(&format!("/commitInfo/{ERASURE_KEY}"))
+            .and_then(serde_json::Value::as_str)
+            == Some(purge.id.as_str())
+    });
+    if !ours {
+        return Ok(None);
+    }
+    Ok(Some(
+        actions
+            .iter()
+            .filter_map(|a| {
+                a.pointer("/remove/path")
+                    .and_then(serde_json::Value::as_str)
+            })
+            .map(percent_decode)
+            .collect(),
+    ))
+}
+
+/// Decodes `%XX` escapes (Delta log paths are URL-encoded).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(h) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(h, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A checkpoint at the current version, then the removal of every older commit and checkpoint

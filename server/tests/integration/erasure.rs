@@ -279,3 +279,55 @@ async fn a_where_erasure_keeps_no_value_in_its_record_and_waits_out_the_grace() 
     assert_eq!(rows[0]["n"], 0);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_runs_lose_their_data_after_the_journal_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(
+        dir.path(),
+        &format!("[executor]\nworkflows = {WORKFLOWS:?}\njournal_retention = \"2s\"\n"),
+    )
+    .await;
+    let run = finished_run_about(&server, PERSON).await;
+    let journal = dir.path().join("executor/journal.redb");
+    assert!(
+        String::from_utf8_lossy(&std::fs::read(&journal).unwrap()).contains(PERSON),
+        "the journal holds the input as sent until the retention passes"
+    );
+    let mut cleared = Value::Null;
+    for _ in 0..100 {
+        cleared = authed(&server)
+            .get(format!("http://{}/api/runs/{run}", server.api))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if cleared["erased_ms"].is_i64() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cleared["erased_ms"].is_i64(), "{cleared}");
+    assert!(cleared["input"].is_null(), "{cleared}");
+    assert_eq!(cleared["outcome"].as_str().is_some(), true, "{cleared}");
+    assert!(
+        !String::from_utf8_lossy(&std::fs::read(&journal).unwrap()).contains(PERSON),
+        "no old page keeps the input"
+    );
+    let connectors = super::privacy::every_file_as_text(&dir.path().join("connectors"));
+    assert!(
+        connectors.iter().all(|(_, t)| !t.contains(PERSON)),
+        "{connectors:?}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("audit/audit.jsonl")).unwrap();
+    let record = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["kind"] == "retention")
+        .expect("the retention pass is recorded");
+    assert_eq!(record["principal"], custos_server::SERVER_PRINCIPAL);
+    assert_eq!(record["context"]["runs"][0], run.as_str());
+    server.shutdown().await.unwrap();
+}
