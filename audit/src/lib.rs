@@ -181,9 +181,11 @@ struct Tail {
     policy_hash: Option<String>,
 }
 
-/// What an audit log does to every record's `context` before it is chained (the server redacts
-/// personal data and secrets with it), so the chain never holds what it takes out.
-pub type Scrub = std::sync::Arc<dyn Fn(&mut Value) + Send + Sync>;
+/// What an audit log does to every record's `context` before it is chained, given the record's
+/// action (the server redacts personal data and secrets with it, and stores the context fields
+/// the policy schema marks `@sensitive` for that action as pseudonyms), so the chain never holds
+/// what it takes out. Error messages go through it with an empty action.
+pub type Scrub = std::sync::Arc<dyn Fn(&str, &mut Value) + Send + Sync>;
 
 /// The audit log of one data directory.
 pub struct AuditLog {
@@ -335,10 +337,10 @@ impl AuditLog {
     /// is on disk.
     pub fn append(&self, mut entry: Entry) -> Result<Record> {
         if let Some(scrub) = &self.scrub {
-            scrub(&mut entry.context);
+            scrub(&entry.action, &mut entry.context);
             // Error messages may quote the request.
             let mut errors = Value::from(std::mem::take(&mut entry.errors));
-            scrub(&mut errors);
+            scrub("", &mut errors);
             entry.errors = serde_json::from_value(errors).unwrap_or_default();
         }
         let path = self.log_path();
@@ -448,7 +450,7 @@ mod tests {
     #[test]
     fn a_scrubbed_log_chains_the_scrubbed_context_and_verifies() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let scrub: Scrub = std::sync::Arc::new(|v: &mut Value| {
+        let scrub: Scrub = std::sync::Arc::new(|_: &str, v: &mut Value| {
             if let Some(m) = v.as_object_mut() {
                 m.insert("email".into(), Value::String("[EMAIL]".into()));
             }

@@ -29,10 +29,65 @@ pub(crate) enum Ty {
     Other,
 }
 
+/// A context attribute the schema marks `@sensitive` (or `@sensitive("LABEL")`): its path from
+/// the context's top and the pseudonym label (`SENSITIVE` when the annotation has no value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sensitive {
+    /// Attribute names from the context record down (`["customer", "email"]`).
+    pub path: Vec<String>,
+    /// The label of its pseudonym (`[PERSON:<hex>]`).
+    pub label: String,
+}
+
 /// Context types by action (`Namespace::Action::"name"`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ContextTypes {
     by_action: HashMap<String, Ty>,
+    sensitive: HashMap<String, Vec<Sensitive>>,
+}
+
+/// The `@sensitive` attributes of a context type, with their paths, through records and the
+/// common types they name.
+fn sensitive_paths(
+    t: &Value,
+    common: &serde_json::Map<String, Value>,
+    path: &mut Vec<String>,
+    out: &mut Vec<Sensitive>,
+    depth: usize,
+) {
+    if depth > 16 {
+        return;
+    }
+    let t = match t["type"].as_str() {
+        Some("EntityOrCommon" | "CommonType") => {
+            let name = t["name"].as_str().unwrap_or_default();
+            match common.get(name.rsplit("::").next().unwrap_or(name)) {
+                Some(def) => def,
+                None => return,
+            }
+        }
+        _ => t,
+    };
+    let Some(attrs) = t["attributes"].as_object() else {
+        return;
+    };
+    for (name, attr) in attrs {
+        path.push(name.clone());
+        if let Some(label) = attr["annotations"]["sensitive"].as_str() {
+            let label = label.trim().to_ascii_uppercase();
+            out.push(Sensitive {
+                path: path.clone(),
+                label: if label.is_empty() {
+                    "SENSITIVE".into()
+                } else {
+                    label
+                },
+            });
+        } else {
+            sensitive_paths(attr, common, path, out, depth + 1);
+        }
+        path.pop();
+    }
 }
 
 fn resolve(
@@ -111,6 +166,7 @@ impl ContextTypes {
             return Self::default();
         };
         let mut by_action = HashMap::new();
+        let mut sensitive = HashMap::new();
         let empty = serde_json::Map::new();
         for (namespace, ns) in json.as_object().unwrap_or(&empty) {
             let common = ns["commonTypes"].as_object().unwrap_or(&empty);
@@ -127,13 +183,24 @@ impl ContextTypes {
                 } else {
                     format!("{namespace}::")
                 };
-                by_action.insert(
-                    format!("{prefix}Action::{}", Value::String(action.clone())),
-                    ty,
-                );
+                let uid = format!("{prefix}Action::{}", Value::String(action.clone()));
+                let mut marked = Vec::new();
+                sensitive_paths(context, common, &mut Vec::new(), &mut marked, 0);
+                if !marked.is_empty() {
+                    sensitive.insert(uid.clone(), marked);
+                }
+                by_action.insert(uid, ty);
             }
         }
-        Self { by_action }
+        Self {
+            by_action,
+            sensitive,
+        }
+    }
+
+    /// The `@sensitive` context attributes of `action` (`Namespace::Action::"name"`).
+    pub(crate) fn sensitive(&self, action: &str) -> &[Sensitive] {
+        self.sensitive.get(action).map_or(&[], Vec::as_slice)
     }
 
     /// The context for `action` built from `json`, or `None` when the fast path does not apply.

@@ -202,6 +202,12 @@ impl Engine {
         &self.policies
     }
 
+    /// The context attributes of `action` (`Custos::Action::"execute"`) the schema marks
+    /// `@sensitive`: an audit record stores their values as pseudonyms.
+    pub fn sensitive(&self, action: &str) -> &[crate::Sensitive] {
+        self.types.sensitive(action)
+    }
+
     /// The policy set's hash.
     pub fn hash(&self) -> &str {
         &self.policies.hash

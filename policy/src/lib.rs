@@ -15,6 +15,7 @@
 //! every decision record carries.
 
 mod context;
+pub use context::Sensitive;
 pub mod engine;
 pub mod junit;
 pub mod live;

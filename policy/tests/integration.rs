@@ -633,3 +633,53 @@ fn shipped_workflows_trust_the_collector_and_the_executor_only() {
     std::fs::write(dir.path().join("entities.json"), bad).unwrap();
     assert!(Engine::load(dir.path()).is_err());
 }
+
+/// The shipped schema with `execute` taking an optional sensitive customer, and a nested record.
+fn schema_with_sensitive_fields() -> String {
+    let text = std::fs::read_to_string(shipped().join("schema.cedarschema")).unwrap();
+    let marked = text.replace(
+        "      human_approved: Bool,\n    },",
+        "      human_approved: Bool,\n      @sensitive(\"person\") customer?: String,\n      \
+         requester?: { @sensitive email: String, team: String },\n    },",
+    );
+    assert_ne!(marked, text, "the execute context moved: update this test");
+    marked
+}
+
+#[test]
+fn context_attributes_marked_sensitive_are_listed_with_their_paths_and_labels() {
+    let dir = with_file("schema.cedarschema", &schema_with_sensitive_fields());
+    let engine = Engine::load(dir.path()).unwrap();
+    let marked: Vec<(Vec<String>, String)> = engine
+        .sensitive("Custos::Action::\"execute\"")
+        .iter()
+        .map(|s| (s.path.clone(), s.label.clone()))
+        .collect();
+    assert_eq!(
+        marked,
+        vec![
+            (vec!["customer".to_string()], "PERSON".to_string()),
+            (
+                vec!["requester".to_string(), "email".to_string()],
+                "SENSITIVE".to_string()
+            ),
+        ]
+    );
+    assert!(engine.sensitive("Custos::Action::\"deploy\"").is_empty());
+    assert!(
+        Engine::load(&shipped())
+            .unwrap()
+            .sensitive("Custos::Action::\"execute\"")
+            .is_empty()
+    );
+    // The annotation changes nothing about deciding: the value is there for the policies.
+    let d = engine.authorize(&request(
+        "execute",
+        "Custos::Service::\"executor\"",
+        "Custos::Connector::\"erp\"",
+        json!({"workflow": {"__entity": {"type": "Custos::Workflow", "id": "invoice-posting"}},
+               "confidence": "0.99", "amount_usd": "25.00", "human_approved": false,
+               "customer": "u-4711"}),
+    ));
+    assert!(d.errors.is_empty(), "{d:?}");
+}

@@ -136,6 +136,9 @@ fn truncate(s: &mut String, max: usize) -> bool {
     true
 }
 
+/// A shareable closure over a record's action and its JSON context (the audit log's `Scrub`).
+pub type JsonScrubber = std::sync::Arc<dyn Fn(&str, &mut Value) + Send + Sync>;
+
 impl Redactor {
     /// Redacts an export in place.
     pub fn request(&self, req: &mut ExportTraceServiceRequest) {
@@ -206,12 +209,45 @@ impl Redactor {
         }
     }
 
-    /// [`Redactor::json`] as a shareable closure (what an audit log scrubs its records with).
-    pub fn json_scrubber(
-        self: &std::sync::Arc<Self>,
-    ) -> std::sync::Arc<dyn Fn(&mut Value) + Send + Sync> {
+    /// [`Redactor::json`] as a shareable closure of the audit log's shape (the record's action,
+    /// which this ignores, and its context).
+    pub fn json_scrubber(self: &std::sync::Arc<Self>) -> JsonScrubber {
         let r = std::sync::Arc::clone(self);
-        std::sync::Arc::new(move |v: &mut Value| r.json(v))
+        std::sync::Arc::new(move |_: &str, v: &mut Value| r.json(v))
+    }
+
+    /// Replaces the value at `path` (attribute names from the top of `v`) with its pseudonym
+    /// `[LABEL:hex]`, when it is there. A value in Cedar's JSON forms is hashed by what it names:
+    /// a string as itself (so it joins with the same value's pseudonyms elsewhere), an entity
+    /// reference by its id, an extension value by its argument, anything else as JSON text.
+    pub fn pseudonymize_at(&self, v: &mut Value, path: &[String], label: &str) {
+        let mut at = v;
+        for name in path {
+            match at.get_mut(name) {
+                Some(next) => at = next,
+                None => return,
+            }
+        }
+        if at.is_null() {
+            return;
+        }
+        let named = match &*at {
+            Value::String(s) => s.clone(),
+            Value::Object(o) => match (o.get("__entity"), o.get("__extn")) {
+                (Some(e), _) => e["id"]
+                    .as_str()
+                    .map_or_else(|| e.to_string(), str::to_string),
+                (_, Some(x)) => x["arg"]
+                    .as_str()
+                    .map_or_else(|| x.to_string(), str::to_string),
+                _ => at.to_string(),
+            },
+            other => other.to_string(),
+        };
+        *at = Value::String(format!(
+            "[{label}:{}]",
+            self.key.pseudonym(named.as_bytes())
+        ));
     }
 
     /// Redacts JSON in place: object keys are matched by the key rules (the key alone, at any

@@ -17,6 +17,27 @@ use serde_json::json;
 
 use crate::{Error, Result};
 
+/// Appends an erasure's (`erase`) or the journal retention's (`retention`) record.
+pub(crate) fn record(
+    audit: &AuditLog,
+    kind: &str,
+    principal: &str,
+    context: serde_json::Value,
+) -> Result<custos_audit::Record> {
+    Ok(audit.append(Entry {
+        kind: kind.into(),
+        principal: principal.to_string(),
+        action: "Custos::Action::\"erase\"".into(),
+        resource: custos_governance::access::API.into(),
+        decision: "erased".into(),
+        policies: Vec::new(),
+        advice: Vec::new(),
+        errors: Vec::new(),
+        context,
+        policy_hash: String::new(),
+    })?)
+}
+
 /// What an erasure works on.
 pub struct Parts<'a> {
     /// The span store, open for writing.
@@ -102,18 +123,7 @@ pub async fn erase(parts: Parts<'_>, req: &EraseRequest) -> Result<Erased> {
         "reviews": forgotten.reviews,
         "connector_records": forgotten.connector_records,
     });
-    let record = parts.audit.append(Entry {
-        kind: "erase".into(),
-        principal: parts.by.to_string(),
-        action: "Custos::Action::\"erase\"".into(),
-        resource: custos_governance::access::API.into(),
-        decision: "erased".into(),
-        policies: Vec::new(),
-        advice: Vec::new(),
-        errors: Vec::new(),
-        context,
-        policy_hash: String::new(),
-    })?;
+    let record = record(parts.audit, "erase", parts.by, context)?;
     tracing::info!(
         spans = spans.spans,
         runs = forgotten.runs.len(),

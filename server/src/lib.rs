@@ -30,8 +30,8 @@ use custos_store::Store;
 pub use auth::{ADMIN_TOKEN_FILE, ADMINS, EXECUTOR_PRINCIPAL};
 pub use config::{AuthOptions, Config, RulesOptions, ServerOptions};
 pub use offline::{
-    SERVER_PRINCIPAL, audit_dir, erase_offline, gate_offline, open_audit, open_offline,
-    open_redactor, query_offline, report_offline,
+    SERVER_PRINCIPAL, audit_dir, audit_scrubber, erase_offline, gate_offline, open_audit,
+    open_offline, open_redactor, query_offline, report_offline,
 };
 pub use routes::analytics::{metrics_request, threshold_request};
 pub use routes::governance::GateRequest;

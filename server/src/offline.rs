@@ -30,13 +30,33 @@ pub fn open_redactor(
     })
 }
 
-/// The audit log of `data_dir`, every record's context redacted by `redactor` before it is
-/// chained.
+/// What the audit log does to every record's context before chaining it: the context fields the
+/// policy schema marks `@sensitive` for the record's action become pseudonyms (with the engine
+/// in force when the record is written), then the redaction rules run on the rest.
+pub fn audit_scrubber(
+    redactor: &std::sync::Arc<custos_redact::Redactor>,
+    engine: Option<custos_policy::live::Live>,
+) -> custos_audit::Scrub {
+    let redactor = std::sync::Arc::clone(redactor);
+    std::sync::Arc::new(move |action: &str, v: &mut serde_json::Value| {
+        if let Some(live) = &engine {
+            let e = live.current();
+            for s in e.sensitive(action) {
+                redactor.pseudonymize_at(v, &s.path, &s.label);
+            }
+        }
+        redactor.json(v);
+    })
+}
+
+/// The audit log of `data_dir`, every record's context scrubbed by [`audit_scrubber`] before it
+/// is chained.
 pub fn open_audit(
     data_dir: &std::path::Path,
     redactor: &std::sync::Arc<custos_redact::Redactor>,
+    engine: Option<custos_policy::live::Live>,
 ) -> Result<AuditLog> {
-    Ok(AuditLog::open(&audit_dir(data_dir))?.scrubbing(redactor.json_scrubber()))
+    Ok(AuditLog::open(&audit_dir(data_dir))?.scrubbing(audit_scrubber(redactor, engine)))
 }
 
 /// Runs the deploy gate on a data directory (read-only for spans) and records the decision in its
@@ -59,7 +79,7 @@ pub async fn gate_offline(
     )
     .await?;
     let redactor = std::sync::Arc::new(open_redactor(data_dir, rules.redaction.as_deref())?);
-    let audit = open_audit(data_dir, &redactor)?;
+    let audit = open_audit(data_dir, &redactor, Some(engine.clone().into()))?;
     gate::note_policy_set(&audit, &engine, "Custos::Service::\"custos-cli\"")?;
     gate::record(&audit, &mut report)?;
     Ok(report)
@@ -106,7 +126,7 @@ pub async fn erase_offline(
         other => other.into(),
     })?;
     let redactor = std::sync::Arc::new(open_redactor(data_dir, rules.redaction.as_deref())?);
-    let audit = open_audit(data_dir, &redactor)?;
+    let audit = open_audit(data_dir, &redactor, rules.engine.clone().map(Into::into))?;
     let journal_path = custos_executor::run::journal_path(data_dir);
     let journal = if journal_path.exists() {
         Some(

@@ -194,23 +194,17 @@ pub async fn apply_retention(
         .await
         .map_err(Error::Executor)?;
     if !done.runs.is_empty() {
-        audit.append(custos_audit::Entry {
-            kind: "retention".into(),
-            principal: crate::SERVER_PRINCIPAL.into(),
-            action: "Custos::Action::\"erase\"".into(),
-            resource: custos_governance::access::API.into(),
-            decision: "erased".into(),
-            policies: Vec::new(),
-            advice: Vec::new(),
-            errors: Vec::new(),
-            context: serde_json::json!({
+        crate::erase::record(
+            audit,
+            "retention",
+            crate::SERVER_PRINCIPAL,
+            serde_json::json!({
                 "journal_retention_secs": runner.retention.as_secs(),
                 "runs": done.runs,
                 "reviews": done.reviews,
                 "connector_records": done.connector_records,
             }),
-            policy_hash: String::new(),
-        })?;
+        )?;
         tracing::info!(
             runs = done.runs.len(),
             "cleared finished runs past the journal's retention"

@@ -212,9 +212,19 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         &options.store.data_dir,
         options.rules.redaction.as_deref(),
     )?);
-    let audit = Arc::new(open_audit(&options.store.data_dir, &redactor)?);
+    let Some(engine) = rules.engine.take() else {
+        return Err(Error::Config(
+            "no policy directory: who may call every port is decided by the policies; set `[rules] policies` or run where `rules/policy` exists (custos ships one: docs/governance.md)".into(),
+        ));
+    };
+    let engine = custos_policy::live::Live::new(engine);
+    let audit = Arc::new(open_audit(
+        &options.store.data_dir,
+        &redactor,
+        Some(engine.clone()),
+    )?);
     let (mut registry, metrics, store_gauges, sql_seconds) = metrics_registry(&store);
-    let (access, admin_token) = open_access(&options, rules.engine.take(), &audit)?;
+    let (access, admin_token) = open_access(&options, engine, &audit)?;
     access.counters.register(&mut registry);
     let collector_metrics = metrics.clone();
     let ingest = Ingest {
@@ -246,7 +256,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
             custos_collector::http::router(ingest.clone()),
         )),
         &executor_token,
-        redactor.json_scrubber(),
+        crate::audit_scrubber(&redactor, Some(access.engine.clone())),
     )?;
     if let Some(r) = &runner
         && custos_governance::changes::note_workflows(
@@ -332,14 +342,10 @@ fn at_rest(options: &ServerOptions) -> crate::at_rest::AtRest {
 /// port's access is a policy decision.
 fn open_access(
     options: &ServerOptions,
-    engine: Option<custos_policy::engine::Engine>,
+    live: custos_policy::live::Live,
     audit: &Arc<AuditLog>,
 ) -> Result<(Access, Option<std::path::PathBuf>)> {
-    let Some(engine) = engine else {
-        return Err(Error::Config(
-            "no policy directory: who may call every port is decided by the policies; set `[rules] policies` or run where `rules/policy` exists (custos ships one: docs/governance.md)".into(),
-        ));
-    };
+    let engine = live.current();
     if gate::note_policy_set(audit, &engine, SERVER_PRINCIPAL)?.is_some() {
         tracing::info!(
             hash = engine.hash(),
@@ -372,7 +378,7 @@ fn open_access(
     }
     let access = Access {
         authn: Arc::new(authn),
-        engine: engine.into(),
+        engine: live,
         audit: audit.clone(),
         certificate_principals: options
             .tls

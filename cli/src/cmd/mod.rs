@@ -192,13 +192,20 @@ pub async fn open_data(
     }
 }
 
-/// What the audit log of the data directory `dir` does to every record's context: the redaction
-/// rules (`rules/redaction.yaml` when it exists, else the shipped defaults) with the directory's
+/// What the audit log of the data directory `dir` does to every record's context: the context
+/// fields `engine`'s schema marks `@sensitive` become pseudonyms, then the redaction rules
+/// (`rules/redaction.yaml` when it exists, else the shipped defaults) run, with the directory's
 /// pseudonym key.
-pub fn scrub(dir: &Path) -> Result<custos_audit::Scrub> {
+pub fn scrub(
+    dir: &Path,
+    engine: Option<&custos_policy::engine::Engine>,
+) -> Result<custos_audit::Scrub> {
     let rules = custos_server::config::RulesOptions::resolve(None, None).map_err(user)?;
     let redactor = custos_server::open_redactor(dir, rules.redaction.as_deref()).map_err(user)?;
-    Ok(std::sync::Arc::new(redactor).json_scrubber())
+    Ok(custos_server::audit_scrubber(
+        &std::sync::Arc::new(redactor),
+        engine.cloned().map(Into::into),
+    ))
 }
 
 /// Loads the policy engine of `dir`; a missing directory means none (fail closed), a broken one

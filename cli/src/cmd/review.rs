@@ -71,10 +71,11 @@ pub enum ReviewCommand {
 
 fn local_executor(source: &ReviewSource) -> Result<Arc<Executor>> {
     let data = data_dir(source.data.clone());
+    let engine = engine(&source.policies)?;
     Ok(Executor::open(ExecutorOptions {
-        scrub: Some(scrub(&data)?),
+        scrub: Some(scrub(&data, engine.as_ref())?),
         data_dir: data,
-        engine: engine(&source.policies)?.map(Into::into),
+        engine: engine.map(Into::into),
         telemetry: Telemetry::off(),
         principal: "executor".into(),
     })?)

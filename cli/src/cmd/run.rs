@@ -53,10 +53,11 @@ pub async fn run(o: RunArgs) -> Result<ExitCode> {
         .and_then(|_| identity(&dir).ok())
         .map(|p| p.uid)
         .unwrap_or_else(custos_governance::tokens::local_actor);
+    let engine = engine(&o.policies)?;
     let ex = Executor::open(ExecutorOptions {
-        scrub: Some(scrub(&dir)?),
+        scrub: Some(scrub(&dir, engine.as_ref())?),
         data_dir: dir,
-        engine: engine(&o.policies)?.map(Into::into),
+        engine: engine.map(Into::into),
         telemetry: telemetry.clone(),
         principal: "executor".into(),
     })?;

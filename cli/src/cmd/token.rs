@@ -76,10 +76,12 @@ fn local(source: &TokenSource) -> Result<Local> {
             source.policies.display()
         ))
     })?;
+    let audit = AuditLog::open(&custos_server::audit_dir(&dir))?
+        .scrubbing(super::scrub(&dir, Some(&engine))?);
     Ok(Local {
         engine,
         file: TokenFile::new(&dir),
-        audit: AuditLog::open(&custos_server::audit_dir(&dir))?.scrubbing(super::scrub(&dir)?),
+        audit,
     })
 }
 

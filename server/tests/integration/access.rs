@@ -19,6 +19,11 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
         ("POST", "/api/authorize", Some(json!({}))),
         ("POST", "/api/gate", Some(json!({}))),
         ("POST", "/api/reload", None),
+        (
+            "POST",
+            "/api/erase",
+            Some(json!({"person": "nobody-at-all"})),
+        ),
         ("GET", "/api/audit/verify", None),
         ("GET", "/api/audit/records/1", None),
         ("POST", "/api/runs", Some(json!({"workflow": "w"}))),

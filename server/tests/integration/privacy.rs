@@ -292,3 +292,87 @@ async fn the_status_says_what_encrypts_the_data_directory() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_fields_marked_sensitive_in_the_schema_are_recorded_as_pseudonyms() {
+    let policies = tempfile::tempdir().unwrap();
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/policy");
+    for e in std::fs::read_dir(shipped).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, policies.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let schema = std::fs::read_to_string(policies.path().join("schema.cedarschema")).unwrap();
+    let marked = schema.replace(
+        "      human_approved: Bool,\n    },",
+        "      human_approved: Bool,\n      @sensitive(\"PERSON\") customer?: String,\n      \
+         requester?: { @sensitive email: String, team: String },\n    },",
+    );
+    assert_ne!(marked, schema);
+    std::fs::write(policies.path().join("schema.cedarschema"), marked).unwrap();
+    std::fs::write(
+        policies.path().join("blocked.cedar"),
+        "@id(\"blocked-customer\")\n@advice(\"stop: this customer's payments need a person\")\n\
+         forbid (principal, action == Custos::Action::\"execute\", resource)\n\
+         when { context has customer && context.customer == \"u-blocked\" };\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(
+        dir.path(),
+        &format!("[rules]\npolicies = {:?}\n", policies.path()),
+    )
+    .await;
+    let (_, exec) = super::access::token(&server, "Custos::Service::\"executor\"", None).await;
+    let res = super::bearer(&exec)
+        .post(format!("http://{}/api/authorize", server.api))
+        .json(&serde_json::json!({
+            "principal": "Custos::Service::\"executor\"",
+            "action": "Custos::Action::\"execute\"",
+            "resource": "Custos::Connector::\"erp\"",
+            "context": {
+                "workflow": {"__entity": {"type": "Custos::Workflow", "id": "invoice-posting"}},
+                "confidence": "0.99", "amount_usd": "25.00", "human_approved": false,
+                "customer": "u-blocked",
+                "requester": {"email": EMAIL, "team": "finance"},
+            },
+        }))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = res.json().await.unwrap();
+    // The policy read the value as sent...
+    assert_eq!(body["decision"], "deny", "{body}");
+    assert_eq!(
+        body["determining_policies"][0]["id"], "blocked-customer",
+        "{body}"
+    );
+    // ...and the record keeps its pseudonym.
+    let key = custos_redact::PseudonymKey::open(dir.path()).unwrap();
+    let seq = body["audit"]["seq"].as_u64().unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(&api_get(&server, &format!("/api/audit/records/{seq}")).await)
+            .unwrap();
+    let context = &record["context"];
+    assert_eq!(
+        context["customer"],
+        format!("[PERSON:{}]", key.pseudonym(b"u-blocked")),
+        "{record}"
+    );
+    assert_eq!(
+        context["requester"]["email"],
+        format!("[SENSITIVE:{}]", key.pseudonym(EMAIL.as_bytes()))
+    );
+    assert_eq!(context["requester"]["team"], "finance");
+    assert_eq!(context["amount_usd"], "25.00", "unmarked fields stay");
+    let log = std::fs::read_to_string(dir.path().join("audit/audit.jsonl")).unwrap();
+    assert!(!log.contains("u-blocked") && !log.contains(EMAIL), "{log}");
+    let verified = super::authed(&server)
+        .get(format!("http://{}/api/audit/verify", server.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200);
+    server.shutdown().await.unwrap();
+}
