@@ -76,8 +76,10 @@ fn cleared(mut r: RunRecord, now: i64) -> RunRecord {
     r
 }
 
-/// Forgets the selected runs in the journal and the local connectors' files under
-/// `connectors_dir`, clears the model cache when any run was forgotten, and rewrites the journal.
+/// Forgets the selected runs: their connector lines first (so a crash before the journal's commit
+/// leaves them selected for the next call), then the journal's records and the model cache in one
+/// transaction that also marks the file as owing a rewrite, then the rewrite. A rewrite a crash
+/// prevented is made by the next call.
 pub async fn forget(
     journal: &Journal,
     connectors: &Connectors,
@@ -106,17 +108,19 @@ pub async fn forget(
         out.runs.push(r.run_id.clone());
         writes.push(Write::Run(Box::new(cleared(r, now))));
     }
-    if out.runs.is_empty() {
-        return Ok(out);
+    if !out.runs.is_empty() {
+        let runs: BTreeSet<String> = out.runs.iter().cloned().collect();
+        out.connector_records = connectors.forget(&runs).await?;
+        writes.push(Write::ClearCache);
+        writes.push(Write::OweRewrite);
+        journal.commit(writes).await?;
     }
-    writes.push(Write::ClearCache);
-    journal.commit(writes).await?;
-    let runs: BTreeSet<String> = out.runs.iter().cloned().collect();
-    out.connector_records = connectors.forget(&runs).await?;
-    let journal = journal.clone();
-    tokio::task::spawn_blocking(move || journal.rewrite())
-        .await
-        .map_err(|e| Error::Journal(format!("the journal rewrite stopped: {e}")))??;
+    if journal.rewrite_owed()? {
+        let journal = journal.clone();
+        tokio::task::spawn_blocking(move || journal.rewrite())
+            .await
+            .map_err(|e| Error::Journal(format!("the journal rewrite stopped: {e}")))??;
+    }
     Ok(out)
 }
 

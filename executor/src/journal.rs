@@ -40,6 +40,11 @@ const KEYS: TableDefinition<&str, &str> = TableDefinition::new("keys");
 const DEFINITIONS: TableDefinition<&str, &str> = TableDefinition::new("definitions");
 const REVIEWS: TableDefinition<&str, &[u8]> = TableDefinition::new("reviews");
 const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
+/// Flags about the file itself; never copied by [`Journal::rewrite`].
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// Set in the transaction that clears records: the file still holds their old pages until a
+/// rewrite, which a crash may have prevented.
+const REWRITE_OWED: &str = "rewrite_owed";
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -250,9 +255,27 @@ pub enum Write {
     },
     /// Forget every cached model answer (they derive from runs' inputs).
     ClearCache,
+    /// Records were cleared: the file owes a [`Journal::rewrite`].
+    OweRewrite,
+    /// A condition, not a write: the review task must still be pending when this transaction
+    /// applies, else none of the caller's writes apply and the caller gets [`Error::Conflict`]
+    /// (a compare-and-set: of two decisions racing for one task, one wins).
+    ExpectPending {
+        /// The review task.
+        review: String,
+    },
 }
 
-type Reply = tokio::sync::oneshot::Sender<std::result::Result<(), String>>;
+/// Why a caller's writes did not apply.
+#[derive(Debug, Clone)]
+enum Failure {
+    /// A condition ([`Write::ExpectPending`]) did not hold; nothing of the caller's was written.
+    Conflict(String),
+    /// The transaction failed; nothing of anyone's was written.
+    Failed(String),
+}
+
+type Reply = tokio::sync::oneshot::Sender<std::result::Result<(), Failure>>;
 
 /// The journal: reads go straight to the database, writes through the group-commit writer.
 #[derive(Clone)]
@@ -306,6 +329,7 @@ impl Journal {
             txn.open_table(DEFINITIONS).map_err(|e| jerr(path, e))?;
             txn.open_table(REVIEWS).map_err(|e| jerr(path, e))?;
             txn.open_table(CACHE).map_err(|e| jerr(path, e))?;
+            txn.open_table(META).map_err(|e| jerr(path, e))?;
         }
         txn.commit().map_err(|e| jerr(path, e))?;
         let db = Arc::new(RwLock::new(db));
@@ -336,7 +360,10 @@ impl Journal {
             .map_err(|_| Error::Journal("the journal writer has stopped".into()))?;
         done.await
             .map_err(|_| Error::Journal("the journal writer has stopped".into()))?
-            .map_err(Error::Journal)
+            .map_err(|f| match f {
+                Failure::Conflict(m) => Error::Conflict(m),
+                Failure::Failed(m) => Error::Journal(m),
+            })
     }
 
     fn read<T>(
@@ -400,6 +427,11 @@ impl Journal {
         self.one(REVIEWS, id)
     }
 
+    /// Whether records were cleared since the file was last rewritten.
+    pub fn rewrite_owed(&self) -> Result<bool> {
+        self.read(|t| Ok(t.open_table(META)?.get(REWRITE_OWED)?.is_some()))
+    }
+
     /// Copies every table into a new file and puts it in place of the old one, so that no byte of
     /// a replaced or deleted record survives in the file (redb reuses freed pages but never clears
     /// them). Readers and writers wait while it runs; the journal stays open throughout.
@@ -409,6 +441,10 @@ impl Journal {
         let _ = std::fs::remove_file(&tmp);
         let fresh = Database::create(&tmp).map_err(|e| jerr(&tmp, e))?;
         copy_tables(&db, &fresh).map_err(|e| jerr(&self.path, e))?;
+        // The new file's tables exist before anyone reads it (`meta` starts empty: nothing owed).
+        let txn = fresh.begin_write().map_err(|e| jerr(&tmp, e))?;
+        txn.open_table(META).map_err(|e| jerr(&tmp, e))?;
+        txn.commit().map_err(|e| jerr(&tmp, e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| jerr(&self.path, e))?;
         if let Some(dir) = self.path.parent() {
             std::fs::File::open(dir)
@@ -430,7 +466,7 @@ impl Journal {
     }
 }
 
-/// Copies the five tables of `from` into `to` in one durable transaction.
+/// Copies the five record tables of `from` into `to` in one durable transaction.
 fn copy_tables(from: &Database, to: &Database) -> std::result::Result<(), redb::Error> {
     let read = from.begin_read()?;
     let write = to.begin_write()?;
@@ -471,18 +507,56 @@ fn writer(db: &RwLock<Database>, path: &Path, rx: &mpsc::Receiver<(Vec<Write>, R
             }
         }
         let db = db.read().unwrap_or_else(|p| p.into_inner());
-        let result = apply(&db, batch.iter().flat_map(|(w, _)| w.iter()))
-            .map_err(|e| format!("`{}`: {e}", path.display()));
-        for (_, reply) in batch {
-            let _ = reply.send(result.clone());
+        match apply(&db, &batch) {
+            Ok(outcomes) => {
+                for ((_, reply), conflict) in batch.into_iter().zip(outcomes) {
+                    let _ = reply.send(conflict.map_or(Ok(()), |m| Err(Failure::Conflict(m))));
+                }
+            }
+            Err(e) => {
+                let msg = format!("`{}`: {e}", path.display());
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(Failure::Failed(msg.clone())));
+                }
+            }
         }
     }
 }
 
-fn apply<'a>(
+/// The condition of `writes` that does not hold now, if any.
+fn unmet(
+    writes: &[Write],
+    reviews: &redb::Table<'_, &str, &[u8]>,
+) -> std::result::Result<Option<String>, String> {
+    for w in writes {
+        let Write::ExpectPending { review } = w else {
+            continue;
+        };
+        let status = reviews
+            .get(review.as_str())
+            .map_err(|e| e.to_string())?
+            .and_then(|v| serde_json::from_slice::<ReviewTask>(v.value()).ok())
+            .map(|t| t.status);
+        match status {
+            Some(ReviewStatus::Pending) => {}
+            Some(other) => {
+                return Ok(Some(format!(
+                    "review task `{review}` was decided meanwhile ({other:?})"
+                )));
+            }
+            None => return Ok(Some(format!("no review task `{review}`"))),
+        }
+    }
+    Ok(None)
+}
+
+/// Applies every caller's writes in one transaction, skipping (and naming) the callers whose
+/// conditions do not hold.
+fn apply(
     db: &Database,
-    writes: impl Iterator<Item = &'a Write>,
-) -> std::result::Result<(), String> {
+    batch: &[(Vec<Write>, Reply)],
+) -> std::result::Result<Vec<Option<String>>, String> {
+    let mut outcomes = Vec::with_capacity(batch.len());
     let txn = db.begin_write().map_err(|e| e.to_string())?;
     {
         let mut runs = txn.open_table(RUNS).map_err(|e| e.to_string())?;
@@ -490,25 +564,39 @@ fn apply<'a>(
         let mut defs = txn.open_table(DEFINITIONS).map_err(|e| e.to_string())?;
         let mut reviews = txn.open_table(REVIEWS).map_err(|e| e.to_string())?;
         let mut cache = txn.open_table(CACHE).map_err(|e| e.to_string())?;
-        for w in writes {
-            let r = match w {
-                Write::Run(r) => runs
-                    .insert(r.run_id.as_str(), encode(r)?.as_slice())
-                    .map(drop),
-                Write::Key { key, run_id } => keys.insert(key.as_str(), run_id.as_str()).map(drop),
-                Write::Definition { hash, text } => {
-                    defs.insert(hash.as_str(), text.as_str()).map(drop)
-                }
-                Write::Review(r) => reviews
-                    .insert(r.id.as_str(), encode(r)?.as_slice())
-                    .map(drop),
-                Write::Cache { key, value } => cache
-                    .insert(key.as_str(), encode(value)?.as_slice())
-                    .map(drop),
-                Write::ClearCache => cache.retain(|_, _| false),
-            };
-            r.map_err(|e| e.to_string())?;
+        let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        for (writes, _) in batch {
+            // Decided per caller, before any of its writes, seeing earlier callers' writes.
+            if let Some(conflict) = unmet(writes, &reviews)? {
+                outcomes.push(Some(conflict));
+                continue;
+            }
+            outcomes.push(None);
+            for w in writes {
+                let r = match w {
+                    Write::Run(r) => runs
+                        .insert(r.run_id.as_str(), encode(r)?.as_slice())
+                        .map(drop),
+                    Write::Key { key, run_id } => {
+                        keys.insert(key.as_str(), run_id.as_str()).map(drop)
+                    }
+                    Write::Definition { hash, text } => {
+                        defs.insert(hash.as_str(), text.as_str()).map(drop)
+                    }
+                    Write::Review(r) => reviews
+                        .insert(r.id.as_str(), encode(r)?.as_slice())
+                        .map(drop),
+                    Write::Cache { key, value } => cache
+                        .insert(key.as_str(), encode(value)?.as_slice())
+                        .map(drop),
+                    Write::ClearCache => cache.retain(|_, _| false),
+                    Write::OweRewrite => meta.insert(REWRITE_OWED, "yes").map(drop),
+                    Write::ExpectPending { .. } => Ok(()),
+                };
+                r.map_err(|e| e.to_string())?;
+            }
         }
     }
-    txn.commit().map_err(|e| e.to_string())
+    txn.commit().map_err(|e| e.to_string())?;
+    Ok(outcomes)
 }

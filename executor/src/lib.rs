@@ -137,9 +137,10 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Fault injection for crash tests: when `CUSTOS_EXECUTOR_CRASH` is `POINT:STEP` (points:
+/// Fault injection for crash tests (debug builds only): when `CUSTOS_EXECUTOR_CRASH` is `POINT:STEP` (points:
 /// `before_intent`, `after_intent`, `after_call`, `after_result`), the process kills itself
 /// with SIGKILL on reaching that point of that step, exactly like `kill -9`.
+#[cfg(debug_assertions)]
 pub fn crash_point(point: &str, step: &str) {
     static TARGET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let target = TARGET.get_or_init(|| std::env::var("CUSTOS_EXECUTOR_CRASH").ok());
@@ -151,3 +152,7 @@ pub fn crash_point(point: &str, step: &str) {
         std::thread::sleep(std::time::Duration::from_secs(60));
     }
 }
+
+/// Release builds have no fault injection.
+#[cfg(not(debug_assertions))]
+pub fn crash_point(_: &str, _: &str) {}

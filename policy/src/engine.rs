@@ -204,8 +204,18 @@ impl Engine {
 
     /// The context attributes of `action` (`Custos::Action::"execute"`) the schema marks
     /// `@sensitive`: an audit record stores their values as pseudonyms.
+    /// `action` may be spelled any way a request may name it (`execute`,
+    /// `Custos::Action::"execute"`, or its JSON object form).
     pub fn sensitive(&self, action: &str) -> &[crate::Sensitive] {
-        self.types.sensitive(action)
+        let v = if action.trim_start().starts_with('{') {
+            serde_json::from_str(action).unwrap_or_else(|_| Value::String(action.to_string()))
+        } else {
+            Value::String(action.to_string())
+        };
+        match action_ref(&v) {
+            Ok(uid) => self.types.sensitive(&uid.to_string()),
+            Err(_) => &[],
+        }
     }
 
     /// The policy set's hash.

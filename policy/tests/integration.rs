@@ -665,7 +665,14 @@ fn context_attributes_marked_sensitive_are_listed_with_their_paths_and_labels() 
             ),
         ]
     );
+    for spelling in [
+        "execute",
+        "{\"type\": \"Custos::Action\", \"id\": \"execute\"}",
+    ] {
+        assert_eq!(engine.sensitive(spelling).len(), 2, "{spelling}");
+    }
     assert!(engine.sensitive("Custos::Action::\"deploy\"").is_empty());
+    assert!(engine.sensitive("not an action {").is_empty());
     assert!(
         Engine::load(&shipped())
             .unwrap()

@@ -81,32 +81,69 @@ fn selection(req: &EraseRequest, redactor: &Redactor) -> Result<(Selection, Stri
     }
 }
 
+/// Clears `runs` (and, with a mention, the runs whose data mentions the person) from the
+/// executor's journal and connectors, when the data directory has them.
+async fn forget(parts: &Parts<'_>, runs: &[String], mention: Option<Mention>) -> Result<Forgotten> {
+    let Some((journal, connectors)) = parts.executor else {
+        return Ok(Forgotten::default());
+    };
+    let what = Forget {
+        runs: runs.iter().cloned().collect::<BTreeSet<_>>(),
+        mention,
+        finished_before_ms: None,
+    };
+    custos_executor::erase::forget(journal, connectors, &what)
+        .await
+        .map_err(Error::Executor)
+}
+
+/// Finishes the erasures a crash interrupted after their delete commit: clears their runs from
+/// the journal and connectors and records them (`resumed`), as `parts.by`. Returns their audit
+/// records' sequence numbers.
+pub async fn finish_followups(parts: &Parts<'_>) -> Result<Vec<u64>> {
+    let mut seqs = Vec::new();
+    for f in parts.store.followups().await? {
+        let forgotten = forget(parts, &f.runs, None).await?;
+        let context = json!({
+            "selection": f.note.get("selection").cloned().unwrap_or_default(),
+            "spans": f.spans,
+            "resumed": true,
+            "runs": forgotten.runs,
+            "runs_active": forgotten.active,
+            "reviews": forgotten.reviews,
+            "connector_records": forgotten.connector_records,
+        });
+        let r = record(parts.audit, "erase", parts.by, context)?;
+        parts.store.followup_done(&f.id).await?;
+        tracing::warn!(
+            spans = f.spans,
+            audit_seq = r.seq,
+            "finished an erasure a crash had interrupted"
+        );
+        seqs.push(r.seq);
+    }
+    Ok(seqs)
+}
+
 /// Erases what `req` selects and records it.
 pub async fn erase(parts: Parts<'_>, req: &EraseRequest) -> Result<Erased> {
     let (selection, recorded_as) = selection(req, parts.redactor)?;
     let grace = (!req.now).then_some(parts.grace);
+    finish_followups(&parts).await?;
+    let note = json!({ "selection": recorded_as });
     let spans = parts
         .store
-        .erase(&selection, grace)
+        .erase(&selection, grace, note)
         .await
         .map_err(|e| match e {
             custos_store::Error::Predicate(m) => Error::Request(m),
             other => other.into(),
         })?;
-    let mut forgotten = Forgotten::default();
-    if let Some((journal, connectors)) = parts.executor {
-        let what = Forget {
-            runs: spans.runs.iter().cloned().collect::<BTreeSet<_>>(),
-            mention: match &selection {
-                Selection::Mentions(m) => Some(m.clone()),
-                Selection::Where(_) => None,
-            },
-            finished_before_ms: None,
-        };
-        forgotten = custos_executor::erase::forget(journal, connectors, &what)
-            .await
-            .map_err(Error::Executor)?;
-    }
+    let mention = match &selection {
+        Selection::Mentions(m) => Some(m.clone()),
+        Selection::Where(_) => None,
+    };
+    let forgotten = forget(&parts, &spans.runs, mention).await?;
     let purge_due = spans.purge_due_unix_ms.map(|ms| {
         chrono::DateTime::from_timestamp_millis(ms as i64)
             .unwrap_or_default()
@@ -124,6 +161,9 @@ pub async fn erase(parts: Parts<'_>, req: &EraseRequest) -> Result<Erased> {
         "connector_records": forgotten.connector_records,
     });
     let record = record(parts.audit, "erase", parts.by, context)?;
+    if !spans.id.is_empty() {
+        parts.store.followup_done(&spans.id).await?;
+    }
     tracing::info!(
         spans = spans.spans,
         runs = forgotten.runs.len(),

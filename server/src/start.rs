@@ -269,6 +269,18 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
     {
         tracing::info!("recorded new workflow definitions in the audit log");
     }
+    // An erasure a crash interrupted after its delete commit still owes its runs and its record.
+    crate::erase::finish_followups(&crate::erase::Parts {
+        store: &store,
+        redactor: &redactor,
+        executor: runner
+            .as_ref()
+            .map(|r| (r.executor.journal(), r.executor.connectors())),
+        audit: &audit,
+        by: SERVER_PRINCIPAL,
+        grace: options.store.erase_grace,
+    })
+    .await?;
     if let Some(r) = &runner {
         let (r, a) = (r.clone(), audit.clone());
         let s = stopped(rx.clone());

@@ -28,6 +28,8 @@ use serde_json::Value;
 mod access;
 #[path = "integration/erasure.rs"]
 mod erasure;
+#[path = "integration/hardening.rs"]
+mod hardening;
 #[path = "integration/privacy.rs"]
 mod privacy;
 #[path = "integration/reload.rs"]

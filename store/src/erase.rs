@@ -17,7 +17,7 @@
 //! their removal to the next maintenance pass.
 
 use std::collections::{BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,14 +27,16 @@ use custos_schema::col;
 use datafusion::logical_expr::{Expr, ExprSchemable as _};
 use datafusion::prelude::{SessionContext, col as column, lit};
 use futures::StreamExt as _;
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use custos_redact::Mention;
 
 mod functions;
+mod pending;
 
 use functions::{ErasedKeys, Mentions};
+pub use pending::Followup;
+use pending::{ERASURE_KEY, Purge};
 
 use crate::table::{COMPACT_ZSTD_LEVEL, read_watermark, writer_properties};
 use deltalake::kernel::transaction::CommitProperties;
@@ -44,10 +46,11 @@ use crate::{Error, Result, SpanTable, Store, WalCmd};
 /// The most spans one erasure may remove (their keys are held in memory while it runs).
 pub const MAX_ERASED_SPANS: usize = 5_000_000;
 
-/// Fault injection for crash tests: when `CUSTOS_STORE_CRASH` names `point` (`erase_listed`:
+/// Fault injection for crash tests (debug builds only): when `CUSTOS_STORE_CRASH` names `point` (`erase_listed`:
 /// the intent is listed, the delete not committed; `erase_committed`: committed, its files not
 /// listed yet; `erase_purging`: the first replaced file removed), the process kills itself with
 /// SIGKILL, exactly like `kill -9`.
+#[cfg(debug_assertions)]
 fn crash_point(point: &str) {
     static TARGET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let target = TARGET.get_or_init(|| std::env::var("CUSTOS_STORE_CRASH").ok());
@@ -59,6 +62,10 @@ fn crash_point(point: &str) {
         std::thread::sleep(Duration::from_secs(60));
     }
 }
+
+/// Release builds have no fault injection.
+#[cfg(not(debug_assertions))]
+fn crash_point(_: &str) {}
 
 /// Which spans to erase.
 #[derive(Debug, Clone)]
@@ -75,6 +82,9 @@ pub enum Selection {
 /// What an erasure did.
 #[derive(Debug, Clone, Default)]
 pub struct Erased {
+    /// The erasure's id: its follow-up is owed until [`Store::followup_done`] is called with it
+    /// (empty when nothing matched, so nothing is owed).
+    pub id: String,
     /// Spans deleted from the table.
     pub spans: u64,
     /// Distinct run ids of the deleted spans (so the caller can reach the executor's journal).
@@ -87,64 +97,11 @@ pub struct Erased {
     pub purge_due_unix_ms: Option<u64>,
 }
 
-/// Files of one erasure still to remove.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Purge {
-    /// Names the erasure in its commit's `commitInfo` (`custos.erasure`).
-    id: String,
-    /// The delete commit's version (before it is made: the version it will have).
-    version: u64,
-    /// When the files may go (ms since the epoch).
-    due_unix_ms: u64,
-    /// Paths relative to the table directory.
-    files: Vec<String>,
-    /// Whether `files` is known; an intent is resolved from its commit's `remove` actions.
-    resolved: bool,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PendingFile {
-    purges: Vec<Purge>,
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn pending_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("erasure").join("pending.json")
-}
-
-fn read_pending(data_dir: &Path) -> Result<PendingFile> {
-    let path = pending_path(data_dir);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt(format!("`{}` is not readable: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PendingFile::default()),
-        Err(e) => Err(Error::io(format!("cannot read `{}`", path.display()), e)),
-    }
-}
-
-fn write_pending(data_dir: &Path, pending: &PendingFile) -> Result<()> {
-    let path = pending_path(data_dir);
-    let dir = data_dir.join("erasure");
-    let io = |what: &str, e| Error::io(format!("cannot {what} `{}`", path.display()), e);
-    std::fs::create_dir_all(&dir).map_err(|e| io("create the directory of", e))?;
-    let tmp = dir.join("pending.json.tmp");
-    let bytes = serde_json::to_vec_pretty(pending)
-        .map_err(|e| Error::Codec(format!("cannot encode the pending erasures: {e}")))?;
-    std::fs::write(&tmp, bytes).map_err(|e| io("write", e))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io("sync", e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| io("replace", e))?;
-    std::fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io("sync the directory of", e))
 }
 
 impl Store {
@@ -153,7 +110,16 @@ impl Store {
     /// a segment), then one delete commit rewrites the files holding matches. The replaced files
     /// are removed at once when `grace` is `None`, else by the first maintenance pass after
     /// `grace` (readers pinned to the old version may still be reading them until then).
-    pub async fn erase(&self, selection: &Selection, grace: Option<Duration>) -> Result<Erased> {
+    ///
+    /// What the caller must still do with the erased spans' runs is owed as a [`Followup`]
+    /// carrying `note` from the commit on, until [`Store::followup_done`]; after a crash
+    /// [`Store::followups`] lists it.
+    pub async fn erase(
+        &self,
+        selection: &Selection,
+        grace: Option<Duration>,
+        note: serde_json::Value,
+    ) -> Result<Erased> {
         let through = self.seal_wal().await?;
         self.flush().await?;
         let mut guard = self.inner.table.lock().await;
@@ -174,7 +140,8 @@ impl Store {
         }
         let data_dir = self.inner.options.data_dir.clone();
         let due = now_ms().saturating_add(grace.unwrap_or_default().as_millis() as u64);
-        let (deleted, removed, version) = delete_found(table, &data_dir, &found, due).await?;
+        let (id, deleted, removed, version) =
+            delete_found(table, &data_dir, &found, due, note).await?;
         self.show(table).await?;
         let purge_due_unix_ms = match grace {
             None => {
@@ -185,6 +152,7 @@ impl Store {
         };
         tracing::info!(spans = deleted, files = removed.len(), "erased spans");
         Ok(Erased {
+            id,
             spans: deleted,
             runs: found.runs.into_iter().collect(),
             files_rewritten: removed.len(),
@@ -203,70 +171,60 @@ impl Store {
         self.purge_due_locked(table, None).await
     }
 
-    /// Purges every pending erasure due by `at` (now when `None`).
+    /// Follow-ups of committed erasures their callers have not finished (a crash came between).
+    pub async fn followups(&self) -> Result<Vec<Followup>> {
+        let guard = self.inner.table.lock().await;
+        let data_dir = &self.inner.options.data_dir;
+        let mut pending = pending::read(data_dir)?;
+        if let Some(table) = guard.as_ref()
+            && pending::resolve(&mut pending, &table.dir)?
+        {
+            pending::write(data_dir, &pending)?;
+        }
+        Ok(pending.followups)
+    }
+
+    /// The caller finished the follow-up of erasure `id`.
+    pub async fn followup_done(&self, id: &str) -> Result<()> {
+        let _guard = self.inner.table.lock().await;
+        let data_dir = &self.inner.options.data_dir;
+        let mut pending = pending::read(data_dir)?;
+        let before = pending.followups.len();
+        pending.followups.retain(|f| f.id != id);
+        if pending.followups.len() != before {
+            pending::write(data_dir, &pending)?;
+        }
+        Ok(())
+    }
+
+    /// Purges every pending erasure due now: exactly the files its commit replaced, every other
+    /// tombstone older than its commit (files compaction or retention replaced before the
+    /// erasure may hold erased rows too) and any file no commit references, then the log
+    /// entries that described them. Returns the number of its own files removed.
     pub(crate) async fn purge_due_locked(
         &self,
         table: &mut SpanTable,
         at: Option<u64>,
     ) -> Result<usize> {
         let data_dir = &self.inner.options.data_dir;
-        let mut pending = read_pending(data_dir)?;
-        // An intent whose process died around its commit: the commit says what it removed; no
-        // commit of its own means it never happened.
-        let mut kept = Vec::with_capacity(pending.purges.len());
-        let mut changed = false;
-        for mut p in pending.purges.drain(..) {
-            if !p.resolved {
-                changed = true;
-                match removed_by_commit(&table.dir, &p)? {
-                    Some(files) => {
-                        p.files = files;
-                        p.resolved = true;
-                    }
-                    None => continue,
-                }
-            }
-            kept.push(p);
-        }
-        pending.purges = kept;
+        let mut pending = pending::read(data_dir)?;
+        let changed = pending::resolve(&mut pending, &table.dir)?;
         let at = at.unwrap_or_else(now_ms);
-        let (due, later): (Vec<Purge>, Vec<Purge>) =
-            pending.purges.drain(..).partition(|p| p.due_unix_ms <= at);
+        let (due, later): (Vec<Purge>, Vec<Purge>) = std::mem::take(&mut pending.purges)
+            .into_iter()
+            .partition(|p| p.due_unix_ms <= at);
+        pending.purges = later;
         if due.is_empty() {
             if changed {
-                pending.purges = later;
-                write_pending(data_dir, &pending)?;
+                pending::write(data_dir, &pending)?;
             }
             return Ok(0);
         }
-        let mut removed = 0;
-        let mut dirs = BTreeSet::new();
-        for p in &due {
-            for f in &p.files {
-                let path = table.dir.join(f);
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {
-                        removed += 1;
-                        crash_point("erase_purging");
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(Error::io(format!("cannot remove `{}`", path.display()), e));
-                    }
-                }
-                if let Some(d) = path.parent() {
-                    dirs.insert(d.to_path_buf());
-                }
-            }
-        }
-        for d in dirs {
-            std::fs::File::open(&d)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io(format!("cannot sync directory `{}`", d.display()), e))?;
-        }
+        let removed = remove_files(&table.dir, due.iter().flat_map(|p| p.files.iter()))?;
+        let oldest = due.iter().map(|p| p.committed_unix_ms).min().unwrap_or(at);
+        table.vacuum_before(oldest).await?;
         expire_log(table).await?;
-        pending.purges = later;
-        write_pending(data_dir, &pending)?;
+        pending::write(data_dir, &pending)?;
         Ok(removed)
     }
 
@@ -306,23 +264,32 @@ impl Store {
 /// Commits the delete of `found`, listing the files it replaces in the pending file: first as an
 /// intent naming the version the commit will have (so a crash right after the commit still
 /// leaves the files to be found, from that commit's `remove` actions), then with the files.
-/// Returns the spans deleted, the replaced files and the commit's version.
+/// The caller's follow-up rides on the intent and is owed once the commit is known. Returns the
+/// erasure's id, the spans deleted, the replaced files and the commit's version.
 async fn delete_found(
     table: &mut SpanTable,
     data_dir: &Path,
     found: &Found,
     due: u64,
-) -> Result<(u64, Vec<String>, Option<u64>)> {
+    note: serde_json::Value,
+) -> Result<(String, u64, Vec<String>, Option<u64>)> {
     let id = format!("erasure-{}-{}", now_ms(), std::process::id());
-    let mut pending = read_pending(data_dir)?;
+    let mut pending = pending::read(data_dir)?;
     pending.purges.push(Purge {
         id: id.clone(),
         version: table.version().map_or(0, |v| v + 1),
+        committed_unix_ms: now_ms(),
         due_unix_ms: due,
         files: Vec::new(),
         resolved: false,
+        followup: Some(Followup {
+            id: id.clone(),
+            spans: found.spans,
+            runs: found.runs.iter().cloned().collect(),
+            note,
+        }),
     });
-    write_pending(data_dir, &pending)?;
+    pending::write(data_dir, &pending)?;
     crash_point("erase_listed");
     let before: HashSet<String> = table.data_files().into_iter().collect();
     let started = SystemTime::now();
@@ -351,72 +318,44 @@ async fn delete_found(
     let after: HashSet<String> = table.data_files().into_iter().collect();
     let removed: Vec<String> = before.difference(&after).cloned().collect();
     let version = table.version();
+    let deleted = metrics.num_deleted_rows.map_or(found.spans, |n| n as u64);
     for p in pending.purges.iter_mut().filter(|p| p.id == id) {
         p.version = version.unwrap_or(p.version);
         p.files = removed.clone();
         p.resolved = true;
-    }
-    write_pending(data_dir, &pending)?;
-    let deleted = metrics.num_deleted_rows.map_or(found.spans, |n| n as u64);
-    Ok((deleted, removed, version))
-}
-
-/// The key under which a delete commit's `commitInfo` names its erasure.
-const ERASURE_KEY: &str = "custos.erasure";
-
-/// The files an intent's commit removed, read from that commit's `remove` actions; `None` when
-/// the commit at that version is not the erasure's (it never happened).
-fn removed_by_commit(table_dir: &Path, purge: &Purge) -> Result<Option<Vec<String>>> {
-    let path = table_dir
-        .join("_delta_log")
-        .join(format!("{:020}.json", purge.version));
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(format!("cannot read `{}`", path.display()), e)),
-    };
-    let actions: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let ours = actions.iter().any(|a| {
-        a.pointer(&format!("/commitInfo/{ERASURE_KEY}"))
-            .and_then(serde_json::Value::as_str)
-            == Some(purge.id.as_str())
-    });
-    if !ours {
-        return Ok(None);
-    }
-    Ok(Some(
-        actions
-            .iter()
-            .filter_map(|a| {
-                a.pointer("/remove/path")
-                    .and_then(serde_json::Value::as_str)
-            })
-            .map(percent_decode)
-            .collect(),
-    ))
-}
-
-/// Decodes `%XX` escapes (Delta log paths are URL-encoded).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(h) = s.get(i + 1..i + 3)
-            && let Ok(b) = u8::from_str_radix(h, 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
+        if let Some(mut f) = p.followup.take() {
+            f.spans = deleted;
+            pending.followups.push(f);
         }
-        out.push(bytes[i]);
-        i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    pending::write(data_dir, &pending)?;
+    Ok((id, deleted, removed, version))
+}
+
+/// Removes `files` (relative to `table_dir`; gone already is fine) and syncs their directories.
+fn remove_files<'a>(table_dir: &Path, files: impl Iterator<Item = &'a String>) -> Result<usize> {
+    let mut removed = 0;
+    let mut dirs = BTreeSet::new();
+    for f in files {
+        let path = table_dir.join(f);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                removed += 1;
+                crash_point("erase_purging");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("cannot remove `{}`", path.display()), e)),
+        }
+        if let Some(d) = path.parent() {
+            dirs.insert(d.to_path_buf());
+        }
+    }
+    for d in dirs {
+        std::fs::File::open(&d)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(format!("cannot sync directory `{}`", d.display()), e))?;
+    }
+    Ok(removed)
 }
 
 /// A checkpoint at the current version, then the removal of every older commit and checkpoint
@@ -445,35 +384,56 @@ async fn expire_log(table: &mut SpanTable) -> Result<()> {
     table.reload().await
 }
 
-/// `sql` with every literal value (strings and numbers) replaced by `hash(value)` as a string
-/// literal: what an audit record of the erasure keeps of a `Where` selection, so the trail
-/// shows what kind of condition was used without re-storing the values erased. Column names,
-/// keys inside `attributes['...']` and operators stay. A condition that does not tokenize is
-/// recorded as `hash` of all of it.
+/// `sql` with every literal value replaced by `hash(value)` as a string literal: what an audit
+/// record of the erasure keeps of a `Where` selection, so the trail shows what kind of condition
+/// was used without re-storing the values erased. Only names, operators and punctuation stay,
+/// and a key or index right after a column (`attributes['user.id']`, `events[1]`); every other
+/// token that can
+/// carry a value (numbers, strings in any quoting: `'…'`, `$$…$$`, `X'…'`, `U&'…'`, `b'…'`,
+/// placeholders) is hashed. A condition that does not tokenize is recorded as `hash` of all of
+/// it.
 pub fn recorded_form(sql: &str, hash: impl Fn(&str) -> String) -> String {
     use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
         return format!("'{}'", hash(sql));
     };
     let mut out = String::with_capacity(sql.len() + 32);
-    let mut subscript = false;
+    // The last two tokens that are not whitespace.
+    let (mut prev, mut prev2): (Option<Token>, Option<Token>) = (None, None);
     for t in tokens {
+        let map_key = matches!(prev, Some(Token::LBracket))
+            && match &prev2 {
+                Some(Token::Word(w)) => w.keyword == Keyword::NoKeyword || w.quote_style.is_some(),
+                Some(Token::RBracket) => true,
+                _ => false,
+            };
+        let text = t.to_string();
         match &t {
-            // A map key (`attributes['user.id']`) names an attribute, not a value.
-            Token::SingleQuotedString(s) if subscript => {
-                out.push_str(&Token::SingleQuotedString(s.clone()).to_string());
-            }
+            Token::Word(_) | Token::Whitespace(_) => out.push_str(&text),
+            Token::SingleQuotedString(_) | Token::Number(..) if map_key => out.push_str(&text),
             Token::SingleQuotedString(s)
             | Token::DoubleQuotedString(s)
             | Token::NationalStringLiteral(s)
-            | Token::EscapedStringLiteral(s) => {
-                out.push_str(&format!("'{}'", hash(s)));
-            }
-            Token::Number(n, _) => out.push_str(&format!("'{}'", hash(n))),
-            other => out.push_str(&other.to_string()),
+            | Token::EscapedStringLiteral(s)
+            | Token::UnicodeStringLiteral(s)
+            | Token::HexStringLiteral(s)
+            | Token::SingleQuotedByteStringLiteral(s)
+            | Token::DoubleQuotedByteStringLiteral(s)
+            | Token::SingleQuotedRawStringLiteral(s)
+            | Token::DoubleQuotedRawStringLiteral(s)
+            | Token::Number(s, _) => out.push_str(&format!("'{}'", hash(s))),
+            Token::DollarQuotedString(d) => out.push_str(&format!("'{}'", hash(&d.value))),
+            // Operators and punctuation carry no value; anything else with letters or digits
+            // in it might.
+            _ if !text.chars().any(char::is_alphanumeric) => out.push_str(&text),
+            _ => out.push_str(&format!("'{}'", hash(&text))),
         }
-        subscript = matches!(t, Token::LBracket);
+        if !matches!(t, Token::Whitespace(_)) {
+            prev2 = prev.take();
+            prev = Some(t);
+        }
     }
     out
 }
@@ -575,6 +535,24 @@ mod tests {
         assert_eq!(
             recorded_form("name IN ('a', 'bb')", h),
             "name IN ('[VALUE:1]', '[VALUE:2]')"
+        );
+        for sneaky in [
+            "name = $$u-123$$",
+            "name = X'75'",
+            "name = U&'u-123'",
+            "name = b'u-123'",
+            "array_has(['u-123'], name)",
+            "name = ?",
+        ] {
+            let r = recorded_form(sneaky, h);
+            assert!(
+                !r.contains("u-123") && !r.contains("75'"),
+                "{sneaky} -> {r}"
+            );
+        }
+        assert_eq!(
+            recorded_form("events[1]['attributes']['to'] = 'a'", h),
+            "events[1]['attributes']['to'] = '[VALUE:1]'"
         );
         let bad = "name = 'unterminated";
         assert_eq!(recorded_form(bad, h), format!("'[VALUE:{}]'", bad.len()));

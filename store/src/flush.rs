@@ -117,7 +117,10 @@ impl Store {
             self.inner.stats.compactions.fetch_add(1, Ordering::Relaxed);
         }
         // Files replaced by compaction or removed by retention stay on disk until vacuumed.
-        table.vacuum().await?;
+        // Kept at least an hour for readers in flight, and as long as an erasure's grace.
+        table
+            .vacuum(o.erase_grace.max(Duration::from_secs(3600)))
+            .await?;
         self.purge_due_locked(table, None).await?;
         self.show(table).await
     }

@@ -356,17 +356,32 @@ impl SpanTable {
         Ok(())
     }
 
-    /// Deletes data files that no commit has referenced for over an hour: those replaced by
-    /// compaction and those removed by retention (Lite mode: only files the log names, so files of
-    /// a commit in flight are never touched).
-    pub async fn vacuum(&mut self) -> Result<()> {
+    /// Deletes data files that no commit has referenced for longer than `keep`: those replaced
+    /// by compaction, retention and erasure (Lite mode: only files the log names, so files of a
+    /// commit in flight are never touched).
+    pub async fn vacuum(&mut self, keep: std::time::Duration) -> Result<()> {
+        let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::hours(1));
+        self.vacuum_with(VacuumMode::Lite, keep).await
+    }
+
+    /// Deletes every file no commit references that was replaced (or written) before
+    /// `before_unix_ms`: tombstones and files a crashed flush left (Full mode lists the
+    /// directory). Only safe while no commit is in flight: callers hold the table lock.
+    pub async fn vacuum_before(&mut self, before_unix_ms: u64) -> Result<()> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let age = now.saturating_sub(i64::try_from(before_unix_ms).unwrap_or(now));
+        self.vacuum_with(VacuumMode::Full, chrono::Duration::milliseconds(age.max(0)))
+            .await
+    }
+
+    async fn vacuum_with(&mut self, mode: VacuumMode, keep: chrono::Duration) -> Result<()> {
         let started = SystemTime::now();
         let (table, metrics) = self
             .table
             .clone()
             .vacuum()
-            .with_mode(VacuumMode::Lite)
-            .with_retention_period(chrono::Duration::hours(1))
+            .with_mode(mode)
+            .with_retention_period(keep)
             .with_enforce_retention_duration(false)
             .await
             .map_err(|e| table_err("vacuum failed", e))?;

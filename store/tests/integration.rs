@@ -347,7 +347,23 @@ fn named(tag: u32, n: usize, planted: &str) -> RecordBatch {
     RecordBatch::try_new(b.schema(), columns).unwrap()
 }
 
-/// Files under `dir` whose bytes contain `needle`.
+/// A file as text: Parquet decoded (its pages are compressed), anything else as its bytes.
+fn as_text(p: &Path) -> String {
+    if p.extension().is_some_and(|x| x == "parquet") {
+        let f = std::fs::File::open(p).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<_> = reader.map(Result::unwrap).collect();
+        return arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+    }
+    String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned()
+}
+
+/// Files under `dir` holding `needle`.
 fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
     let mut hits = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -356,9 +372,7 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p)
-                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
-            {
+            } else if as_text(&p).contains(needle) {
                 hits.push(p.display().to_string());
             }
         }
@@ -402,7 +416,11 @@ async fn erasure_reaches_the_table_the_memtable_the_wal_and_the_log() {
         "the planted value is on disk before the erasure (else this test proves nothing)"
     );
     let erased = store
-        .erase(&Selection::Where(format!("name = '{planted}'")), None)
+        .erase(
+            &Selection::Where(format!("name = '{planted}'")),
+            None,
+            serde_json::json!({"t": 1}),
+        )
         .await
         .unwrap();
     assert_eq!(erased.spans, 7);
@@ -433,7 +451,11 @@ async fn erasure_with_a_grace_removes_the_old_files_only_when_due() {
     let before: Vec<_> = store.data_files().await;
     let person = Selection::Mentions(custos_redact::Mention::from_parts("u-123", hex));
     let erased = store
-        .erase(&person, Some(std::time::Duration::from_millis(300)))
+        .erase(
+            &person,
+            Some(std::time::Duration::from_millis(300)),
+            serde_json::Value::Null,
+        )
         .await
         .unwrap();
     assert_eq!(erased.spans, 3);
@@ -463,12 +485,102 @@ async fn erasure_refuses_what_is_not_a_condition_and_changes_nothing() {
         ("name = ", "not a predicate"),
     ] {
         let err = store
-            .erase(&Selection::Where(sql.into()), None)
+            .erase(&Selection::Where(sql.into()), None, serde_json::Value::Null)
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Predicate(_)), "{sql}: {err}");
         assert!(err.to_string().contains(says), "{sql}: {err}");
     }
     assert_eq!(count(&store).await, (4, 4));
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_now_also_removes_files_compaction_replaced_before_it() {
+    use custos_store::Selection;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(options(dir.path())).await.unwrap();
+    let planted = "erase-me-c0mpact";
+    for tag in 1..=3 {
+        store.append(named(tag, 4, planted)).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    assert!(store.compact_now(2).await.unwrap());
+    // The three flushed files are tombstones now, still on disk for readers, and hold the value.
+    let parquet_holding = |dir: &Path| {
+        files_holding(dir, planted)
+            .into_iter()
+            .filter(|f| f.ends_with(".parquet"))
+            .count()
+    };
+    assert_eq!(
+        parquet_holding(dir.path()),
+        4,
+        "three replaced files and the compacted one"
+    );
+    let erased = store
+        .erase(
+            &Selection::Where(format!("name = '{planted}'")),
+            None,
+            serde_json::Value::Null,
+        )
+        .await
+        .unwrap();
+    assert_eq!(erased.spans, 6);
+    assert_eq!(files_holding(dir.path(), planted), Vec::<String>::new());
+    assert_eq!(count(&store).await, (6, 6));
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasures_follow_up_is_owed_until_its_caller_says_it_is_done() {
+    use custos_store::Selection;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(options(dir.path())).await.unwrap();
+    let b = named(1, 4, "follow-me");
+    let run = b.schema().index_of(col::RUN_ID).unwrap();
+    let mut columns = b.columns().to_vec();
+    columns[run] = Arc::new(StringArray::from(vec!["run-7"; 4]));
+    store
+        .append(RecordBatch::try_new(b.schema(), columns).unwrap())
+        .await
+        .unwrap();
+    let note = serde_json::json!({"selection": "name = '[VALUE:x]'"});
+    let erased = store
+        .erase(
+            &Selection::Where("name = 'follow-me'".into()),
+            None,
+            note.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(erased.runs, vec!["run-7".to_string()]);
+    let owed = store.followups().await.unwrap();
+    assert_eq!(owed.len(), 1);
+    assert_eq!(
+        (
+            owed[0].id.as_str(),
+            owed[0].spans,
+            owed[0].runs.clone(),
+            &owed[0].note
+        ),
+        (erased.id.as_str(), 2, vec!["run-7".to_string()], &note)
+    );
+    // Owed across a restart, gone once done.
+    store.shutdown().await.unwrap();
+    let store = Store::open(options(dir.path())).await.unwrap();
+    assert_eq!(store.followups().await.unwrap().len(), 1);
+    store.followup_done(&erased.id).await.unwrap();
+    assert!(store.followups().await.unwrap().is_empty());
+    let nothing = store
+        .erase(
+            &Selection::Where("name = 'follow-me'".into()),
+            None,
+            serde_json::Value::Null,
+        )
+        .await
+        .unwrap();
+    assert!(nothing.id.is_empty() && nothing.spans == 0);
+    assert!(store.followups().await.unwrap().is_empty());
     store.shutdown().await.unwrap();
 }

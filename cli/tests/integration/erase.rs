@@ -208,5 +208,24 @@ fn kill_9_at_every_point_of_an_erasure_leaves_old_or_new_and_a_rerun_finishes() 
         );
         let (code, out, err) = run_in(Path::new("."), &["audit", "verify", "--data", data]);
         assert_eq!(code, Some(0), "{point}: {out}{err}");
+        // An erasure the crash cut after its commit is finished and recorded by the next one.
+        let log = std::fs::read_to_string(image.path().join("audit/audit.jsonl")).unwrap();
+        let resumed: Vec<Value> = log
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["kind"] == "erase" && r["context"]["resumed"] == true)
+            .collect();
+        let expected = usize::from(erased_by_the_crashed_run);
+        assert_eq!(resumed.len(), expected, "{point}: {log}");
+        if let Some(r) = resumed.first() {
+            assert_eq!(r["context"]["spans"], 4, "{point}: {r}");
+            assert!(
+                r["context"]["selection"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("person = '[PERSON:"),
+                "{point}: {r}"
+            );
+        }
     }
 }

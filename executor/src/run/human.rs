@@ -220,9 +220,15 @@ impl Executor {
             attrs.insert("automation.review.outcome".into(), json!("timed_out"));
             attrs.insert("automation.review.on_timeout".into(), json!(on_timeout));
             let error = format!("review timed out after {} ms", now - task.created_ms);
-            self.close_review(&r, &task, step, pending, attrs, now, Some(error))
-                .await?;
-            moved.push(r.run_id.clone());
+            match self
+                .close_review(&r, &task, step, pending, attrs, now, Some(error))
+                .await
+            {
+                Ok(()) => moved.push(r.run_id.clone()),
+                // A reviewer decided it just now: the decision stands.
+                Err(Error::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(moved)
     }
@@ -270,8 +276,13 @@ impl Executor {
         end_ms: i64,
         error: Option<String>,
     ) -> Result<()> {
+        // Only if nobody decided the task meanwhile: a racing decision (or the timeout) loses
+        // with a conflict and changes nothing.
         self.journal
             .commit(vec![
+                Write::ExpectPending {
+                    review: task.id.clone(),
+                },
                 Write::Run(Box::new(r.clone())),
                 Write::Review(Box::new(task.clone())),
             ])
