@@ -126,6 +126,35 @@ async fn grpc(server: &RunningServer) -> Grpc {
     grpc_as(server, &admin(server)).await
 }
 
+/// An admin's `GET path` on the API, as JSON.
+async fn get_json(server: &RunningServer, path: &str) -> Value {
+    authed(server)
+        .get(format!("http://{}{path}", server.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Starts a run of the reference `support-triage` workflow as the admin; returns its id.
+async fn start_triage(server: &RunningServer, email_id: &str, subject: &str, body: &str) -> String {
+    let started: Value = authed(server)
+        .post(format!("http://{}/api/runs", server.api))
+        .json(&serde_json::json!({
+            "workflow": "support-triage",
+            "input": {"email_id": email_id, "subject": subject, "body": body},
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    started["run_id"].as_str().unwrap().to_string()
+}
+
 async fn sql(server: &RunningServer, query: &str) -> Vec<Value> {
     let res = authed(server)
         .post(format!("http://{}/api/sql", server.api))

@@ -9,7 +9,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use serde_json::{Value, json};
 
-use super::{admin, authed, sql, start_with};
+use super::{admin, authed, get_json, sql, start_triage, start_with};
 
 const REDACTION: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/redaction.yaml");
 const WORKFLOWS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/workflows");
@@ -59,30 +59,11 @@ async fn send_spans_about(server: &custos_server::RunningServer, user: &str) {
 /// the model is not confident).
 async fn finished_run_about(server: &custos_server::RunningServer, user: &str) -> String {
     let api = server.api;
-    let started: Value = authed(server)
-        .post(format!("http://{api}/api/runs"))
-        .json(&json!({
-            "workflow": "support-triage",
-            "input": {"email_id": format!("e-{user}"), "subject": "refund",
-                      "body": format!("Hello, customer {user} here, please refund me")},
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = started["run_id"].as_str().unwrap().to_string();
+    let body = format!("Hello, customer {user} here, please refund me");
+    let id = start_triage(server, &format!("e-{user}"), "refund", &body).await;
     let (_, ben) = super::access::token(server, "Custos::User::\"ben\"", None).await;
     for _ in 0..200 {
-        let run: Value = authed(server)
-            .get(format!("http://{api}/api/runs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let run = get_json(server, &format!("/api/runs/{id}")).await;
         match run["status"].as_str() {
             Some("finished") => return id,
             Some("waiting") if run["review"].is_string() => {
@@ -100,18 +81,6 @@ async fn finished_run_about(server: &custos_server::RunningServer, user: &str) -
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("run {id} did not finish");
-}
-
-/// An admin's `GET path` as JSON.
-async fn get_json(server: &custos_server::RunningServer, path: &str) -> Value {
-    authed(server)
-        .get(format!("http://{}{path}", server.api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 fn files_with(dir: &std::path::Path, needle: &str, skip: &[&str]) -> Vec<String> {

@@ -3,39 +3,19 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{authed, start_with};
+use super::{get_json, start_triage, start_with};
 
 const WORKFLOWS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/workflows");
 
 /// Starts support-triage runs until one waits for a review; returns the run and its task.
 async fn run_waiting_for_review(server: &custos_server::RunningServer) -> (String, String) {
-    let api = server.api;
     for n in 0..40 {
-        let started: Value = authed(server)
-            .post(format!("http://{api}/api/runs"))
-            .json(&json!({
-                "workflow": "support-triage",
-                "input": {"email_id": format!("e-{n}"), "subject": "where is my parcel",
-                          "body": format!("parcel {n} has not arrived")},
-            }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = started["run_id"].as_str().unwrap().to_string();
+        let body = format!("parcel {n} has not arrived");
+        let id = start_triage(server, &format!("e-{n}"), "where is my parcel", &body).await;
         for _ in 0..100 {
-            let run: Value = authed(server)
-                .get(format!("http://{api}/api/runs/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let run = get_json(server, &format!("/api/runs/{id}")).await;
             match run["status"].as_str() {
                 Some("waiting") if run["review"].is_string() => {
                     return (id, run["review"].as_str().unwrap().to_string());
@@ -79,14 +59,7 @@ async fn racing_review_decisions_have_one_winner_and_the_loser_gets_409() {
         let loser = if a.1 == 409 { &a } else { &b };
         assert!(loser.2.contains("decided meanwhile"), "{loser:?}");
         let winner = if a.1 == 200 { a.0 } else { b.0 };
-        let got: Value = authed(&server)
-            .get(format!("http://{}/api/reviews/{task}", server.api))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let got = get_json(&server, &format!("/api/reviews/{task}")).await;
         let want = if winner == "approve" {
             "approved"
         } else {
