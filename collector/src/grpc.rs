@@ -167,6 +167,7 @@ pub async fn serve(
 ) -> Result<()> {
     let max = receiver.ingest.options.max_body_bytes;
     let admit = admitting(&receiver.ingest);
+    let on_panic = receiver.ingest.metrics.on_panic("otlp_grpc");
     let svc = TraceServiceServer::new(receiver)
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
@@ -174,6 +175,7 @@ pub async fn serve(
     let svc = tonic::service::interceptor::InterceptedService::new(svc, admit);
     let incoming = listener.incoming();
     tonic::transport::Server::builder()
+        .layer(custos_net::panics::guard("otlp_grpc", true, on_panic))
         .layer(tower::util::MapResponseLayer::new(
             otlp_status_codes::<tonic::body::Body>,
         ))
@@ -181,4 +183,67 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Transport(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+
+    use super::*;
+
+    /// Panics on its first export, then answers.
+    struct FirstPanics(AtomicU64);
+
+    #[tonic::async_trait]
+    impl TraceService for FirstPanics {
+        async fn export(
+            &self,
+            _: Request<ExportTraceServiceRequest>,
+        ) -> std::result::Result<Response<ExportTraceServiceResponse>, Status> {
+            if self.0.fetch_add(1, Ordering::Relaxed) == 0 {
+                panic!("a bug in a handler");
+            }
+            Ok(Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_export_is_internal_and_the_channel_serves_the_next_one() {
+        let panics = Arc::new(AtomicU64::new(0));
+        let counted = panics.clone();
+        let on_panic: custos_net::panics::OnPanic = Arc::new(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(custos_net::panics::guard("test", true, on_panic))
+                .layer(tower::util::MapResponseLayer::new(
+                    otlp_status_codes::<tonic::body::Body>,
+                ))
+                .add_service(TraceServiceServer::new(FirstPanics(AtomicU64::new(0))))
+                .serve_with_incoming(incoming),
+        );
+        let mut client = TraceServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let err = client
+            .export(ExportTraceServiceRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Internal, "{err:?}");
+        // The same channel (one HTTP/2 connection) goes on serving.
+        client
+            .export(ExportTraceServiceRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(panics.load(Ordering::Relaxed), 1);
+    }
 }

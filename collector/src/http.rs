@@ -387,9 +387,11 @@ async fn handle(
 
 /// The OTLP/HTTP router: `POST /v1/traces`; other methods get 405 with an `Allow` header.
 pub fn router(ingest: Ingest) -> Router {
+    let on_panic = ingest.metrics.on_panic("otlp_http");
     Router::new()
         .route("/v1/traces", post(export))
         .with_state(ingest)
+        .layer(custos_net::panics::guard("otlp_http", false, on_panic))
 }
 
 /// Serves OTLP/HTTP on `listener` until `shutdown` resolves, then finishes requests in flight.

@@ -22,6 +22,13 @@ pub struct RequestLabels {
     pub status: String,
 }
 
+/// Labels: the listener (`otlp_grpc`, `otlp_http`, `api`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// The listener.
+    pub listener: &'static str,
+}
+
 type HistogramFamily = Family<TransportLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -39,6 +46,9 @@ pub struct CollectorMetrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Request latency in seconds, from decode to acknowledgment.
     pub request_seconds: HistogramFamily,
+    /// Request handlers that panicked (answered with an internal error), by listener; the API's
+    /// listener counts here too.
+    pub panics: Family<ListenerLabels, Counter>,
 }
 
 impl Default for CollectorMetrics {
@@ -48,6 +58,7 @@ impl Default for CollectorMetrics {
             spans_rejected: Family::default(),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            panics: Family::default(),
         }
     }
 }
@@ -75,6 +86,19 @@ impl CollectorMetrics {
             "Export request latency from decode to acknowledgment",
             self.request_seconds.clone(),
         );
+        registry.register(
+            "custos_panics",
+            "Request handlers that panicked and were answered with an internal error, by listener",
+            self.panics.clone(),
+        );
+    }
+
+    /// What a listener's panic guard calls: counts one panic on `listener`.
+    pub fn on_panic(&self, listener: &'static str) -> custos_net::panics::OnPanic {
+        let family = self.panics.clone();
+        std::sync::Arc::new(move || {
+            family.get_or_create(&ListenerLabels { listener }).inc();
+        })
     }
 
     pub(crate) fn record(

@@ -11,10 +11,14 @@
 //!   certificate's common name. It plugs into axum (`axum::serve`, `ConnectInfo<Peer>`) and
 //!   tonic (`serve_with_incoming`, the `Peer` request extension).
 //!
+//! - [`panics`]: the guard every listener wears, so a panic in a handler is a logged and counted
+//!   error answer (500, or gRPC `INTERNAL`) and never a dropped connection.
+//!
 //! Which principal a certificate stands for is the server's decision (its `[tls] clients` table),
 //! not this crate's.
 
 pub mod listen;
+pub mod panics;
 #[cfg(feature = "test-pki")]
 pub mod pki;
 pub mod tls;

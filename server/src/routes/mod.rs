@@ -50,6 +50,11 @@ pub(crate) fn api_router(state: Arc<ApiState>) -> Router {
             state.clone(),
             crate::auth::authenticate,
         ))
+        .layer(custos_net::panics::guard(
+            "api",
+            false,
+            state.collector_metrics.on_panic("api"),
+        ))
         .with_state(state)
 }
 
