@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod canary;
 pub mod duration;
+pub mod exec;
 pub mod format;
 pub mod metrics;
 pub mod prices;
@@ -56,6 +57,20 @@ pub enum Error {
     /// The query ran longer than allowed.
     #[error("query exceeded its timeout of {0:?} and was cancelled")]
     Timeout(Duration),
+    /// The result is larger than one query may return.
+    #[error(
+        "the result exceeds the limit of {max_rows} rows or {max_bytes} bytes and the query was \
+         stopped; add a `LIMIT`, aggregate, or select fewer columns"
+    )]
+    TooLarge {
+        /// The row cap.
+        max_rows: usize,
+        /// The byte cap.
+        max_bytes: usize,
+    },
+    /// As many queries as allowed are running; the caller should retry shortly.
+    #[error("{0} queries are running, the most allowed at once; retry in a second")]
+    Busy(usize),
     /// The query failed while running.
     #[error("query failed: {0}")]
     Execution(String),
@@ -77,6 +92,7 @@ impl Error {
                 | Error::ReadOnly(_)
                 | Error::Memory { .. }
                 | Error::Timeout(_)
+                | Error::TooLarge { .. }
                 | Error::Rules(_)
         )
     }
@@ -94,6 +110,12 @@ pub struct QueryOptions {
     pub timeout: Duration,
     /// DataFusion target partitions; 0 means the number of cores.
     pub target_partitions: usize,
+    /// Worker threads of the runtime queries run on; 0 means the number of cores.
+    pub threads: usize,
+    /// The largest result a query may return ([`Prepared::run`]).
+    pub result: exec::ResultLimits,
+    /// Callers' queries that may run at once ([`Analytics::admit`]).
+    pub max_concurrent: usize,
 }
 
 impl Default for QueryOptions {
@@ -102,6 +124,9 @@ impl Default for QueryOptions {
             memory_limit_bytes: 512 << 20,
             timeout: Duration::from_secs(30),
             target_partitions: 0,
+            threads: 0,
+            result: exec::ResultLimits::default(),
+            max_concurrent: 2,
         }
     }
 }
@@ -129,7 +154,13 @@ pub struct Analytics {
     options: QueryOptions,
     store: Store,
     prices: Arc<PriceTable>,
+    runtime: Arc<exec::QueryRuntime>,
+    slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// A caller's right to run one query ([`Analytics::admit`]); the slot frees when dropped.
+#[derive(Debug)]
+pub struct Admitted(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 fn classify(e: DataFusionError, limit: usize) -> Error {
     let root = e.find_root();
@@ -177,11 +208,15 @@ impl Analytics {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let prices = Arc::new(prices);
         Self::register_all(&ctx, &store, &prices).await?;
+        let runtime = Arc::new(exec::QueryRuntime::new(options.threads)?);
+        let slots = Arc::new(tokio::sync::Semaphore::new(options.max_concurrent.max(1)));
         Ok(Self {
             ctx,
             options,
             store,
             prices,
+            runtime,
+            slots,
         })
     }
 
@@ -215,19 +250,19 @@ impl Analytics {
         let limit = self.options.memory_limit_bytes;
         for (name, columns) in views {
             let name = *name;
-            let run = async {
-                let mut df = self.ctx.table(name).await.map_err(|e| classify(e, limit))?;
-                if let Some(columns) = columns {
-                    let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
-                    df = df.select_columns(&cols).map_err(|e| classify(e, limit))?;
-                }
-                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-                let batches = df.collect().await.map_err(|e| classify(e, limit))?;
-                Ok::<_, Error>((schema, batches))
-            };
-            let (schema, batches) = tokio::time::timeout(self.options.timeout, run)
-                .await
-                .map_err(|_| Error::Timeout(self.options.timeout))??;
+            let mut df = self.ctx.table(name).await.map_err(|e| classify(e, limit))?;
+            if let Some(columns) = columns {
+                let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
+                df = df.select_columns(&cols).map_err(|e| classify(e, limit))?;
+            }
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let batches = self
+                .runtime
+                .run(
+                    self.options.timeout,
+                    exec::gather(df, limit, exec::ResultLimits::NONE),
+                )
+                .await?;
             let partitions = self.ctx.copied_config().target_partitions().max(1);
             let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
             for (i, b) in batches.into_iter().enumerate() {
@@ -245,7 +280,25 @@ impl Analytics {
             options: self.options.clone(),
             store: self.store.clone(),
             prices: self.prices.clone(),
+            runtime: self.runtime.clone(),
+            slots: self.slots.clone(),
         })
+    }
+
+    /// A slot for one caller's query, or [`Error::Busy`] when `max_concurrent` queries run: a
+    /// caller's queries beyond it are refused at once rather than queued behind heavy ones. The
+    /// server's own queries (SLO evaluation) do not take slots.
+    pub fn admit(&self) -> Result<Admitted> {
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map(Admitted)
+            .map_err(|_| Error::Busy(self.options.max_concurrent.max(1)))
+    }
+
+    /// The limits every query runs under.
+    pub fn options(&self) -> &QueryOptions {
+        &self.options
     }
 
     /// The DataFusion session, for callers that register more tables or views.
@@ -267,12 +320,16 @@ impl Analytics {
         Ok(())
     }
 
-    /// Runs one read-only statement.
+    /// Runs one read-only statement of the server's own (its result is not capped; a caller's
+    /// text goes through [`Analytics::prepare`] and [`Prepared::run`]).
     pub async fn query(&self, sql: &str) -> Result<QueryResult> {
         let started = std::time::Instant::now();
         let prepared = self.prepare(sql).await?;
         prepared
-            .run_within(self.options.timeout.saturating_sub(started.elapsed()))
+            .run_within(
+                self.options.timeout.saturating_sub(started.elapsed()),
+                exec::ResultLimits::NONE,
+            )
             .await
     }
 
@@ -295,6 +352,8 @@ impl Analytics {
             tables,
             limit,
             timeout: self.options.timeout,
+            result: self.options.result,
+            runtime: self.runtime.clone(),
         })
     }
 }
@@ -306,6 +365,8 @@ pub struct Prepared {
     tables: std::collections::BTreeSet<String>,
     limit: usize,
     timeout: std::time::Duration,
+    result: exec::ResultLimits,
+    runtime: Arc<exec::QueryRuntime>,
 }
 
 impl Prepared {
@@ -314,22 +375,24 @@ impl Prepared {
         &self.tables
     }
 
-    /// Runs the statement within the session's timeout.
+    /// Runs the statement on the SQL runtime within the session's timeout, its result capped
+    /// by the session's [`exec::ResultLimits`].
     pub async fn run(self) -> Result<QueryResult> {
-        let timeout = self.timeout;
-        self.run_within(timeout).await
+        let (timeout, result) = (self.timeout, self.result);
+        self.run_within(timeout, result).await
     }
 
-    async fn run_within(self, timeout: std::time::Duration) -> Result<QueryResult> {
-        let (limit, configured, df) = (self.limit, self.timeout, self.df);
-        let run = async move {
-            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let batches = df.collect().await.map_err(|e| classify(e, limit))?;
-            Ok(QueryResult { schema, batches })
-        };
-        match tokio::time::timeout(timeout, run).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout(configured)),
+    async fn run_within(
+        self,
+        timeout: std::time::Duration,
+        result: exec::ResultLimits,
+    ) -> Result<QueryResult> {
+        let (limit, configured, df, runtime) = (self.limit, self.timeout, self.df, self.runtime);
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        match runtime.run(timeout, exec::gather(df, limit, result)).await {
+            Ok(batches) => Ok(QueryResult { schema, batches }),
+            Err(Error::Timeout(_)) => Err(Error::Timeout(configured)),
+            Err(e) => Err(e),
         }
     }
 }

@@ -51,6 +51,9 @@ mod verify;
 pub use head::{KEY_FILE, PUBLIC_KEY_FILE, public_key};
 pub use verify::{Finding, Tamper, Verification, verify, verify_anchored};
 
+/// The largest record the log takes (its context is the caller's; the API bounds it sooner).
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
 /// Errors of the audit crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -192,6 +195,8 @@ pub struct AuditLog {
     dir: PathBuf,
     tail: Mutex<Tail>,
     scrub: Option<Scrub>,
+    /// The error of the last append, when it failed (readiness reports it).
+    failing: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -255,6 +260,7 @@ impl AuditLog {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let log = Self {
             scrub: None,
+            failing: Mutex::new(None),
             dir: dir.to_path_buf(),
             tail: Mutex::new(Tail {
                 len: u64::MAX,
@@ -264,12 +270,19 @@ impl AuditLog {
             }),
         };
         let path = log.log_path();
+        let created = !path.exists();
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
             .open(&path)
             .map_err(io(&path))?;
+        if created {
+            // A new log is durable only once its directory entry is.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(dir))?;
+        }
         file.lock().map_err(io(&path))?;
         let result = log.refresh(&mut file, true);
         let _ = file.unlock();
@@ -344,15 +357,26 @@ impl AuditLog {
             entry.errors = serde_json::from_value(errors).unwrap_or_default();
         }
         let path = self.log_path();
-        let mut file = OpenOptions::new()
+        let result = OpenOptions::new()
             .append(true)
             .read(true)
             .open(&path)
-            .map_err(io(&path))?;
-        file.lock().map_err(io(&path))?;
-        let result = self.append_locked(&mut file, entry);
-        let _ = file.unlock();
+            .map_err(io(&path))
+            .and_then(|mut file| {
+                file.lock().map_err(io(&path))?;
+                let result = self.append_locked(&mut file, entry);
+                let _ = file.unlock();
+                result
+            });
+        if let Ok(mut f) = self.failing.lock() {
+            *f = result.as_ref().err().map(|e| e.to_string());
+        }
         result
+    }
+
+    /// The error of the last append, if it failed: the log cannot take records right now.
+    pub fn failing(&self) -> Option<String> {
+        self.failing.lock().ok().and_then(|f| f.clone())
     }
 
     fn append_locked(&self, file: &mut File, entry: Entry) -> Result<Record> {
@@ -381,6 +405,13 @@ impl AuditLog {
         };
         record.hash = record.digest()?;
         let mut line = serde_json::to_vec(&record).map_err(|e| Error::Serialize(e.to_string()))?;
+        if line.len() > MAX_RECORD_BYTES {
+            return Err(Error::Serialize(format!(
+                "a record of {} bytes is over the limit of {MAX_RECORD_BYTES}; its context is \
+                 too large to keep",
+                line.len()
+            )));
+        }
         line.push(b'\n');
         if let Err(cause) = file.write_all(&line).and_then(|_| file.sync_data()) {
             // Leave no partial record behind when possible.

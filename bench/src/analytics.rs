@@ -246,7 +246,8 @@ async fn measure(options: AnalyticsBenchOptions) -> Result<AnalyticsBenchReport>
     let query = QueryOptions {
         memory_limit_bytes: 4 << 30,
         timeout: Duration::from_secs(600),
-        target_partitions: 0,
+        result: custos_analytics::exec::ResultLimits::NONE,
+        ..QueryOptions::default()
     };
     let a = Analytics::with_prices(store.clone(), query, prices).await?;
     let count = |sql: &'static str| {

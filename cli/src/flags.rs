@@ -105,6 +105,11 @@ pub enum Command {
         #[command(subcommand)]
         what: RedactCommand,
     },
+    /// The write-ahead log: check it for damage, salvage what can be read (docs/operations.md).
+    Wal {
+        #[command(subcommand)]
+        what: crate::cmd::wal::WalCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]

@@ -64,6 +64,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token { what } => cmd::token::run(what).await,
         Command::Redact { what } => cmd::redact::run(what),
         Command::Erase(a) => cmd::erase::run(a).await,
+        Command::Wal { what } => cmd::wal::run(what).await,
         Command::Bench { what } => cmd::bench::run(what).await,
     }
 }

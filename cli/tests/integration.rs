@@ -14,6 +14,8 @@ use serde_json::Value;
 
 #[path = "integration/erase.rs"]
 mod erase;
+#[path = "integration/hardening.rs"]
+mod hardening;
 #[path = "integration/redact.rs"]
 mod redact;
 #[path = "integration/reload.rs"]

@@ -1,31 +1,41 @@
 //! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
 //!
-//! tonic decodes the request before the service sees it and reports its own failures with codes the
-//! OTLP specification gives other meanings: a message over the size limit is `OUT_OF_RANGE` (which
-//! OTLP clients retry) and undecodable protobuf is `INTERNAL`. [`otlp_status_codes`] rewrites them to
-//! `RESOURCE_EXHAUSTED` (without RetryInfo, so clients do not retry) and `INVALID_ARGUMENT`. The
-//! service itself never answers `INTERNAL` or `OUT_OF_RANGE`, so the rewrite touches only tonic's
-//! own answers.
+//! tonic reads and inflates the message (refusing one over the size limit once inflated); the
+//! service gets its bytes, and counts and decodes them on the ingest path. tonic reports its own
+//! failures with codes the OTLP specification gives other meanings: a message over the size limit
+//! is `OUT_OF_RANGE` (which OTLP clients retry) and a broken frame or gzip stream is `INTERNAL`.
+//! [`otlp_status_codes`] rewrites them to `RESOURCE_EXHAUSTED` (without RetryInfo, so clients do
+//! not retry) and `INVALID_ARGUMENT`. The service itself never answers `INTERNAL` or
+//! `OUT_OF_RANGE`, so the rewrite touches only tonic's own answers; a panic caught by the guard
+//! (`INTERNAL`, set outside the rewrite) stays `INTERNAL`.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use bytes::{Buf as _, Bytes};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message as _;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::admit::Rejection;
+use crate::http::Encoding;
 use crate::ingest::{Ingest, Refusal};
 use crate::{Error, Result};
 
+/// The method this receiver serves.
+pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
 /// The gRPC trace service.
+///
+/// Written out rather than generated, for one reason: its request stays bytes (tonic reads and
+/// inflates the message, within the size limit), so that the export is counted before it is
+/// decoded and decoded off the async workers, exactly as on OTLP/HTTP ([`crate::ingest`]).
 #[derive(Clone)]
 pub struct GrpcReceiver {
     ingest: Ingest,
@@ -44,13 +54,10 @@ impl GrpcReceiver {
             ErrorDetails::with_retry_info(Some(self.ingest.options.retry_after)),
         )
     }
-}
 
-#[tonic::async_trait]
-impl TraceService for GrpcReceiver {
     async fn export(
         &self,
-        request: Request<ExportTraceServiceRequest>,
+        request: Request<Bytes>,
     ) -> std::result::Result<Response<ExportTraceServiceResponse>, Status> {
         let started = Instant::now();
         let m = &self.ingest.metrics;
@@ -65,21 +72,29 @@ impl TraceService for GrpcReceiver {
             );
             return Err(Status::unauthenticated("the export was not admitted"));
         };
-        let mut req = request.into_inner();
-        let admission = match self.ingest.store.admit(req.encoded_len()) {
+        let body = request.into_inner();
+        // The message tonic holds, until the export is stored.
+        let held = match self.ingest.store.admit(body.len()) {
             Ok(a) => a,
             Err(e) => {
                 m.record("grpc", "UNAVAILABLE", 0, 0, started.elapsed().as_secs_f64());
                 return Err(self.unavailable(format!("server overloaded: {e}")));
             }
         };
-        let result = self.ingest.export(&mut req, &source).await;
-        drop(admission);
+        let result = self
+            .ingest
+            .export_body(body, Encoding::Protobuf, &source)
+            .await;
+        drop(held);
         let secs = started.elapsed().as_secs_f64();
         match result {
             Ok(accepted) => {
                 m.record("grpc", "OK", accepted.accepted, accepted.rejected, secs);
                 Ok(Response::new(accepted.response()))
+            }
+            Err(Refusal::Invalid(msg)) => {
+                m.record("grpc", "INVALID_ARGUMENT", 0, 0, secs);
+                Err(Status::invalid_argument(msg))
             }
             Err(Refusal::Overloaded(msg)) | Err(Refusal::Unavailable(msg)) => {
                 m.record("grpc", "UNAVAILABLE", 0, 0, secs);
@@ -97,6 +112,133 @@ impl TraceService for GrpcReceiver {
                 Err(Status::unknown(msg))
             }
         }
+    }
+}
+
+/// The export method's codec: the request is kept as bytes, the response is protobuf.
+#[derive(Debug, Default, Clone, Copy)]
+struct ExportCodec;
+
+impl Codec for ExportCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = Bytes;
+    type Encoder = ExportCodec;
+    type Decoder = ExportCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ExportCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ExportCodec
+    }
+}
+
+impl Encoder for ExportCodec {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+
+    fn encode(
+        &mut self,
+        item: Self::Item,
+        dst: &mut EncodeBuf<'_>,
+    ) -> std::result::Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::unknown(format!("cannot encode the response: {e}")))
+    }
+}
+
+impl Decoder for ExportCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> std::result::Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// The `TraceService` as a tower service, for tonic's router.
+#[derive(Clone)]
+pub struct TraceServer {
+    receiver: Arc<GrpcReceiver>,
+    max_message: usize,
+}
+
+impl TraceServer {
+    /// The service of `receiver`, refusing messages over `max_message` bytes once inflated.
+    pub fn new(receiver: GrpcReceiver, max_message: usize) -> Self {
+        Self {
+            receiver: Arc::new(receiver),
+            max_message,
+        }
+    }
+}
+
+impl tonic::server::NamedService for TraceServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+struct ExportMethod(Arc<GrpcReceiver>);
+
+impl tonic::server::UnaryService<Bytes> for ExportMethod {
+    type Response = ExportTraceServiceResponse;
+    type Future = Pin<
+        Box<
+            dyn Future<Output = std::result::Result<Response<Self::Response>, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let receiver = self.0.clone();
+        Box::pin(async move { receiver.export(request).await })
+    }
+}
+
+type ServiceFuture = Pin<
+    Box<
+        dyn Future<Output = std::result::Result<http::Response<tonic::body::Body>, Infallible>>
+            + Send
+            + 'static,
+    >,
+>;
+
+impl<B> tower::Service<http::Request<B>> for TraceServer
+where
+    B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = ServiceFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::result::Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != EXPORT_PATH {
+            return Box::pin(async {
+                let mut res = http::Response::new(tonic::body::Body::default());
+                let h = res.headers_mut();
+                h.insert(Status::GRPC_STATUS, (Code::Unimplemented as i32).into());
+                h.insert(
+                    http::header::CONTENT_TYPE,
+                    tonic::metadata::GRPC_CONTENT_TYPE,
+                );
+                Ok(res)
+            });
+        }
+        let method = ExportMethod(self.receiver.clone());
+        let max = self.max_message;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(ExportCodec)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(max);
+            Ok(grpc.unary(method, req).await)
+        })
     }
 }
 
@@ -159,28 +301,28 @@ pub fn otlp_status_codes<B>(mut res: http::Response<B>) -> http::Response<B> {
     res
 }
 
-/// Serves OTLP/gRPC on `listener` until `shutdown` resolves, then finishes requests in flight.
+/// Serves OTLP/gRPC on `listener` under `limits` until `shutdown` resolves, then finishes
+/// requests in flight.
 pub async fn serve(
     listener: custos_net::Listener,
     receiver: GrpcReceiver,
+    limits: custos_net::serve::Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let max = receiver.ingest.options.max_body_bytes;
     let admit = admitting(&receiver.ingest);
     let on_panic = receiver.ingest.metrics.on_panic("otlp_grpc");
-    let svc = TraceServiceServer::new(receiver)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max);
-    let svc = tonic::service::interceptor::InterceptedService::new(svc, admit);
-    let incoming = listener.incoming();
-    tonic::transport::Server::builder()
+    let svc = tonic::service::interceptor::InterceptedService::new(
+        TraceServer::new(receiver, max),
+        admit,
+    );
+    let svc = tower::ServiceBuilder::new()
         .layer(custos_net::panics::guard("otlp_grpc", true, on_panic))
         .layer(tower::util::MapResponseLayer::new(
             otlp_status_codes::<tonic::body::Body>,
         ))
-        .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .service(tonic::service::Routes::new(svc));
+    custos_net::serve::serve(listener, svc, limits, true, shutdown)
         .await
         .map_err(|e| Error::Transport(e.to_string()))
 }
@@ -192,7 +334,11 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
 
     use super::*;
 

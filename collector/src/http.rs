@@ -320,14 +320,9 @@ async fn handle(
     // A body declared larger than the limit is still read up to the limit before the 413, so
     // that clients which write the whole body before reading the answer get the 413 rather than
     // a broken pipe; memory stays bounded by the limit either way.
-    // Reserve what the decoded request will roughly take before reading it.
-    let estimate = declared.map_or(max / 4, |l| {
-        if gzip {
-            l.saturating_mul(8)
-        } else {
-            l.saturating_mul(2)
-        }
-    });
+    // Reserve what the body will take before reading it (its decoded size is reserved once it
+    // has been counted).
+    let estimate = declared.map_or(max / 4, |l| if gzip { l.saturating_mul(8) } else { l });
     let retry = ingest.options.retry_after.as_secs().max(1);
     let admission = ingest.store.admit(estimate.min(max)).map_err(|e| Failure {
         status: StatusCode::SERVICE_UNAVAILABLE,
@@ -348,22 +343,22 @@ async fn handle(
                 ),
             )
         })??;
-    // A decoder's message may quote the body: it is redacted like the spans.
-    let mut req = decode(&bytes, encoding).map_err(|mut f| {
-        f.message = ingest.redactor.text(&f.message);
-        f
-    })?;
-    drop(bytes);
-    let accepted = ingest.export(&mut req, source).await.map_err(|r| match r {
-        Refusal::Overloaded(m) | Refusal::Unavailable(m) => Failure {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: UNAVAILABLE,
-            message: m,
-            retry_after: Some(retry),
-        },
-        Refusal::TooLarge(m) => Failure::new(StatusCode::PAYLOAD_TOO_LARGE, RESOURCE_EXHAUSTED, m),
-        Refusal::Internal(m) => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, UNKNOWN, m),
-    })?;
+    let accepted = ingest
+        .export_body(bytes, encoding, source)
+        .await
+        .map_err(|r| match r {
+            Refusal::Invalid(m) => Failure::new(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, m),
+            Refusal::Overloaded(m) | Refusal::Unavailable(m) => Failure {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: UNAVAILABLE,
+                message: m,
+                retry_after: Some(retry),
+            },
+            Refusal::TooLarge(m) => {
+                Failure::new(StatusCode::PAYLOAD_TOO_LARGE, RESOURCE_EXHAUSTED, m)
+            }
+            Refusal::Internal(m) => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, UNKNOWN, m),
+        })?;
     drop(admission);
     let response = accepted.response();
     let bytes = match encoding {
@@ -394,15 +389,15 @@ pub fn router(ingest: Ingest) -> Router {
         .layer(custos_net::panics::guard("otlp_http", false, on_panic))
 }
 
-/// Serves OTLP/HTTP on `listener` until `shutdown` resolves, then finishes requests in flight.
+/// Serves OTLP/HTTP on `listener` under `limits` until `shutdown` resolves, then finishes
+/// requests in flight.
 pub async fn serve(
     listener: custos_net::Listener,
     ingest: Ingest,
+    limits: custos_net::serve::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let app = router(ingest).into_make_service_with_connect_info::<custos_net::Peer>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    custos_net::serve::serve(listener, router(ingest), limits, false, shutdown)
         .await
         .map_err(|e| Error::Io {
             context: "OTLP/HTTP server failed".into(),

@@ -358,6 +358,7 @@ impl Connectors {
 }
 
 fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let created = !path.exists();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -366,7 +367,12 @@ fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .append(true)
         .open(path)?;
     f.write_all(bytes)?;
-    f.sync_data()
+    f.sync_data()?;
+    // A new file is durable only once its directory entry is.
+    if created && let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn load(path: &Path, state: &mut Local) -> Result<(), String> {
@@ -377,20 +383,32 @@ fn load(path: &Path, state: &mut Local) -> Result<(), String> {
         Err(e) => return Err(format!("cannot read `{}`: {e}", path.display())),
     };
     let mut good = 0usize;
-    for line in text.split_inclusive('\n') {
-        let Ok(v) = serde_json::from_str::<Value>(line.trim_end()) else {
-            break;
-        };
+    let mut corrupt = Vec::new();
+    for (n, line) in text.split_inclusive('\n').enumerate() {
         if !line.ends_with('\n') {
+            // The last line without its newline: a torn tail, cut off below.
             break;
         }
         good += line.len();
+        let Ok(v) = serde_json::from_str::<Value>(line.trim_end()) else {
+            // A damaged line with effects after it: skip it and say so, keep the rest.
+            corrupt.push(n + 1);
+            continue;
+        };
         if let Some(k) = v.get("key").and_then(Value::as_str) {
             state.next_seq = state
                 .next_seq
                 .max(v.get("seq").and_then(Value::as_u64).unwrap_or(0));
             state.by_key.insert(k.to_string(), v);
         }
+    }
+    if !corrupt.is_empty() {
+        tracing::warn!(
+            file = %path.display(),
+            lines = ?corrupt,
+            "connector file has damaged lines; they were skipped and the rest loaded (an effect \
+             on a damaged line may be made again when its run resumes)"
+        );
     }
     if good < text.len() {
         // A torn tail: the call that wrote it never returned.
@@ -416,4 +434,38 @@ pub fn effects(path: &Path) -> std::io::Result<Vec<Value>> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_damaged_line_is_skipped_the_rest_loaded_and_only_a_torn_tail_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mail.jsonl");
+        let text = concat!(
+            "{\"seq\":1,\"key\":\"a\"}\n",
+            "{\"seq\":2,\"ke\u{0}garbage\n",
+            "{\"seq\":3,\"key\":\"c\"}\n",
+            "{\"seq\":4,\"key\":\"d\"",
+        );
+        std::fs::write(&path, text).unwrap();
+        let mut state = Local {
+            loaded: false,
+            by_key: HashMap::new(),
+            next_seq: 0,
+        };
+        load(&path, &mut state).unwrap();
+        let mut keys: Vec<&String> = state.by_key.keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["a", "c"]);
+        assert_eq!(state.next_seq, 3);
+        // The damaged line stays for inspection; the torn tail (never acknowledged) is gone.
+        let left = std::fs::read_to_string(&path).unwrap();
+        assert!(left.ends_with("{\"seq\":3,\"key\":\"c\"}\n"), "{left}");
+        assert!(left.contains("garbage"));
+    }
 }

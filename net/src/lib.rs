@@ -11,6 +11,8 @@
 //!   certificate's common name. It plugs into axum (`axum::serve`, `ConnectInfo<Peer>`) and
 //!   tonic (`serve_with_incoming`, the `Peer` request extension).
 //!
+//! - [`serve`]: HTTP/1.1 and HTTP/2 on a [`Listener`] with a connection cap, header and idle
+//!   timeouts, and graceful shutdown: what every listener is served with.
 //! - [`panics`]: the guard every listener wears, so a panic in a handler is a logged and counted
 //!   error answer (500, or gRPC `INTERNAL`) and never a dropped connection.
 //!
@@ -21,6 +23,7 @@ pub mod listen;
 pub mod panics;
 #[cfg(feature = "test-pki")]
 pub mod pki;
+pub mod serve;
 pub mod tls;
 
 pub use listen::{Conn, Listener, Peer};

@@ -284,16 +284,41 @@ pub struct ListenConfig {
     pub otlp_http: Option<String>,
     /// HTTP API address (default `127.0.0.1:4380`).
     pub api: Option<String>,
+    /// Connections each listener keeps open at once (default 4,096); at the cap it stops
+    /// accepting until one closes. Keep it well under `ulimit -n` (three listeners share it).
+    pub max_connections: Option<u64>,
+    /// Seconds a client has to send a request's headers, or to start its first HTTP/2 request
+    /// (default 10); an HTTP/1.1 keep-alive connection waiting longer for its next request is
+    /// closed too.
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds an HTTP/2 connection may move no byte before it is closed (default 60).
+    pub idle_timeout_secs: Option<u64>,
 }
 
 /// `[receiver]`: OTLP request limits.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiverConfig {
-    /// Largest request body in MiB, measured after decompression (default 64).
+    /// Largest request body in MiB, measured after decompression (default 16).
     pub max_body_mib: Option<u64>,
     /// Seconds clients are told to wait when the server is overloaded (default 1).
     pub retry_after_secs: Option<u64>,
+    /// Spans one export may carry (default 65,536); more get 413 / `RESOURCE_EXHAUSTED` before
+    /// anything is decoded.
+    pub max_spans_per_request: Option<u64>,
+    /// Attributes directly on one span, event, link, scope or resource (default 1,024).
+    pub max_attributes: Option<u64>,
+    /// MiB one export may take once decoded, as counted before decoding (default: half of
+    /// `store.memory_budget_mib`, which it is reserved from, at most 256).
+    pub max_decoded_mib: Option<u64>,
+    /// Exports decoded at once, on threads apart from the async workers (default: one per core).
+    pub max_decoders: Option<u64>,
+    /// Days before now a span may start (default 730: two years of backfill); older spans are
+    /// rejected as a partial success naming them. A clock at 1970 would otherwise make
+    /// partitions and metric series of its own.
+    pub max_span_age_days: Option<u64>,
+    /// Seconds after now a span may start (default 3600: clocks run a little fast).
+    pub max_span_future_secs: Option<u64>,
 }
 
 /// `[store]`: the span store.
@@ -332,6 +357,15 @@ pub struct QueryConfig {
     pub memory_limit_mib: Option<u64>,
     /// Seconds a query may run (default 30).
     pub timeout_secs: Option<u64>,
+    /// Callers' queries (`/api/sql` and the analytics routes) that may run at once (default 2);
+    /// one more gets 429 with `Retry-After: 1` rather than a place in a queue behind heavy ones.
+    pub max_concurrent: Option<u64>,
+    /// Rows one query may return (default 1,000,000); past it the query is stopped with 413.
+    pub max_result_rows: Option<u64>,
+    /// MiB of Arrow memory one query's result may take (default 64); past it, 413.
+    pub max_result_mib: Option<u64>,
+    /// Threads of the runtime queries run on, apart from ingest (default: one per core).
+    pub threads: Option<u64>,
 }
 
 /// Validated runtime settings of a server.
@@ -343,6 +377,8 @@ pub struct ServerOptions {
     pub otlp_http: SocketAddr,
     /// API listen address.
     pub api: SocketAddr,
+    /// Connection limits of every listener.
+    pub connections: custos_net::serve::Limits,
     /// Store settings (including the data directory).
     pub store: StoreOptions,
     /// Receiver limits.
@@ -395,12 +431,21 @@ impl Config {
             .clone()
             .unwrap_or_else(|| PathBuf::from("./custos-data"));
         let store = self.store.validate(data_dir)?;
-        let receiver = self.receiver.validate()?;
+        let receiver = self.receiver.validate(store.memory_budget_bytes as u64)?;
         if store.memory_budget_bytes < receiver.max_body_bytes.saturating_mul(2) {
             return Err(Error::Config(format!(
                 "`store.memory_budget_mib` ({}) must be at least twice `receiver.max_body_mib` ({}), or a large export could never be admitted",
                 store.memory_budget_bytes / MIB as usize,
                 receiver.max_body_bytes / MIB as usize
+            )));
+        }
+        let decoded = receiver.census.max_decoded_bytes;
+        if (store.memory_budget_bytes as u64) < decoded.saturating_mul(2) {
+            return Err(Error::Config(format!(
+                "`store.memory_budget_mib` ({}) must be at least twice `receiver.max_decoded_mib` \
+                 ({}), or a large export could never be admitted",
+                store.memory_budget_bytes / MIB as usize,
+                decoded / MIB
             )));
         }
         let listen = &self.listen;
@@ -416,6 +461,17 @@ impl Config {
                 "127.0.0.1:4318",
             )?,
             api: addr("listen.api", listen.api.as_deref(), "127.0.0.1:4380")?,
+            connections: custos_net::serve::Limits {
+                max_connections: positive("listen.max_connections", listen.max_connections, 4096)?
+                    .min(1 << 20) as usize,
+                header_timeout: Duration::from_secs(
+                    positive("listen.header_timeout_secs", listen.header_timeout_secs, 10)?
+                        .min(3600),
+                ),
+                idle_timeout: Duration::from_secs(
+                    positive("listen.idle_timeout_secs", listen.idle_timeout_secs, 60)?.min(86_400),
+                ),
+            },
             store,
             receiver,
             query: self.query.validate()?,
@@ -479,15 +535,49 @@ impl StoreConfig {
 }
 
 impl ReceiverConfig {
-    fn validate(&self) -> Result<ReceiverOptions> {
+    fn validate(&self, memory_budget: u64) -> Result<ReceiverOptions> {
+        // Unless set, an export may decode to half the memory budget, at most 256 MiB.
+        let decoded_default = (memory_budget / 2 / MIB).clamp(1, 256);
         Ok(ReceiverOptions {
-            max_body_bytes: (positive("receiver.max_body_mib", self.max_body_mib, 64)? * MIB)
-                as usize,
+            max_body_bytes: (positive("receiver.max_body_mib", self.max_body_mib, 16)?.min(1 << 12)
+                * MIB) as usize,
             retry_after: Duration::from_secs(positive(
                 "receiver.retry_after_secs",
                 self.retry_after_secs,
                 1,
             )?),
+            census: custos_collector::census::Limits {
+                max_spans: positive(
+                    "receiver.max_spans_per_request",
+                    self.max_spans_per_request,
+                    65_536,
+                )?,
+                max_attributes: positive("receiver.max_attributes", self.max_attributes, 1_024)?,
+                max_decoded_bytes: positive(
+                    "receiver.max_decoded_mib",
+                    self.max_decoded_mib,
+                    decoded_default,
+                )?
+                .min(1 << 16)
+                    * MIB,
+            },
+            max_decoders: positive("receiver.max_decoders", self.max_decoders, 0)?.min(1024)
+                as usize,
+            span_window: Some((
+                Duration::from_secs(
+                    positive("receiver.max_span_age_days", self.max_span_age_days, 730)?
+                        .min(106_000)
+                        * 86_400,
+                ),
+                Duration::from_secs(
+                    positive(
+                        "receiver.max_span_future_secs",
+                        self.max_span_future_secs,
+                        3600,
+                    )?
+                    .min(100 * 365 * 86_400),
+                ),
+            )),
         })
     }
 }
@@ -499,6 +589,15 @@ impl QueryConfig {
                 * MIB) as usize,
             timeout: Duration::from_secs(positive("query.timeout_secs", self.timeout_secs, 30)?),
             target_partitions: 0,
+            threads: positive("query.threads", self.threads, 0)?.min(1024) as usize,
+            result: custos_analytics::exec::ResultLimits {
+                max_rows: positive("query.max_result_rows", self.max_result_rows, 1_000_000)?
+                    as usize,
+                max_bytes: (positive("query.max_result_mib", self.max_result_mib, 64)?.min(1 << 20)
+                    * MIB) as usize,
+            },
+            max_concurrent: positive("query.max_concurrent", self.max_concurrent, 2)?.min(1024)
+                as usize,
         })
     }
 }

@@ -132,19 +132,20 @@ fn spawn_receivers(
     grpc: Listener,
     http: Listener,
     ingest: &Ingest,
+    limits: custos_net::serve::Limits,
     rx: &watch::Receiver<bool>,
 ) -> Vec<Task> {
     let receiver = GrpcReceiver::new(ingest.clone());
     let s = stopped(rx.clone());
     let grpc = tokio::spawn(async move {
-        custos_collector::grpc::serve(grpc, receiver, s)
+        custos_collector::grpc::serve(grpc, receiver, limits, s)
             .await
             .map_err(|e| Error::Task(e.to_string()))
     });
     let s = stopped(rx.clone());
     let ingest = ingest.clone();
     let http = tokio::spawn(async move {
-        custos_collector::http::serve(http, ingest, s)
+        custos_collector::http::serve(http, ingest, limits, s)
             .await
             .map_err(|e| Error::Task(e.to_string()))
     });
@@ -156,6 +157,7 @@ fn spawn_receivers(
 fn spawn_api(
     state: Arc<ApiState>,
     listener: Listener,
+    limits: custos_net::serve::Limits,
     slo_interval: Duration,
     rx: watch::Receiver<bool>,
 ) -> Vec<Task> {
@@ -193,9 +195,7 @@ fn spawn_api(
     tasks.push((
         "API",
         tokio::spawn(async move {
-            let app = api_router(state).into_make_service_with_connect_info::<custos_net::Peer>();
-            axum::serve(listener, app)
-                .with_graceful_shutdown(s)
+            custos_net::serve::serve(listener, api_router(state), limits, false, s)
                 .await
                 .map_err(|e| Error::Task(format!("API server failed: {e}")))
         }),
@@ -233,6 +233,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
         metrics,
         admission: Arc::new(IngestAdmission::new(&access)),
         redactor: redactor.clone(),
+        decoders: Ingest::decoders(&options.receiver),
     };
     let executor_token = access
         .authn
@@ -246,8 +247,19 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
     let otlp_http = http_listener.local_addr();
     let api = api_listener.local_addr();
 
+    if let Some(w) =
+        custos_net::serve::open_files_warning(options.connections.max_connections.saturating_mul(3))
+    {
+        tracing::warn!("{w}");
+    }
     let (stop, rx) = watch::channel(false);
-    let mut tasks = spawn_receivers(grpc_listener, http_listener, &ingest, &rx);
+    let mut tasks = spawn_receivers(
+        grpc_listener,
+        http_listener,
+        &ingest,
+        options.connections,
+        &rx,
+    );
     let runner = runs::open(
         &options.executor,
         &options.store.data_dir,
@@ -312,6 +324,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer> {
     tasks.extend(spawn_api(
         state,
         api_listener,
+        options.connections,
         options.rules.slo_interval,
         rx,
     ));

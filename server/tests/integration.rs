@@ -45,6 +45,16 @@ const POLICIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules/policy");
 
 /// A server on `dir` with the shipped policies (unless `extra` names its own) and `extra`.
 async fn start_with(dir: &Path, extra: &str) -> RunningServer {
+    // Spans from any time are accepted unless a test says otherwise: the OTLP specification's
+    // example (fixtures/otlp/spec-example.json) is from 2018. hardening.rs tests the window.
+    let extra = if extra.contains("max_span_age_days") {
+        extra.to_string()
+    } else if extra.contains("[receiver]") {
+        extra.replace("[receiver]\n", "[receiver]\nmax_span_age_days = 36500\n")
+    } else {
+        format!("{extra}\n[receiver]\nmax_span_age_days = 36500\n")
+    };
+    let extra = extra.as_str();
     let extra = if extra.contains("policies") {
         extra.to_string()
     } else if extra.contains("[rules]") {
@@ -52,10 +62,14 @@ async fn start_with(dir: &Path, extra: &str) -> RunningServer {
     } else {
         format!("{extra}\n[rules]\npolicies = {POLICIES:?}\n")
     };
-    let text = format!(
-        "data_dir = {:?}\n[listen]\notlp_grpc = \"127.0.0.1:0\"\notlp_http = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\n{extra}",
-        dir.display().to_string()
-    );
+    // The listeners' ports are ephemeral; a test's own `[listen]` settings join them.
+    let listen = "[listen]\notlp_grpc = \"127.0.0.1:0\"\notlp_http = \"127.0.0.1:0\"\napi = \"127.0.0.1:0\"\n";
+    let (base, extra) = if extra.contains("[listen]\n") {
+        ("", extra.replace("[listen]\n", listen))
+    } else {
+        (listen, extra)
+    };
+    let text = format!("data_dir = {:?}\n{base}{extra}", dir.display().to_string());
     let config: Config = toml::from_str(&text).unwrap();
     custos_server::start(config.validate().unwrap())
         .await
@@ -642,10 +656,11 @@ async fn http_error_statuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_answers_503_and_unavailable_with_retry_info() {
     let dir = tempfile::tempdir().unwrap();
-    // A budget of 1 MiB with flushes far apart: a few requests fill it.
+    // A budget of 8 MiB with flushes far apart: a few requests (each about 2 MB once decoded)
+    // fill it.
     let server = start_with(
         dir.path(),
-        "[store]\nmemory_budget_mib = 2\nflush_mib = 2\nflush_interval_secs = 3600\n[receiver]\nmax_body_mib = 1\nretry_after_secs = 2\n",
+        "[store]\nmemory_budget_mib = 8\nflush_mib = 8\nflush_interval_secs = 3600\n[receiver]\nmax_body_mib = 1\nretry_after_secs = 2\n",
     )
     .await;
     let big: Vec<Span> = (0..2000u32)

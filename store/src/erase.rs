@@ -292,7 +292,6 @@ async fn delete_found(
     pending::write(data_dir, &pending)?;
     crash_point("erase_listed");
     let before: HashSet<String> = table.data_files().into_iter().collect();
-    let started = SystemTime::now();
     let keys = ErasedKeys::udf(Arc::new(found.keys.clone()));
     let dates: Vec<Expr> = found.dates.iter().map(|d| lit(d.clone())).collect();
     let predicate = column(col::DATE)
@@ -312,7 +311,6 @@ async fn delete_found(
         .await
         .map_err(|e| Error::Table(format!("erasure delete failed: {e}")))?;
     table.table = new;
-    table.sync_since(started).await?;
     crash_point("erase_committed");
     table.watermark = read_watermark(&table.table).await?;
     let after: HashSet<String> = table.data_files().into_iter().collect();
@@ -377,10 +375,6 @@ async fn expire_log(table: &mut SpanTable) -> Result<()> {
     )
     .await
     .map_err(|e| Error::Table(format!("cannot remove old log entries: {e}")))?;
-    let started = SystemTime::now()
-        .checked_sub(Duration::from_secs(5))
-        .unwrap_or(UNIX_EPOCH);
-    table.sync_since(started).await?;
     table.reload().await
 }
 

@@ -170,9 +170,13 @@ impl Store {
             if !self.is_writable() {
                 return;
             }
-            if let Err(e) = self.flush().await {
-                tracing::error!(error = %e, "flush failed; the spans stay in the WAL and memtable and will be retried");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            match self.flush().await {
+                Ok(_) => self.inner.health.flush_ok(),
+                Err(e) => {
+                    tracing::error!(error = %e, "flush failed; the spans stay in the WAL and memtable and will be retried");
+                    self.inner.health.flush_failed(e.to_string());
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         }
     }

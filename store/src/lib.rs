@@ -25,8 +25,10 @@
 pub mod codec;
 pub mod erase;
 mod flush;
+pub mod health;
 pub mod memtable;
 pub mod provider;
+mod synced;
 pub mod table;
 pub mod wal;
 mod writer;
@@ -206,6 +208,8 @@ struct Inner {
     closing: Notify,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     lock: Mutex<Option<File>>,
+    /// What is failing now (`/readyz`).
+    health: health::Tracker,
 }
 
 /// The span store. Cheap to clone; all clones share one store.
@@ -250,6 +254,27 @@ fn lock_data_dir(dir: &Path) -> Result<File> {
 }
 
 impl Store {
+    /// `custos wal check`: reads the WAL of `data_dir`, skipping damage, without changing
+    /// anything (a running server may hold the directory).
+    pub fn check_wal(data_dir: &Path) -> Result<wal::salvage::Report> {
+        wal::salvage::check(&data_dir.join("wal"))
+    }
+
+    /// `custos wal salvage`: keeps every readable WAL record above the table's watermark in a new
+    /// log and sets the damaged one aside ([`wal::salvage::salvage`]). Takes the data
+    /// directory's lock: the server must be stopped.
+    pub async fn salvage_wal(data_dir: &Path) -> Result<wal::salvage::Salvaged> {
+        let _lock = lock_data_dir(data_dir)?;
+        let watermark = match SpanTable::open_existing(&data_dir.join("spans")).await? {
+            Some(t) => t.watermark(),
+            None => 0,
+        };
+        let dir = data_dir.join("wal");
+        tokio::task::spawn_blocking(move || wal::salvage::salvage(&dir, watermark))
+            .await
+            .map_err(|e| Error::Closed(format!("WAL salvage task failed: {e}")))?
+    }
+
     /// Opens the store for writing: takes the directory lock, opens (or creates) the table, replays
     /// the WAL above the table's watermark into the memtable, and starts the WAL writer and the
     /// background flush and maintenance tasks. Must be called inside a tokio runtime.
@@ -298,6 +323,7 @@ impl Store {
             closing: Notify::new(),
             writer: Mutex::new(None),
             lock: Mutex::new(Some(lock)),
+            health: health::Tracker::default(),
         });
         let writer = Arc::clone(&inner);
         let handle = std::thread::Builder::new()
@@ -374,6 +400,7 @@ impl Store {
                 closing: Notify::new(),
                 writer: Mutex::new(None),
                 lock: Mutex::new(None),
+                health: health::Tracker::default(),
             }),
         })
     }
@@ -386,6 +413,11 @@ impl Store {
     /// Counters for metrics.
     pub fn stats(&self) -> &StoreStats {
         &self.inner.stats
+    }
+
+    /// What is failing now: the WAL, the flush (see [`health`]).
+    pub fn health(&self) -> health::Health {
+        self.inner.health.get()
     }
 
     /// Reserves `bytes` of the memory budget for a request in flight, or refuses when the budget is

@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use arrow::compute::{SortColumn, SortOptions, interleave_record_batch, lexsort_to_indices};
 use arrow::record_batch::RecordBatch;
@@ -76,39 +75,6 @@ pub(crate) async fn read_watermark(table: &DeltaTable) -> Result<u64> {
     Ok(v.map(|v| v.max(0) as u64).unwrap_or(0))
 }
 
-/// Fsyncs every file under `dir` modified at or after `since`, and every directory holding one.
-fn sync_written_since(dir: &Path, since: SystemTime) -> Result<()> {
-    let since = since
-        .checked_sub(std::time::Duration::from_secs(2))
-        .unwrap_or(since);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d)
-            .map_err(|e| Error::io(format!("cannot list `{}`", d.display()), e))?;
-        let mut touched = false;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                // A directory created or changed since: its entry in `d` must be durable too.
-                touched |= meta.modified().is_ok_and(|m| m >= since);
-                stack.push(path);
-            } else if meta.modified().is_ok_and(|m| m >= since) {
-                std::fs::File::open(&path)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| Error::io(format!("cannot sync `{}`", path.display()), e))?;
-                touched = true;
-            }
-        }
-        if touched {
-            std::fs::File::open(&d)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io(format!("cannot sync directory `{}`", d.display()), e))?;
-        }
-    }
-    Ok(())
-}
-
 /// Whether `dir/_delta_log` holds at least one commit file.
 fn has_commits(dir: &Path) -> bool {
     std::fs::read_dir(dir.join("_delta_log"))
@@ -127,18 +93,33 @@ fn table_url(dir: &Path) -> Result<url::Url> {
     deltalake::ensure_table_uri(s).map_err(|e| table_err(&format!("bad table path `{s}`"), e))
 }
 
+/// A builder of the table in `dir`, written through [`Synced`](crate::synced::Synced): every file
+/// durable before the write returns.
+fn builder(dir: &Path) -> Result<deltalake::DeltaTableBuilder> {
+    let url = table_url(dir)?;
+    let store: Arc<dyn deltalake::ObjectStore> = Arc::new(crate::synced::Synced::new());
+    Ok(deltalake::DeltaTableBuilder::from_url(url.clone())
+        .map_err(|e| table_err(&format!("cannot open table `{}`", dir.display()), e))?
+        .with_storage_backend(store, url))
+}
+
+/// The table in `dir`, loaded.
+async fn load(dir: &Path) -> Result<DeltaTable> {
+    builder(dir)?
+        .load()
+        .await
+        .map_err(|e| table_err(&format!("cannot open table `{}`", dir.display()), e))
+}
+
 impl SpanTable {
     /// Opens the table in `dir`, creating the directory and an empty table when absent.
     pub async fn open_or_create(dir: &Path) -> Result<Self> {
-        let url = table_url(dir)?;
         let table = if has_commits(dir) {
-            DeltaTable::try_from_url(url)
-                .await
-                .map_err(|e| table_err(&format!("cannot open table `{}`", dir.display()), e))?
+            load(dir).await?
         } else {
             // A new table: build the handle without loading a log that does not exist yet.
-            deltalake::DeltaTableBuilder::from_url(url)
-                .and_then(|b| b.build())
+            builder(dir)?
+                .build()
                 .map_err(|e| table_err(&format!("cannot open table `{}`", dir.display()), e))?
         };
         let table = if table.version().is_some() {
@@ -171,10 +152,7 @@ impl SpanTable {
         if !has_commits(dir) {
             return Ok(None);
         }
-        let url = table_url(dir)?;
-        let table = DeltaTable::try_from_url(url)
-            .await
-            .map_err(|e| table_err(&format!("cannot open table `{}`", dir.display()), e))?;
+        let table = load(dir).await?;
         if table.version().is_none() {
             return Ok(None);
         }
@@ -262,7 +240,6 @@ impl SpanTable {
             }
             Err(_) => batch,
         };
-        let started = SystemTime::now();
         let commit = CommitProperties::default()
             .with_application_transaction(Transaction::new(APP_ID, through as i64));
         let table = self
@@ -276,18 +253,9 @@ impl SpanTable {
             .map_err(|e| table_err("flush commit failed", e))?;
         self.table = table;
         self.watermark = through;
-        // The object store writes files without fsync. The WAL records this commit covers are
-        // deleted next, so make the commit and its data files durable first: a power loss must
-        // not take both copies.
-        self.sync_since(started).await
-    }
-
-    /// Fsyncs what the table directory gained since `started`.
-    pub(crate) async fn sync_since(&self, started: SystemTime) -> Result<()> {
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || sync_written_since(&dir, started))
-            .await
-            .map_err(|e| Error::Table(format!("sync task failed: {e}")))?
+        // Every file, the commit last, was synced as it was written (`Synced`): the WAL records
+        // this commit covers may be deleted next.
+        Ok(())
     }
 
     /// Rewrites partitions that hold at least `min_files` files into files of about `target_bytes`
@@ -295,7 +263,6 @@ impl SpanTable {
     /// compacted. The partition flushes are writing to is compacted too: appends and one
     /// compaction at a time are safe together.
     pub async fn compact(&mut self, min_files: usize, target_bytes: u64) -> Result<bool> {
-        let started = SystemTime::now();
         let mut did = false;
         for (date, files) in self.files_per_partition() {
             if files < min_files.max(2) {
@@ -325,7 +292,6 @@ impl SpanTable {
             did = true;
         }
         if did {
-            self.sync_since(started).await?;
             self.watermark = read_watermark(&self.table).await?;
         }
         Ok(did)
@@ -333,7 +299,6 @@ impl SpanTable {
 
     /// Deletes partitions older than `days` days (their files go at the next [`Self::vacuum`]).
     pub async fn apply_retention(&mut self, days: u32) -> Result<()> {
-        let started = SystemTime::now();
         let cutoff = chrono::Utc::now().date_naive() - chrono::Days::new(u64::from(days));
         let cutoff = cutoff.format("%Y-%m-%d").to_string();
         let old = self
@@ -351,7 +316,6 @@ impl SpanTable {
             tracing::info!(removed_files = metrics.num_removed_files, before = %cutoff, "applied retention");
             self.table = table;
         }
-        self.sync_since(started).await?;
         self.watermark = read_watermark(&self.table).await?;
         Ok(())
     }
@@ -375,7 +339,6 @@ impl SpanTable {
     }
 
     async fn vacuum_with(&mut self, mode: VacuumMode, keep: chrono::Duration) -> Result<()> {
-        let started = SystemTime::now();
         let (table, metrics) = self
             .table
             .clone()
@@ -392,7 +355,6 @@ impl SpanTable {
             );
         }
         self.table = table;
-        self.sync_since(started).await?;
         self.watermark = read_watermark(&self.table).await?;
         Ok(())
     }

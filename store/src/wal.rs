@@ -26,8 +26,10 @@
 //!    `fdatasync`'d. Records written together share one sync (group commit).
 //! 3. Only the newest segment is ever appended to. A record that fails its length or checksum
 //!    check at the end of the newest segment is a torn write from a crash: on open for writing, the
-//!    segment is truncated to the last good record. Readers stop at it. A bad record in an older
-//!    segment, or a break in the sequence, is corruption and is reported as an error, never skipped.
+//!    segment is truncated to the last good record, unless readable records follow it: that is
+//!    damage, not a crash, and opening refuses ([`salvage`] says what to do). Readers stop at it.
+//!    A bad record in an older segment, or a break in the sequence, is corruption and is reported
+//!    as an error, never skipped.
 //! 4. A segment is deleted only when every record in it is at or below the sequence number that a
 //!    durable table commit records as flushed ([`Wal::remove_through`]).
 //! 5. Payloads larger than [`MAX_RECORD_BYTES`] are refused at append time, so a corrupt length
@@ -92,6 +94,9 @@ pub struct Wal {
     active_bytes: u64,
     /// The sequence number the next record gets.
     next_seq: u64,
+    /// A fault the next append reports (tests).
+    #[cfg(test)]
+    fail_next: Option<std::io::ErrorKind>,
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
@@ -317,6 +322,25 @@ fn truncate_torn_tail(seg: &Segment, good_len: u64, is_last: bool) -> Result<()>
         .map_err(|e| Error::io(format!("cannot sync `{}`", seg.path.display()), e))
 }
 
+/// A bad record in the newest segment followed by readable ones is damage, not a torn tail:
+/// truncating would drop acknowledged records, so opening stops with what to do.
+fn refuse_corruption(dir: &Path, seg: &Segment, scan: &Scan) -> Result<()> {
+    let last = scan.last_seq.unwrap_or(seg.first_seq.saturating_sub(1));
+    let Some((at, seq)) = salvage::valid_after(&seg.path, scan.good_len, last)? else {
+        return Ok(());
+    };
+    let data = dir.parent().unwrap_or(dir).display().to_string();
+    Err(Error::Corrupt(format!(
+        "WAL segment `{}` is damaged at byte {}, and readable records follow it (sequence \
+         number {seq} at byte {at}): they were acknowledged, so the store will not start by \
+         dropping them; run `custos wal check --data {data}` to see the damage, then `custos \
+         wal salvage --data {data}` to keep every readable record (the damaged files are kept \
+         aside)",
+        seg.path.display(),
+        scan.good_len
+    )))
+}
+
 /// Opens the newest segment for appending at its end (`len` bytes), or creates one starting at
 /// `next_seq` when there is none.
 fn open_active(
@@ -348,12 +372,18 @@ impl Wal {
     /// `after` is the highest sequence number already durable elsewhere (the table's flush
     /// watermark). Segments wholly at or below it are deleted.
     pub fn open(dir: &Path, after: u64, options: WalOptions) -> Result<(Self, Vec<WalRecord>)> {
+        salvage::settle(dir)?;
+        let created = !dir.exists();
         fs::create_dir_all(dir).map_err(|e| {
             Error::io(
                 format!("cannot create WAL directory `{}`", dir.display()),
                 e,
             )
         })?;
+        if created && let Some(parent) = dir.parent() {
+            // The directory's own entry must be durable before the first acknowledgment.
+            sync_dir(parent)?;
+        }
         let segments = list_segments(dir)?;
         let n = segments.len();
         let mut replay = Vec::new();
@@ -374,6 +404,9 @@ impl Wal {
                 prev_last = Some(last);
             }
             if scan.torn {
+                if is_last {
+                    refuse_corruption(dir, &seg, &scan)?;
+                }
                 truncate_torn_tail(&seg, scan.good_len, is_last)?;
             }
             if let Some(last) = scan.last_seq {
@@ -409,6 +442,8 @@ impl Wal {
             file,
             active_bytes,
             next_seq,
+            #[cfg(test)]
+            fail_next: None,
         };
         wal.remove_through(after)?;
         Ok((wal, replay))
@@ -422,9 +457,18 @@ impl Wal {
     /// Appends the payloads as consecutive records and syncs once. Returns the first sequence
     /// number; the payloads get `first..first + payloads.len()`.
     ///
-    /// On error nothing is acknowledged; the segment may hold a partial record, which the next open
-    /// truncates. The writer must not append again after an error: reopen instead.
+    /// On error nothing is acknowledged; the segment may hold a partial record, which
+    /// [`Wal::recover`] (or the next open) cuts off. Append again only after `recover` succeeds.
     pub fn append<P: AsRef<[u8]>>(&mut self, payloads: &[P]) -> Result<u64> {
+        #[cfg(test)]
+        if let Some(kind) = self.fail_next.take() {
+            // A fault as a full disk makes it: part of the group written, then the error.
+            let _ = self.file.write_all(b"partial");
+            return Err(Error::io(
+                "cannot write WAL segment (injected)".to_string(),
+                std::io::Error::from(kind),
+            ));
+        }
         let first = self.next_seq;
         if self.active_bytes >= self.options.segment_bytes {
             self.rotate()?;
@@ -470,6 +514,28 @@ impl Wal {
         self.active_bytes += buf.len() as u64;
         self.next_seq = seq;
         Ok(first)
+    }
+
+    /// After a failed append: cuts whatever it left past the last good record and syncs, so the
+    /// log can be appended to again (a disk that was full has space again). Nothing of the failed
+    /// append was acknowledged. An error here means the log's end is unknown: stop writing.
+    pub fn recover(&mut self) -> Result<()> {
+        let path = self.active.path.display().to_string();
+        self.file
+            .set_len(self.active_bytes)
+            .map_err(|e| Error::io(format!("cannot truncate WAL segment `{path}`"), e))?;
+        self.file
+            .seek(SeekFrom::Start(self.active_bytes))
+            .map_err(|e| Error::io(format!("cannot seek WAL segment `{path}`"), e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io(format!("cannot sync WAL segment `{path}`"), e))
+    }
+
+    /// The next append fails with `kind` after writing part of its bytes (tests of the writer).
+    #[cfg(test)]
+    pub(crate) fn fail_next_append(&mut self, kind: std::io::ErrorKind) {
+        self.fail_next = Some(kind);
     }
 
     fn rotate(&mut self) -> Result<()> {
@@ -539,5 +605,6 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("cannot sync directory `{}`", dir.display()), e))
 }
 
+pub mod salvage;
 #[cfg(test)]
 mod tests;

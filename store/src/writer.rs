@@ -137,6 +137,7 @@ pub(crate) fn wal_writer(inner: Arc<Inner>, mut wal: Wal, rx: std::sync::mpsc::R
             let started = Instant::now();
             match wal.append(&group.payloads) {
                 Ok(first_seq) => {
+                    inner.health.wal_ok();
                     record_sync(&inner.stats, started.elapsed(), &group.payloads);
                     if let Err(msg) = publish(&inner, first_seq, group.pending) {
                         failed = Some(msg);
@@ -145,13 +146,28 @@ pub(crate) fn wal_writer(inner: Arc<Inner>, mut wal: Wal, rx: std::sync::mpsc::R
                 }
                 Err(e) => {
                     // Nothing in this group is acknowledged. The log may now end in a partial
-                    // record, so no further append is safe until a restart truncates it.
+                    // record: cut it off, and the next group tries again (a full disk may have
+                    // space by then). If even that fails, the log's end is unknown and no
+                    // further append is safe until a restart truncates it.
                     let msg = format!("WAL append failed: {e}");
-                    tracing::error!("{msg}; refusing writes until restart");
                     for (_, reply) in group.pending {
                         let _ = reply.send(Err(Error::Closed(msg.clone())));
                     }
-                    failed = Some(msg);
+                    match wal.recover() {
+                        Ok(()) => {
+                            tracing::error!(
+                                "{msg}; nothing of it was acknowledged, the next export tries again"
+                            );
+                            inner.health.wal_failed(msg);
+                        }
+                        Err(r) => {
+                            let msg =
+                                format!("{msg}, and cutting off its partial record failed: {r}");
+                            tracing::error!("{msg}; refusing writes until restart");
+                            inner.health.wal_stopped(msg.clone());
+                            failed = Some(msg);
+                        }
+                    }
                 }
             }
         }

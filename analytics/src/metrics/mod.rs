@@ -120,9 +120,19 @@ impl GroupBy {
 pub fn parse_at(at: Option<&str>) -> std::result::Result<DateTime<Utc>, String> {
     match at {
         None => Ok(Utc::now()),
-        Some(s) => DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| format!("`{s}` is not an RFC 3339 time like 2026-11-21T12:00:00Z: {e}")),
+        Some(s) => {
+            let t = DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    format!("`{s}` is not an RFC 3339 time like 2026-11-21T12:00:00Z: {e}")
+                })?;
+            // Span times are nanoseconds since 1970 in an i64, which ends in 2262; a window
+            // (at most 36500d) before `at` stays within what the engine can compare.
+            if !(1970..=2200).contains(&chrono::Datelike::year(&t)) {
+                return Err(format!("`{s}` is outside the years 1970 to 2200"));
+            }
+            Ok(t)
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod sql;
 pub mod thresholds;
 pub mod token;
 pub mod top;
+pub mod wal;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

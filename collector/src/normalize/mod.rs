@@ -88,9 +88,59 @@ fn rejection_message(rejected: u64, messages: &[String]) -> Option<String> {
     })
 }
 
+/// The start times a receiver accepts: nanoseconds since 1970, inclusive. A client's clock far
+/// off (1970, 2262) would otherwise create partitions, files and metric series of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// The earliest start time.
+    pub from_ns: i64,
+    /// The latest start time.
+    pub to_ns: i64,
+}
+
+impl Window {
+    /// From `past` before now to `future` after it.
+    pub fn around_now(past: std::time::Duration, future: std::time::Duration) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let ns = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        Self {
+            from_ns: now.saturating_sub(ns(past)),
+            to_ns: now.saturating_add(ns(future)),
+        }
+    }
+
+    fn check(&self, start: i64) -> std::result::Result<(), String> {
+        if (self.from_ns..=self.to_ns).contains(&start) {
+            return Ok(());
+        }
+        let at = |ns: i64| {
+            chrono::DateTime::from_timestamp_nanos(ns)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        Err(format!(
+            "start time {} is outside the accepted window {} to {} (check the sender's clock; \
+             `receiver.max_span_age_days` and `receiver.max_span_future_secs` set the window)",
+            at(start),
+            at(self.from_ns),
+            at(self.to_ns)
+        ))
+    }
+}
+
 /// Converts an export request sent by `source` (the admitted principal; `None` outside a
 /// receiver). Never fails on client data: invalid spans are counted as rejected.
 pub fn normalize(req: &ExportTraceServiceRequest, source: Option<&str>) -> Result<Normalized> {
+    normalize_within(req, source, None)
+}
+
+/// [`normalize`], also rejecting spans whose start time is outside `window`.
+pub fn normalize_within(
+    req: &ExportTraceServiceRequest,
+    source: Option<&str>,
+    window: Option<Window>,
+) -> Result<Normalized> {
     let n_spans: usize = req
         .resource_spans
         .iter()
@@ -131,7 +181,11 @@ pub fn normalize(req: &ExportTraceServiceRequest, source: Option<&str>) -> Resul
                 .map(|s| (s.name.as_str(), s.version.as_str()))
                 .unwrap_or(("", ""));
             for (si, span) in ss.spans.iter().enumerate() {
-                let (trace_id, span_id, parent, start, end) = match validate(span) {
+                let valid = validate(span).and_then(|v| match &window {
+                    Some(w) => w.check(v.3).map(|()| v),
+                    None => Ok(v),
+                });
+                let (trace_id, span_id, parent, start, end) = match valid {
                     Ok(v) => v,
                     Err(reason) => {
                         rejected += 1;

@@ -51,6 +51,7 @@ pub(crate) async fn api_metrics(
     let p = query_params(params, "window, by, at").map_err(bad_request)?;
     let req = metrics_request(p.window.as_deref(), p.by.as_deref(), p.at.as_deref())
         .map_err(bad_request)?;
+    let _slot = state.analytics.admit().map_err(analytics_error)?;
     Ok(
         match custos_analytics::metrics::compute(&state.analytics, &req).await {
             Ok(r) => axum::Json(r).into_response(),
@@ -112,6 +113,7 @@ pub(crate) async fn api_thresholds(
         p.at.as_deref(),
     )
     .map_err(bad_request)?;
+    let _slot = state.analytics.admit().map_err(analytics_error)?;
     Ok(
         match custos_analytics::thresholds::compute(&state.analytics, &req).await {
             Ok(r) => axum::Json(r).into_response(),
@@ -150,6 +152,7 @@ pub(crate) async fn api_slo(
             return Ok(axum::Json(report).into_response());
         }
     }
+    let _slot = state.analytics.admit().map_err(analytics_error)?;
     let report = custos_analytics::slo::evaluate(&state.analytics, set, at)
         .await
         .map_err(analytics_error)?;
@@ -208,6 +211,7 @@ pub(crate) async fn api_slo_runs(
         Ok(s) => s,
         Err(e) => return Err(analytics_error(e)),
     };
+    let _slot = state.analytics.admit().map_err(analytics_error)?;
     let rows = match state
         .analytics
         .query(&sql)

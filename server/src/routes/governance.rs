@@ -59,6 +59,9 @@ pub(crate) async fn api_reload(State(state): State<Arc<ApiState>>, caller: Calle
     }
 }
 
+/// The largest `POST /api/authorize` body: 64 KiB of principal, resource, context and entities.
+pub(crate) const MAX_AUTHORIZE_BYTES: usize = 64 << 10;
+
 /// `POST /api/authorize`: a service asks for a decision about someone else's request; the
 /// request's own entities may describe its resource and context but never change the store's.
 pub(crate) async fn api_authorize(
@@ -69,6 +72,16 @@ pub(crate) async fn api_authorize(
     let op = Operation::read("authorize", "POST /api/authorize");
     if let Err(r) = state.allow(&caller, op).await {
         return r;
+    }
+    // Every decision is recorded with its context: a request may not grow the log by more.
+    if body.len() > MAX_AUTHORIZE_BYTES {
+        let msg = format!(
+            "the authorization request is {} bytes, over the limit of {MAX_AUTHORIZE_BYTES}: \
+             its context is recorded in the audit log, so send the attributes the policies \
+             read, not whole documents",
+            body.len()
+        );
+        return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(deny_body(&msg))).into_response();
     }
     let req: AuthzRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,

@@ -43,6 +43,7 @@ pub(crate) fn api_router(state: Arc<ApiState>) -> Router {
         .route("/api/status", get(status::api_status))
         .route("/api/whoami", get(status::whoami))
         .route("/healthz", get(status::healthz))
+        .route("/readyz", get(status::readyz))
         .route("/metrics", get(crate::prom::metrics))
         .route("/api/tokens", post(tokens::create).get(tokens::list))
         .route("/api/tokens/{id}", axum::routing::delete(tokens::revoke))
@@ -74,13 +75,23 @@ pub(crate) fn parse_at(
     custos_analytics::metrics::parse_at(at).map_err(|e| format!("`at` = {e}"))
 }
 
+/// The answer to a failed query: 429 with `Retry-After` when all query slots are taken, 413
+/// for a result over the caps, 400 for the caller's other mistakes (bad SQL, over the memory
+/// limit or the timeout), else 500.
 pub(crate) fn analytics_error(e: custos_analytics::Error) -> Response {
-    let status = if e.is_client_error() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
+    use custos_analytics::Error;
+    let status = match &e {
+        Error::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+        Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        e if e.is_client_error() => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    json_error(status, e.to_string())
+    let mut res = json_error(status, e.to_string());
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        res.headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(1u64));
+    }
+    res
 }
 
 pub(crate) type QueryParams<T> =

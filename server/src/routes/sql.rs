@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use custos_analytics::format::{Format, render};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use super::json_error;
+use super::{analytics_error, json_error};
 use crate::auth::Caller;
 use crate::start::ApiState;
 use custos_governance::access::Operation;
@@ -42,10 +42,15 @@ pub(crate) async fn sql(
         .and_then(|v| v.to_str().ok())
         .map(Format::from_accept)
         .unwrap_or(Format::Json);
+    // A slot before anything is planned: beyond `[query] max_concurrent`, 429 at once.
+    let _slot = match state.analytics.admit() {
+        Ok(s) => s,
+        Err(e) => return analytics_error(e),
+    };
     let started = Instant::now();
     let prepared = match state.analytics.prepare(&req.sql).await {
         Ok(p) => p,
-        Err(e) => return failed(e),
+        Err(e) => return analytics_error(e),
     };
     if prepared.tables().contains(custos_analytics::AUDIT_TABLE)
         && let Err(r) = state
@@ -56,7 +61,18 @@ pub(crate) async fn sql(
     }
     let result = prepared.run().await;
     state.sql_seconds.observe(started.elapsed().as_secs_f64());
-    match result.and_then(|r| render(&r, format)) {
+    // Rendering up to the result caps is CPU work: off the async workers.
+    let rendered = match result {
+        Ok(r) => tokio::task::spawn_blocking(move || render(&r, format))
+            .await
+            .unwrap_or_else(|e| {
+                Err(custos_analytics::Error::Execution(format!(
+                    "rendering the result failed: {e}"
+                )))
+            }),
+        Err(e) => Err(e),
+    };
+    match rendered {
         Ok(bytes) => {
             let mut res = (StatusCode::OK, bytes).into_response();
             res.headers_mut().insert(
@@ -65,15 +81,6 @@ pub(crate) async fn sql(
             );
             res
         }
-        Err(e) => failed(e),
+        Err(e) => analytics_error(e),
     }
-}
-
-fn failed(e: custos_analytics::Error) -> Response {
-    let status = if e.is_client_error() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
-    };
-    json_error(status, e.to_string())
 }

@@ -1,4 +1,5 @@
-//! `GET /api/status` (what an operator's header shows), `GET /api/whoami` and `GET /healthz`.
+//! `GET /api/status` (what an operator's header shows), `GET /api/whoami`, `GET /healthz` (the
+//! process answers) and `GET /readyz` (it can take writes).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -73,4 +74,38 @@ pub(crate) async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
         "memtable_rows": state.store.memtable_rows(),
     });
     axum::Json(body).into_response()
+}
+
+/// `GET /readyz`: 200 when the WAL takes appends, flushes progress, the audit log takes records
+/// and a policy set is loaded; 503 naming each part that fails otherwise. No token needed, like
+/// `/healthz`, so load balancers and orchestrators can ask.
+pub(crate) async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+    let health = state.store.health();
+    let grace = (state.store.options().flush_interval * 3).max(std::time::Duration::from_secs(30));
+    let mut failing = health.not_ready(grace);
+    if let Some(e) = state.audit.failing() {
+        failing.push(format!("audit: the last append failed: {e}"));
+    }
+    let log = state.audit.log_path();
+    if let Err(e) = std::fs::OpenOptions::new().append(true).open(&log) {
+        failing.push(format!(
+            "audit: cannot open `{}` for appending: {e}",
+            log.display()
+        ));
+    }
+    let policy_hash = state.access.engine.current().hash().to_string();
+    let ready = failing.is_empty();
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "failing": failing,
+        "wal": health.wal,
+        "flush": health.flush,
+        "policy_hash": policy_hash,
+    });
+    let status = if ready {
+        http::StatusCode::OK
+    } else {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }

@@ -179,3 +179,100 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_failed_append_is_cut_off_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), 0, WalOptions::default()).unwrap();
+    let p = payloads(4);
+    assert_eq!(wal.append(&p[..2]).unwrap(), 1);
+    // A full disk: the append writes part of its bytes, then fails.
+    wal.fail_next_append(std::io::ErrorKind::StorageFull);
+    let err = wal.append(&p[2..3]).unwrap_err();
+    assert!(
+        err.to_string().contains("cannot write WAL segment"),
+        "{err}"
+    );
+    wal.recover().unwrap();
+    // The failed record was never acknowledged: the next one takes its sequence number.
+    assert_eq!(wal.append(&p[3..]).unwrap(), 3);
+    drop(wal);
+    let (_, replay) = Wal::open(dir.path(), 0, WalOptions::default()).unwrap();
+    let got: Vec<(u64, Vec<u8>)> = replay.into_iter().map(|r| (r.seq, r.payload)).collect();
+    assert_eq!(
+        got,
+        vec![(1, p[0].clone()), (2, p[1].clone()), (3, p[3].clone())]
+    );
+}
+
+#[test]
+fn damage_in_the_middle_of_the_newest_segment_is_refused_then_salvaged() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("wal");
+    let (mut wal, _) = Wal::open(&dir, 0, WalOptions::default()).unwrap();
+    let p = payloads(10);
+    for one in &p {
+        wal.append(std::slice::from_ref(one)).unwrap();
+    }
+    let path = wal.active.path.clone();
+    drop(wal);
+    // Flip a byte inside the fourth record's payload.
+    let mut bytes = fs::read(&path).unwrap();
+    let at = MAGIC.len() + p[..3].iter().map(|x| HEADER_BYTES + x.len()).sum::<usize>();
+    bytes[at + HEADER_BYTES + 2] ^= 0x55;
+    fs::write(&path, &bytes).unwrap();
+
+    let err = Wal::open(&dir, 0, WalOptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("damaged at byte {at}"))
+            && msg.contains("sequence number 5")
+            && msg.contains("custos wal salvage"),
+        "{msg}"
+    );
+    // Refusing changed nothing.
+    assert_eq!(fs::read(&path).unwrap(), bytes);
+
+    let report = salvage::check(&dir).unwrap();
+    assert!(!report.is_clean());
+    assert_eq!(report.lost(), 1);
+    assert_eq!(report.segments[0].records, 9);
+    assert_eq!(report.segments[0].damage[0].lost, Some((4, 4)));
+
+    let done = salvage::salvage(&dir, 0).unwrap();
+    assert_eq!(done.kept, 9);
+    assert!(done.damaged.join(path.file_name().unwrap()).exists());
+    let (wal, replay) = Wal::open(&dir, 0, WalOptions::default()).unwrap();
+    let want: Vec<Vec<u8>> = p
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, x)| x.clone())
+        .collect();
+    let got: Vec<Vec<u8>> = replay.iter().map(|r| r.payload.clone()).collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        replay.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=9).collect::<Vec<_>>()
+    );
+    assert_eq!(wal.next_seq(), 10);
+    assert!(salvage::check(&dir).unwrap().is_clean());
+}
+
+#[test]
+fn a_salvage_interrupted_before_the_swap_is_undone_and_after_it_finished() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("wal");
+    let (mut wal, _) = Wal::open(&dir, 0, WalOptions::default()).unwrap();
+    wal.append(&payloads(3)).unwrap();
+    drop(wal);
+    // Before the swap: both logs exist; the unfinished one goes, the old one stays.
+    fs::create_dir_all(salvage::staging(&dir)).unwrap();
+    let (_, replay) = Wal::open(&dir, 0, WalOptions::default()).unwrap();
+    assert_eq!(replay.len(), 3);
+    assert!(!salvage::staging(&dir).exists());
+    // Half way through the swap: only the new log exists; it is put in place.
+    fs::rename(&dir, salvage::staging(&dir)).unwrap();
+    let (_, replay) = Wal::open(&dir, 0, WalOptions::default()).unwrap();
+    assert_eq!(replay.len(), 3);
+}
