@@ -197,7 +197,7 @@ fn cpu_seconds_of(pid: &str) -> f64 {
 }
 
 /// Peak resident memory of process `pid`, MiB.
-fn peak_rss_mib_of(pid: &str) -> f64 {
+pub(crate) fn peak_rss_mib_of(pid: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -210,7 +210,7 @@ fn peak_rss_mib_of(pid: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -219,7 +219,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// A value from Prometheus text, summed over label sets.
-fn metric(text: &str, name: &str) -> f64 {
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| {
             l.strip_prefix(name)
@@ -229,10 +229,10 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-struct Child {
-    child: std::process::Child,
-    http: String,
-    api: String,
+pub(crate) struct Child {
+    pub(crate) child: std::process::Child,
+    pub(crate) http: String,
+    pub(crate) api: String,
 }
 
 impl Drop for Child {
@@ -274,15 +274,27 @@ fn spawn_server(
     dir: &std::path::Path,
     redaction: Option<&std::path::Path>,
 ) -> Result<Child> {
+    spawn_server_with(
+        exe,
+        dir,
+        "[store]\nmemory_budget_mib = 1024\nflush_mib = 256\nflush_interval_secs = 3600\nmaintenance_interval_secs = 86400\n",
+        redaction,
+    )
+}
+
+/// Starts `exe serve` on `dir/data` with the configuration `config` (TOML) on ephemeral ports.
+pub(crate) fn spawn_server_with(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    config_text: &str,
+    redaction: Option<&std::path::Path>,
+) -> Result<Child> {
     use std::io::BufRead as _;
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Task(format!("cannot create `{}`: {e}", dir.display())))?;
     let config = dir.join("bench.toml");
-    std::fs::write(
-        &config,
-        "[store]\nmemory_budget_mib = 1024\nflush_mib = 256\nflush_interval_secs = 3600\nmaintenance_interval_secs = 86400\n",
-    )
-    .map_err(|e| Error::Task(format!("cannot write `{}`: {e}", config.display())))?;
+    std::fs::write(&config, config_text)
+        .map_err(|e| Error::Task(format!("cannot write `{}`: {e}", config.display())))?;
     let mut child = std::process::Command::new(exe)
         .arg("serve")
         .arg("--data")

@@ -4,12 +4,14 @@
 //! `custos serve` child process ([`ingest`]), the standard metrics and a trace lookup over a large
 //! store, compared with DuckDB over the same Parquet files ([`analytics`], with
 //! `bench/duckdb_compare.py`), policy decision latency in process, recorded and over HTTP
-//! ([`policy`], [`decisions`]) and executor throughput with a durable journal ([`executor`]). The
+//! ([`policy`], [`decisions`]), executor throughput with a durable journal ([`executor`]) and a
+//! fault suite under load ([`faults`]: slow clients, hostile exports, heavy queries, `kill -9`). The
 //! workloads come from `custos-synth`; the `custos` command parses the arguments and prints.
 
 pub mod analytics;
 pub mod decisions;
 pub mod executor;
+pub mod faults;
 pub mod ingest;
 pub mod policy;
 

@@ -494,6 +494,27 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A fault suite under load on loopback: slow clients, oversized and malformed exports,
+    /// heavy queries and repeated `kill -9`, while well-behaved clients export; reports
+    /// acknowledged spans lost and duplicated, panics, the peak RSS and each phase's latency.
+    /// Exits 1 when an invariant broke.
+    Faults {
+        /// Seconds each phase lasts.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// `kill -9` and restarts in the kill phase.
+        #[arg(long, default_value_t = 3)]
+        kills: usize,
+        /// Well-behaved clients exporting all along.
+        #[arg(long, default_value_t = 2)]
+        clients: usize,
+        /// Data directory to keep (default: a temporary one, removed afterwards).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// End-to-end ingest over loopback with durable acknowledgments.
     Ingest {
         /// Total spans to send.

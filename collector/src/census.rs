@@ -69,9 +69,17 @@ pub struct Census {
     pub events_links: u64,
     /// Entity references and their repeated strings.
     pub entity_refs: u64,
-    /// Bytes of strings and byte fields.
+    /// Bytes of strings and byte fields, with the allocator's overhead for each.
     pub payload_bytes: u64,
+    /// Bytes of the first allocation of each non-empty list (a `Vec` starts with room for 4).
+    pub list_bytes: u64,
+    /// Bytes OTLP/JSON attribute values take while decoding: serde buffers each value once per
+    /// enclosing value (`AnyValue` is decoded through `serde(flatten)`).
+    pub json_copies: u64,
 }
+
+/// What one allocation costs the allocator beside its bytes.
+const MALLOC: u64 = 16;
 
 impl Census {
     /// Memory the decoded export takes, about: every message's struct (twice, for the slack a
@@ -86,7 +94,11 @@ impl Census {
             + self.array_values * size_of::<AnyValue>() as u64
             + self.events_links * size_of::<Event>().max(size_of::<Link>()) as u64
             + self.entity_refs * size_of::<EntityRef>() as u64;
-        structs.saturating_mul(2).saturating_add(self.payload_bytes)
+        structs
+            .saturating_mul(2)
+            .saturating_add(self.payload_bytes)
+            .saturating_add(self.list_bytes)
+            .saturating_add(self.json_copies)
     }
 
     pub(crate) fn within(&self, limits: &Limits) -> Result<(), Refused> {
@@ -222,64 +234,96 @@ impl Walk<'_> {
     }
 
     fn payload(&mut self, field: &Field<'_>) {
-        if let Field::Len(b) = field {
-            self.census.payload_bytes += b.len() as u64;
+        if let Field::Len(b) = field
+            && !b.is_empty()
+        {
+            self.census.payload_bytes += b.len() as u64 + MALLOC;
+        }
+    }
+
+    /// The first element of list `field` in one message: the list's first allocation, room for
+    /// four `child`-sized elements.
+    fn list(&mut self, seen: &mut u32, field: u32, child: usize) {
+        let bit = 1u32 << (field % 32);
+        if *seen & bit == 0 {
+            *seen |= bit;
+            self.census.list_bytes += 4 * child as u64 + MALLOC;
         }
     }
 
     fn request(&mut self, buf: &[u8]) -> Result<(), Refused> {
+        let mut seen = 0;
         self.fields(buf, |w, n, f| match (n, f) {
-            (1, Field::Len(b)) => w.resource_spans(b),
+            (1, Field::Len(b)) => {
+                w.list(&mut seen, 1, size_of::<ResourceSpans>());
+                w.resource_spans(b)
+            }
             _ => Ok(()),
         })
     }
 
     fn resource_spans(&mut self, buf: &[u8]) -> Result<(), Refused> {
         self.census.resources += 1;
+        let (mut seen, mut attributes) = (0, 0);
+        // prost merges a `resource` sent twice into one: its attributes add up.
         self.fields(buf, |w, n, f| match (n, f) {
-            (1, Field::Len(b)) => w.resource(b),
-            (2, Field::Len(b)) => w.scope_spans(b),
+            (1, Field::Len(b)) => w.resource(b, &mut attributes),
+            (2, Field::Len(b)) => {
+                w.list(&mut seen, 2, size_of::<ScopeSpans>());
+                w.scope_spans(b)
+            }
             (_, f) => {
                 w.payload(&f);
                 Ok(())
             }
-        })
+        })?;
+        self.census
+            .attributes_within(attributes, "resource", self.limits)
     }
 
-    fn resource(&mut self, buf: &[u8]) -> Result<(), Refused> {
-        let mut attributes = 0;
+    fn resource(&mut self, buf: &[u8], attributes: &mut u64) -> Result<(), Refused> {
+        let mut seen = 0;
         self.fields(buf, |w, n, f| match (n, f) {
             (1, Field::Len(b)) => {
-                attributes += 1;
+                *attributes += 1;
+                w.list(&mut seen, 1, size_of::<KeyValue>());
                 w.key_value(b, 0)
             }
             (3, Field::Len(b)) => {
                 w.census.entity_refs += 1;
+                w.list(&mut seen, 3, size_of::<EntityRef>());
+                let mut keys = 0;
                 w.fields(b, |w, n, f| {
                     // `id_keys` and `description_keys` are repeated strings: each one a `String`.
                     if matches!(n, 3 | 4) {
                         w.census.entity_refs += 1;
+                        w.list(&mut keys, n, size_of::<String>());
                     }
                     w.payload(&f);
                     Ok(())
                 })
             }
             _ => Ok(()),
-        })?;
-        self.census
-            .attributes_within(attributes, "resource", self.limits)
+        })
     }
 
     fn scope_spans(&mut self, buf: &[u8]) -> Result<(), Refused> {
         self.census.scopes += 1;
+        let (mut seen, mut attributes) = (0, 0);
+        // As with resources, a `scope` sent twice is merged into one.
         self.fields(buf, |w, n, f| match (n, f) {
-            (1, Field::Len(b)) => w.holder(b, "scope", 3),
-            (2, Field::Len(b)) => w.span(b),
+            (1, Field::Len(b)) => w.holder(b, 3, &mut attributes),
+            (2, Field::Len(b)) => {
+                w.list(&mut seen, 2, size_of::<Span>());
+                w.span(b)
+            }
             (_, f) => {
                 w.payload(&f);
                 Ok(())
             }
-        })
+        })?;
+        self.census
+            .attributes_within(attributes, "scope", self.limits)
     }
 
     fn span(&mut self, buf: &[u8]) -> Result<(), Refused> {
@@ -287,19 +331,26 @@ impl Walk<'_> {
         if self.census.spans > self.limits.max_spans {
             return self.census.within(self.limits);
         }
-        let mut attributes = 0;
+        let (mut seen, mut attributes) = (0, 0);
         self.fields(buf, |w, n, f| match (n, f) {
             (9, Field::Len(b)) => {
                 attributes += 1;
+                w.list(&mut seen, 9, size_of::<KeyValue>());
                 w.key_value(b, 0)
             }
             (11, Field::Len(b)) => {
                 w.census.events_links += 1;
-                w.holder(b, "span event", 3)
+                w.list(&mut seen, 11, size_of::<Event>());
+                let mut own = 0;
+                w.holder(b, 3, &mut own)?;
+                w.census.attributes_within(own, "span event", w.limits)
             }
             (13, Field::Len(b)) => {
                 w.census.events_links += 1;
-                w.holder(b, "span link", 4)
+                w.list(&mut seen, 13, size_of::<Link>());
+                let mut own = 0;
+                w.holder(b, 4, &mut own)?;
+                w.census.attributes_within(own, "span link", w.limits)
             }
             // `status` (15) is counted with the span; its message is a string.
             (15, Field::Len(b)) => w.fields(b, |w, _, f| {
@@ -315,20 +366,20 @@ impl Walk<'_> {
             .attributes_within(attributes, "span", self.limits)
     }
 
-    /// A scope, event or link: strings and attributes in field `attrs`.
-    fn holder(&mut self, buf: &[u8], what: &str, attrs: u32) -> Result<(), Refused> {
-        let mut attributes = 0;
+    /// A scope, event or link: strings, and attributes in field `attrs` (added to `attributes`).
+    fn holder(&mut self, buf: &[u8], attrs: u32, attributes: &mut u64) -> Result<(), Refused> {
+        let mut seen = 0;
         self.fields(buf, |w, n, f| match (n, f) {
             (n, Field::Len(b)) if n == attrs => {
-                attributes += 1;
+                *attributes += 1;
+                w.list(&mut seen, n, size_of::<KeyValue>());
                 w.key_value(b, 0)
             }
             (_, f) => {
                 w.payload(&f);
                 Ok(())
             }
-        })?;
-        self.census.attributes_within(attributes, what, self.limits)
+        })
     }
 
     fn key_value(&mut self, buf: &[u8], depth: usize) -> Result<(), Refused> {
@@ -349,17 +400,27 @@ impl Walk<'_> {
             )));
         }
         self.fields(buf, |w, n, f| match (n, f) {
-            (5, Field::Len(b)) => w.fields(b, |w, n, f| match (n, f) {
-                (1, Field::Len(b)) => {
-                    w.census.array_values += 1;
-                    w.any_value(b, depth + 1)
-                }
-                _ => Ok(()),
-            }),
-            (6, Field::Len(b)) => w.fields(b, |w, n, f| match (n, f) {
-                (1, Field::Len(b)) => w.key_value(b, depth + 1),
-                _ => Ok(()),
-            }),
+            (5, Field::Len(b)) => {
+                let mut seen = 0;
+                w.fields(b, |w, n, f| match (n, f) {
+                    (1, Field::Len(b)) => {
+                        w.census.array_values += 1;
+                        w.list(&mut seen, 1, size_of::<AnyValue>());
+                        w.any_value(b, depth + 1)
+                    }
+                    _ => Ok(()),
+                })
+            }
+            (6, Field::Len(b)) => {
+                let mut seen = 0;
+                w.fields(b, |w, n, f| match (n, f) {
+                    (1, Field::Len(b)) => {
+                        w.list(&mut seen, 1, size_of::<KeyValue>());
+                        w.key_value(b, depth + 1)
+                    }
+                    _ => Ok(()),
+                })
+            }
             (_, f) => {
                 w.payload(&f);
                 Ok(())
@@ -374,223 +435,4 @@ impl Walk<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{KeyValueList, any_value};
-    use proptest::prelude::*;
-    use prost::Message as _;
-
-    fn unlimited() -> Limits {
-        Limits {
-            max_spans: u64::MAX,
-            max_attributes: u64::MAX,
-            max_decoded_bytes: u64::MAX,
-        }
-    }
-
-    /// What prost decodes, counted the census's way.
-    fn counted(req: &ExportTraceServiceRequest) -> (u64, u64, u64) {
-        fn kvs(v: &[KeyValue]) -> u64 {
-            v.iter()
-                .map(|kv| {
-                    1 + match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                        Some(any_value::Value::KvlistValue(l)) => kvs(&l.values),
-                        _ => 0,
-                    }
-                })
-                .sum()
-        }
-        let mut spans = 0;
-        let mut key_values = 0;
-        let mut events_links = 0;
-        for rs in &req.resource_spans {
-            key_values += rs.resource.as_ref().map_or(0, |r| kvs(&r.attributes));
-            for ss in &rs.scope_spans {
-                key_values += ss.scope.as_ref().map_or(0, |s| kvs(&s.attributes));
-                for s in &ss.spans {
-                    spans += 1;
-                    key_values += kvs(&s.attributes);
-                    events_links += (s.events.len() + s.links.len()) as u64;
-                    key_values += s.events.iter().map(|e| kvs(&e.attributes)).sum::<u64>();
-                    key_values += s.links.iter().map(|l| kvs(&l.attributes)).sum::<u64>();
-                }
-            }
-        }
-        (spans, key_values, events_links)
-    }
-
-    fn kv(key: String, nested: usize) -> KeyValue {
-        let mut value = any_value::Value::StringValue(key.clone());
-        for _ in 0..nested {
-            value = any_value::Value::KvlistValue(KeyValueList {
-                values: vec![KeyValue {
-                    key: "k".into(),
-                    value: Some(AnyValue { value: Some(value) }),
-                    ..Default::default()
-                }],
-            });
-        }
-        KeyValue {
-            key,
-            value: Some(AnyValue { value: Some(value) }),
-            ..Default::default()
-        }
-    }
-
-    fn arb_request() -> impl Strategy<Value = ExportTraceServiceRequest> {
-        let span = (
-            proptest::collection::vec(("[a-z]{0,6}", 0usize..3), 0..4),
-            0usize..3,
-            0usize..3,
-        )
-            .prop_map(|(attrs, events, links)| Span {
-                name: "s".into(),
-                attributes: attrs.into_iter().map(|(k, n)| kv(k, n)).collect(),
-                events: (0..events)
-                    .map(|_| Event {
-                        attributes: vec![kv("e".into(), 0)],
-                        ..Default::default()
-                    })
-                    .collect(),
-                links: (0..links).map(|_| Link::default()).collect(),
-                ..Default::default()
-            });
-        let scope = proptest::collection::vec(span, 0..5).prop_map(|spans| ScopeSpans {
-            spans,
-            scope: Some(InstrumentationScope {
-                attributes: vec![kv("scope".into(), 0)],
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        proptest::collection::vec(proptest::collection::vec(scope, 0..3), 0..3).prop_map(|rs| {
-            ExportTraceServiceRequest {
-                resource_spans: rs
-                    .into_iter()
-                    .map(|scope_spans| ResourceSpans {
-                        resource: Some(Resource {
-                            attributes: vec![kv("service.name".into(), 1)],
-                            ..Default::default()
-                        }),
-                        scope_spans,
-                        ..Default::default()
-                    })
-                    .collect(),
-            }
-        })
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
-        /// The protobuf and JSON walks count what prost and serde decode.
-        #[test]
-        fn counts_match_the_decoders(req in arb_request()) {
-            let want = counted(&req);
-            let pb = protobuf(&req.encode_to_vec(), &unlimited()).unwrap();
-            prop_assert_eq!((pb.spans, pb.key_values, pb.events_links), want);
-            let js = json(&serde_json::to_vec(&req).unwrap(), &unlimited()).unwrap();
-            prop_assert_eq!((js.spans, js.key_values, js.events_links), want);
-        }
-
-        /// Arbitrary bytes are counted or refused, never a panic; what the census accepts with
-        /// limits, it accepts without them.
-        #[test]
-        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let limits = Limits { max_spans: 4, max_attributes: 2, max_decoded_bytes: 1 << 16 };
-            if protobuf(&body, &limits).is_ok() {
-                prop_assert!(protobuf(&body, &unlimited()).is_ok());
-            }
-            let _ = json(&body, &limits);
-        }
-    }
-
-    #[test]
-    fn empty_spans_are_refused_by_count_before_decoding() {
-        // 2 bytes per span: one million empty spans in 2 MB.
-        let mut scope = Vec::new();
-        for _ in 0..1_000_000 {
-            scope.extend_from_slice(&[0x12, 0x00]);
-        }
-        let mut rs = vec![0x12];
-        push_len(&mut rs, scope.len());
-        rs.extend_from_slice(&scope);
-        let mut body = vec![0x0a];
-        push_len(&mut body, rs.len());
-        body.extend_from_slice(&rs);
-        let err = protobuf(&body, &Limits::default()).unwrap_err();
-        assert!(
-            matches!(&err, Refused::TooMuch(m) if m.contains("65536 spans")),
-            "{err:?}"
-        );
-        let json_body = format!(
-            "{{\"resourceSpans\":[{{\"scopeSpans\":[{{\"spans\":[{}{{}}]}}]}}]}}",
-            "{},".repeat(1_000_000)
-        );
-        let err = json(json_body.as_bytes(), &Limits::default()).unwrap_err();
-        assert!(
-            matches!(&err, Refused::TooMuch(m) if m.contains("spans")),
-            "{err:?}"
-        );
-    }
-
-    fn push_len(out: &mut Vec<u8>, mut n: usize) {
-        while n >= 0x80 {
-            out.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        out.push(n as u8);
-    }
-
-    #[test]
-    fn attributes_per_span_and_nesting_are_bounded() {
-        let span = Span {
-            attributes: (0..2_000).map(|i| kv(format!("k{i}"), 0)).collect(),
-            ..Default::default()
-        };
-        let req = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![span],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        let err = protobuf(&req.encode_to_vec(), &Limits::default()).unwrap_err();
-        assert!(
-            matches!(&err, Refused::TooMuch(m) if m.contains("1024 attributes")),
-            "{err:?}"
-        );
-        let err = json(&serde_json::to_vec(&req).unwrap(), &Limits::default()).unwrap_err();
-        assert!(
-            matches!(&err, Refused::TooMuch(m) if m.contains("1024 attributes")),
-            "{err:?}"
-        );
-        let deep = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![kv("deep".into(), 40)],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
-        };
-        let err = protobuf(&deep.encode_to_vec(), &Limits::default()).unwrap_err();
-        assert!(
-            matches!(&err, Refused::Invalid(m) if m.contains("deeper than 32")),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn a_truncated_body_is_invalid_with_its_offset() {
-        let err = protobuf(&[0x0a, 0x05, 0x12], &Limits::default()).unwrap_err();
-        assert!(
-            matches!(&err, Refused::Invalid(m) if m.contains("past the end") && m.contains("byte 0")),
-            "{err:?}"
-        );
-    }
-}
+mod tests;

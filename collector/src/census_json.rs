@@ -197,7 +197,10 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
             Kind::Array | Kind::KvList => self.depth + 1,
             _ => self.depth,
         };
+        let level = copies(self.kind, self.depth);
         while let Some(Key(field)) = map.next_key_seed(KeySeed(self.kind))? {
+            // Inside an attribute value every entry is buffered once per enclosing value.
+            c.census.json_copies = c.census.json_copies.saturating_add(COPY * level);
             match field {
                 Some((kind, list, of)) => map.next_value_seed(Node {
                     c: &mut *c,
@@ -206,10 +209,122 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                     depth,
                     of,
                 })?,
+                None if level > 0 => map.next_value_seed(Deep { c: &mut *c, level })?,
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
+        }
+        if level > 0 && c.census.json_copies > c.limits.max_decoded_bytes {
+            return Err(c.refuse(Refused::TooMuch(format!(
+                "the export's attribute values would take more than {} bytes while decoded; \
+                 send smaller or flatter values",
+                c.limits.max_decoded_bytes
+            ))));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes one buffered JSON value takes (serde's `Content`, with its slot in a map or list).
+const COPY: u64 = 64;
+
+/// How many times a value of `kind` at `depth` is held while decoding: `AnyValue` is decoded
+/// through a buffer (`serde(flatten)`), and every enclosing attribute value buffers the whole
+/// subtree again.
+fn copies(kind: Kind, depth: usize) -> u64 {
+    match kind {
+        Kind::AnyValue | Kind::ArrayItem | Kind::Array | Kind::KvList => depth as u64 + 1,
+        Kind::KeyValue => depth as u64,
+        _ => 0,
+    }
+}
+
+/// Any JSON value inside an attribute value: counted, not built, `level` copies each.
+struct Deep<'c, 'l> {
+    c: &'c mut Counter<'l>,
+    level: u64,
+}
+
+impl Deep<'_, '_> {
+    fn add(&mut self, bytes: usize) {
+        let cost = (COPY + bytes as u64).saturating_mul(self.level);
+        self.c.census.json_copies = self.c.census.json_copies.saturating_add(cost);
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Deep<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Deep<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(mut self, _: bool) -> Result<(), E> {
+        self.add(0);
+        Ok(())
+    }
+
+    fn visit_i64<E: serde::de::Error>(mut self, _: i64) -> Result<(), E> {
+        self.add(0);
+        Ok(())
+    }
+
+    fn visit_u64<E: serde::de::Error>(mut self, _: u64) -> Result<(), E> {
+        self.add(0);
+        Ok(())
+    }
+
+    fn visit_f64<E: serde::de::Error>(mut self, _: f64) -> Result<(), E> {
+        self.add(0);
+        Ok(())
+    }
+
+    fn visit_str<E: serde::de::Error>(mut self, v: &str) -> Result<(), E> {
+        self.add(v.len());
+        Ok(())
+    }
+
+    fn visit_unit<E: serde::de::Error>(mut self) -> Result<(), E> {
+        self.add(0);
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        self.add(0);
+        let level = self.level;
+        while seq
+            .next_element_seed(Deep {
+                c: &mut *self.c,
+                level,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        self.add(0);
+        let level = self.level;
+        while map
+            .next_key_seed(Deep {
+                c: &mut *self.c,
+                level,
+            })?
+            .is_some()
+        {
+            map.next_value_seed(Deep {
+                c: &mut *self.c,
+                level,
+            })?;
         }
         Ok(())
     }

@@ -83,9 +83,8 @@ impl GrpcReceiver {
         };
         let result = self
             .ingest
-            .export_body(body, Encoding::Protobuf, &source)
+            .export_body(body, held, Encoding::Protobuf, &source)
             .await;
-        drop(held);
         let secs = started.elapsed().as_secs_f64();
         match result {
             Ok(accepted) => {

@@ -344,7 +344,7 @@ async fn handle(
             )
         })??;
     let accepted = ingest
-        .export_body(bytes, encoding, source)
+        .export_body(bytes, admission, encoding, source)
         .await
         .map_err(|r| match r {
             Refusal::Invalid(m) => Failure::new(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, m),
@@ -359,7 +359,6 @@ async fn handle(
             }
             Refusal::Internal(m) => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, UNKNOWN, m),
         })?;
-    drop(admission);
     let response = accepted.response();
     let bytes = match encoding {
         Encoding::Protobuf => response.encode_to_vec(),

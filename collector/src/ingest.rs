@@ -91,24 +91,31 @@ impl Ingest {
 
     /// Counts, decodes, redacts, normalizes and stores the export in `body` (decompressed) from
     /// `source` (stored in every span's `source` column); returns once the accepted spans are
-    /// durable and visible.
+    /// durable and visible. `held` is the body's share of the memory budget: it goes with the
+    /// body into the decoding thread and is released when the body is, so a client that gives up
+    /// mid-request frees neither its decoder nor its memory before the work ends.
     pub async fn export_body(
         &self,
         body: Bytes,
+        held: custos_store::Admission,
         encoding: crate::http::Encoding,
         source: &crate::admit::Source,
     ) -> Result<Accepted, Refusal> {
         let permit = self
             .decoders
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| Refusal::Unavailable("the receiver is shutting down".into()))?;
         let this = self.clone();
         let src = source.clone();
-        let prepared = tokio::task::spawn_blocking(move || this.prepare(&body, encoding, &src))
-            .await
-            .map_err(|e| Refusal::Internal(format!("decoding the export failed: {e}")))??;
-        drop(permit);
+        let prepared = tokio::task::spawn_blocking(move || {
+            let prepared = this.prepare(&body, encoding, &src);
+            drop((body, held, permit));
+            prepared
+        })
+        .await
+        .map_err(|e| Refusal::Internal(format!("decoding the export failed: {e}")))??;
         let n = prepared.normalized;
         let mut out = Accepted {
             accepted: 0,

@@ -6,9 +6,11 @@
 //!   (new clients wait in the kernel's backlog) and says so in the log.
 //! - HTTP/1.1: a request's headers must arrive within `header_timeout` (hyper's timer), which
 //!   also closes a keep-alive connection that sends no next request within it.
-//! - HTTP/2: a connection must start its first request within `header_timeout`; one that moves
-//!   no byte for `idle_timeout` is closed gracefully (requests in flight finish first); pings
-//!   every 30 s find dead peers.
+//! - HTTP/2: a connection must start its first request within `header_timeout`; one with no
+//!   request in flight for `idle_timeout` is closed gracefully (bytes do not count: keep-alive
+//!   pings move them on every idle connection); pings every 30 s find dead peers.
+//! - A connection closing gracefully (idle, or the server shutting down) has [`CLOSE_GRACE`] to
+//!   finish its requests, then it is dropped: a stalled request cannot hold a slot for ever.
 //! - Shutdown: stop accepting, close every connection gracefully, wait for them.
 //!
 //! Each request carries the connection's [`Peer`] as an extension, both as `Peer` (what tonic's
@@ -24,10 +26,9 @@ use std::time::{Duration, Instant};
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Semaphore, watch};
 
-use crate::{Conn, Listener};
+use crate::{Conn, Listener, Peer};
 
 /// The limits of one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,87 +52,79 @@ impl Default for Limits {
     }
 }
 
-/// When a connection last moved a byte, and how many requests it started.
+/// A connection's requests: how many started, how many are in flight, when the last ended.
 struct Activity {
     opened: Instant,
-    /// Milliseconds after `opened`.
-    last: AtomicU64,
-    requests: AtomicU64,
+    /// Milliseconds after `opened` when the last request ended (0: none yet).
+    last_done: AtomicU64,
+    started: AtomicU64,
+    in_flight: AtomicU64,
 }
 
 impl Activity {
-    fn touch(&self) {
-        let ms = self.opened.elapsed().as_millis() as u64;
-        self.last.store(ms, Ordering::Relaxed);
-    }
-
+    /// How long the connection has had no request in flight (zero while one is). Bytes do not
+    /// count: HTTP/2 keep-alive pings move bytes on every idle connection.
     fn idle(&self) -> Duration {
-        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_done.load(Ordering::Relaxed));
         self.opened.elapsed().saturating_sub(last)
     }
 }
 
-/// A connection whose reads and writes are noted in its [`Activity`].
-struct Watched {
-    conn: Conn,
+/// Ends a request in its connection's [`Activity`] when dropped (answered or abandoned).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.last_done
+            .store(a.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        a.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The service of one connection: each request gets the peer and is counted.
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    peer: Peer,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.conn).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.touch();
-        }
-        r
+type Boxed<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for Tracked<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Boxed<S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        self.activity.started.fetch_add(1, Ordering::Relaxed);
+        self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        let done = InFlight(self.activity.clone());
+        req.extensions_mut().insert(self.peer.clone());
+        req.extensions_mut().insert(ConnectInfo(self.peer.clone()));
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let r = fut.await;
+            drop(done);
+            r
+        })
     }
 }
 
-impl AsyncWrite for Watched {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.conn).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.conn).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.conn.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().conn).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().conn).poll_shutdown(cx)
-    }
-}
+/// How long a closing connection may take to finish its requests before it is dropped.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(30);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -223,33 +216,31 @@ async fn connection<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let peer = conn.peer().clone();
     let activity = Arc::new(Activity {
         opened: Instant::now(),
-        last: AtomicU64::new(0),
-        requests: AtomicU64::new(0),
+        last_done: AtomicU64::new(0),
+        started: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
     });
-    let counted = activity.clone();
-    let with_peer = tower::util::MapRequest::new(service, move |mut req: http::Request<_>| {
-        counted.requests.fetch_add(1, Ordering::Relaxed);
-        req.extensions_mut().insert(peer.clone());
-        req.extensions_mut().insert(ConnectInfo(peer.clone()));
-        req
-    });
-    let io = TokioIo::new(Watched {
-        conn,
+    let tracked = Tracked {
+        inner: service,
+        peer: conn.peer().clone(),
         activity: activity.clone(),
-    });
-    let served =
-        builder.serve_connection(io, hyper_util::service::TowerToHyperService::new(with_peer));
+    };
+    let served = builder.serve_connection(
+        TokioIo::new(conn),
+        hyper_util::service::TowerToHyperService::new(tracked),
+    );
     tokio::pin!(served);
-    let mut closing = false;
+    // When a graceful close began: requests in flight get `CLOSE_GRACE` to finish.
+    let mut closing: Option<tokio::time::Instant> = None;
     let tick = limits
         .header_timeout
         .min(limits.idle_timeout)
         .max(Duration::from_millis(100))
         / 2;
     loop {
+        let deadline = closing.map(|c| c + CLOSE_GRACE);
         tokio::select! {
             r = served.as_mut() => {
                 if let Err(e) = r {
@@ -257,13 +248,18 @@ async fn connection<S, B>(
                 }
                 return;
             }
-            changed = stopping.changed(), if !closing => {
+            changed = stopping.changed(), if closing.is_none() => {
                 let _ = changed;
                 served.as_mut().graceful_shutdown();
-                closing = true;
+                closing = Some(tokio::time::Instant::now());
             }
-            () = tokio::time::sleep(tick), if !closing => {
-                let silent_start = activity.requests.load(Ordering::Relaxed) == 0
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)),
+                if deadline.is_some() => {
+                tracing::debug!("connection dropped: requests still in flight after the close grace");
+                return;
+            }
+            () = tokio::time::sleep(tick), if closing.is_none() => {
+                let silent_start = activity.started.load(Ordering::Relaxed) == 0
                     && activity.opened.elapsed() >= limits.header_timeout;
                 if silent_start {
                     // No request started in time: nothing to finish, so no grace either.
@@ -272,7 +268,7 @@ async fn connection<S, B>(
                 }
                 if activity.idle() >= limits.idle_timeout {
                     served.as_mut().graceful_shutdown();
-                    closing = true;
+                    closing = Some(tokio::time::Instant::now());
                 }
             }
         }

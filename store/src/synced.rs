@@ -62,7 +62,9 @@ async fn sync(file: PathBuf) -> os::Result<()> {
         if let Ok(mut s) = SYNCED.lock() {
             s.push(file.clone());
         }
-        if let Some(dir) = file.parent() {
+        // The file's directory, and that directory's entry in its parent: the local store
+        // creates directories as it goes (a new `date=...` partition, `_delta_log`).
+        for dir in file.ancestors().skip(1).take(2) {
             std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| failed(dir, e))?;

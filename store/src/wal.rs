@@ -15,7 +15,10 @@
 //! +----------------+----------------+----------------+---------------------+
 //! ```
 //!
-//! - `crc` is CRC-32 (IEEE) over the 8 bytes of `seq` followed by the payload.
+//! - The top bit of `len` marks the first record of a group commit ([`GROUP_START`]); the
+//!   length is the other 31 bits.
+//! - `crc` is CRC-32 (IEEE) over the 8 bytes of `seq` followed by the payload, with a `1` byte
+//!   first when the record starts a group.
 //! - `payload` is opaque to the WAL; the store writes one Arrow IPC stream holding one batch of
 //!   normalized spans.
 //!
@@ -26,8 +29,11 @@
 //!    `fdatasync`'d. Records written together share one sync (group commit).
 //! 3. Only the newest segment is ever appended to. A record that fails its length or checksum
 //!    check at the end of the newest segment is a torn write from a crash: on open for writing, the
-//!    segment is truncated to the last good record, unless readable records follow it: that is
-//!    damage, not a crash, and opening refuses ([`salvage`] says what to do). Readers stop at it.
+//!    segment is truncated to the last good record, unless a readable record that *starts a later
+//!    group* follows it: a group is written only after the previous one's sync returned, so the
+//!    bad record was acknowledged, this is damage, not a crash, and opening refuses ([`salvage`]
+//!    says what to do). Readable records of the bad record's own group were never acknowledged
+//!    (a power cut may keep a later page of a write and lose an earlier one). Readers stop at it.
 //!    A bad record in an older segment, or a break in the sequence, is corruption and is reported
 //!    as an error, never skipped.
 //! 4. A segment is deleted only when every record in it is at or below the sequence number that a
@@ -47,6 +53,44 @@ pub const MAGIC: &[u8; 8] = b"CUSTWAL1";
 pub const HEADER_BYTES: usize = 16;
 /// The largest payload a record may carry (256 MiB).
 pub const MAX_RECORD_BYTES: usize = 256 << 20;
+/// The top bit of `len`: the record is the first of a group commit (written after every
+/// earlier group's sync returned). Checksummed: a flagged record's CRC covers a `1` byte first.
+pub const GROUP_START: u32 = 1 << 31;
+
+/// The checksum of a record.
+fn checksum(group_start: bool, seq: &[u8; 8], payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    if group_start {
+        hasher.update(&[1]);
+    }
+    hasher.update(seq);
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// Appends one record to `buf`.
+pub(crate) fn encode_record(buf: &mut Vec<u8>, group_start: bool, seq: u64, payload: &[u8]) {
+    let seq = seq.to_le_bytes();
+    let flag = if group_start { GROUP_START } else { 0 };
+    buf.extend_from_slice(&(payload.len() as u32 | flag).to_le_bytes());
+    buf.extend_from_slice(&checksum(group_start, &seq, payload).to_le_bytes());
+    buf.extend_from_slice(&seq);
+    buf.extend_from_slice(payload);
+}
+
+/// A record header's fields: payload length, group start, checksum, sequence number.
+pub(crate) fn parse_header(header: &[u8; HEADER_BYTES]) -> (usize, bool, u32, [u8; 8]) {
+    let raw = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&header[8..16]);
+    (
+        (raw & !GROUP_START) as usize,
+        raw & GROUP_START != 0,
+        crc,
+        seq,
+    )
+}
 
 /// A record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,10 +242,7 @@ fn scan_segment(seg: &Segment, mut f: impl FnMut(u64, Vec<u8>) -> Result<()>) ->
         reader
             .read_exact(&mut header)
             .map_err(|e| Error::io(format!("cannot read `{}`", seg.path.display()), e))?;
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let mut seq_bytes = [0u8; 8];
-        seq_bytes.copy_from_slice(&header[8..16]);
+        let (len, group_start, crc, seq_bytes) = parse_header(&header);
         let seq = u64::from_le_bytes(seq_bytes);
         if len > MAX_RECORD_BYTES || (file_len - offset - HEADER_BYTES as u64) < len as u64 {
             return Ok(torn);
@@ -210,10 +251,7 @@ fn scan_segment(seg: &Segment, mut f: impl FnMut(u64, Vec<u8>) -> Result<()>) ->
         reader
             .read_exact(&mut payload)
             .map_err(|e| Error::io(format!("cannot read `{}`", seg.path.display()), e))?;
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&seq_bytes);
-        hasher.update(&payload);
-        if hasher.finalize() != crc {
+        if checksum(group_start, &seq_bytes, &payload) != crc {
             return Ok(torn);
         }
         if seq != expected {
@@ -487,14 +525,7 @@ impl Wal {
                     p.len()
                 )));
             }
-            let seq_bytes = seq.to_le_bytes();
-            let mut hasher = crc32fast::Hasher::new();
-            hasher.update(&seq_bytes);
-            hasher.update(p);
-            buf.extend_from_slice(&(p.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&hasher.finalize().to_le_bytes());
-            buf.extend_from_slice(&seq_bytes);
-            buf.extend_from_slice(p);
+            encode_record(&mut buf, seq == first, seq, p);
             seq += 1;
         }
         self.file.write_all(&buf).map_err(|e| {
@@ -530,6 +561,30 @@ impl Wal {
         self.file
             .sync_all()
             .map_err(|e| Error::io(format!("cannot sync WAL segment `{path}`"), e))
+    }
+
+    /// Whether the log can be written again after a failure: a byte is written past the end,
+    /// synced and cut off again. Nothing is appended.
+    pub fn probe(&mut self) -> Result<()> {
+        #[cfg(test)]
+        if self.fail_next.is_some() {
+            return Err(Error::io(
+                "cannot write WAL segment (injected)".to_string(),
+                std::io::Error::from(std::io::ErrorKind::StorageFull),
+            ));
+        }
+        let written = self
+            .file
+            .write_all(&[0])
+            .and_then(|()| self.file.sync_data());
+        let cut = self.recover();
+        written.map_err(|e| {
+            Error::io(
+                format!("cannot write WAL segment `{}`", self.active.path.display()),
+                e,
+            )
+        })?;
+        cut
     }
 
     /// The next append fails with `kind` after writing part of its bytes (tests of the writer).

@@ -124,8 +124,30 @@ fn publish(
 
 /// The writer thread's loop, until every sender is gone.
 pub(crate) fn wal_writer(inner: Arc<Inner>, mut wal: Wal, rx: std::sync::mpsc::Receiver<WalCmd>) {
+    use std::sync::mpsc::RecvTimeoutError;
     let mut failed: Option<String> = None;
-    while let Ok(first) = rx.recv() {
+    // After a failed append, the log is probed every second even without exports, so readiness
+    // comes back once the disk has space (a balancer that took the server out sends none).
+    let mut probing = false;
+    loop {
+        let first = if probing {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(c) => c,
+                Err(RecvTimeoutError::Timeout) => {
+                    if wal.probe().is_ok() {
+                        inner.health.wal_ok();
+                        probing = false;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match rx.recv() {
+                Ok(c) => c,
+                Err(_) => return,
+            }
+        };
         let group = gather(first, &rx);
         if let Some(msg) = &failed {
             for (_, reply) in group.pending {
@@ -138,6 +160,7 @@ pub(crate) fn wal_writer(inner: Arc<Inner>, mut wal: Wal, rx: std::sync::mpsc::R
             match wal.append(&group.payloads) {
                 Ok(first_seq) => {
                     inner.health.wal_ok();
+                    probing = false;
                     record_sync(&inner.stats, started.elapsed(), &group.payloads);
                     if let Err(msg) = publish(&inner, first_seq, group.pending) {
                         failed = Some(msg);
@@ -159,6 +182,7 @@ pub(crate) fn wal_writer(inner: Arc<Inner>, mut wal: Wal, rx: std::sync::mpsc::R
                                 "{msg}; nothing of it was acknowledged, the next export tries again"
                             );
                             inner.health.wal_failed(msg);
+                            probing = true;
                         }
                         Err(r) => {
                             let msg =

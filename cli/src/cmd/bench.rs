@@ -41,6 +41,40 @@ pub async fn run(what: BenchCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        BenchCommand::Faults {
+            seconds,
+            kills,
+            clients,
+            data,
+            json,
+        } => {
+            if seconds == 0 || seconds > 3600 || kills > 100 || clients == 0 || clients > 64 {
+                bail!(
+                    "`--seconds` must be 1 to 3600, `--kills` at most 100 and `--clients` 1 to 64"
+                );
+            }
+            let exe = std::env::current_exe().context("cannot find the custos executable")?;
+            let r = custos_bench::faults::run(
+                &exe,
+                custos_bench::faults::FaultOptions {
+                    phase_seconds: seconds,
+                    kills,
+                    clients,
+                    data_dir: data,
+                },
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", custos_bench::faults::render(&r));
+            }
+            Ok(if r.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         BenchCommand::Ingest {
             spans,
             batch,

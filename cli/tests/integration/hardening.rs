@@ -209,17 +209,29 @@ async fn a_full_disk_refuses_exports_with_503_loses_nothing_and_recovers_by_itse
         body["failing"][0].as_str().unwrap().starts_with("wal:"),
         "{body}"
     );
-    // Space returns: the next export is stored, with no restart.
+    // Space returns: readiness comes back by itself (no export needed: a balancer that took the
+    // server out sends none), and the next export is stored, with no restart.
     std::fs::remove_file(fs.0.join("filler")).unwrap();
+    let mut ready = None;
+    for _ in 0..50 {
+        let res = client
+            .get(format!("{}/readyz", server.api))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            ready = Some(res);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        ready.is_some(),
+        "/readyz never turned 200 after space returned"
+    );
     batch += 1;
     assert_eq!(send(batch).await.status(), 200);
     acked += 50;
-    let ready = client
-        .get(format!("{}/readyz", server.api))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
     assert_eq!(count_spans(&client, &server.api).await, acked);
     // And every acknowledged span survives a kill -9.
     drop(kill);
@@ -264,7 +276,8 @@ async fn a_damaged_wal_stops_the_server_and_check_and_salvage_keep_the_rest() {
         .find(|p| p.extension().is_some_and(|x| x == "wal"))
         .unwrap();
     let mut bytes = std::fs::read(&segment).unwrap();
-    let first_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    // The top bit of `len` marks a group commit's first record.
+    let first_len = (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) & 0x7fff_ffff) as usize;
     let second = 8 + 16 + first_len;
     bytes[second + 16 + 10] ^= 0xff;
     std::fs::write(&segment, &bytes).unwrap();
@@ -328,4 +341,52 @@ async fn a_damaged_wal_stops_the_server_and_check_and_salvage_keep_the_rest() {
         .map(|t| format!("{t:032x}"))
         .collect();
     assert_eq!(traces, want);
+}
+
+#[test]
+fn the_fault_suite_loses_and_duplicates_nothing_and_counts_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    // From the checkout: the suite's server and its tokens use `rules/policy`.
+    let out = std::process::Command::new(super::BIN)
+        .current_dir(repo())
+        .args([
+            "bench",
+            "faults",
+            "--seconds",
+            "2",
+            "--kills",
+            "2",
+            "--json",
+            "--data",
+        ])
+        .arg(dir.path().join("faults"))
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success(), "{r:#}");
+    assert!(r["acked_spans"].as_u64().unwrap() > 0, "{r:#}");
+    for key in [
+        "lost_spans",
+        "duplicated_spans",
+        "partial_exports",
+        "panics",
+        "unexpected_5xx",
+    ] {
+        assert_eq!(r[key], 0, "{key}: {r:#}");
+    }
+    let phases = r["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 5);
+    // The hostile side was answered: 413 for the bombs, 400 for the garbage, no 5xx.
+    let hostile = &phases[2]["fault_answers"];
+    assert!(hostile["413"].as_u64().unwrap_or(0) > 0, "{hostile}");
+    assert!(hostile["400"].as_u64().unwrap_or(0) > 0, "{hostile}");
+    // Heavy queries were refused or stopped, and the exports went on meanwhile.
+    assert!(phases[3]["acked"].as_u64().unwrap() > 0, "{r:#}");
+    assert_eq!(phases[4]["fault_answers"]["kill -9"], 2);
 }

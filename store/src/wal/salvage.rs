@@ -11,58 +11,65 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{HEADER_BYTES, MAGIC, MAX_RECORD_BYTES, list_segments, segment_path, sync_dir};
+use super::{
+    HEADER_BYTES, MAGIC, MAX_RECORD_BYTES, checksum, encode_record, list_segments, parse_header,
+    segment_path, sync_dir,
+};
 use crate::{Error, Result};
 
 /// A valid record found at `at` in a segment's bytes.
 struct Found {
     seq: u64,
+    group_start: bool,
     payload: std::ops::Range<usize>,
     next: usize,
 }
 
 /// The record at `at`, if its header and checksum are valid.
 fn record_at(buf: &[u8], at: usize) -> Option<Found> {
-    let header = buf.get(at..at.checked_add(HEADER_BYTES)?)?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    let seq_bytes: [u8; 8] = header[8..16].try_into().ok()?;
+    let header: &[u8; HEADER_BYTES] = buf
+        .get(at..at.checked_add(HEADER_BYTES)?)?
+        .try_into()
+        .ok()?;
+    let (len, group_start, crc, seq_bytes) = parse_header(header);
     if len > MAX_RECORD_BYTES {
         return None;
     }
     let start = at + HEADER_BYTES;
     let payload = buf.get(start..start.checked_add(len)?)?;
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&seq_bytes);
-    hasher.update(payload);
-    (hasher.finalize() == crc).then(|| Found {
+    (checksum(group_start, &seq_bytes, payload) == crc).then(|| Found {
         seq: u64::from_le_bytes(seq_bytes),
+        group_start,
         payload: start..start + len,
         next: start + len,
     })
 }
 
 /// The first valid record after `from` whose sequence number could follow `after` (a record a
-/// damaged stretch hides is at most 2^32 numbers further on).
-fn resync(buf: &[u8], from: usize, after: u64) -> Option<(usize, Found)> {
+/// damaged stretch hides is at most 2^32 numbers further on), and that starts a group when
+/// `group_start`.
+fn resync(buf: &[u8], from: usize, after: u64, group_start: bool) -> Option<(usize, Found)> {
     let end = buf.len().checked_sub(HEADER_BYTES)?;
     (from..=end).find_map(|at| {
         let seq = u64::from_le_bytes(buf[at + 8..at + 16].try_into().ok()?);
         if seq <= after || seq - after > 1 << 32 {
             return None;
         }
-        record_at(buf, at).map(|f| (at, f))
+        record_at(buf, at)
+            .filter(|f| f.group_start || !group_start)
+            .map(|f| (at, f))
     })
 }
 
-/// Where valid records follow a bad one at byte `bad` of the segment at `path` (whose last good
-/// record before it has sequence number `last`): `Some((byte, seq))` means the damage is
-/// corruption, not a torn tail.
+/// Where a readable record that starts a later group follows a bad one at byte `bad` of the
+/// segment at `path` (whose last good record before it has sequence number `last`):
+/// `Some((byte, seq))` means the bad record was acknowledged, so the damage is corruption, not a
+/// torn tail.
 pub(crate) fn valid_after(path: &Path, bad: u64, last: u64) -> Result<Option<(u64, u64)>> {
     let buf = fs::read(path)
         .map_err(|e| Error::io(format!("cannot read WAL segment `{}`", path.display()), e))?;
     let from = usize::try_from(bad).unwrap_or(usize::MAX).saturating_add(1);
-    Ok(resync(&buf, from, last).map(|(at, f)| (at as u64, f.seq)))
+    Ok(resync(&buf, from, last, true).map(|(at, f)| (at as u64, f.seq)))
 }
 
 /// A stretch of a segment that holds no readable record.
@@ -146,7 +153,7 @@ fn read_segment(
         let found = match record_at(&buf, at) {
             Some(f) if f.seq > last => Some((at, f)),
             _ => {
-                let resumed = resync(&buf, at + 1, last);
+                let resumed = resync(&buf, at + 1, last, false);
                 let (from, to) = (at as u64, resumed.as_ref().map(|(p, _)| *p as u64));
                 let lost = resumed
                     .as_ref()
@@ -251,14 +258,9 @@ pub fn salvage(dir: &Path, after: u64) -> Result<Salvaged> {
     let path = segment_path(&new, after + 1);
     let mut bytes = MAGIC.to_vec();
     for (i, p) in payloads.iter().enumerate() {
-        let seq = (after + 1 + i as u64).to_le_bytes();
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&seq);
-        hasher.update(p);
-        bytes.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&hasher.finalize().to_le_bytes());
-        bytes.extend_from_slice(&seq);
-        bytes.extend_from_slice(p);
+        // All synced below, before the log is used: each may count as its own group, so damage
+        // to any of them later is told from a torn write.
+        encode_record(&mut bytes, true, after + 1 + i as u64, p);
     }
     let io = |what: &str, p: &Path, e| Error::io(format!("{what} `{}`", p.display()), e);
     {
