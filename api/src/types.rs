@@ -8,14 +8,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The body of every error answer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
 }
 
 /// `POST /api/sql`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SqlRequest {
     /// One read-only statement.
@@ -23,7 +23,7 @@ pub struct SqlRequest {
 }
 
 /// `GET /api/status`: what an operator's header shows.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Status {
     /// Server version.
@@ -60,7 +60,7 @@ pub struct Status {
 }
 
 /// `POST /api/reload`: what the reload put in force.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reloaded {
     /// The policy set's hash now.
     pub policy_hash: String,
@@ -72,7 +72,7 @@ pub struct Reloaded {
 
 /// `POST /api/erase`: which spans (and the runs they belong to) to erase. Exactly one of
 /// `where` and `person`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EraseRequest {
     /// A SQL condition over the `spans` columns as readers see them (pseudonyms, not the values
@@ -90,7 +90,7 @@ pub struct EraseRequest {
 }
 
 /// What an erasure did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Erased {
     /// Spans deleted.
     pub spans: u64,
@@ -113,7 +113,7 @@ pub struct Erased {
 }
 
 /// A change record of a reload.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChangeRecord {
     /// The audit record's sequence number.
     pub seq: u64,
@@ -123,13 +123,14 @@ pub struct ChangeRecord {
 }
 
 /// `POST /api/runs`: start a run of a deployed workflow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRun {
     /// The deployed workflow's name.
     pub workflow: String,
-    /// The run's input.
+    /// The run's input: a JSON object with the fields the workflow's `input` declares.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub input: Value,
     /// Starting twice with one key starts one run.
     #[serde(default)]
@@ -141,7 +142,7 @@ pub struct StartRun {
 }
 
 /// The answer to [`StartRun`]: 202 for a new run, 200 for the run a repeated key started.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Started {
     /// The run.
@@ -153,7 +154,7 @@ pub struct Started {
 }
 
 /// `POST /api/reviews/{id}/approve|reject`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewDecision {
     /// Who decides: the authenticated caller. A body may repeat the caller's user id but never
@@ -165,7 +166,7 @@ pub struct ReviewDecision {
 }
 
 /// One audit record, whole, as the log holds it (`GET /api/audit/records/{seq}`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct AuditRecord {
     /// Position in the chain, from 1.
@@ -199,7 +200,7 @@ pub struct AuditRecord {
 }
 
 /// A human review task (`GET /api/reviews/{id}`, items of `GET /api/reviews`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct ReviewTask {
     /// Task id.
@@ -238,7 +239,7 @@ pub struct ReviewTask {
 }
 
 /// `GET /api/reviews[?status=pending|all]`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Reviews {
     /// The tasks, most urgent first.
@@ -246,7 +247,7 @@ pub struct Reviews {
 }
 
 /// A policy decision as the API answers it (`POST /api/authorize`, the reviewer check).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct PolicyDecision {
     /// `allow` or `deny`.
@@ -262,7 +263,7 @@ pub struct PolicyDecision {
 }
 
 /// A policy that determined a decision.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct DeterminingPolicy {
     /// The policy's `@id`.
@@ -281,7 +282,7 @@ pub struct DeterminingPolicy {
 }
 
 /// A problem met while deciding.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct DecisionProblem {
     /// `request`, `evaluation` or `measurement`.
@@ -294,7 +295,7 @@ pub struct DecisionProblem {
 }
 
 /// The answer to a [`ReviewDecision`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Decided {
     /// The task after the decision.
@@ -306,7 +307,7 @@ pub struct Decided {
 }
 
 /// `GET /api/audit/verify`: the hash chain checked end to end.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Verification {
     /// The log file on the server.
@@ -328,7 +329,7 @@ pub struct Verification {
 }
 
 /// The first problem an audit verification found.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Finding {
     /// `modified`, `deleted`, `inserted`, `reordered`, `head_signature`, `anchor_missing`
@@ -342,7 +343,7 @@ pub struct Finding {
 }
 
 /// `GET /api/whoami`: who the token says the caller is.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct WhoAmI {
     /// The caller's Cedar entity (`Custos::User::"ana"`).
@@ -352,7 +353,7 @@ pub struct WhoAmI {
 }
 
 /// `POST /api/tokens`: a token for a principal of the entity store.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// The Cedar entity it stands for (`Custos::User::"ana"`).
@@ -366,7 +367,7 @@ pub struct CreateToken {
 }
 
 /// One token as lists show it: everything but the secret.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct TokenInfo {
     /// Public id, for revoking.
@@ -387,7 +388,7 @@ pub struct TokenInfo {
 }
 
 /// The answer to [`CreateToken`]: the token, shown this once.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct TokenCreated {
     /// The token's id.
@@ -404,7 +405,7 @@ pub struct TokenCreated {
 }
 
 /// `GET /api/tokens`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Tokens {
     /// Every token, revoked and expired ones included.

@@ -180,7 +180,7 @@ pub(crate) fn unauthenticated(r: &Refusal) -> Response {
 }
 
 /// Whether `path` is served without a token.
-fn open_path(path: &str, metrics_open: bool) -> bool {
+pub(crate) fn open_path(path: &str, metrics_open: bool) -> bool {
     matches!(path, "/healthz" | "/readyz") || (metrics_open && path == "/metrics")
 }
 

@@ -35,6 +35,7 @@ pub use offline::{
 };
 pub use routes::analytics::{metrics_request, threshold_request};
 pub use routes::governance::GateRequest;
+pub use routes::openapi_document;
 pub use routes::tokens::token_info;
 pub use start::{RunningServer, start};
 

@@ -103,6 +103,12 @@ pub(crate) fn register_store_gauges(r: &mut Registry, g: &StoreGauges) {
 }
 
 /// `GET /metrics`: `read_status` for the caller, or open to all with `[auth] metrics_open`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "status",
+    responses((status = 200, description = "Prometheus metrics in the text exposition format", body = String, content_type = "text/plain"))
+)]
 pub(crate) async fn metrics(
     State(state): State<Arc<ApiState>>,
     caller: Option<axum::Extension<Caller>>,

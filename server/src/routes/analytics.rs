@@ -17,11 +17,15 @@ use crate::start::ApiState;
 use custos_governance::access::Operation;
 
 /// Query parameters of `GET /api/metrics`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MetricsParams {
+    /// How far back from `at`: `15m`, `24h`, `7d` (default `24h`).
     window: Option<String>,
+    /// Group by `workflow` (default), `model`, `step`, `workflow,model`, ...
     by: Option<String>,
+    /// The window's end, RFC 3339 (default now).
     at: Option<String>,
 }
 
@@ -40,6 +44,18 @@ pub fn metrics_request(
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/metrics",
+    tag = "analytics",
+    params(MetricsParams),
+    responses(
+        (status = 200, description = "The standard metrics per group (docs/metrics.md)", body = serde_json::Value),
+        (status = 400, description = "A parameter is malformed or out of range", body = custos_api::ErrorBody),
+        (status = 413, description = "The result is over the result caps", body = custos_api::ErrorBody),
+        (status = 429, description = "Every query slot is taken; retry after `Retry-After` seconds", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn api_metrics(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -61,13 +77,20 @@ pub(crate) async fn api_metrics(
 }
 
 /// Query parameters of `GET /api/thresholds`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ThresholdParams {
+    /// The workflow whose decision steps to tune.
+    #[param(required = true)]
     workflow: Option<String>,
+    /// One decision step (default every one of the workflow).
     step: Option<String>,
+    /// The error rate to meet among automated decisions (default 0.03).
     target_error: Option<f64>,
+    /// How far back from `at` (default `30d`).
     window: Option<String>,
+    /// The window's end, RFC 3339 (default now).
     at: Option<String>,
 }
 
@@ -92,6 +115,18 @@ pub fn threshold_request(
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/thresholds",
+    tag = "analytics",
+    params(ThresholdParams),
+    responses(
+        (status = 200, description = "The confidence threshold per decision step that meets the target error", body = serde_json::Value),
+        (status = 400, description = "A parameter is malformed or out of range", body = custos_api::ErrorBody),
+        (status = 413, description = "The result is over the result caps", body = custos_api::ErrorBody),
+        (status = 429, description = "Every query slot is taken; retry after `Retry-After` seconds", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn api_thresholds(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -123,13 +158,29 @@ pub(crate) async fn api_thresholds(
 }
 
 /// Query parameters of `GET /api/slo`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SloParams {
+    /// Evaluate as of this time, RFC 3339 (default now).
     at: Option<String>,
+    /// Accept the server's background evaluation when it is at most this old (`30s`).
     max_age: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/slo",
+    tag = "analytics",
+    params(SloParams),
+    responses(
+        (status = 200, description = "Every SLO's SLI, budget and burn rates", body = serde_json::Value),
+        (status = 400, description = "A parameter is malformed or out of range", body = custos_api::ErrorBody),
+        (status = 413, description = "The result is over the result caps", body = custos_api::ErrorBody),
+        (status = 429, description = "Every query slot is taken; retry after `Retry-After` seconds", body = custos_api::ErrorBody),
+        (status = 404, description = "No SLO file is configured", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn api_slo(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -168,16 +219,33 @@ pub(crate) async fn api_slo(
 }
 
 /// Query parameters of `GET /api/slo/{name}/runs`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SloRunsParams {
+    /// How far back from `at` (default the SLO's period).
     window: Option<String>,
+    /// The window's end, RFC 3339 (default now).
     at: Option<String>,
+    /// At most this many runs, 1 to 1000 (default 100).
     limit: Option<usize>,
 }
 
 /// `GET /api/slo/{name}/runs`: the runs the SLO's error query counts over its period (or
 /// `window`) ending `at`, slowest first; the SQL used is part of the answer.
+#[utoipa::path(
+    get,
+    path = "/api/slo/{name}/runs",
+    tag = "analytics",
+    params(("name" = String, Path, description = "The SLO's name"), SloRunsParams),
+    responses(
+        (status = 200, description = "The runs the SLO counts as errors over the window, slowest first, and the SQL used", body = serde_json::Value),
+        (status = 400, description = "A parameter is malformed or out of range", body = custos_api::ErrorBody),
+        (status = 413, description = "The result is over the result caps", body = custos_api::ErrorBody),
+        (status = 429, description = "Every query slot is taken; retry after `Retry-After` seconds", body = custos_api::ErrorBody),
+        (status = 404, description = "No such SLO, or no SLO file", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn api_slo_runs(
     State(state): State<Arc<ApiState>>,
     caller: Caller,

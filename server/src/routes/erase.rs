@@ -16,6 +16,16 @@ use crate::start::ApiState;
 /// Erases what the body selects (`where` or `person`, optionally `now`), records it with the
 /// caller as principal and answers what was erased: 400 for a selection that is not usable, 500
 /// when the store or the journal fails (what was committed before the failure stays erased).
+#[utoipa::path(
+    post,
+    path = "/api/erase",
+    tag = "privacy",
+    request_body = custos_api::EraseRequest,
+    responses(
+        (status = 200, description = "What was erased, and its audit record", body = custos_api::Erased),
+        (status = 400, description = "Not a usable selection; nothing was erased", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn api_erase(
     State(state): State<Arc<ApiState>>,
     caller: Caller,

@@ -30,6 +30,15 @@ pub(crate) fn deny_body(message: &str) -> serde_json::Value {
 /// `POST /api/reload`: loads and checks the policy directory and the workflow definitions and puts
 /// them in force, recording what changed with the caller as who changed it; 422 naming the file
 /// and what is wrong, with nothing changed, when they do not load.
+#[utoipa::path(
+    post,
+    path = "/api/reload",
+    tag = "governance",
+    responses(
+        (status = 200, description = "What the reload put in force", body = custos_api::Reloaded),
+        (status = 422, description = "A policy, workflow or client file does not load; nothing changed", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn api_reload(State(state): State<Arc<ApiState>>, caller: Caller) -> Response {
     let op = Operation::read("reload", "POST /api/reload").writing();
     if let Err(r) = state.allow(&caller, op).await {
@@ -64,6 +73,17 @@ pub(crate) const MAX_AUTHORIZE_BYTES: usize = 64 << 10;
 
 /// `POST /api/authorize`: a service asks for a decision about someone else's request; the
 /// request's own entities may describe its resource and context but never change the store's.
+#[utoipa::path(
+    post,
+    path = "/api/authorize",
+    tag = "governance",
+    request_body(content = serde_json::Value, description = "`principal`, `action`, `resource`, `context` and optionally `entities`, in Cedar's JSON forms (docs/governance.md)"),
+    responses(
+        (status = 200, description = "The decision, recorded in the audit log", body = custos_api::PolicyDecision),
+        (status = 400, description = "Not a decision request, or a request the schema refuses (a deny)", body = custos_api::PolicyDecision),
+        (status = 413, description = "The request is over 64 KiB (a deny)", body = custos_api::PolicyDecision),
+    )
+)]
 pub(crate) async fn api_authorize(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -140,6 +160,18 @@ pub struct GateRequest {
     pub at: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/gate",
+    tag = "governance",
+    request_body(content = serde_json::Value, description = "`{\"change\": {...change file...}, \"at\": \"RFC 3339\"}` (docs/ci.md)"),
+    responses(
+        (status = 200, description = "The gate's report, recorded in the audit log", body = serde_json::Value),
+        (status = 400, description = "Not a change file, or a change naming someone else", body = custos_api::ErrorBody),
+        (status = 413, description = "A measurement's result is over the result caps", body = custos_api::ErrorBody),
+        (status = 429, description = "Every query slot is taken; retry after `Retry-After` seconds", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn api_gate(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -208,13 +240,24 @@ pub(crate) async fn api_gate(
 }
 
 /// Query parameters of `GET /api/audit/verify`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct VerifyParams {
     /// A record hash published elsewhere that the log must still contain.
     anchor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/audit/verify",
+    tag = "governance",
+    params(VerifyParams),
+    responses(
+        (status = 200, description = "The hash chain checked end to end", body = custos_api::Verification),
+        (status = 400, description = "Unknown parameters", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn api_audit_verify(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -241,6 +284,17 @@ pub(crate) async fn api_audit_verify(
 
 /// `GET /api/audit/records/{seq}`: one record of the audit log, whole (404 when the log has no
 /// such record, 400 when `seq` is not a positive whole number).
+#[utoipa::path(
+    get,
+    path = "/api/audit/records/{seq}",
+    tag = "governance",
+    params(("seq" = String, Path, description = "The record's number, from 1")),
+    responses(
+        (status = 200, description = "The record, whole", body = custos_api::AuditRecord),
+        (status = 400, description = "`seq` is not a positive whole number", body = custos_api::ErrorBody),
+        (status = 404, description = "No such record", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn api_audit_record(
     State(state): State<Arc<ApiState>>,
     caller: Caller,

@@ -4,6 +4,7 @@
 pub(crate) mod analytics;
 pub(crate) mod erase;
 pub(crate) mod governance;
+pub(crate) mod openapi;
 pub(crate) mod runs;
 pub(crate) mod sql;
 pub(crate) mod status;
@@ -13,40 +14,53 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use http::StatusCode;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::start::ApiState;
 
+/// Every route of the API with its OpenAPI description: a route is served only as described.
+fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(sql::sql))
+        .routes(routes!(analytics::api_metrics))
+        .routes(routes!(analytics::api_thresholds))
+        .routes(routes!(analytics::api_slo))
+        .routes(routes!(analytics::api_slo_runs))
+        .routes(routes!(governance::api_authorize))
+        .routes(routes!(governance::api_gate))
+        .routes(routes!(governance::api_reload))
+        .routes(routes!(erase::api_erase))
+        .routes(routes!(governance::api_audit_verify))
+        .routes(routes!(governance::api_audit_record))
+        .routes(routes!(runs::start_run))
+        .routes(routes!(runs::get_run))
+        .routes(routes!(runs::list_reviews))
+        .routes(routes!(runs::get_review))
+        .routes(routes!(runs::approve))
+        .routes(routes!(runs::reject))
+        .routes(routes!(status::api_status))
+        .routes(routes!(status::whoami))
+        .routes(routes!(status::healthz))
+        .routes(routes!(status::readyz))
+        .routes(routes!(crate::prom::metrics))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(openapi::document))
+}
+
+/// The OpenAPI document of [`routes`], with what every route shares.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = routes().split_for_parts();
+    utoipa::Modify::modify(&openapi::Common, &mut doc);
+    doc
+}
+
 pub(crate) fn api_router(state: Arc<ApiState>) -> Router {
-    Router::new()
-        .route("/api/sql", post(sql::sql))
-        .route("/api/metrics", get(analytics::api_metrics))
-        .route("/api/thresholds", get(analytics::api_thresholds))
-        .route("/api/slo", get(analytics::api_slo))
-        .route("/api/slo/{name}/runs", get(analytics::api_slo_runs))
-        .route("/api/authorize", post(governance::api_authorize))
-        .route("/api/gate", post(governance::api_gate))
-        .route("/api/reload", post(governance::api_reload))
-        .route("/api/erase", post(erase::api_erase))
-        .route("/api/audit/verify", get(governance::api_audit_verify))
-        .route(
-            "/api/audit/records/{seq}",
-            get(governance::api_audit_record),
-        )
-        .route("/api/runs", post(runs::start_run))
-        .route("/api/runs/{id}", get(runs::get_run))
-        .route("/api/reviews", get(runs::list_reviews))
-        .route("/api/reviews/{id}", get(runs::get_review))
-        .route("/api/reviews/{id}/approve", post(runs::approve))
-        .route("/api/reviews/{id}/reject", post(runs::reject))
-        .route("/api/status", get(status::api_status))
-        .route("/api/whoami", get(status::whoami))
-        .route("/healthz", get(status::healthz))
-        .route("/readyz", get(status::readyz))
-        .route("/metrics", get(crate::prom::metrics))
-        .route("/api/tokens", post(tokens::create).get(tokens::list))
-        .route("/api/tokens/{id}", axum::routing::delete(tokens::revoke))
+    let (router, _) = routes().split_for_parts();
+    router
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::authenticate,

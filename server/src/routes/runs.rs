@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
+use axum::extract::{FromRequestParts, Path as UrlPath, State};
 use axum::response::{IntoResponse, Response};
 use custos_executor::journal::{ReviewStatus, ReviewTask};
 use custos_governance::access::{self, Operation};
@@ -52,6 +52,20 @@ impl FromRequestParts<Arc<ApiState>> for Deployed {
 /// `POST /api/runs`: starts a run of a deployed workflow (202), or answers with the run a
 /// repeated idempotency key started (200). The caller, asking for `start_run` on the workflow,
 /// is who started it.
+#[utoipa::path(
+    post,
+    path = "/api/runs",
+    tag = "runs",
+    request_body = custos_api::StartRun,
+    responses(
+        (status = 202, description = "A new run started", body = custos_api::Started),
+        (status = 200, description = "The run a repeated idempotency key started", body = custos_api::Started),
+        (status = 400, description = "Not a start request, input the workflow refuses, or `started_by` naming someone else", body = custos_api::ErrorBody),
+        (status = 404, description = "No such deployed workflow", body = custos_api::ErrorBody),
+        (status = 409, description = "The idempotency key started a run with other input", body = custos_api::ErrorBody),
+        (status = 503, description = "The executor is off (no `[executor] workflows`)", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn start_run(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -117,6 +131,17 @@ pub(crate) async fn start_run(
 
 /// `GET /api/runs/{id}`: the run's journaled state, for callers who may `read_runs` of its
 /// workflow.
+#[utoipa::path(
+    get,
+    path = "/api/runs/{id}",
+    tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run's journaled state, redacted", body = serde_json::Value),
+        (status = 404, description = "No such run", body = custos_api::ErrorBody),
+        (status = 503, description = "The executor is off (no `[executor] workflows`)", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn get_run(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -167,8 +192,11 @@ fn lookup<T: serde::Serialize>(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ReviewQuery {
+    /// `pending` (default) or `all`.
     #[serde(default)]
     status: Option<String>,
 }
@@ -190,12 +218,27 @@ fn read_review(runner: &Runner, t: &ReviewTask, route: String) -> Operation {
 
 /// `GET /api/reviews[?status=pending|all]`: pending tasks, most urgent first; only the tasks
 /// the caller may `read_review` (a reviewer sees the queues it reviews).
+#[utoipa::path(
+    get,
+    path = "/api/reviews",
+    tag = "runs",
+    params(ReviewQuery),
+    responses(
+        (status = 200, description = "The review tasks the caller may read, most urgent first", body = custos_api::Reviews),
+        (status = 400, description = "Unknown `status` or parameters", body = custos_api::ErrorBody),
+        (status = 503, description = "The executor is off (no `[executor] workflows`)", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn list_reviews(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
     Deployed(runner): Deployed,
-    Query(q): Query<ReviewQuery>,
+    q: super::QueryParams<ReviewQuery>,
 ) -> Response {
+    let q = match super::query_params(q, "status") {
+        Ok(q) => q,
+        Err(m) => return json_error(StatusCode::BAD_REQUEST, m),
+    };
     let tasks = match q.status.as_deref().unwrap_or("pending") {
         "pending" => runner.executor.pending_reviews(),
         "all" => runner.executor.journal().reviews(),
@@ -223,6 +266,17 @@ pub(crate) async fn list_reviews(
 }
 
 /// `GET /api/reviews/{id}`, for callers who may `read_review` it.
+#[utoipa::path(
+    get,
+    path = "/api/reviews/{id}",
+    tag = "runs",
+    params(("id" = String, Path, description = "The review task's id")),
+    responses(
+        (status = 200, description = "The review task, redacted", body = custos_api::ReviewTask),
+        (status = 404, description = "No such review task", body = custos_api::ErrorBody),
+        (status = 503, description = "The executor is off (no `[executor] workflows`)", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn get_review(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -348,6 +402,20 @@ async fn decide(
 }
 
 /// `POST /api/reviews/{id}/approve` with `{"reason"}`.
+#[utoipa::path(
+    post,
+    path = "/api/reviews/{id}/approve",
+    tag = "runs",
+    params(("id" = String, Path, description = "The review task's id")),
+    request_body = custos_api::ReviewDecision,
+    responses(
+        (status = 200, description = "The decision, recorded", body = custos_api::Decided),
+        (status = 400, description = "Not a decision, an empty reason, or a reviewer naming someone else", body = custos_api::ErrorBody),
+        (status = 404, description = "No such review task", body = custos_api::ErrorBody),
+        (status = 409, description = "The task is already decided", body = custos_api::ErrorBody),
+        (status = 503, description = "The executor is off (no `[executor] workflows`)", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn approve(
     caller: Caller,
     Deployed(runner): Deployed,
@@ -358,6 +426,20 @@ pub(crate) async fn approve(
 }
 
 /// `POST /api/reviews/{id}/reject` with `{"reason"}`.
+#[utoipa::path(
+    post,
+    path = "/api/reviews/{id}/reject",
+    tag = "runs",
+    params(("id" = String, Path, description = "The review task's id")),
+    request_body = custos_api::ReviewDecision,
+    responses(
+        (status = 200, description = "The decision, recorded", body = custos_api::Decided),
+        (status = 400, description = "Not a decision, an empty reason, or a reviewer naming someone else", body = custos_api::ErrorBody),
+        (status = 404, description = "No such review task", body = custos_api::ErrorBody),
+        (status = 409, description = "The task is already decided", body = custos_api::ErrorBody),
+        (status = 503, description = "The executor is off (no `[executor] workflows`)", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn reject(
     caller: Caller,
     Deployed(runner): Deployed,

@@ -16,6 +16,25 @@ use custos_governance::access::Operation;
 
 /// `POST /api/sql`: `query` for every statement, and `read_audit` as well when its plan reads
 /// the `audit` table (through a view or a subquery too).
+#[utoipa::path(
+    post,
+    path = "/api/sql",
+    tag = "analytics",
+    request_body = custos_api::SqlRequest,
+    params(("Accept" = Option<String>, Header, description = "`application/json` (default), `text/csv`, `application/x-ndjson`, `application/vnd.apache.arrow.stream` or `text/plain` (a table)")),
+    responses(
+        (status = 200, description = "The result, in the format `Accept` asks for", content(
+            (Vec<serde_json::Value> = "application/json"),
+            (String = "text/csv"),
+            (String = "application/x-ndjson"),
+            (String = "text/plain"),
+            (Vec<u8> = "application/vnd.apache.arrow.stream"),
+        )),
+        (status = 400, description = "Not JSON, not one read-only statement, bad SQL, over the memory limit or the timeout", body = custos_api::ErrorBody),
+        (status = 413, description = "The result is over `[query] max_result_rows` or `max_result_mib`", body = custos_api::ErrorBody),
+        (status = 429, description = "Every query slot (`[query] max_concurrent`) is taken; retry after `Retry-After` seconds", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn sql(
     State(state): State<Arc<ApiState>>,
     caller: Caller,

@@ -14,6 +14,12 @@ use crate::start::ApiState;
 
 /// `GET /api/status`: what an operator's header shows (`custos top`): ingest counters (a client
 /// derives rates from two readings), memtable, WAL, last flush, policy set, executor.
+#[utoipa::path(
+    get,
+    path = "/api/status",
+    tag = "status",
+    responses((status = 200, description = "Ingest, store, policy and executor state", body = custos_api::Status))
+)]
 pub(crate) async fn api_status(State(state): State<Arc<ApiState>>, caller: Caller) -> Response {
     let op = custos_governance::access::Operation::read("read_status", "GET /api/status");
     if let Err(r) = state.allow(&caller, op).await {
@@ -59,6 +65,12 @@ pub(crate) async fn api_status(State(state): State<Arc<ApiState>>, caller: Calle
 }
 
 /// `GET /api/whoami`: who the token says the caller is (any authenticated caller may ask).
+#[utoipa::path(
+    get,
+    path = "/api/whoami",
+    tag = "status",
+    responses((status = 200, description = "The caller as its token names it", body = custos_api::WhoAmI))
+)]
 pub(crate) async fn whoami(caller: Caller) -> Response {
     axum::Json(custos_api::WhoAmI {
         principal: caller.0.uid.clone(),
@@ -67,6 +79,13 @@ pub(crate) async fn whoami(caller: Caller) -> Response {
     .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "status",
+    security(()),
+    responses((status = 200, description = "The process answers", body = serde_json::Value))
+)]
 pub(crate) async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
     let body = serde_json::json!({
         "status": "ok",
@@ -79,6 +98,16 @@ pub(crate) async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
 /// `GET /readyz`: 200 when the WAL takes appends, flushes progress, the audit log takes records
 /// and a policy set is loaded; 503 naming each part that fails otherwise. No token needed, like
 /// `/healthz`, so load balancers and orchestrators can ask.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "status",
+    security(()),
+    responses(
+        (status = 200, description = "Ready: the WAL, flushes, the audit log and the policies work", body = serde_json::Value),
+        (status = 503, description = "Not ready: `failing` names each failing part", body = serde_json::Value),
+    )
+)]
 pub(crate) async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     let health = state.store.health();
     let grace = (state.store.options().flush_interval * 3).max(std::time::Duration::from_secs(30));

@@ -45,6 +45,16 @@ fn expiry(v: Option<&str>) -> std::result::Result<Option<chrono::DateTime<chrono
     Ok(Some(chrono::Utc::now() + d))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/tokens",
+    tag = "tokens",
+    request_body = custos_api::CreateToken,
+    responses(
+        (status = 201, description = "The new token, shown this once", body = custos_api::TokenCreated),
+        (status = 400, description = "Not a token request, an unknown principal or a bad expiry", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn create(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -101,6 +111,12 @@ pub(crate) async fn create(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/tokens",
+    tag = "tokens",
+    responses((status = 200, description = "Every token, without its secret", body = custos_api::Tokens))
+)]
 pub(crate) async fn list(State(state): State<Arc<ApiState>>, caller: Caller) -> Response {
     let op = Operation::read("manage_tokens", "GET /api/tokens");
     if let Err(r) = state.allow(&caller, op).await {
@@ -115,6 +131,16 @@ pub(crate) async fn list(State(state): State<Arc<ApiState>>, caller: Caller) -> 
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/tokens/{id}",
+    tag = "tokens",
+    params(("id" = String, Path, description = "The token's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such token", body = custos_api::ErrorBody),
+    )
+)]
 pub(crate) async fn revoke(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
