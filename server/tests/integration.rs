@@ -30,6 +30,10 @@ mod access;
 mod erasure;
 #[path = "integration/hardening.rs"]
 mod hardening;
+#[path = "integration/openapi.rs"]
+mod openapi;
+#[path = "integration/parsers.rs"]
+mod parsers;
 #[path = "integration/privacy.rs"]
 mod privacy;
 #[path = "integration/reload.rs"]

@@ -182,6 +182,27 @@ fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     }
 }
 
+/// An OTLP/protobuf export of `n` empty spans in one resource and scope: 2 bytes each on the
+/// wire, the cheapest body that asks the most of a decoder (the hostile-export tests and the
+/// fault suite send millions).
+pub fn empty_spans(n: usize) -> Vec<u8> {
+    fn len(out: &mut Vec<u8>, mut n: usize) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    let scope: Vec<u8> = [0x12u8, 0x00].repeat(n);
+    let mut rs = vec![0x12];
+    len(&mut rs, scope.len());
+    rs.extend_from_slice(&scope);
+    let mut body = vec![0x0a];
+    len(&mut body, rs.len());
+    body.extend_from_slice(&rs);
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +220,15 @@ mod tests {
             }
         }
         assert_eq!((spans, h), (10_240, 10_729_687_229_221_604_357));
+    }
+
+    #[test]
+    fn empty_spans_decode_to_that_many_spans() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest as Req;
+        use prost::Message as _;
+        for n in [0, 1, 63, 64, 100_000] {
+            let req = Req::decode(&empty_spans(n)[..]).unwrap();
+            assert_eq!(req.resource_spans[0].scope_spans[0].spans.len(), n);
+        }
     }
 }

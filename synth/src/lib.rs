@@ -3,7 +3,8 @@
 //!
 //! This crate owns the reference-workflow OTLP workload ([`reference`]: the analytics golden tests,
 //! the metric cross-checks, `custos bench analytics`), the ingest benchmark's export requests
-//! ([`ingest`]) and the policy benchmark's request mix ([`policy`]). The same seed always gives the
+//! ([`ingest`]), the policy benchmark's request mix ([`policy`]) and the parsers' property tests'
+//! mutations of the fuzz corpus ([`mutate`]). The same seed always gives the
 //! same data, on every platform and release.
 //!
 //! It is a normal dependency, not a test kit: the executor's seeded local models and connectors
@@ -12,6 +13,7 @@
 
 mod attr;
 pub mod ingest;
+pub mod mutate;
 pub mod policy;
 pub mod reference;
 mod rng;

@@ -12,25 +12,6 @@ fn peak_rss(pid: u32) -> u64 {
     kb * 1024
 }
 
-/// One resource, one scope and `n` empty spans: 2 bytes each on the wire, a few hundred decoded.
-fn empty_spans(n: usize) -> Vec<u8> {
-    fn len(out: &mut Vec<u8>, mut n: usize) {
-        while n >= 0x80 {
-            out.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        out.push(n as u8);
-    }
-    let scope: Vec<u8> = [0x12u8, 0x00].repeat(n);
-    let mut rs = vec![0x12];
-    len(&mut rs, scope.len());
-    rs.extend_from_slice(&scope);
-    let mut body = vec![0x0a];
-    len(&mut body, rs.len());
-    body.extend_from_slice(&rs);
-    body
-}
-
 const BUDGET_MIB: u64 = 256;
 /// What the server may hold beside its memory budget: the runtime, the SQL session, one body
 /// and its inflated copy.
@@ -50,7 +31,7 @@ async fn millions_of_empty_spans_are_refused_before_decoding_and_memory_stays_bo
     let _kill = KillOnDrop(server.child.id());
     let client = authed(&server.token);
     // 16 MiB less a little: eight million spans, under the body limit.
-    let body = empty_spans(8_000_000);
+    let body = custos_synth::ingest::empty_spans(8_000_000);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&body).unwrap();
     let gzipped = gz.finish().unwrap();
