@@ -1,0 +1,1 @@
+SELECT psi(confidence, true) AS psi, ks(confidence, true) AS ks FROM decisions

@@ -1,0 +1,1 @@
+SELECT psi(CAST(NULL AS DOUBLE), true) AS psi FROM decisions

@@ -1,0 +1,1 @@
+SELECT psi('high', 'maybe') FROM decisions

@@ -1,0 +1,1 @@
+SELECT * FROM runs WHERE run_id = (SELECT min(run_id) FROM runs WHERE retries > 0 AND overrides > 0)

@@ -1,0 +1,1 @@
+SELECT cost_source, count(*) FROM runs GROUP BY 1 ORDER BY 1
