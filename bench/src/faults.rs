@@ -2,12 +2,14 @@
 //! loopback, bounded in time and count.
 //!
 //! Well-behaved clients export spans all along (one trace per export, so every export can be
-//! counted afterwards) while one fault runs at a time: slow clients trickling headers,
-//! oversized and malformed exports, heavy queries, and repeated `kill -9` with restarts. At the
-//! end the server is restarted once more and every acknowledged export is looked up: the report
-//! gives acknowledged spans lost and duplicated (both must be 0), panics counted by the server
-//! (0), 5xx answers to hostile requests (0), the largest RSS and the well-behaved clients'
-//! latency during each fault.
+//! counted afterwards) while one fault runs at a time ([`hostile`]): slow clients trickling
+//! headers, oversized and malformed exports, heavy queries, review decisions racing
+//! ([`reviews`]), schemathesis' generated requests to every API operation ([`schemathesis`]),
+//! and repeated `kill -9` with restarts. At the end the server is restarted once more and every
+//! acknowledged export is looked up: the report gives acknowledged spans lost and duplicated
+//! (both must be 0), panics counted by the server (0), 5xx answers to hostile requests (0),
+//! reviews decided twice (0), API operations failing a schemathesis check (0), the largest RSS
+//! and the well-behaved clients' latency during each fault.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -22,6 +24,12 @@ use serde::Serialize;
 
 use crate::ingest::{Child, metric, peak_rss_mib_of, percentile, spawn_server_with};
 use crate::{Error, Result};
+
+mod hostile;
+mod reviews;
+mod schemathesis;
+
+use hostile::{Answers, Fault, Tokens, count, start_fault};
 
 /// Spans in each well-behaved export (one trace).
 const SPANS: usize = 100;
@@ -73,6 +81,10 @@ pub struct FaultReport {
     pub panics: u64,
     /// 5xx answers to hostile requests other than 503 (must be 0).
     pub unexpected_5xx: u64,
+    /// Review tasks that both an approval and a rejection decided (must be 0).
+    pub double_decisions: u64,
+    /// Operations schemathesis found failing a check (must be 0); `None` when it could not run.
+    pub api_failures: Option<u64>,
     /// Restarts after `kill -9`.
     pub kills: usize,
     /// The largest peak RSS of any run of the server, MiB.
@@ -89,6 +101,8 @@ impl FaultReport {
             && self.partial_exports == 0
             && self.panics == 0
             && self.unexpected_5xx == 0
+            && self.double_decisions == 0
+            && self.api_failures == Some(0)
     }
 }
 
@@ -169,189 +183,6 @@ async fn well_behaved(load: Arc<Load>, client: reqwest::Client) {
     }
 }
 
-type Answers = Arc<Mutex<BTreeMap<String, u64>>>;
-
-fn count(answers: &Answers, key: String) {
-    if let Ok(mut a) = answers.lock() {
-        *a.entry(key).or_default() += 1;
-    }
-}
-
-/// `n` empty spans in one resource and scope: 2 bytes each on the wire.
-fn empty_spans(n: usize) -> Vec<u8> {
-    fn len(out: &mut Vec<u8>, mut n: usize) {
-        while n >= 0x80 {
-            out.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        out.push(n as u8);
-    }
-    let scope: Vec<u8> = [0x12u8, 0x00].repeat(n);
-    let mut rs = vec![0x12];
-    len(&mut rs, scope.len());
-    rs.extend_from_slice(&scope);
-    let mut body = vec![0x0a];
-    len(&mut body, rs.len());
-    body.extend_from_slice(&rs);
-    body
-}
-
-/// The hostile exports: (content type, content encoding, body).
-fn hostile_bodies() -> Vec<(&'static str, Option<&'static str>, Vec<u8>)> {
-    let json_bomb = format!(
-        "{{\"resourceSpans\":[{{\"scopeSpans\":[{{\"spans\":[{}{{}}]}}]}}]}}",
-        "{},".repeat(2_000_000)
-    );
-    vec![
-        ("application/x-protobuf", None, empty_spans(4_000_000)),
-        ("application/x-protobuf", None, vec![0xff; 4096]),
-        (
-            "application/x-protobuf",
-            None,
-            vec![0x0a, 0xff, 0xff, 0xff, 0x0f],
-        ),
-        (
-            "application/x-protobuf",
-            Some("gzip"),
-            vec![0x1f, 0x8b, 8, 0, 1, 2, 3],
-        ),
-        ("application/json", None, json_bomb.into_bytes()),
-        ("application/json", None, "[".repeat(100_000).into_bytes()),
-    ]
-}
-
-/// What a hostile side does during a phase, until `stop`.
-#[derive(Clone, Copy)]
-enum Fault {
-    None,
-    SlowClients,
-    HostileExports,
-    HeavyQueries,
-}
-
-async fn hostile_exports(url: String, token: String, answers: Answers, stop: Arc<AtomicBool>) {
-    let bodies = hostile_bodies();
-    let client = reqwest::Client::new();
-    while !stop.load(Ordering::Relaxed) {
-        for (ct, enc, body) in &bodies {
-            let mut req = client
-                .post(&url)
-                .header("content-type", *ct)
-                .bearer_auth(&token)
-                .body(body.clone());
-            if let Some(e) = enc {
-                req = req.header("content-encoding", *e);
-            }
-            let key = match req.send().await {
-                Ok(r) => r.status().as_u16().to_string(),
-                Err(_) => "conn".to_string(),
-            };
-            count(&answers, key);
-        }
-    }
-}
-
-async fn heavy_queries(api: String, token: String, answers: Answers, stop: Arc<AtomicBool>) {
-    let client = reqwest::Client::new();
-    let queries = [
-        "SELECT count(*) FROM generate_series(1, 100000) a, generate_series(1, 100000) b",
-        "SELECT * FROM generate_series(1, 3000000000)",
-    ];
-    while !stop.load(Ordering::Relaxed) {
-        for q in queries {
-            let key = match client
-                .post(format!("{api}/api/sql"))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({ "sql": q }))
-                .send()
-                .await
-            {
-                Ok(r) => r.status().as_u16().to_string(),
-                Err(_) => "conn".to_string(),
-            };
-            count(&answers, key);
-        }
-    }
-}
-
-async fn slow_client(addr: String, answers: Answers, stop: Arc<AtomicBool>) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let request =
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
-    while !stop.load(Ordering::Relaxed) {
-        let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
-            count(&answers, "refused".into());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        let mut buf = [0u8; 64];
-        let mut closed = false;
-        for b in request {
-            if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).await.is_err() {
-                closed = true;
-                break;
-            }
-            if let Ok(Ok(0) | Err(_)) =
-                tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await
-            {
-                closed = true;
-                break;
-            }
-        }
-        count(&answers, if closed { "closed" } else { "finished" }.into());
-    }
-}
-
-fn start_fault(
-    fault: Fault,
-    server: &Child,
-    token: &str,
-    answers: &Answers,
-    stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let host = |url: &str| {
-        url.trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    };
-    let (a, s, t) = (answers.clone(), stop.clone(), token.to_string());
-    match fault {
-        Fault::None => Vec::new(),
-        Fault::SlowClients => (0..300)
-            .map(|i| {
-                let addr = if i % 2 == 0 {
-                    host(&server.api)
-                } else {
-                    host(&server.http)
-                };
-                tokio::spawn(slow_client(addr, a.clone(), s.clone()))
-            })
-            .collect(),
-        Fault::HostileExports => (0..2)
-            .map(|_| {
-                tokio::spawn(hostile_exports(
-                    server.http.clone(),
-                    t.clone(),
-                    a.clone(),
-                    s.clone(),
-                ))
-            })
-            .collect(),
-        Fault::HeavyQueries => (0..3)
-            .map(|_| {
-                tokio::spawn(heavy_queries(
-                    server.api.clone(),
-                    t.clone(),
-                    a.clone(),
-                    s.clone(),
-                ))
-            })
-            .collect(),
-    }
-}
-
 /// The server's panic count so far and its peak RSS.
 async fn observe(server: &Child, metrics_token: &str) -> (u64, f64) {
     let pid = server.child.id().to_string();
@@ -376,7 +207,7 @@ fn kill9(server: &Child) {
         .status();
 }
 
-const CONFIG: &str = "[listen]\nheader_timeout_secs = 3\n[store]\nmemory_budget_mib = 512\nflush_interval_secs = 2\n[query]\ntimeout_secs = 3\n";
+const CONFIG: &str = "[listen]\nheader_timeout_secs = 3\n[store]\nmemory_budget_mib = 512\nflush_interval_secs = 2\n[query]\ntimeout_secs = 3\n[executor]\nworkflows = \"fixtures/workflows\"\n";
 
 /// Runs the suite with `exe serve` as the server.
 pub async fn run(exe: &Path, options: FaultOptions) -> Result<FaultReport> {
@@ -387,12 +218,17 @@ pub async fn run(exe: &Path, options: FaultOptions) -> Result<FaultReport> {
     let data = dir.join("data");
     let policies = Path::new("rules/policy");
     let ingest_token = crate::token_for(&data, policies, "Custos::Service::\"otel-collector\"")?;
+    let reviewer = crate::token_for(&data, policies, "Custos::User::\"ben\"")?;
     let metrics_token = crate::token_for(&data, policies, "Custos::Service::\"prometheus\"")?;
     let mut server = spawn_server_with(exe, &dir, CONFIG, None)?;
     let admin = std::fs::read_to_string(data.join("auth/admin.token"))
         .map_err(|e| Error::Task(format!("cannot read the admin token: {e}")))?
         .trim()
         .to_string();
+    let tokens = Tokens {
+        admin: admin.clone(),
+        reviewer,
+    };
     let load = Arc::new(Load {
         url: RwLock::new(server.http.clone()),
         token: ingest_token.clone(),
@@ -413,15 +249,25 @@ pub async fn run(exe: &Path, options: FaultOptions) -> Result<FaultReport> {
         ("slow clients (300 trickling headers)", Fault::SlowClients),
         ("oversized and malformed exports", Fault::HostileExports),
         ("heavy queries (3 at once)", Fault::HeavyQueries),
+        ("review decisions racing", Fault::ReviewRaces),
+        ("generated API requests (schemathesis)", Fault::Schemathesis),
     ] {
         let answers: Answers = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let from = Instant::now();
-        let tasks = start_fault(fault, &server, &admin, &answers, &stop);
+        let tasks = start_fault(fault, &server, &tokens, &answers, &stop);
         tokio::time::sleep(phase).await;
         stop.store(true, Ordering::Relaxed);
+        // Each task ends at its next check of `stop` (a review race or schemathesis' report
+        // within seconds); one that does not is cut off.
         for t in tasks {
-            t.abort();
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(15), t)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
         windows.push((name.to_string(), from, Instant::now(), answers));
     }
@@ -483,11 +329,15 @@ pub async fn run(exe: &Path, options: FaultOptions) -> Result<FaultReport> {
         .lock()
         .map(|mut s| std::mem::take(&mut *s))
         .unwrap_or_default();
-    let mut unexpected_5xx = 0;
+    let (mut unexpected_5xx, mut double_decisions, mut api_failures) = (0, 0, None);
     let phases = windows
         .into_iter()
         .map(|(name, from, to, answers)| {
             let answers = answers.lock().map(|a| a.clone()).unwrap_or_default();
+            double_decisions += answers.get(reviews::TWO_WINNERS).copied().unwrap_or(0);
+            if let Some(n) = answers.get(schemathesis::FAILURES) {
+                api_failures = Some(api_failures.unwrap_or(0) + n);
+            }
             unexpected_5xx += answers
                 .iter()
                 .filter(|(k, _)| k.starts_with('5') && k.as_str() != "503")
@@ -507,6 +357,8 @@ pub async fn run(exe: &Path, options: FaultOptions) -> Result<FaultReport> {
         partial_exports: partial,
         panics,
         unexpected_5xx,
+        double_decisions,
+        api_failures,
         kills: options.kills,
         peak_rss_mib: peak,
         seconds: started.elapsed().as_secs_f64(),
@@ -598,13 +450,19 @@ pub fn render(r: &FaultReport) -> String {
     }
     out.push_str(&format!(
         "acknowledged spans {}, lost {}, duplicated {}, partial exports {}, panics {}, \
-         unexpected 5xx {}, peak RSS {:.0} MiB, {:.0} s: {}\n",
+         unexpected 5xx {}, double review decisions {}, API operations failing schemathesis {}, \
+         peak RSS {:.0} MiB, {:.0} s: {}\n",
         r.acked_spans,
         r.lost_spans,
         r.duplicated_spans,
         r.partial_exports,
         r.panics,
         r.unexpected_5xx,
+        r.double_decisions,
+        r.api_failures.map_or_else(
+            || "(not run: pip install schemathesis==4.32.5)".into(),
+            |n| n.to_string()
+        ),
         r.peak_rss_mib,
         r.seconds,
         if r.passed() { "passed" } else { "FAILED" }
