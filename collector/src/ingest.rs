@@ -116,16 +116,7 @@ impl Ingest {
         })
         .await
         .map_err(|e| Refusal::Internal(format!("decoding the export failed: {e}")))??;
-        let n = prepared.normalized;
-        let mut out = Accepted {
-            accepted: 0,
-            rejected: n.rejected,
-            message: n.message,
-        };
-        if let Some(batch) = n.batch {
-            out.accepted = self.store_batch(batch).await?;
-        }
-        Ok(out)
+        self.store_normalized(prepared.normalized).await
     }
 
     /// The blocking part of [`Ingest::export_body`].
@@ -167,16 +158,8 @@ impl Ingest {
         req: &mut ExportTraceServiceRequest,
         source: &crate::admit::Source,
     ) -> Result<Accepted, Refusal> {
-        let n = self.normalize(req, source)?;
-        let mut out = Accepted {
-            accepted: 0,
-            rejected: n.rejected,
-            message: n.message,
-        };
-        if let Some(batch) = n.batch {
-            out.accepted = self.store_batch(batch).await?;
-        }
-        Ok(out)
+        let normalized = self.normalize(req, source)?;
+        self.store_normalized(normalized).await
     }
 
     fn normalize(
@@ -203,13 +186,21 @@ impl Ingest {
             .map_err(|e| Refusal::Internal(e.to_string()))
     }
 
-    async fn store_batch(&self, batch: arrow::record_batch::RecordBatch) -> Result<u64, Refusal> {
-        let rows = batch.num_rows() as u64;
-        self.store.append(batch).await.map_err(|e| match e {
-            custos_store::Error::Overloaded { .. } => Refusal::Overloaded(e.to_string()),
-            custos_store::Error::TooLarge(m) => Refusal::TooLarge(m),
-            other => Refusal::Unavailable(other.to_string()),
-        })?;
-        Ok(rows)
+    /// Stores what normalization accepted (if anything) and says what was accepted and rejected.
+    async fn store_normalized(&self, n: crate::Normalized) -> Result<Accepted, Refusal> {
+        let mut out = Accepted {
+            accepted: 0,
+            rejected: n.rejected,
+            message: n.message,
+        };
+        if let Some(batch) = n.batch {
+            out.accepted = batch.num_rows() as u64;
+            self.store.append(batch).await.map_err(|e| match e {
+                custos_store::Error::Overloaded { .. } => Refusal::Overloaded(e.to_string()),
+                custos_store::Error::TooLarge(m) => Refusal::TooLarge(m),
+                other => Refusal::Unavailable(other.to_string()),
+            })?;
+        }
+        Ok(out)
     }
 }

@@ -128,6 +128,43 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(30);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What [`serve`] serves: a cloneable tower service from hyper's requests to responses (an axum
+/// router, a tonic server, with their layers).
+pub trait HttpService<B>:
+    tower::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<B>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> HttpService<B> for S where
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Future: Send + 'static,
+            Error: Into<BoxError>,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// The response bodies [`serve`] can send.
+pub trait ServedBody:
+    axum::body::HttpBody<Data: Send, Error: Into<BoxError>> + Send + 'static
+{
+}
+
+impl<B> ServedBody for B where
+    B: axum::body::HttpBody<Data: Send, Error: Into<BoxError>> + Send + 'static
+{
+}
+
 /// Serves `service` on `listener` under `limits` until `shutdown` resolves, then closes every
 /// connection gracefully and returns once they are done. `http2_only` for gRPC.
 pub async fn serve<S, B>(
@@ -138,15 +175,8 @@ pub async fn serve<S, B>(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> io::Result<()>
 where
-    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: axum::body::HttpBody + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: ServedBody,
 {
     let max = limits.max_connections.clamp(1, u32::MAX as usize);
     let permits = Arc::new(Semaphore::new(max));
@@ -206,15 +236,8 @@ async fn connection<S, B>(
     limits: Limits,
     mut stopping: watch::Receiver<bool>,
 ) where
-    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: axum::body::HttpBody + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: ServedBody,
 {
     let activity = Arc::new(Activity {
         opened: Instant::now(),
