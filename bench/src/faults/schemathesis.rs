@@ -48,6 +48,7 @@ pub(super) async fn drive(api: String, token: String, answers: Answers, stop: Ar
             "junit",
         ])
         .env("NO_COLOR", "1")
+        .current_dir(std::env::temp_dir())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)

@@ -127,6 +127,8 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
                 "junit",
             ])
             .env("NO_COLOR", "1")
+            // Its example database goes into the working directory, not the checkout.
+            .current_dir(report.parent().unwrap())
             .output()
             .unwrap()
     })
