@@ -1926,6 +1926,15 @@ fn custos_top_in_a_real_terminal_shows_the_server_and_follows_keys() {
             std::thread::sleep(Duration::from_millis(100));
         }
     };
+    // Esc followed at once by a key reads as Alt+key: after an Esc, wait for what it closes
+    // to go before the next key.
+    let wait_gone = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while screen().contains(needle) {
+            assert!(Instant::now() < deadline, "`{needle}` still on screen");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
     let s = wait_for("connected");
     assert!(s.contains("[1 Overview]") && s.contains("SLOs"), "{s}");
     wait_for("Pending reviews (");
@@ -1935,6 +1944,7 @@ fn custos_top_in_a_real_terminal_shows_the_server_and_follows_keys() {
     tmux(&["send-keys", "-t", &session, "?"]);
     wait_for("freeze: hold the data");
     tmux(&["send-keys", "-t", &session, "Escape"]);
+    wait_gone("freeze: hold the data");
     let keys = |k: &str| assert!(tmux(&["send-keys", "-t", &session, k]).0);
     let text = |t: &str| assert!(tmux(&["send-keys", "-t", &session, "-l", t]).0);
     // Drill into the first pending review, approve it with a reason, confirm.
@@ -2006,12 +2016,7 @@ fn custos_top_in_a_real_terminal_shows_the_server_and_follows_keys() {
     keys("Escape");
     wait_for("Recent runs (");
     keys("Escape");
-    // Esc followed at once by a key reads as Alt+key: let the Esc (clearing the filter) land first.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while screen().contains("filter /success") {
-        assert!(Instant::now() < deadline, "Esc did not clear the filter");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_gone("filter /success");
     // Decisions screen: filtered to the approval made above, enter opens its record.
     keys("5");
     wait_for("[5 Decisions]");
@@ -2028,12 +2033,7 @@ fn custos_top_in_a_real_terminal_shows_the_server_and_follows_keys() {
     keys("Escape");
     wait_for("Policy decisions (1)");
     keys("Escape");
-    // Esc followed at once by a key reads as Alt+key: let the Esc (clearing the filter) land first.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while screen().contains("filter /approve_review") {
-        assert!(Instant::now() < deadline, "Esc did not clear the filter");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_gone("filter /approve_review");
     keys("3");
     // The server goes away: the dashboard says so and keeps its data.
     server.child.kill().unwrap();

@@ -361,13 +361,25 @@ fn the_fault_suite_loses_and_duplicates_nothing_and_counts_no_panic() {
     ] {
         assert_eq!(r[key], 0, "{key}: {r:#}");
     }
+    assert_eq!(r["double_decisions"], 0, "{r:#}");
+    assert_eq!(r["api_failures"], 0, "{r:#}");
     let phases = r["phases"].as_array().unwrap();
-    assert_eq!(phases.len(), 5);
+    assert_eq!(phases.len(), 7, "{r:#}");
+    let phase = |prefix: &str| {
+        phases
+            .iter()
+            .find(|p| p["name"].as_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no phase `{prefix}`: {r:#}"))
+    };
     // The hostile side was answered: 413 for the bombs, 400 for the garbage, no 5xx.
-    let hostile = &phases[2]["fault_answers"];
+    let hostile = &phase("oversized")["fault_answers"];
     assert!(hostile["413"].as_u64().unwrap_or(0) > 0, "{hostile}");
     assert!(hostile["400"].as_u64().unwrap_or(0) > 0, "{hostile}");
     // Heavy queries were refused or stopped, and the exports went on meanwhile.
-    assert!(phases[3]["acked"].as_u64().unwrap() > 0, "{r:#}");
-    assert_eq!(phases[4]["fault_answers"]["kill -9"], 2);
+    assert!(phase("heavy")["acked"].as_u64().unwrap() > 0, "{r:#}");
+    // Racing approve/reject pairs: each decided once, the loser told 409.
+    let races = &phase("review")["fault_answers"];
+    assert_eq!(races["two winners"], serde_json::Value::Null, "{races}");
+    assert!(phase("generated")["acked"].as_u64().unwrap() > 0, "{r:#}");
+    assert_eq!(phase("kill")["fault_answers"]["kill -9"], 2);
 }
