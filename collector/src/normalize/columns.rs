@@ -384,8 +384,9 @@ impl Columns {
         self.end_time.append_value(end.div_euclid(1000));
         self.start_nanos.append_value(start);
         self.end_nanos.append_value(end);
+        // Integers first: nanosecond times near 1.7e18 lose 256 ns each as an f64.
         self.duration_ms
-            .append_value((end as f64 - start as f64) / 1e6);
+            .append_value(end.saturating_sub(start) as f64 / 1e6);
         let (code, message) = span
             .status
             .as_ref()

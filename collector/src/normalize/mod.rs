@@ -384,6 +384,19 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_exact_at_todays_times() {
+        // 2026-11-02T10:00:00.123456789Z: an f64 holds such a time to 256 ns only.
+        let start = 1_793_613_600_123_456_789u64;
+        let mut s = span(1, vec![]);
+        s.start_time_unix_nano = start;
+        s.end_time_unix_nano = start + 250_000_000;
+        let n = normalize(&req(vec![], vec![s]), None).unwrap();
+        let batch = n.batch.unwrap();
+        let d = column(&batch, "duration_ms").as_primitive::<Float64Type>();
+        assert_eq!(d.value(0), 250.0);
+    }
+
+    #[test]
     fn base64() {
         assert_eq!(base64_encode(b""), "");
         assert_eq!(base64_encode(b"f"), "Zg==");

@@ -22,7 +22,8 @@ use utoipa::{Modify, OpenApi};
                        (`Authorization: Bearer ...`); the policies decide what it may do \
                        (docs/governance.md). Errors answer `{\"error\": \"...\"}`."
     ),
-    components(schemas(custos_api::ErrorBody)),
+    // Schemas named only by a derived answer set (`IntoResponses` registers none itself).
+    components(schemas(custos_api::ErrorBody, custos_api::Decided)),
     security(("bearer" = [])),
     tags(
         (name = "analytics", description = "SQL, metrics, thresholds and SLOs (docs/metrics.md)"),

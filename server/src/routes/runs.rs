@@ -401,6 +401,27 @@ async fn decide(
     }
 }
 
+/// What an approval or a rejection answers (described once for both).
+#[derive(utoipa::IntoResponses)]
+#[expect(dead_code, reason = "only describes the answers in the API document")]
+enum DecisionAnswers {
+    /// The decision, recorded
+    #[response(status = 200)]
+    Decided(custos_api::Decided),
+    /// Not a decision, an empty reason, or a reviewer naming someone else
+    #[response(status = 400)]
+    BadRequest(custos_api::ErrorBody),
+    /// No such review task
+    #[response(status = 404)]
+    NotFound(custos_api::ErrorBody),
+    /// The task is already decided
+    #[response(status = 409)]
+    Conflict(custos_api::ErrorBody),
+    /// The executor is off (no `[executor] workflows`)
+    #[response(status = 503)]
+    Unavailable(custos_api::ErrorBody),
+}
+
 /// `POST /api/reviews/{id}/approve` with `{"reason"}`.
 #[utoipa::path(
     post,
@@ -408,13 +429,7 @@ async fn decide(
     tag = "runs",
     params(("id" = String, Path, description = "The review task's id")),
     request_body = custos_api::ReviewDecision,
-    responses(
-        (status = 200, description = "The decision, recorded", body = custos_api::Decided),
-        (status = 400, description = "Not a decision, an empty reason, or a reviewer naming someone else", body = custos_api::ErrorBody),
-        (status = 404, description = "No such review task", body = custos_api::ErrorBody),
-        (status = 409, description = "The task is already decided", body = custos_api::ErrorBody),
-        (status = 503, description = "The executor is off (no `[executor] workflows`)", body = custos_api::ErrorBody),
-    )
+    responses(DecisionAnswers)
 )]
 pub(crate) async fn approve(
     caller: Caller,
@@ -432,13 +447,7 @@ pub(crate) async fn approve(
     tag = "runs",
     params(("id" = String, Path, description = "The review task's id")),
     request_body = custos_api::ReviewDecision,
-    responses(
-        (status = 200, description = "The decision, recorded", body = custos_api::Decided),
-        (status = 400, description = "Not a decision, an empty reason, or a reviewer naming someone else", body = custos_api::ErrorBody),
-        (status = 404, description = "No such review task", body = custos_api::ErrorBody),
-        (status = 409, description = "The task is already decided", body = custos_api::ErrorBody),
-        (status = 503, description = "The executor is off (no `[executor] workflows`)", body = custos_api::ErrorBody),
-    )
+    responses(DecisionAnswers)
 )]
 pub(crate) async fn reject(
     caller: Caller,
