@@ -7,7 +7,7 @@
 //! - `decisions`: decision spans of the version in the window (the sample size);
 //! - `override_rate`: overridden ÷ human-reviewed decisions;
 //! - `error_rate`: failed ÷ finished runs;
-//! - `p99_ms`: 99th percentile run duration (t-digest), finished runs;
+//! - `p99_ms`: 99th percentile run duration (exact), finished runs;
 //! - `cost_per_success_usd`: spend of all the version's runs ÷ successful runs;
 //! - `confidence_psi`: PSI of the candidate's confidence against the current version's
 //!   (`psi(confidence, is_candidate)`, the same function as `custos metrics`).
@@ -210,7 +210,7 @@ pub async fn measure(analytics: &Analytics, q: &CanaryQuery) -> Result<CanaryMea
              count(*) FILTER (WHERE outcome <> 'in_progress') AS finished_runs, \
              count(*) FILTER (WHERE outcome = 'success') AS successes, \
              count(*) FILTER (WHERE outcome = 'failure') AS failures, \
-             approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99, \
+             percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99, \
              sum(cost_usd) AS spend_usd \
              FROM runs WHERE {filter} GROUP BY 1"
         ))

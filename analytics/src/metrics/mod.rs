@@ -152,7 +152,7 @@ pub struct MetricsRequest {
     pub by: GroupBy,
 }
 
-/// Latency percentiles in milliseconds (t-digest approximations, see docs/metrics.md).
+/// Latency percentiles in milliseconds (exact, linear interpolation; see docs/metrics.md).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     /// Median.

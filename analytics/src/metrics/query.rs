@@ -18,9 +18,9 @@ pub const RUNS_SQL: &str = "SELECT {key} AS key,
   count(*) FILTER (WHERE outcome = 'success') AS successes,
   count(*) FILTER (WHERE outcome = 'failure') AS failures,
   count(*) FILTER (WHERE outcome = 'escalated') AS escalations,
-  approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,
-  approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95,
-  approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99,
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,
+  percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95,
+  percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99,
   coalesce(sum(cost_usd), 0.0) AS spend_usd,
   coalesce(sum(retries), 0) AS retries
 FROM runs WHERE start_time >= {start} AND start_time < {end}
@@ -30,9 +30,9 @@ GROUP BY 1";
 pub const STEPS_SQL: &str = "SELECT {key} AS key,
   count(*) AS step_spans,
   count(*) FILTER (WHERE status_code = 'error') AS error_spans,
-  approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,
-  approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95,
-  approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99,
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,
+  percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95,
+  percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99,
   coalesce(sum(cost_usd) FILTER (WHERE cost_source = 'computed'), 0.0) AS computed_spend_usd,
   count(*) FILTER (WHERE cost_source = 'unpriced') AS unpriced_spans
 FROM steps WHERE step IS NOT NULL AND start_time >= {start} AND start_time < {end}

@@ -305,8 +305,8 @@ pub(super) async fn oversight(
     let sql_reviewers = format!(
         "SELECT coalesce(human_reviewer, '(unknown)') AS reviewer, count(*) AS reviews, \
          count(*) FILTER (WHERE human_override) AS overrides, \
-         round(approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY review_ms) / 1000.0, 1) AS p50_time_to_decision_s, \
-         round(approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY review_ms) / 1000.0, 1) AS p95_time_to_decision_s \
+         round(percentile_cont(0.5) WITHIN GROUP (ORDER BY review_ms) / 1000.0, 1) AS p50_time_to_decision_s, \
+         round(percentile_cont(0.95) WITHIN GROUP (ORDER BY review_ms) / 1000.0, 1) AS p95_time_to_decision_s \
          FROM decisions WHERE {in_spans} AND human_reviewed GROUP BY 1 ORDER BY 2 DESC"
     );
     let sql_totals = format!(
