@@ -34,6 +34,7 @@ SELECT
   human_override, human_reviewer, review_ms, outcome,
   (outcome IS NOT NULL OR parent_span_id IS NULL) AS is_root,
   attributes['automation.connector'] AS connector,
+  coalesce(attributes['automation.review.of'], links[1]['span_id']) AS review_of,
   CASE WHEN status_code <> 'error' OR status_code IS NULL THEN NULL
        WHEN status_message IS NULL OR status_message = '' THEN 'unspecified'
        WHEN regexp_like(status_message, '(?i)time[d ]?out|deadline') THEN 'timeout'
@@ -101,16 +102,57 @@ GROUP BY run_id
 HAVING max(workflow) IS NOT NULL
 "#;
 
-/// `decisions`: one row per span that carries a confidence or a decision outcome.
+/// `decisions`: one row per span that carries a confidence or a decision outcome, with the
+/// human review of it, whether recorded on the decision's span or on a span of its own.
+///
+/// A review on its own span (a span with `automation.human.*` attributes and no confidence or
+/// decision) reviews one decision of the same run: the one it names (`automation.review.of` or
+/// its first span link), else its parent when that is a decision, else the latest decision that
+/// started before it. A decision with several reviews is overridden when any of them overrode
+/// it; its reviewer and review time are the ones on its own span, else the latest review's.
 pub const DECISIONS: &str = r#"
 CREATE VIEW decisions AS
+WITH d AS (
+  SELECT * FROM steps WHERE confidence IS NOT NULL OR decision IS NOT NULL
+),
+r AS (
+  SELECT run_id AS r_run, trace_id AS r_trace, span_id AS r_span, parent_span_id AS r_parent,
+    review_of AS r_of, start_time_unix_nano AS r_start, human_override AS r_override,
+    human_reviewer AS r_reviewer, review_ms AS r_review_ms
+  FROM steps
+  WHERE human_reviewed AND confidence IS NULL AND decision IS NULL
+),
+matched AS (
+  SELECT d.trace_id AS d_trace, d.span_id AS d_span, r.*,
+    row_number() OVER (
+      PARTITION BY r.r_trace, r.r_span
+      ORDER BY CASE WHEN d.span_id = r.r_of THEN 0
+                    WHEN d.trace_id = r.r_trace AND d.span_id = r.r_parent THEN 1
+                    ELSE 2 END,
+               d.start_time_unix_nano DESC, d.span_id DESC) AS rank
+  FROM r JOIN d ON d.run_id = r.r_run
+  WHERE d.span_id = r.r_of
+     OR (r.r_of IS NULL AND (d.start_time_unix_nano <= r.r_start
+                             OR (d.trace_id = r.r_trace AND d.span_id = r.r_parent)))
+),
+reviews AS (
+  SELECT d_trace, d_span,
+    bool_or(coalesce(r_override, false)) AS r_override,
+    last_value(r_reviewer ORDER BY r_start, r_span) AS r_reviewer,
+    last_value(r_review_ms ORDER BY r_start, r_span) AS r_review_ms
+  FROM matched WHERE rank = 1
+  GROUP BY d_trace, d_span
+)
 SELECT
-  start_time, workflow, run_id, step, model, model_version, prompt_version,
-  confidence, decision, human_reviewed,
-  CASE WHEN human_reviewed THEN coalesce(human_override, false) END AS human_override,
-  review_ms, human_reviewer, step_kind, trace_id, span_id, source, date
-FROM steps
-WHERE confidence IS NOT NULL OR decision IS NOT NULL
+  d.start_time, d.workflow, d.run_id, d.step, d.model, d.model_version, d.prompt_version,
+  d.confidence, d.decision,
+  (d.human_reviewed OR v.d_span IS NOT NULL) AS human_reviewed,
+  CASE WHEN d.human_reviewed OR v.d_span IS NOT NULL
+       THEN coalesce(d.human_override, v.r_override, false) END AS human_override,
+  CASE WHEN d.human_reviewed THEN d.review_ms ELSE v.r_review_ms END AS review_ms,
+  CASE WHEN d.human_reviewed THEN d.human_reviewer ELSE v.r_reviewer END AS human_reviewer,
+  d.step_kind, d.trace_id, d.span_id, d.source, d.date
+FROM d LEFT JOIN reviews v ON v.d_trace = d.trace_id AND v.d_span = d.span_id
 "#;
 
 /// Registers the views on a session that has `spans` and the custos functions.

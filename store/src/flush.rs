@@ -48,20 +48,29 @@ impl Store {
             // switch now, so its entries are neither shown twice nor written twice.
             self.show(table).await?;
         }
-        let (batches, last) = {
-            let v = self
+        let (batches, last, run_ids) = {
+            let mut v = self
                 .inner
                 .view
                 .lock()
                 .map_err(|_| Error::Closed("view lock poisoned".into()))?;
-            v.memtable.oldest_after(
+            let (batches, last) = v.memtable.oldest_after(
                 table.watermark(),
                 self.inner.options.flush_bytes.max(1 << 20),
-            )
+            );
+            let run_ids = v.runs.flushing(&batches)?;
+            (batches, last, run_ids)
         };
         let Some(last) = last else {
             return Ok((0, table.watermark()));
         };
+        // Which runs still wait for their root must be durable before the spans that need it.
+        if let Some(bytes) = run_ids {
+            let dir = self.inner.options.data_dir.clone();
+            tokio::task::spawn_blocking(move || crate::runs::write(&dir, &bytes))
+                .await
+                .map_err(|e| Error::Closed(format!("run-identity write task failed: {e}")))??;
+        }
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let started = Instant::now();
         if let Err(e) = table.append(batches, last).await {
@@ -110,6 +119,7 @@ impl Store {
         if let Some(days) = o.retention_days {
             table.apply_retention(days).await?;
         }
+        self.fold_run_ids(table).await?;
         if table
             .compact(o.compact_min_files, o.target_file_bytes)
             .await?
@@ -123,6 +133,41 @@ impl Store {
             .await?;
         self.purge_due_locked(table, None).await?;
         self.show(table).await
+    }
+
+    /// Folds the run-id aliases into the files ([`crate::runs`]): rewrites the rows they apply
+    /// to, then retires them.
+    pub(crate) async fn fold_run_ids(&self, table: &mut SpanTable) -> Result<()> {
+        let (aliases, dates) = self
+            .inner
+            .view
+            .lock()
+            .map_err(|_| Error::Closed("view lock poisoned".into()))?
+            .runs
+            .to_fold();
+        if aliases.is_empty() {
+            return Ok(());
+        }
+        let rows = crate::runs::fold(table, aliases.clone(), &dates).await?;
+        tracing::info!(rows, runs = aliases.len(), "folded run ids into the table");
+        // Readers switch to the rewritten files before the aliases go.
+        self.show(table).await?;
+        let bytes = {
+            let mut v = self
+                .inner
+                .view
+                .lock()
+                .map_err(|_| Error::Closed("view lock poisoned".into()))?;
+            v.runs.folded(&aliases, &dates);
+            v.runs.persisted()?
+        };
+        if let Some(bytes) = bytes {
+            let dir = self.inner.options.data_dir.clone();
+            tokio::task::spawn_blocking(move || crate::runs::write(&dir, &bytes))
+                .await
+                .map_err(|e| Error::Closed(format!("run-identity write task failed: {e}")))??;
+        }
+        Ok(())
     }
 
     /// Points readers at the table's loaded version and, in the same critical section, drops the

@@ -13,6 +13,8 @@
 //!   removal of exactly the replaced files and the log entries describing them).
 //! - [`provider`]: [`SpansProvider`], the DataFusion `TableProvider` over a consistent pair of table
 //!   snapshot and memtable tail: no duplicates and no gaps while a flush is under way.
+//! - [`runs`]: run identity across a trace's spans (children without a run id take their root's),
+//!   resolved in the memtable, through aliases for the table, and folded into the files.
 //!
 //! # The consistency rule
 //!
@@ -28,6 +30,7 @@ mod flush;
 pub mod health;
 pub mod memtable;
 pub mod provider;
+pub mod runs;
 mod synced;
 pub mod table;
 pub mod wal;
@@ -187,10 +190,13 @@ pub struct Snapshot {
     pub watermark: u64,
     /// Memtable batches above the watermark.
     pub mem: Vec<RecordBatch>,
+    /// Run ids the table's spans take from roots that arrived after them ([`runs`]).
+    pub aliases: Option<runs::Aliases>,
 }
 
 struct View {
     memtable: Memtable,
+    runs: runs::RunIds,
     table: Option<Arc<dyn TableProvider>>,
     watermark: u64,
 }
@@ -293,9 +299,10 @@ impl Store {
                 .await
                 .map_err(|e| Error::Closed(format!("WAL open task failed: {e}")))??;
         let mut memtable = Memtable::default();
+        let mut runs = runs::RunIds::load(&options.data_dir)?;
         for rec in replay {
             for batch in codec::decode(&rec.payload)? {
-                memtable.push_decoded(rec.seq, batch, rec.payload.len());
+                runs.push(&mut memtable, rec.seq, batch, Some(rec.payload.len()));
             }
         }
         if !memtable.is_empty() {
@@ -311,6 +318,7 @@ impl Store {
             mem_bytes: AtomicUsize::new(memtable.bytes()),
             view: Mutex::new(View {
                 memtable,
+                runs,
                 table: provider,
                 watermark,
             }),
@@ -378,9 +386,10 @@ impl Store {
             }
         };
         let mut memtable = Memtable::default();
+        let mut runs = runs::RunIds::load(data_dir)?;
         for rec in records {
             for batch in codec::decode(&rec.payload)? {
-                memtable.push_decoded(rec.seq, batch, rec.payload.len());
+                runs.push(&mut memtable, rec.seq, batch, Some(rec.payload.len()));
             }
         }
         Ok(Store {
@@ -388,6 +397,7 @@ impl Store {
                 mem_bytes: AtomicUsize::new(memtable.bytes()),
                 view: Mutex::new(View {
                     memtable,
+                    runs,
                     table: provider,
                     watermark,
                 }),
@@ -494,20 +504,15 @@ impl Store {
 
     /// A consistent read view (see the crate docs).
     pub fn snapshot(&self) -> Snapshot {
-        match self.inner.view.lock() {
-            Ok(v) => Snapshot {
-                table: v.table.clone(),
-                watermark: v.watermark,
-                mem: v.memtable.batches_after(v.watermark),
-            },
-            Err(p) => {
-                let v = p.into_inner();
-                Snapshot {
-                    table: v.table.clone(),
-                    watermark: v.watermark,
-                    mem: v.memtable.batches_after(v.watermark),
-                }
-            }
+        let mut v = match self.inner.view.lock() {
+            Ok(v) => v,
+            Err(p) => p.into_inner(),
+        };
+        Snapshot {
+            table: v.table.clone(),
+            watermark: v.watermark,
+            mem: v.memtable.batches_after(v.watermark),
+            aliases: v.runs.aliases(),
         }
     }
 

@@ -49,6 +49,29 @@ impl Memtable {
         self.entries.push_back(MemEntry { seq, batch, bytes });
     }
 
+    /// Replaces the batch of entry `seq` (when still held) by `f` of it; returns the bytes it
+    /// added to the entry's charge (the rewritten column; the rest is shared).
+    pub fn map_entry<E>(
+        &mut self,
+        seq: u64,
+        f: impl FnOnce(&RecordBatch) -> Result<RecordBatch, E>,
+    ) -> Result<usize, E> {
+        let Ok(at) = self.entries.binary_search_by_key(&seq, |e| e.seq) else {
+            return Ok(0);
+        };
+        let Some(e) = self.entries.get_mut(at) else {
+            return Ok(0);
+        };
+        let new = f(&e.batch)?;
+        let added = new
+            .get_array_memory_size()
+            .saturating_sub(e.batch.get_array_memory_size());
+        e.batch = new;
+        e.bytes += added;
+        self.bytes += added;
+        Ok(added)
+    }
+
     /// Batches with a sequence number above `after`, oldest first.
     pub fn batches_after(&self, after: u64) -> Vec<RecordBatch> {
         self.entries

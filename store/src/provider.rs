@@ -19,6 +19,13 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 
 use crate::Store;
+use crate::runs::{Aliases, RunOf};
+use custos_schema::col;
+use datafusion::common::DFSchema;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+use datafusion::prelude::col as column;
 
 /// The `spans` table over a [`Store`]. Each scan takes a fresh consistent snapshot, so a query sees
 /// every acknowledged span exactly once, including spans acknowledged a moment ago.
@@ -69,6 +76,69 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
+impl SpansProvider {
+    /// The table's scan with the run-id aliases applied ([`crate::runs`]): `run_id` is computed
+    /// from `trace_id` and the stored value, and no filter on `run_id` reaches the files (their
+    /// statistics describe the stored values, not the resolved ones).
+    async fn resolved_scan(
+        &self,
+        table: &Arc<dyn TableProvider>,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+        aliases: &Aliases,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = &self.schema;
+        let run = schema.index_of(col::RUN_ID)?;
+        let trace = schema.index_of(col::TRACE_ID)?;
+        let workflow = schema.index_of(col::WORKFLOW)?;
+        let kept: Vec<Expr> = filters
+            .iter()
+            .filter(|f| {
+                !f.column_refs()
+                    .iter()
+                    .any(|c| c.name == col::RUN_ID || c.name == col::WORKFLOW)
+            })
+            .cloned()
+            .collect();
+        let wanted: Vec<usize> = projection
+            .cloned()
+            .unwrap_or_else(|| (0..schema.fields().len()).collect());
+        if !wanted.contains(&run) && !wanted.contains(&workflow) {
+            return table.scan(state, Some(&wanted), &kept, limit).await;
+        }
+        let mut inner = wanted.clone();
+        for needed in [trace, run] {
+            if !inner.contains(&needed) {
+                inner.push(needed);
+            }
+        }
+        let scan = table.scan(state, Some(&inner), &kept, limit).await?;
+        let df_schema = DFSchema::try_from(scan.schema().as_ref().clone())?;
+        let (t, r) = (column(col::TRACE_ID), column(col::RUN_ID));
+        let run_of = RunOf::run(Arc::clone(aliases)).call(vec![t.clone(), r.clone()]);
+        let run_of = state.create_physical_expr(run_of, &df_schema)?;
+        let workflow_of =
+            RunOf::workflow(Arc::clone(aliases)).call(vec![t, r, column(col::WORKFLOW)]);
+        let workflow_of = if wanted.contains(&workflow) {
+            Some(state.create_physical_expr(workflow_of, &df_schema)?)
+        } else {
+            None
+        };
+        let exprs = wanted.iter().enumerate().map(|(pos, &i)| {
+            let name = schema.field(i).name().clone();
+            let expr: Arc<dyn PhysicalExpr> = match (&workflow_of, i) {
+                (_, i) if i == run => Arc::clone(&run_of),
+                (Some(w), i) if i == workflow => Arc::clone(w),
+                _ => Arc::new(Column::new(&name, pos)),
+            };
+            ProjectionExpr { expr, alias: name }
+        });
+        Ok(Arc::new(ProjectionExec::try_new(exprs, scan)?))
+    }
+}
+
 #[async_trait]
 impl TableProvider for SpansProvider {
     fn schema(&self) -> SchemaRef {
@@ -98,7 +168,13 @@ impl TableProvider for SpansProvider {
         let snapshot = self.store.snapshot();
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if let Some(table) = &snapshot.table {
-            inputs.push(table.scan(state, projection, filters, limit).await?);
+            inputs.push(match &snapshot.aliases {
+                Some(aliases) => {
+                    self.resolved_scan(table, state, projection, filters, limit, aliases)
+                        .await?
+                }
+                None => table.scan(state, projection, filters, limit).await?,
+            });
         }
         if !snapshot.mem.is_empty() {
             let mem = snapshot

@@ -107,9 +107,11 @@ fn publish(
             .lock()
             .map_err(|_| "view lock poisoned".to_string())?;
         let before = v.memtable.bytes();
+        let v = &mut *v;
         for (i, (batch, reply)) in pending.into_iter().enumerate() {
-            v.memtable.push(first_seq + i as u64, batch);
-            replies.push((first_seq + i as u64, reply));
+            let seq = first_seq + i as u64;
+            v.runs.push(&mut v.memtable, seq, batch, None);
+            replies.push((seq, reply));
         }
         // Counted under the view lock, so a flush cannot subtract it first.
         inner
