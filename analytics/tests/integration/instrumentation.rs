@@ -69,8 +69,12 @@ fn run(i: u32) -> Run {
         },
         confidence,
         reviewed,
-        overridden: reviewed && i % 2 == 0,
-        model: if i % 2 == 0 { "m-small" } else { "m-large" },
+        overridden: reviewed && i.is_multiple_of(2),
+        model: if i.is_multiple_of(2) {
+            "m-small"
+        } else {
+            "m-large"
+        },
     }
 }
 
@@ -138,11 +142,7 @@ fn spans(i: u32) -> (Vec<Span>, Span) {
     ];
     if r.reviewed && !on_decision {
         // A child of the decision, a sibling that follows it, a sibling that names it.
-        let (parent, mut attrs) = match i % 3 {
-            0 => (2, review),
-            1 => (1, review),
-            _ => (1, review),
-        };
+        let (parent, mut attrs) = (if i % 3 == 0 { 2 } else { 1 }, review);
         if i % 3 == 2 {
             attrs.push(s("automation.review.of", hex(&span_id(i, 2))));
         }
