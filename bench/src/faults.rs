@@ -258,14 +258,16 @@ pub async fn run(exe: &Path, options: FaultOptions) -> Result<FaultReport> {
         let tasks = start_fault(fault, &server, &tokens, &answers, &stop);
         tokio::time::sleep(phase).await;
         stop.store(true, Ordering::Relaxed);
-        // Each task ends at its next check of `stop` (a review race or schemathesis' report
-        // within seconds); one that does not is cut off.
+        // Each task ends at its next check of `stop` (a review race within seconds); one that
+        // does not is cut off. schemathesis runs to its end (its own budget): the phase lasts
+        // until it has checked every operation.
+        let grace = match fault {
+            Fault::Schemathesis => schemathesis::BUDGET + Duration::from_secs(15),
+            _ => Duration::from_secs(15),
+        };
         for t in tasks {
             let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(15), t)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(grace, t).await.is_err() {
                 abort.abort();
             }
         }

@@ -194,7 +194,6 @@ pub(super) fn start_fault(
             server.api.clone(),
             t.clone(),
             a.clone(),
-            s.clone(),
         ))],
         Fault::HeavyQueries => (0..3)
             .map(|_| {
