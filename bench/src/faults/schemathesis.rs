@@ -23,6 +23,7 @@ pub(super) const UNCHECKED: &str = "schemathesis checked nothing";
 /// checked no operation counts as a failure, never as a pass.
 pub(super) async fn drive(api: String, token: String, answers: Answers) {
     let dir = std::env::temp_dir().join(format!("custos-faults-st-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
     let child = tokio::process::Command::new("st")
         .args(["run", &format!("{api}/api/openapi.json"), "--url", &api])
         .args(["-H", &format!("Authorization: Bearer {token}")])
@@ -46,10 +47,8 @@ pub(super) async fn drive(api: String, token: String, answers: Answers) {
             "all",
         ])
         .args([
-            "--report-dir",
-            &dir.display().to_string(),
-            "--report",
-            "junit",
+            "--report-junit-path",
+            &dir.join("junit.xml").display().to_string(),
         ])
         .env("NO_COLOR", "1")
         .current_dir(std::env::temp_dir())
