@@ -142,7 +142,7 @@ fn spans(i: u32) -> (Vec<Span>, Span) {
     ];
     if r.reviewed && !on_decision {
         // A child of the decision, a sibling that follows it, a sibling that names it.
-        let (parent, mut attrs) = (if i % 3 == 0 { 2 } else { 1 }, review);
+        let (parent, mut attrs) = (if i.is_multiple_of(3) { 2 } else { 1 }, review);
         if i % 3 == 2 {
             attrs.push(s("automation.review.of", hex(&span_id(i, 2))));
         }
