@@ -18,6 +18,7 @@ use custos_store::{Store, StoreOptions};
 use custos_synth::reference::{SynthOptions, generate};
 use serde::Serialize;
 
+use crate::ingest::Workload;
 use crate::{Error, Result};
 
 /// What to run.
@@ -35,6 +36,8 @@ pub struct AnalyticsBenchOptions {
     pub duckdb_script: Option<PathBuf>,
     /// Timed repetitions per query (after one warm-up).
     pub repeats: usize,
+    /// Which spans to load when the data directory holds none.
+    pub workload: Workload,
 }
 
 /// One timed question.
@@ -48,6 +51,10 @@ pub struct Timing {
     pub duckdb_ms: Option<f64>,
     /// custos ÷ DuckDB.
     pub ratio: Option<f64>,
+    /// Median milliseconds in DuckDB over one Parquet file of the same spans that DuckDB wrote.
+    pub duckdb_single_ms: Option<f64>,
+    /// custos ÷ DuckDB over that one file.
+    pub ratio_single: Option<f64>,
     /// Rows returned by custos.
     pub rows: usize,
 }
@@ -60,6 +67,8 @@ impl Timing {
             custos_ms,
             duckdb_ms: None,
             ratio: None,
+            duckdb_single_ms: None,
+            ratio_single: None,
             rows,
         }
     }
@@ -76,6 +85,13 @@ pub struct AnalyticsBenchReport {
     pub files: usize,
     /// Bytes of active Parquet files.
     pub table_bytes: u64,
+    /// Bytes of the one Parquet file DuckDB wrote of the same spans, when compared.
+    pub single_file_bytes: Option<u64>,
+    /// Which spans were loaded (the synthetic reference workload over 30 days, or the foreign one
+    /// over 14).
+    pub workload: Workload,
+    /// Days the data covers; the window of every question.
+    pub days: u64,
     /// Seconds spent generating and storing the data (0 when reused).
     pub load_seconds: f64,
     /// Per question.
@@ -91,9 +107,56 @@ fn end_of_data() -> DateTime<Utc> {
     DateTime::from_timestamp(1_793_491_200, 0).unwrap_or_default()
 }
 
-const DAYS: u64 = 30;
+/// The days each workload covers.
+fn days_of(workload: Workload) -> u64 {
+    match workload {
+        Workload::Synthetic => 30,
+        Workload::Foreign => 14,
+    }
+}
 
-async fn load(dir: &Path, spans: usize) -> Result<f64> {
+/// The workload the table in `dir` was loaded with (recorded at load), else `fallback`.
+fn recorded_workload(dir: &Path, fallback: Workload) -> Workload {
+    match std::fs::read_to_string(dir.join("bench-workload")).as_deref() {
+        Ok("foreign") => Workload::Foreign,
+        Ok("synthetic") => Workload::Synthetic,
+        _ => fallback,
+    }
+}
+
+/// The export requests of `workload`, `spans` of them or about.
+fn requests(
+    workload: Workload,
+    spans: usize,
+) -> Box<
+    dyn Iterator<
+        Item = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+    >,
+> {
+    let days = days_of(workload);
+    match workload {
+        Workload::Synthetic => Box::new(generate(SynthOptions {
+            seed: 11,
+            runs: spans / 6,
+            start_unix_nano: (end_of_data().timestamp() as u64 - days * 86_400) * 1_000_000_000,
+            span_seconds: days * 86_400,
+            runs_per_request: 2_000,
+            in_progress: 20,
+            canary: false,
+        })),
+        Workload::Foreign => Box::new(custos_synth::foreign::Foreign::new(
+            custos_synth::foreign::ForeignOptions {
+                seed: 0x5eed_f0e1,
+                spans,
+                batch: 4_096,
+                days,
+                end_unix_nano: end_of_data().timestamp() as u64 * 1_000_000_000,
+            },
+        )),
+    }
+}
+
+async fn load(dir: &Path, spans: usize, workload: Workload) -> Result<f64> {
     let started = Instant::now();
     let mut o = StoreOptions::new(dir);
     o.wal_sync = false;
@@ -102,17 +165,7 @@ async fn load(dir: &Path, spans: usize) -> Result<f64> {
     o.memory_budget_bytes = 2 << 30;
     o.retention_days = None;
     let store = Store::open(o).await?;
-    let runs = spans / 6;
-    let synth = SynthOptions {
-        seed: 11,
-        runs,
-        start_unix_nano: (end_of_data().timestamp() as u64 - DAYS * 86_400) * 1_000_000_000,
-        span_seconds: DAYS * 86_400,
-        runs_per_request: 2_000,
-        in_progress: 20,
-        canary: false,
-    };
-    for req in generate(synth) {
+    for req in requests(workload, spans) {
         let n = custos_collector::normalize(&req, None)
             .map_err(|e| Error::Task(format!("normalize failed: {e}")))?;
         if let Some(batch) = n.batch {
@@ -123,8 +176,16 @@ async fn load(dir: &Path, spans: usize) -> Result<f64> {
         }
     }
     store.flush().await?;
+    // Fold the run ids of children flushed before their root, then compact what that rewrote.
+    store.maintain().await?;
     while store.compact_now(2).await? {}
     store.shutdown().await?;
+    let name = match workload {
+        Workload::Synthetic => "synthetic",
+        Workload::Foreign => "foreign",
+    };
+    std::fs::write(dir.join("bench-workload"), name)
+        .map_err(|e| Error::Task(format!("cannot write `{}`: {e}", dir.display())))?;
     Ok(started.elapsed().as_secs_f64())
 }
 
@@ -189,7 +250,7 @@ fn questions(
             metrics::bind(metrics::ERRORS_SQL, whole),
         ),
         (
-            "drift: psi and ks per model, 15d vs 15d",
+            "drift: psi and ks per model, half vs half",
             metrics::bind(metrics::DRIFT_SQL, half),
         ),
         (
@@ -214,7 +275,7 @@ async fn time_reports(
     ms.sort_by(f64::total_cmp);
     let median = ms.get(ms.len() / 2).copied().unwrap_or_default();
     let mut timings = vec![Timing::custos(
-        "custos metrics --window 30d (all five queries)",
+        "custos metrics (all five queries)",
         median,
         0,
     )];
@@ -233,11 +294,15 @@ async fn measure(options: AnalyticsBenchOptions) -> Result<AnalyticsBenchReport>
         Some(d) => d.clone(),
         None => temporary_dir(),
     };
-    let load_seconds = if custos_store::SpanTable::exists(&dir.join("spans")) {
-        0.0
+    let (load_seconds, workload) = if custos_store::SpanTable::exists(&dir.join("spans")) {
+        (0.0, recorded_workload(&dir, options.workload))
     } else {
-        load(&dir, options.spans).await?
+        (
+            load(&dir, options.spans, options.workload).await?,
+            options.workload,
+        )
     };
+    let days = days_of(workload);
     let store = Store::open_read_only(&dir).await?;
     let prices = match &options.prices {
         Some(p) => PriceTable::load(p)?,
@@ -270,12 +335,12 @@ async fn measure(options: AnalyticsBenchOptions) -> Result<AnalyticsBenchReport>
 
     let at = end_of_data();
     let whole = MetricsRequest {
-        window: Duration::from_secs(DAYS * 86_400),
+        window: Duration::from_secs(days * 86_400),
         at,
         by: GroupBy::Workflow,
     };
     let half = MetricsRequest {
-        window: Duration::from_secs(DAYS / 2 * 86_400),
+        window: Duration::from_secs(days / 2 * 86_400),
         ..whole
     };
     let trace_id = {
@@ -292,16 +357,28 @@ async fn measure(options: AnalyticsBenchOptions) -> Result<AnalyticsBenchReport>
         timings.push(Timing::custos(name, ms, rows));
     }
     timings.extend(time_reports(&a, &whole, &options).await?);
-    let (mut duckdb_version, mut duckdb_skipped) = (None, None);
+    let (mut duckdb_version, mut duckdb_skipped, mut single_file_bytes) = (None, None, None);
+    let compare = Compare {
+        files: &files,
+        trace_id: &trace_id,
+        repeats: options.repeats,
+        days,
+        prices: options.prices.as_deref(),
+    };
     match &options.duckdb_script {
         None => duckdb_skipped = Some("no script given".into()),
-        Some(script) => match duckdb_compare(script, &files, &trace_id, options.repeats) {
+        Some(script) => match duckdb_compare(script, &compare) {
             Ok(out) => {
                 duckdb_version = out.version;
+                single_file_bytes = out.single_file_bytes;
                 for t in &mut timings {
                     if let Some(ms) = out.timings.get(&t.name) {
                         t.duckdb_ms = Some(*ms);
                         t.ratio = Some(t.custos_ms / ms);
+                    }
+                    if let Some(ms) = out.single.get(&t.name) {
+                        t.duckdb_single_ms = Some(*ms);
+                        t.ratio_single = Some(t.custos_ms / ms);
                     }
                 }
             }
@@ -313,6 +390,9 @@ async fn measure(options: AnalyticsBenchOptions) -> Result<AnalyticsBenchReport>
         runs,
         files: files.len(),
         table_bytes,
+        single_file_bytes,
+        workload,
+        days,
         load_seconds,
         timings,
         duckdb_version,
@@ -340,15 +420,22 @@ fn string_cell(r: &custos_analytics::QueryResult, out: &mut String) {
 
 struct DuckOut {
     version: Option<String>,
+    single_file_bytes: Option<u64>,
     timings: std::collections::HashMap<String, f64>,
+    single: std::collections::HashMap<String, f64>,
 }
 
-fn duckdb_compare(
-    script: &Path,
-    files: &[PathBuf],
-    trace_id: &str,
+/// What the DuckDB script is asked.
+struct Compare<'a> {
+    files: &'a [PathBuf],
+    trace_id: &'a str,
     repeats: usize,
-) -> Result<DuckOut, String> {
+    days: u64,
+    prices: Option<&'a Path>,
+}
+
+fn duckdb_compare(script: &Path, c: &Compare<'_>) -> Result<DuckOut, String> {
+    let (files, trace_id, repeats) = (c.files, c.trace_id, c.repeats);
     if !script.is_file() {
         return Err(format!("`{}` not found", script.display()));
     }
@@ -369,6 +456,14 @@ fn duckdb_compare(
         .arg(trace_id)
         .arg("--repeats")
         .arg(repeats.to_string())
+        .arg("--days")
+        .arg(c.days.to_string())
+        .args(
+            c.prices
+                .map(|p| ["--prices".as_ref(), p.as_os_str()])
+                .into_iter()
+                .flatten(),
+        )
         .output()
         .map_err(|e| format!("cannot run python3: {e}"))?;
     let _ = std::fs::remove_file(&list);
@@ -380,17 +475,20 @@ fn duckdb_compare(
         ));
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-    let timings = v
-        .get("timings")
-        .and_then(|t| t.as_object())
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let timings = |key: &str| {
+        v.get(key)
+            .and_then(|t| t.as_object())
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     Ok(DuckOut {
         version: v.get("version").and_then(|s| s.as_str()).map(String::from),
-        timings,
+        single_file_bytes: v.get("single_file_bytes").and_then(|b| b.as_u64()),
+        timings: timings("timings"),
+        single: timings("single"),
     })
 }

@@ -31,11 +31,55 @@ pub struct BenchOptions {
     /// Redaction rules for the server (`off` turns every detector off); `None`: the server's
     /// default (`rules/redaction.yaml` when present, else the shipped detectors).
     pub redaction: Option<String>,
+    /// Which spans to send.
+    pub workload: Workload,
+}
+
+/// The spans a benchmark sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// custos' own executor's shape ([`custos_synth::ingest`]): 64 distinct requests sent in turn.
+    Synthetic,
+    /// A user's own SDK code's shape ([`custos_synth::foreign`]): every span distinct, random ids,
+    /// 15–20 attributes a span, 14 days in time order.
+    Foreign,
+}
+
+impl std::str::FromStr for Workload {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "synthetic" => Ok(Self::Synthetic),
+            "foreign" => Ok(Self::Foreign),
+            other => Err(format!(
+                "unknown workload `{other}`: expected `synthetic` or `foreign`"
+            )),
+        }
+    }
+}
+
+/// The end of the foreign workload's 14 days (2026-11-01T00:00:00Z), shared with the analytics
+/// benchmark.
+pub const FOREIGN_END_UNIX_NANO: u64 = 1_793_491_200_000_000_000;
+
+/// The foreign workload's export requests, encoded.
+pub fn foreign_requests(spans: usize, batch: usize) -> impl Iterator<Item = bytes::Bytes> {
+    custos_synth::foreign::Foreign::new(custos_synth::foreign::ForeignOptions {
+        seed: 0x5eed_f0e1,
+        spans,
+        batch,
+        days: 14,
+        end_unix_nano: FOREIGN_END_UNIX_NANO,
+    })
+    .map(|r| bytes::Bytes::from(r.encode_to_vec()))
 }
 
 /// Measured figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
+    /// Which spans were sent.
+    pub workload: Workload,
     /// Spans acknowledged.
     pub spans: usize,
     /// Requests sent.
@@ -344,32 +388,68 @@ pub(crate) fn spawn_server_with(
     }
 }
 
-/// Sends `requests` exports from `concurrency` clients over the pool; each export's latency.
+/// Where the clients take their request bodies from.
+#[derive(Clone)]
+enum Bodies {
+    /// The pool, sent in turn `requests` times.
+    Pool(
+        Arc<Vec<bytes::Bytes>>,
+        usize,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ),
+    /// Encoded by a producer thread ahead of the clients, until it ends.
+    Stream(Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<bytes::Bytes>>>),
+}
+
+impl Bodies {
+    fn pool(pool: Vec<bytes::Bytes>, requests: usize) -> Self {
+        Self::Pool(Arc::new(pool), requests, Arc::default())
+    }
+
+    /// A producer thread encoding `requests` into a bounded queue.
+    fn stream(requests: impl Iterator<Item = bytes::Bytes> + Send + 'static) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(32);
+        std::thread::spawn(move || {
+            for body in requests {
+                if tx.blocking_send(body).is_err() {
+                    break;
+                }
+            }
+        });
+        Self::Stream(Arc::new(tokio::sync::Mutex::new(rx)))
+    }
+
+    async fn next(&self) -> Option<bytes::Bytes> {
+        match self {
+            Self::Pool(pool, requests, next) => {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (k < *requests)
+                    .then(|| pool.get(k % pool.len().max(1)).cloned())
+                    .flatten()
+            }
+            Self::Stream(rx) => rx.lock().await.recv().await,
+        }
+    }
+}
+
+/// Sends every body from `concurrency` clients; each export's latency and the spans sent.
 async fn export_all(
     client: &reqwest::Client,
     url: &str,
     token: &str,
-    pool: Vec<bytes::Bytes>,
-    requests: usize,
+    bodies: Bodies,
     concurrency: usize,
 ) -> Result<Vec<Duration>> {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let pool = Arc::new(pool);
     let mut tasks = Vec::new();
     for _ in 0..concurrency.max(1) {
         let client = client.clone();
         let url = url.to_string();
         let bearer = format!("Bearer {token}");
-        let next = Arc::clone(&next);
-        let pool = Arc::clone(&pool);
+        let bodies = bodies.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
-                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if k >= requests {
-                    break;
-                }
-                let Some(body) = pool.get(k % pool.len().max(1)).cloned() else {
+                let Some(body) = bodies.next().await else {
                     break;
                 };
                 let t = Instant::now();
@@ -390,7 +470,7 @@ async fn export_all(
             Ok::<_, String>(latencies)
         }));
     }
-    let mut latencies = Vec::with_capacity(requests);
+    let mut latencies = Vec::new();
     for t in tasks {
         let l = t
             .await
@@ -439,17 +519,27 @@ pub async fn run(exe: &std::path::Path, options: BenchOptions) -> Result<BenchRe
         std::env::temp_dir().join(format!("custos-bench-{}", std::process::id()))
     });
 
-    // Pre-encode a pool of distinct requests so the clients spend little CPU.
-    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
-    let t0 = 1_763_700_000_000_000_000u64;
-    let pool: Vec<bytes::Bytes> = (0..64)
-        .map(|k| {
-            bytes::Bytes::from(
-                workload_request(&mut rng, options.batch, t0 + k * 3_600_000_000_000)
-                    .encode_to_vec(),
-            )
-        })
-        .collect();
+    // Pre-encode a pool of distinct requests so the clients spend little CPU; the foreign
+    // workload's pool is its first 64 requests (for the stage costs), the rest is encoded by a
+    // producer thread while the clients send.
+    let requests = options.spans.div_ceil(options.batch);
+    let pool: Vec<bytes::Bytes> = match options.workload {
+        Workload::Synthetic => {
+            let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
+            let t0 = 1_763_700_000_000_000_000u64;
+            (0..64)
+                .map(|k| {
+                    bytes::Bytes::from(
+                        workload_request(&mut rng, options.batch, t0 + k * 3_600_000_000_000)
+                            .encode_to_vec(),
+                    )
+                })
+                .collect()
+        }
+        Workload::Foreign => foreign_requests(options.spans, options.batch)
+            .take(64.min(requests))
+            .collect(),
+    };
     let wire_bytes_per_span =
         pool.iter().map(|b| b.len()).sum::<usize>() as f64 / (pool.len() * options.batch) as f64;
     let (rules_file, redactor) = redaction(&dir, options.redaction.as_deref())?;
@@ -466,9 +556,15 @@ pub async fn run(exe: &std::path::Path, options: BenchOptions) -> Result<BenchRe
         policies,
         "Custos::Service::\"prometheus\"",
     )?;
+    let bodies = match options.workload {
+        Workload::Synthetic => Bodies::pool(pool, requests),
+        Workload::Foreign => {
+            drop(pool);
+            Bodies::stream(foreign_requests(options.spans, options.batch))
+        }
+    };
     let server = spawn_server(exe, &dir, rules_file.as_deref())?;
     let pid = server.child.id().to_string();
-    let requests = options.spans.div_ceil(options.batch);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(options.concurrency)
         .build()
@@ -480,15 +576,17 @@ pub async fn run(exe: &std::path::Path, options: BenchOptions) -> Result<BenchRe
         &client,
         &server.http,
         &ingest_token,
-        pool,
-        requests,
+        bodies,
         options.concurrency,
     )
     .await?;
     let seconds = started.elapsed().as_secs_f64();
     let server_cpu = cpu_seconds_of(&pid) - server_cpu_before;
     let client_cpu = cpu_seconds_of("self") - client_cpu_before;
-    let spans = requests * options.batch;
+    let spans = match options.workload {
+        Workload::Synthetic => requests * options.batch,
+        Workload::Foreign => options.spans,
+    };
     latencies.sort();
     let metrics = client
         .get(format!("{}/metrics", server.api))
@@ -510,6 +608,7 @@ pub async fn run(exe: &std::path::Path, options: BenchOptions) -> Result<BenchRe
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(BenchReport {
+        workload: options.workload,
         spans,
         requests,
         seconds,

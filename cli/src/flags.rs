@@ -458,6 +458,11 @@ pub enum BenchCommand {
         /// Timed runs per query after one warm-up; the median is reported.
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// The spans to load: `synthetic` (custos' reference workflows, about six spans a run
+        /// over 30 days) or `foreign` (a user's own SDK shape: random ids, 15–20 attributes a
+        /// span, run ids on roots only, over 14 days).
+        #[arg(long, default_value = "synthetic")]
+        workload: custos_bench::ingest::Workload,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -533,6 +538,10 @@ pub enum BenchCommand {
         /// redaction costs [default: rules/redaction.yaml if present].
         #[arg(long)]
         redaction: Option<String>,
+        /// The spans to send: `synthetic` (64 distinct requests of custos' executor's shape, sent
+        /// in turn) or `foreign` (every span distinct, a user's own SDK shape, 14 days in order).
+        #[arg(long, default_value = "synthetic")]
+        workload: custos_bench::ingest::Workload,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

@@ -3,7 +3,7 @@
 //!
 //! This crate owns the reference-workflow OTLP workload ([`reference`]: the analytics golden tests,
 //! the metric cross-checks, `custos bench analytics`), the ingest benchmark's export requests
-//! ([`ingest`]), the policy benchmark's request mix ([`policy`]) and the parsers' property tests'
+//! ([`ingest`]), the foreign workload shaped like a user's own SDK code ([`foreign`]), the policy benchmark's request mix ([`policy`]) and the parsers' property tests'
 //! mutations of the fuzz corpus ([`mutate`]). The same seed always gives the
 //! same data, on every platform and release.
 //!
@@ -12,6 +12,7 @@
 //! light (OTLP protobuf types and JSON values, no query engine, no server).
 
 mod attr;
+pub mod foreign;
 pub mod ingest;
 pub mod mutate;
 pub mod policy;

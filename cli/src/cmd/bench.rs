@@ -1,6 +1,5 @@
 //! `custos bench ...`: benchmarks of analytics, policy decisions, the executor and ingest.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
@@ -19,8 +18,20 @@ pub async fn run(what: BenchCommand) -> Result<ExitCode> {
             slos,
             duckdb_script,
             repeats,
+            workload,
             json,
-        } => bench_analytics(spans, data, prices, slos, duckdb_script, repeats, json).await,
+        } => {
+            let options = custos_bench::analytics::AnalyticsBenchOptions {
+                spans,
+                data_dir: data,
+                prices,
+                slos,
+                duckdb_script,
+                repeats,
+                workload,
+            };
+            bench_analytics(options, json).await
+        }
         BenchCommand::Policy {
             policies,
             decisions,
@@ -81,40 +92,44 @@ pub async fn run(what: BenchCommand) -> Result<ExitCode> {
             concurrency,
             data,
             redaction,
+            workload,
             json,
-        } => bench_ingest(spans, batch, concurrency, data, redaction, json).await,
+        } => {
+            let options = custos_bench::ingest::BenchOptions {
+                spans,
+                batch,
+                concurrency,
+                data_dir: data,
+                redaction,
+                workload,
+            };
+            bench_ingest(options, json).await
+        }
     }
 }
 
 async fn bench_analytics(
-    spans: usize,
-    data: Option<PathBuf>,
-    prices: Option<PathBuf>,
-    slos: Option<PathBuf>,
-    duckdb_script: Option<PathBuf>,
-    repeats: usize,
+    mut options: custos_bench::analytics::AnalyticsBenchOptions,
     json: bool,
 ) -> Result<ExitCode> {
-    if spans == 0 {
+    if options.spans == 0 {
         bail!("`--spans` must be greater than 0");
     }
-    let rules = RulesOptions::resolve(prices, slos)?;
-    let script = duckdb_script.or_else(custos_bench::analytics::default_duckdb_script);
-    let r = custos_bench::analytics::run(custos_bench::analytics::AnalyticsBenchOptions {
-        spans,
-        data_dir: data,
-        prices: rules.prices,
-        slos: rules.slos,
-        duckdb_script: script,
-        repeats,
-    })
-    .await?;
+    let rules = RulesOptions::resolve(options.prices.take(), options.slos.take())?;
+    options.prices = rules.prices;
+    options.slos = rules.slos;
+    options.duckdb_script = options
+        .duckdb_script
+        .or_else(custos_bench::analytics::default_duckdb_script);
+    let r = custos_bench::analytics::run(options).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "analytics: {} spans, {} runs, {} Parquet files ({:.1} MiB, {:.1} B/span){}",
+        "analytics ({:?} workload, {} days): {} spans, {} runs, {} Parquet files ({:.1} MiB, {:.1} B/span){}",
+        r.workload,
+        r.days,
         r.spans,
         r.runs,
         r.files,
@@ -127,21 +142,31 @@ async fn bench_analytics(
         }
     );
     match (&r.duckdb_version, &r.duckdb_skipped) {
-        (Some(v), _) => println!("  compared with DuckDB {v} over the same active Parquet files"),
+        (Some(v), _) => println!(
+            "  compared with DuckDB {v} (2 threads) over (a) the same active Parquet files and (b) one file of the same spans DuckDB wrote{}",
+            r.single_file_bytes.map_or(String::new(), |b| format!(
+                " ({:.1} B/span)",
+                b as f64 / r.spans.max(1) as f64
+            ))
+        ),
         (None, Some(why)) => println!("  DuckDB not compared: {why}"),
         _ => {}
     }
     println!(
-        "  {:<58} {:>10} {:>10} {:>8}",
-        "question", "custos ms", "DuckDB ms", "ratio"
+        "  {:<58} {:>10} {:>10} {:>8} {:>10} {:>8}",
+        "question", "custos ms", "(a) ms", "ratio", "(b) ms", "ratio"
     );
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+    let x = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}x"));
     for t in &r.timings {
         println!(
-            "  {:<58} {:>10.1} {:>10} {:>8}",
+            "  {:<58} {:>10.1} {:>10} {:>8} {:>10} {:>8}",
             t.name,
             t.custos_ms,
-            t.duckdb_ms.map_or("-".into(), |v| format!("{v:.1}")),
-            t.ratio.map_or("-".into(), |v| format!("{v:.2}x")),
+            ms(t.duckdb_ms),
+            x(t.ratio),
+            ms(t.duckdb_single_ms),
+            x(t.ratio_single),
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -193,36 +218,20 @@ async fn bench_policy(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn bench_ingest(
-    spans: usize,
-    batch: usize,
-    concurrency: usize,
-    data: Option<PathBuf>,
-    redaction: Option<String>,
-    json: bool,
-) -> Result<ExitCode> {
-    if batch == 0 || spans == 0 || concurrency == 0 {
+async fn bench_ingest(options: custos_bench::ingest::BenchOptions, json: bool) -> Result<ExitCode> {
+    let (batch, concurrency) = (options.batch, options.concurrency);
+    if batch == 0 || options.spans == 0 || concurrency == 0 {
         bail!("`--spans`, `--batch` and `--concurrency` must be greater than 0");
     }
     let exe = std::env::current_exe().context("cannot find the custos executable")?;
-    let r = custos_bench::ingest::run(
-        &exe,
-        custos_bench::ingest::BenchOptions {
-            spans,
-            batch,
-            concurrency,
-            data_dir: data,
-            redaction,
-        },
-    )
-    .await?;
+    let r = custos_bench::ingest::run(&exe, options).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "ingest: {} spans in {} requests of {batch}, {concurrency} connections, durable acks",
-        r.spans, r.requests
+        "ingest ({:?} workload): {} spans in {} requests of {batch}, {concurrency} connections, durable acks",
+        r.workload, r.spans, r.requests
     );
     println!(
         "  throughput        {:>12.0} spans/s  ({:.2} s wall)",
