@@ -202,6 +202,12 @@ impl Analytics {
             .build_arc()
             .map_err(|e| Error::Setup(e.to_string()))?;
         let mut config = SessionConfig::new().with_information_schema(true);
+        // Filters are evaluated inside the Parquet scan, cheapest first, and the other columns
+        // decoded only for the rows that pass: most standard questions keep a small share of the
+        // spans (decisions, reviews, errors) and some read the wide `attributes` map.
+        let parquet = &mut config.options_mut().execution.parquet;
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
         if options.target_partitions > 0 {
             config = config.with_target_partitions(options.target_partitions);
         }

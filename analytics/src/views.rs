@@ -20,12 +20,9 @@ SELECT
   step, step_kind, status_code, status_message,
   model, provider, model_version, prompt_version,
   input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
-  CASE WHEN cost_usd IS NOT NULL THEN cost_usd
-       ELSE price_usd(model, start_time, input_tokens, output_tokens, cache_read_tokens,
-                      cache_write_tokens, reasoning_tokens) END AS cost_usd,
+  coalesce(cost_usd, computed_cost_usd) AS cost_usd,
   CASE WHEN cost_usd IS NOT NULL THEN 'reported'
-       WHEN price_usd(model, start_time, input_tokens, output_tokens, cache_read_tokens,
-                      cache_write_tokens, reasoning_tokens) IS NOT NULL THEN 'computed'
+       WHEN computed_cost_usd IS NOT NULL THEN 'computed'
        WHEN input_tokens IS NOT NULL OR output_tokens IS NOT NULL THEN 'unpriced'
        ELSE 'none' END AS cost_source,
   confidence, decision,
@@ -50,7 +47,12 @@ SELECT
        ELSE 'other' END AS error_class,
   source,
   date
-FROM spans
+-- Priced once per span, and only for spans that report no cost of their own.
+FROM (SELECT *,
+        CASE WHEN cost_usd IS NULL
+             THEN price_usd(model, start_time, input_tokens, output_tokens, cache_read_tokens,
+                            cache_write_tokens, reasoning_tokens) END AS computed_cost_usd
+      FROM spans)
 "#;
 
 /// `runs`: one row per run (`run_id`) that has at least one span naming a workflow.
@@ -108,8 +110,14 @@ HAVING max(workflow) IS NOT NULL
 /// A review on its own span (a span with `automation.human.*` attributes and no confidence or
 /// decision) reviews one decision of the same run: the one it names (`automation.review.of` or
 /// its first span link), else its parent when that is a decision, else the latest decision that
-/// started before it. A decision with several reviews is overridden when any of them overrode
-/// it; its reviewer and review time are the ones on its own span, else the latest review's.
+/// started no later than it (ties: the greater span id). A decision with several reviews is
+/// overridden when any of them overrode it; its reviewer and review time are the ones on its own
+/// span, else the latest review's.
+///
+/// The plan is chosen for memory and speed at millions of spans: the named and parent matches are
+/// equi-joins on span ids, only reviews that neither name a decision nor hang under one are joined
+/// with the decisions of their run, and a review is attached to its decision by
+/// `(run_id, span_id)`.
 pub const DECISIONS: &str = r#"
 CREATE VIEW decisions AS
 WITH d AS (
@@ -122,37 +130,46 @@ r AS (
   FROM steps
   WHERE human_reviewed AND confidence IS NULL AND decision IS NULL
 ),
-matched AS (
-  SELECT d.trace_id AS d_trace, d.span_id AS d_span, r.*,
-    row_number() OVER (
-      PARTITION BY r.r_trace, r.r_span
-      ORDER BY CASE WHEN d.span_id = r.r_of THEN 0
-                    WHEN d.trace_id = r.r_trace AND d.span_id = r.r_parent THEN 1
-                    ELSE 2 END,
-               d.start_time_unix_nano DESC, d.span_id DESC) AS rank
-  FROM r JOIN d ON d.run_id = r.r_run
-  WHERE d.span_id = r.r_of
-     OR (r.r_of IS NULL AND (d.start_time_unix_nano <= r.r_start
-                             OR (d.trace_id = r.r_trace AND d.span_id = r.r_parent)))
+parented AS (
+  SELECT r.*, p.span_id IS NOT NULL AS r_parent_is_decision
+  FROM r LEFT JOIN (SELECT trace_id, span_id FROM d) p
+    ON p.trace_id = r.r_trace AND p.span_id = r.r_parent
+),
+-- A review that names no decision and whose parent is none: the latest decision of its run
+-- that started no later than it. Usually few, so this join stays small.
+orphans AS (
+  SELECT r.r_run, r.r_span,
+    last_value(d.span_id ORDER BY d.start_time_unix_nano, d.span_id) AS target
+  FROM parented r JOIN d ON d.run_id = r.r_run AND d.start_time_unix_nano <= r.r_start
+  WHERE r.r_of IS NULL AND NOT r.r_parent_is_decision
+  GROUP BY r.r_run, r.r_span
+),
+targeted AS (
+  SELECT r.r_run AS run_id,
+    CASE WHEN r.r_of IS NOT NULL THEN r.r_of
+         WHEN r.r_parent_is_decision THEN r.r_parent
+         ELSE o.target END AS target,
+    r.r_span, r.r_start, r.r_override, r.r_reviewer, r.r_review_ms
+  FROM parented r LEFT JOIN orphans o ON o.r_run = r.r_run AND o.r_span = r.r_span
 ),
 reviews AS (
-  SELECT d_trace, d_span,
+  SELECT run_id AS v_run, target AS v_span,
     bool_or(coalesce(r_override, false)) AS r_override,
     last_value(r_reviewer ORDER BY r_start, r_span) AS r_reviewer,
     last_value(r_review_ms ORDER BY r_start, r_span) AS r_review_ms
-  FROM matched WHERE rank = 1
-  GROUP BY d_trace, d_span
+  FROM targeted WHERE target IS NOT NULL
+  GROUP BY run_id, target
 )
 SELECT
   d.start_time, d.workflow, d.run_id, d.step, d.model, d.model_version, d.prompt_version,
   d.confidence, d.decision,
-  (d.human_reviewed OR v.d_span IS NOT NULL) AS human_reviewed,
-  CASE WHEN d.human_reviewed OR v.d_span IS NOT NULL
+  (d.human_reviewed OR v.v_span IS NOT NULL) AS human_reviewed,
+  CASE WHEN d.human_reviewed OR v.v_span IS NOT NULL
        THEN coalesce(d.human_override, v.r_override, false) END AS human_override,
   CASE WHEN d.human_reviewed THEN d.review_ms ELSE v.r_review_ms END AS review_ms,
   CASE WHEN d.human_reviewed THEN d.human_reviewer ELSE v.r_reviewer END AS human_reviewer,
   d.step_kind, d.trace_id, d.span_id, d.source, d.date
-FROM d LEFT JOIN reviews v ON v.d_trace = d.trace_id AND v.d_span = d.span_id
+FROM d LEFT JOIN reviews v ON v.v_run = d.run_id AND v.v_span = d.span_id
 "#;
 
 /// Registers the views on a session that has `spans` and the custos functions.

@@ -253,7 +253,7 @@ fn run(rng: &mut Rng, t0: u64, out: &mut Vec<Span>) {
         s("code.file.path", "app/workflows/runner.py"),
         i("code.line.number", 118),
         s("thread.name", format!("worker-{}", rng.below(16))),
-        s("enduser.pseudo.id", format!("u{:x}", rng.next_u64() >> 24)),
+        s("enduser.pseudo.id", format!("u{:05}", rng.below(5_000))),
         i("automation.attempt", 1 + (rng.below(20) == 0) as i64),
     ];
     if rng.below(2) == 0 {
@@ -378,7 +378,10 @@ fn review_span(rng: &mut Rng, cx: &mut Ctx, decision: &[u8]) -> Span {
         i("review.fields.changed", rng.below(4) as i64),
         s("code.function.name", "submit_review"),
         s("thread.name", format!("review-{}", rng.below(8))),
-        s("session.id", uuid(rng)),
+        s(
+            "review.ui.locale",
+            ["en-GB", "de-DE", "fr-FR"][rng.below(3) as usize],
+        ),
         s(
             "user_agent.original",
             "Mozilla/5.0 (X11; Linux x86_64) Review/4.12",
@@ -461,7 +464,7 @@ fn tool_span(rng: &mut Rng, cx: &mut Ctx, parent: &[u8]) -> Span {
         s("thread.name", format!("worker-{}", rng.below(16))),
         i("tool.result.size", rng.below(50_000) as i64),
         b("tool.cache_hit", rng.below(4) == 0),
-        s("tool.input.hash", format!("{:016x}", rng.next_u64())),
+        s("tool.input.format", ["json", "text"][rng.below(2) as usize]),
         i("tool.attempt", 1),
         s(
             "deployment.region",
