@@ -77,7 +77,7 @@ CREATE OR REPLACE VIEW steps AS SELECT *,
   (human_override IS NOT NULL OR human_reviewer IS NOT NULL OR review_ms IS NOT NULL) AS human_reviewed,
   (outcome IS NOT NULL OR parent_span_id IS NULL) AS is_root,
   attributes['automation.connector'] AS connector,
-  coalesce(attributes['automation.review.of'], links[1]['span_id']) AS review_of,
+  coalesce(review_of, links[1]['span_id']) AS review_of,
   CASE WHEN status_code <> 'error' OR status_code IS NULL THEN NULL
        WHEN status_message IS NULL OR status_message = '' THEN 'unspecified'
        WHEN regexp_matches(status_message, '(?i)time[d ]?out|deadline') THEN 'timeout'

@@ -31,7 +31,7 @@ SELECT
   human_override, human_reviewer, review_ms, outcome,
   (outcome IS NOT NULL OR parent_span_id IS NULL) AS is_root,
   attributes['automation.connector'] AS connector,
-  coalesce(attributes['automation.review.of'], links[1]['span_id']) AS review_of,
+  coalesce(review_of, links[1]['span_id']) AS review_of,
   CASE WHEN status_code <> 'error' OR status_code IS NULL THEN NULL
        WHEN status_message IS NULL OR status_message = '' THEN 'unspecified'
        WHEN regexp_like(status_message, '(?i)time[d ]?out|deadline') THEN 'timeout'
@@ -135,22 +135,19 @@ parented AS (
   FROM r LEFT JOIN (SELECT trace_id, span_id FROM d) p
     ON p.trace_id = r.r_trace AND p.span_id = r.r_parent
 ),
--- A review that names no decision and whose parent is none: the latest decision of its run
--- that started no later than it. Usually few, so this join stays small.
-orphans AS (
-  SELECT r.r_run, r.r_span,
-    last_value(d.span_id ORDER BY d.start_time_unix_nano, d.span_id) AS target
-  FROM parented r JOIN d ON d.run_id = r.r_run AND d.start_time_unix_nano <= r.r_start
-  WHERE r.r_of IS NULL AND NOT r.r_parent_is_decision
-  GROUP BY r.r_run, r.r_span
-),
+-- A review that names no decision and whose parent is none takes the latest decision of its run
+-- that started no later than it; the join's condition keeps the other reviews out of it.
 targeted AS (
   SELECT r.r_run AS run_id,
     CASE WHEN r.r_of IS NOT NULL THEN r.r_of
          WHEN r.r_parent_is_decision THEN r.r_parent
-         ELSE o.target END AS target,
+         ELSE last_value(d.span_id ORDER BY d.start_time_unix_nano, d.span_id) END AS target,
     r.r_span, r.r_start, r.r_override, r.r_reviewer, r.r_review_ms
-  FROM parented r LEFT JOIN orphans o ON o.r_run = r.r_run AND o.r_span = r.r_span
+  FROM parented r LEFT JOIN d
+    ON d.run_id = r.r_run AND r.r_of IS NULL AND NOT r.r_parent_is_decision
+   AND d.start_time_unix_nano <= r.r_start
+  GROUP BY r.r_run, r.r_span, r.r_of, r.r_parent, r.r_parent_is_decision, r.r_start,
+    r.r_override, r.r_reviewer, r.r_review_ms
 ),
 reviews AS (
   SELECT run_id AS v_run, target AS v_span,

@@ -167,6 +167,8 @@ pub mod col {
     pub const REVIEW_MS: &str = "review_ms";
     /// Run outcome on a run's root span.
     pub const OUTCOME: &str = "outcome";
+    /// The span id of the decision a review on its own span reviews (`automation.review.of`).
+    pub const REVIEW_OF: &str = "review_of";
     /// All span attributes as text.
     pub const ATTRIBUTES: &str = "attributes";
     /// All resource attributes as text.
@@ -295,6 +297,7 @@ pub fn spans_schema() -> SchemaRef {
                 s(col::HUMAN_REVIEWER),
                 i(col::REVIEW_MS),
                 s(col::OUTCOME),
+                s(col::REVIEW_OF),
                 Field::new(col::ATTRIBUTES, attribute_map_type(), true),
                 Field::new(col::RESOURCE_ATTRIBUTES, attribute_map_type(), true),
                 s(col::SCOPE_NAME),
@@ -471,6 +474,11 @@ pub const CONVENTIONS: &[Convention] = &[
     Convention {
         column: col::OUTCOME,
         keys: &["automation.outcome"],
+        kind: ValueKind::Str,
+    },
+    Convention {
+        column: col::REVIEW_OF,
+        keys: &["automation.review.of"],
         kind: ValueKind::Str,
     },
 ];

@@ -197,12 +197,13 @@ fn run(rng: &mut Rng, t0: u64, out: &mut Vec<Span>) {
     let (model, provider, response_model) = MODELS[rng.below(MODELS.len() as u64) as usize];
     // Confidence drifts down over time for two models, so drift queries find something.
     let drifting = matches!(model, "gpt-4o-mini" | "claude-haiku-4-5");
+    // About half the decisions fall under 0.8 and get a review of their own.
     let base = if drifting && rng.below(2) == 0 {
-        0.62
+        0.52
     } else {
-        0.78
+        0.62
     };
-    let confidence = (base + rng.unit() * 0.3).clamp(0.0, 1.0);
+    let confidence = (base + rng.unit() * 0.36).clamp(0.0, 1.0);
     let root = cx.root.clone();
     let decision = model_span(
         rng,

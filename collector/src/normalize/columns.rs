@@ -248,6 +248,7 @@ impl Columns {
             take(col::HUMAN_REVIEWER)?,
             take(col::REVIEW_MS)?,
             take(col::OUTCOME)?,
+            take(col::REVIEW_OF)?,
             Arc::new(self.attributes.finish()),
             Arc::new(self.resource_attributes.finish()),
             Arc::new(self.scope_name.finish()),
