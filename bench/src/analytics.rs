@@ -145,13 +145,7 @@ fn requests(
             canary: false,
         })),
         Workload::Foreign => Box::new(custos_synth::foreign::Foreign::new(
-            custos_synth::foreign::ForeignOptions {
-                seed: 0x5eed_f0e1,
-                spans,
-                batch: 4_096,
-                days,
-                end_unix_nano: end_of_data().timestamp() as u64 * 1_000_000_000,
-            },
+            crate::ingest::foreign_options(spans, 4_096),
         )),
     }
 }

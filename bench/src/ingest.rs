@@ -7,13 +7,20 @@
 //! shutdown flush and a compaction. The workload is [`custos_synth::ingest`].
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use custos_synth::Rng;
 use custos_synth::ingest::workload_request;
 use prost::Message as _;
 use serde::Serialize;
+
+mod send;
+mod stages;
+
+use send::{Bodies, export_all};
+pub use send::{FOREIGN_END_UNIX_NANO, Workload, foreign_options, foreign_requests};
+pub use stages::StageCosts;
+use stages::stage_costs;
 
 use crate::{Error, Result};
 
@@ -33,46 +40,6 @@ pub struct BenchOptions {
     pub redaction: Option<String>,
     /// Which spans to send.
     pub workload: Workload,
-}
-
-/// The spans a benchmark sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Workload {
-    /// custos' own executor's shape ([`custos_synth::ingest`]): 64 distinct requests sent in turn.
-    Synthetic,
-    /// A user's own SDK code's shape ([`custos_synth::foreign`]): every span distinct, random ids,
-    /// 15–20 attributes a span, 14 days in time order.
-    Foreign,
-}
-
-impl std::str::FromStr for Workload {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "synthetic" => Ok(Self::Synthetic),
-            "foreign" => Ok(Self::Foreign),
-            other => Err(format!(
-                "unknown workload `{other}`: expected `synthetic` or `foreign`"
-            )),
-        }
-    }
-}
-
-/// The end of the foreign workload's 14 days (2026-11-01T00:00:00Z), shared with the analytics
-/// benchmark.
-pub const FOREIGN_END_UNIX_NANO: u64 = 1_793_491_200_000_000_000;
-
-/// The foreign workload's export requests, encoded.
-pub fn foreign_requests(spans: usize, batch: usize) -> impl Iterator<Item = bytes::Bytes> {
-    custos_synth::foreign::Foreign::new(custos_synth::foreign::ForeignOptions {
-        seed: 0x5eed_f0e1,
-        spans,
-        batch,
-        days: 14,
-        end_unix_nano: FOREIGN_END_UNIX_NANO,
-    })
-    .map(|r| bytes::Bytes::from(r.encode_to_vec()))
 }
 
 /// Measured figures.
@@ -116,109 +83,6 @@ pub struct BenchReport {
     pub peak_rss_mib: f64,
     /// Single-threaded cost of each ingest stage, in microseconds per span.
     pub stages: StageCosts,
-}
-
-/// Where the CPU time of ingest goes, measured single-threaded on the same requests.
-#[derive(Debug, Clone, Serialize)]
-pub struct StageCosts {
-    /// Protobuf decode of the export request.
-    pub decode_us: f64,
-    /// Redaction of the decoded request with the server's rules.
-    pub redact_us: f64,
-    /// Validation and normalization into an Arrow batch.
-    pub normalize_us: f64,
-    /// Arrow IPC encoding of the batch for the WAL.
-    pub encode_us: f64,
-    /// WAL write of the encoded records without fsync.
-    pub wal_write_us: f64,
-    /// One `fdatasync` of the WAL, in microseconds (not per span).
-    pub fsync_us: f64,
-}
-
-/// Times each stage over `pool`, single-threaded.
-fn stage_costs(
-    pool: &[bytes::Bytes],
-    spans_per_request: usize,
-    redactor: &custos_redact::Redactor,
-) -> Result<StageCosts> {
-    let rounds = 4;
-    let n = (pool.len() * rounds * spans_per_request) as f64;
-    let mut decoded = Vec::with_capacity(pool.len());
-    let t = Instant::now();
-    for _ in 0..rounds {
-        decoded.clear();
-        for body in pool {
-            decoded.push(
-                custos_collector::http::decode_request(
-                    body,
-                    custos_collector::http::Encoding::Protobuf,
-                )
-                .map_err(Error::Task)?,
-            );
-        }
-    }
-    let decode_us = t.elapsed().as_secs_f64() * 1e6 / n;
-    let mut copies: Vec<_> = (0..rounds).flat_map(|_| decoded.iter().cloned()).collect();
-    let t = Instant::now();
-    for req in &mut copies {
-        redactor.request(req);
-    }
-    let redact_us = t.elapsed().as_secs_f64() * 1e6 / n;
-    drop(copies);
-    let mut batches = Vec::with_capacity(pool.len());
-    let t = Instant::now();
-    for _ in 0..rounds {
-        batches.clear();
-        for req in &decoded {
-            let normalized = custos_collector::normalize(req, None)
-                .map_err(|e| Error::Task(format!("normalize failed: {e}")))?;
-            batches.extend(normalized.batch);
-        }
-    }
-    let normalize_us = t.elapsed().as_secs_f64() * 1e6 / n;
-    let mut payloads = Vec::with_capacity(pool.len());
-    let t = Instant::now();
-    for _ in 0..rounds {
-        payloads.clear();
-        for b in &batches {
-            payloads.push(custos_store::codec::encode(b)?);
-        }
-    }
-    let encode_us = t.elapsed().as_secs_f64() * 1e6 / n;
-    let dir = std::env::temp_dir().join(format!("custos-bench-wal-{}", std::process::id()));
-    let (mut wal, _) = custos_store::wal::Wal::open(
-        &dir,
-        0,
-        custos_store::wal::WalOptions {
-            sync: false,
-            ..Default::default()
-        },
-    )?;
-    let t = Instant::now();
-    for _ in 0..rounds {
-        for p in &payloads {
-            wal.append(std::slice::from_ref(p))?;
-        }
-    }
-    let wal_write_us = t.elapsed().as_secs_f64() * 1e6 / n;
-    drop(wal);
-    let (mut wal, _) = custos_store::wal::Wal::open(&dir, 0, Default::default())?;
-    let syncs = 20;
-    let t = Instant::now();
-    for _ in 0..syncs {
-        wal.append(&[b"x"])?;
-    }
-    let fsync_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(syncs);
-    drop(wal);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(StageCosts {
-        decode_us,
-        redact_us,
-        normalize_us,
-        encode_us,
-        wal_write_us,
-        fsync_us,
-    })
 }
 
 /// CPU seconds (user + system) of process `pid` ("self" for this one), from `/proc/PID/stat`.
@@ -386,99 +250,6 @@ pub(crate) fn spawn_server_with(
         (Some(http), Some(api)) => Ok(Child { child, http, api }),
         _ => Err(Error::Task("the server exited before listening".into())),
     }
-}
-
-/// Where the clients take their request bodies from.
-#[derive(Clone)]
-enum Bodies {
-    /// The pool, sent in turn `requests` times.
-    Pool(
-        Arc<Vec<bytes::Bytes>>,
-        usize,
-        Arc<std::sync::atomic::AtomicUsize>,
-    ),
-    /// Encoded by a producer thread ahead of the clients, until it ends.
-    Stream(Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<bytes::Bytes>>>),
-}
-
-impl Bodies {
-    fn pool(pool: Vec<bytes::Bytes>, requests: usize) -> Self {
-        Self::Pool(Arc::new(pool), requests, Arc::default())
-    }
-
-    /// A producer thread encoding `requests` into a bounded queue.
-    fn stream(requests: impl Iterator<Item = bytes::Bytes> + Send + 'static) -> Self {
-        let (tx, rx) = tokio::sync::mpsc::channel(32);
-        std::thread::spawn(move || {
-            for body in requests {
-                if tx.blocking_send(body).is_err() {
-                    break;
-                }
-            }
-        });
-        Self::Stream(Arc::new(tokio::sync::Mutex::new(rx)))
-    }
-
-    async fn next(&self) -> Option<bytes::Bytes> {
-        match self {
-            Self::Pool(pool, requests, next) => {
-                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                (k < *requests)
-                    .then(|| pool.get(k % pool.len().max(1)).cloned())
-                    .flatten()
-            }
-            Self::Stream(rx) => rx.lock().await.recv().await,
-        }
-    }
-}
-
-/// Sends every body from `concurrency` clients; each export's latency and the spans sent.
-async fn export_all(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    bodies: Bodies,
-    concurrency: usize,
-) -> Result<Vec<Duration>> {
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency.max(1) {
-        let client = client.clone();
-        let url = url.to_string();
-        let bearer = format!("Bearer {token}");
-        let bodies = bodies.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let Some(body) = bodies.next().await else {
-                    break;
-                };
-                let t = Instant::now();
-                let res = client
-                    .post(&url)
-                    .header("content-type", "application/x-protobuf")
-                    .header("authorization", &bearer)
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| format!("export failed: {e}"))?;
-                if !res.status().is_success() {
-                    return Err(format!("export answered {}", res.status()));
-                }
-                let _ = res.bytes().await;
-                latencies.push(t.elapsed());
-            }
-            Ok::<_, String>(latencies)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for t in tasks {
-        let l = t
-            .await
-            .map_err(|e| Error::Task(format!("client task failed: {e}")))?
-            .map_err(Error::Task)?;
-        latencies.extend(l);
-    }
-    Ok(latencies)
 }
 
 /// Stops the server gracefully (it flushes everything before it exits); the seconds it took.

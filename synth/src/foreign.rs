@@ -10,9 +10,7 @@
 //! before their root. Runs are spread evenly over [`ForeignOptions::days`] and sent in that order.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 
 use crate::Rng;
 use crate::attr::{b, f, i, s};
@@ -479,28 +477,14 @@ fn tool_span(rng: &mut Rng, cx: &mut Ctx, parent: &[u8]) -> Span {
 }
 
 fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
-    let attributes: Vec<KeyValue> = vec![
-        s("service.name", "automation-app"),
-        s("service.version", "3.8.1"),
-    ];
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes,
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "app.automation".into(),
-                    version: "3.8.1".into(),
-                    ..Default::default()
-                }),
-                spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
+    crate::attr::export(
+        vec![
+            s("service.name", "automation-app"),
+            s("service.version", "3.8.1"),
+        ],
+        ("app.automation", "3.8.1"),
+        spans,
+    )
 }
 
 #[cfg(test)]

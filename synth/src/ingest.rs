@@ -3,9 +3,8 @@
 //! executor sends.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 
 use crate::Rng;
 use crate::attr::{b, f, i, s};
@@ -157,29 +156,16 @@ fn step_attributes(rng: &mut Rng, kind: &str, confidence: f64, dur: u64) -> Opti
 
 /// The spans as one export from the benchmark's executor.
 fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    s("service.name", "automation-executor"),
-                    s("service.version", "1.4.2"),
-                    s("deployment.environment.name", "production"),
-                    s("host.name", "worker-3"),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "custos.executor".into(),
-                    version: "0.1.0".into(),
-                    ..Default::default()
-                }),
-                spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
+    crate::attr::export(
+        vec![
+            s("service.name", "automation-executor"),
+            s("service.version", "1.4.2"),
+            s("deployment.environment.name", "production"),
+            s("host.name", "worker-3"),
+        ],
+        ("custos.executor", "0.1.0"),
+        spans,
+    )
 }
 
 /// An OTLP/protobuf export of `n` empty spans in one resource and scope: 2 bytes each on the
