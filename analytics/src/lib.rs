@@ -13,6 +13,7 @@ pub mod exec;
 pub mod format;
 pub mod metrics;
 pub mod prices;
+pub mod rollup;
 pub mod slo;
 pub mod thresholds;
 pub mod udf;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use custos_store::rollup::RollupProvider;
 use custos_store::{SpansProvider, Store};
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
@@ -154,6 +156,7 @@ pub struct Analytics {
     options: QueryOptions,
     store: Store,
     prices: Arc<PriceTable>,
+    run_rollup: Arc<rollup::RunsRollup>,
     runtime: Arc<exec::QueryRuntime>,
     slots: Arc<tokio::sync::Semaphore>,
 }
@@ -213,7 +216,13 @@ impl Analytics {
         }
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let prices = Arc::new(prices);
-        Self::register_all(&ctx, &store, &prices).await?;
+        let run_rollup = Arc::new(rollup::RunsRollup::new(Arc::clone(&prices)).await?);
+        // The store keeps the run rollup from now on (a writable store builds it if needed).
+        store
+            .attach_rollup(run_rollup.clone())
+            .await
+            .map_err(|e| Error::Setup(format!("cannot open the run rollup: {e}")))?;
+        Self::register_all(&ctx, &store, &prices, &run_rollup).await?;
         let runtime = Arc::new(exec::QueryRuntime::new(options.threads)?);
         let slots = Arc::new(tokio::sync::Semaphore::new(options.max_concurrent.max(1)));
         Ok(Self {
@@ -221,6 +230,7 @@ impl Analytics {
             options,
             store,
             prices,
+            run_rollup,
             runtime,
             slots,
         })
@@ -230,8 +240,12 @@ impl Analytics {
         ctx: &SessionContext,
         store: &Store,
         prices: &Arc<PriceTable>,
+        run_rollup: &Arc<rollup::RunsRollup>,
     ) -> Result<()> {
         ctx.register_table("spans", Arc::new(SpansProvider::new(store.clone())))
+            .map_err(|e| Error::Setup(e.to_string()))?;
+        let parts = RollupProvider::new(store.clone(), run_rollup.clone());
+        ctx.register_table(rollup::RUN_PARTS, Arc::new(parts))
             .map_err(|e| Error::Setup(e.to_string()))?;
         let audit_dir = store.options().data_dir.join("audit");
         ctx.register_table(AUDIT_TABLE, Arc::new(audit::AuditProvider::new(audit_dir)))
@@ -252,7 +266,7 @@ impl Analytics {
     ) -> Result<Analytics> {
         let ctx =
             SessionContext::new_with_config_rt(self.ctx.copied_config(), self.ctx.runtime_env());
-        Self::register_all(&ctx, &self.store, &self.prices).await?;
+        Self::register_all(&ctx, &self.store, &self.prices, &self.run_rollup).await?;
         let limit = self.options.memory_limit_bytes;
         for (name, columns) in views {
             let name = *name;
@@ -286,6 +300,7 @@ impl Analytics {
             options: self.options.clone(),
             store: self.store.clone(),
             prices: self.prices.clone(),
+            run_rollup: self.run_rollup.clone(),
             runtime: self.runtime.clone(),
             slots: self.slots.clone(),
         })

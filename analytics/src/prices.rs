@@ -132,6 +132,14 @@ fn invalid(file: &str, message: String) -> Error {
 }
 
 impl PriceTable {
+    /// Text that changes whenever any price does (sorted, so equal tables give equal text): what
+    /// a rollup priced at flush depends on.
+    pub fn fingerprint(&self) -> String {
+        let mut exact: Vec<_> = self.exact.iter().collect();
+        exact.sort_by(|a, b| a.0.cmp(b.0));
+        format!("{exact:?}|{:?}", self.prefixes)
+    }
+
     /// A table with no prices: no cost is computed.
     pub fn empty() -> Self {
         Self::default()

@@ -99,6 +99,9 @@ pub fn register(ctx: &datafusion::prelude::SessionContext, prices: Arc<PriceTabl
     ctx.register_udf(ScalarUDF::from(Hash64Udf::default()));
     ctx.register_udaf(AggregateUDF::from(DriftUdaf::new(DriftKind::Psi)));
     ctx.register_udaf(AggregateUDF::from(DriftUdaf::new(DriftKind::Ks)));
+    ctx.register_udaf(AggregateUDF::from(
+        crate::rollup::distinct::DistinctCountMerge::default(),
+    ));
 }
 
 /// `price_usd(...)`.

@@ -55,51 +55,49 @@ FROM (SELECT *,
       FROM spans)
 "#;
 
-/// `runs`: one row per run (`run_id`) that has at least one span naming a workflow.
+/// `runs`: one row per run (`run_id`) that has at least one span naming a workflow, merged from
+/// the partial rows of `run_parts` ([`crate::rollup`]): the run rollup where it covers the table,
+/// computed from the spans where it does not.
 pub const RUNS: &str = r#"
 CREATE VIEW runs AS
 SELECT
-  coalesce(max(workflow) FILTER (WHERE is_root), max(workflow)) AS workflow,
+  coalesce(max(root_workflow), max(workflow)) AS workflow,
   run_id,
-  coalesce(min(trace_id) FILTER (WHERE is_root), min(trace_id)) AS trace_id,
-  coalesce(max(service_name) FILTER (WHERE is_root), max(service_name)) AS service_name,
+  coalesce(min(root_trace_id), min(trace_id)) AS trace_id,
+  coalesce(max(root_service_name), max(service_name)) AS service_name,
   min(start_time) AS start_time,
-  max(end_time) FILTER (WHERE is_root) AS end_time,
-  CAST(max(end_time_unix_nano) FILTER (WHERE is_root) - min(start_time_unix_nano) AS DOUBLE)
-    / 1e6 AS duration_ms,
+  max(root_end_time) AS end_time,
+  CAST(max(root_end_ns) - min(start_ns) AS DOUBLE) / 1e6 AS duration_ms,
   CASE
-    WHEN NOT bool_or(is_root) THEN 'in_progress'
-    WHEN max(outcome) FILTER (WHERE is_root) IS NOT NULL THEN max(outcome) FILTER (WHERE is_root)
-    WHEN bool_or(is_root AND status_code = 'error') THEN 'failure'
+    WHEN NOT bool_or(has_root) THEN 'in_progress'
+    WHEN max(root_outcome) IS NOT NULL THEN max(root_outcome)
+    WHEN bool_or(root_error) THEN 'failure'
     ELSE 'success'
   END AS outcome,
   sum(cost_usd) AS cost_usd,
   CASE
-    WHEN count(*) FILTER (WHERE cost_source = 'unpriced') > 0 THEN 'incomplete'
-    WHEN count(*) FILTER (WHERE cost_source = 'computed') > 0
-     AND count(*) FILTER (WHERE cost_source = 'reported') > 0 THEN 'mixed'
-    WHEN count(*) FILTER (WHERE cost_source = 'computed') > 0 THEN 'computed'
-    WHEN count(*) FILTER (WHERE cost_source = 'reported') > 0 THEN 'reported'
+    WHEN sum(unpriced) > 0 THEN 'incomplete'
+    WHEN sum(computed) > 0 AND sum(reported) > 0 THEN 'mixed'
+    WHEN sum(computed) > 0 THEN 'computed'
+    WHEN sum(reported) > 0 THEN 'reported'
     ELSE 'none'
   END AS cost_source,
   sum(input_tokens) AS input_tokens,
   sum(output_tokens) AS output_tokens,
-  count(step) AS steps,
-  -- count(DISTINCT) over a 64-bit hash of the step name: DataFusion has a fast grouped
-  -- accumulator for distinct integers, not for distinct strings.
-  count(step) - count(DISTINCT hash64(step)) AS retries,
-  count(*) FILTER (WHERE status_code = 'error') AS errors,
-  count(*) FILTER (WHERE human_reviewed) AS human_reviews,
-  count(*) FILTER (WHERE human_override) AS overrides,
-  last_value(model ORDER BY start_time_unix_nano, span_id)
-    FILTER (WHERE confidence IS NOT NULL OR decision IS NOT NULL) AS model,
-  last_value(model_version ORDER BY start_time_unix_nano, span_id)
-    FILTER (WHERE confidence IS NOT NULL OR decision IS NOT NULL) AS model_version,
-  last_value(prompt_version ORDER BY start_time_unix_nano, span_id)
-    FILTER (WHERE confidence IS NOT NULL OR decision IS NOT NULL) AS prompt_version,
-  coalesce(max(source) FILTER (WHERE is_root), min(source)) AS source,
+  sum(steps) AS steps,
+  sum(steps) - distinct_count_merge(step_hashes) AS retries,
+  sum(errors) AS errors,
+  sum(human_reviews) AS human_reviews,
+  sum(overrides) AS overrides,
+  last_value(model ORDER BY decision_ns, decision_span_id)
+    FILTER (WHERE decision_ns IS NOT NULL) AS model,
+  last_value(model_version ORDER BY decision_ns, decision_span_id)
+    FILTER (WHERE decision_ns IS NOT NULL) AS model_version,
+  last_value(prompt_version ORDER BY decision_ns, decision_span_id)
+    FILTER (WHERE decision_ns IS NOT NULL) AS prompt_version,
+  coalesce(max(root_source), min(source)) AS source,
   min(date) AS date
-FROM steps
+FROM run_parts
 GROUP BY run_id
 HAVING max(workflow) IS NOT NULL
 "#;

@@ -16,6 +16,8 @@ use custos_synth::reference::{SynthOptions, generate};
 
 #[path = "integration/instrumentation.rs"]
 mod instrumentation;
+#[path = "integration/rollup.rs"]
+mod rollup;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -830,9 +832,11 @@ async fn prepared_statements_name_every_table_they_read() {
         }
     };
     assert_eq!(tables("SELECT count(*) FROM spans").await, ["spans"]);
-    // `runs` is a view over `spans`: both are named.
+    // `runs` is a view over the run rollup's partial rows: both are named.
     let runs = tables("SELECT count(*) FROM runs").await;
-    assert!(runs.contains(&"spans".to_string()), "{runs:?}");
+    assert!(runs.contains(&"run_parts".to_string()), "{runs:?}");
+    let decisions = tables("SELECT count(*) FROM decisions").await;
+    assert!(decisions.contains(&"spans".to_string()), "{decisions:?}");
     for sql in [
         "SELECT * FROM audit",
         "SELECT count(*) FROM spans WHERE trace_id IN (SELECT principal FROM audit)",

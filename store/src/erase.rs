@@ -142,10 +142,13 @@ impl Store {
         let due = now_ms().saturating_add(grace.unwrap_or_default().as_millis() as u64);
         let (id, deleted, removed, version) =
             delete_found(table, &data_dir, &found, due, note).await?;
+        let dates = found.dates.iter().cloned().collect();
+        self.roll_change(table, crate::rollup::Change::Dates(dates)).await;
         self.show(table).await?;
         let purge_due_unix_ms = match grace {
             None => {
                 self.purge_due_locked(table, None).await?;
+                self.vacuum_rollups(Duration::ZERO).await?;
                 None
             }
             Some(_) => Some(due),

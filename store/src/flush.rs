@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::rollup::Change;
 use crate::{Error, Result, SpanTable, Store, WalCmd};
 
 impl Store {
@@ -73,6 +74,7 @@ impl Store {
         }
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let started = Instant::now();
+        let flushed = batches.clone();
         if let Err(e) = table.append(batches, last).await {
             self.inner
                 .stats
@@ -84,6 +86,7 @@ impl Store {
                 return Err(e);
             }
         }
+        self.roll_flush(table, &flushed).await;
         self.show(table).await?;
         let watermark = table.watermark();
         let micros = started.elapsed().as_micros() as u64;
@@ -116,8 +119,10 @@ impl Store {
             return Ok(());
         };
         let o = &self.inner.options;
-        if let Some(days) = o.retention_days {
-            table.apply_retention(days).await?;
+        if let Some(days) = o.retention_days
+            && let Some(before) = table.apply_retention(days).await?
+        {
+            self.roll_change(table, Change::Before(before)).await;
         }
         self.fold_run_ids(table).await?;
         if table
@@ -128,9 +133,9 @@ impl Store {
         }
         // Files replaced by compaction or removed by retention stay on disk until vacuumed.
         // Kept at least an hour for readers in flight, and as long as an erasure's grace.
-        table
-            .vacuum(o.erase_grace.max(Duration::from_secs(3600)))
-            .await?;
+        let keep = o.erase_grace.max(Duration::from_secs(3600));
+        table.vacuum(keep).await?;
+        self.maintain_rollups(keep).await?;
         self.purge_due_locked(table, None).await?;
         self.show(table).await
     }
@@ -150,6 +155,7 @@ impl Store {
         }
         let rows = crate::runs::fold(table, aliases.clone(), &dates).await?;
         tracing::info!(rows, runs = aliases.len(), "folded run ids into the table");
+        self.roll_change(table, Change::Dates(dates.clone())).await;
         // Readers switch to the rewritten files before the aliases go.
         self.show(table).await?;
         let bytes = {
@@ -175,6 +181,7 @@ impl Store {
     /// but not the watermark).
     pub(crate) async fn show(&self, table: &SpanTable) -> Result<()> {
         let provider = table.provider().await?;
+        let rollups = self.rollup_views().await?;
         let watermark = table.watermark();
         let mut v = self
             .inner
@@ -183,6 +190,7 @@ impl Store {
             .map_err(|_| Error::Closed("view lock poisoned".into()))?;
         v.table = provider;
         v.watermark = watermark;
+        v.rollups = rollups;
         let released = v.memtable.remove_through(watermark);
         self.inner.mem_bytes.fetch_sub(released, Ordering::AcqRel);
         Ok(())

@@ -30,6 +30,7 @@ mod flush;
 pub mod health;
 pub mod memtable;
 pub mod provider;
+pub mod rollup;
 pub mod runs;
 mod synced;
 pub mod table;
@@ -192,6 +193,8 @@ pub struct Snapshot {
     pub mem: Vec<RecordBatch>,
     /// Run ids the table's spans take from roots that arrived after them ([`runs`]).
     pub aliases: Option<runs::Aliases>,
+    /// The rollups at the versions that agree with `table` ([`rollup`]).
+    pub rollups: Vec<rollup::RollupView>,
 }
 
 struct View {
@@ -199,6 +202,7 @@ struct View {
     runs: runs::RunIds,
     table: Option<Arc<dyn TableProvider>>,
     watermark: u64,
+    rollups: Vec<rollup::RollupView>,
 }
 
 struct Inner {
@@ -210,6 +214,8 @@ struct Inner {
     flush_wanted: Notify,
     stats: StoreStats,
     table: tokio::sync::Mutex<Option<SpanTable>>,
+    /// The rollups kept beside the table; locked only while `table` is.
+    rollups: tokio::sync::Mutex<Vec<rollup::Rollup>>,
     /// Wakes the background loops when the store closes.
     closing: Notify,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -321,12 +327,14 @@ impl Store {
                 runs,
                 table: provider,
                 watermark,
+                rollups: Vec::new(),
             }),
             wal_tx: Mutex::new(Some(tx)),
             inflight: AtomicUsize::new(0),
             flush_wanted: Notify::new(),
             stats: StoreStats::default(),
             table: tokio::sync::Mutex::new(Some(table)),
+            rollups: tokio::sync::Mutex::new(Vec::new()),
             options,
             closing: Notify::new(),
             writer: Mutex::new(None),
@@ -400,12 +408,14 @@ impl Store {
                     runs,
                     table: provider,
                     watermark,
+                    rollups: Vec::new(),
                 }),
                 wal_tx: Mutex::new(None),
                 inflight: AtomicUsize::new(0),
                 flush_wanted: Notify::new(),
                 stats: StoreStats::default(),
                 table: tokio::sync::Mutex::new(table),
+                rollups: tokio::sync::Mutex::new(Vec::new()),
                 options: StoreOptions::new(data_dir),
                 closing: Notify::new(),
                 writer: Mutex::new(None),
@@ -513,6 +523,7 @@ impl Store {
             watermark: v.watermark,
             mem: v.memtable.batches_after(v.watermark),
             aliases: v.runs.aliases(),
+            rollups: v.rollups.clone(),
         }
     }
 
@@ -564,7 +575,7 @@ impl Store {
         flushed.map(|_| ())
     }
 
-    fn is_writable(&self) -> bool {
+    pub(crate) fn is_writable(&self) -> bool {
         self.inner
             .wal_tx
             .lock()

@@ -18,7 +18,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 
-use crate::Store;
+use crate::{Snapshot, Store};
 use crate::runs::{Aliases, RunOf};
 use custos_schema::col;
 use datafusion::common::DFSchema;
@@ -32,6 +32,8 @@ use datafusion::prelude::col as column;
 pub struct SpansProvider {
     store: Store,
     schema: SchemaRef,
+    /// Scans read this snapshot instead of a fresh one.
+    pinned: Option<Snapshot>,
 }
 
 impl fmt::Debug for SpansProvider {
@@ -49,7 +51,26 @@ impl SpansProvider {
             .table
             .map(|t| t.schema())
             .unwrap_or_else(spans_schema);
-        Self { store, schema }
+        Self {
+            store,
+            schema,
+            pinned: None,
+        }
+    }
+
+    /// A provider that reads `snapshot` at every scan (one query's consistent view, shared by
+    /// several tables).
+    pub fn pinned(store: Store, snapshot: Snapshot) -> Self {
+        let schema = snapshot
+            .table
+            .as_ref()
+            .map(|t| t.schema())
+            .unwrap_or_else(spans_schema);
+        Self {
+            store,
+            schema,
+            pinned: Some(snapshot),
+        }
     }
 }
 
@@ -115,28 +136,47 @@ impl SpansProvider {
             }
         }
         let scan = table.scan(state, Some(&inner), &kept, limit).await?;
-        let df_schema = DFSchema::try_from(scan.schema().as_ref().clone())?;
-        let (t, r) = (column(col::TRACE_ID), column(col::RUN_ID));
-        let run_of = RunOf::run(Arc::clone(aliases)).call(vec![t.clone(), r.clone()]);
-        let run_of = state.create_physical_expr(run_of, &df_schema)?;
-        let workflow_of =
-            RunOf::workflow(Arc::clone(aliases)).call(vec![t, r, column(col::WORKFLOW)]);
-        let workflow_of = if wanted.contains(&workflow) {
-            Some(state.create_physical_expr(workflow_of, &df_schema)?)
-        } else {
-            None
-        };
-        let exprs = wanted.iter().enumerate().map(|(pos, &i)| {
-            let name = schema.field(i).name().clone();
-            let expr: Arc<dyn PhysicalExpr> = match (&workflow_of, i) {
-                (_, i) if i == run => Arc::clone(&run_of),
-                (Some(w), i) if i == workflow => Arc::clone(w),
-                _ => Arc::new(Column::new(&name, pos)),
-            };
-            ProjectionExpr { expr, alias: name }
+        let resolved = resolve_runs(scan, state, aliases)?;
+        let out = resolved.schema();
+        let exprs = (0..wanted.len()).map(|i| {
+            let name = out.field(i).name().clone();
+            ProjectionExpr {
+                expr: Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>,
+                alias: name,
+            }
         });
-        Ok(Arc::new(ProjectionExec::try_new(exprs, scan)?))
+        Ok(Arc::new(ProjectionExec::try_new(exprs, resolved)?))
     }
+}
+
+/// `plan` with its `run_id` and `workflow` columns (where present) resolved through `aliases`
+/// ([`crate::runs`]); the plan must have `trace_id` and `run_id` columns.
+pub(crate) fn resolve_runs(
+    plan: Arc<dyn ExecutionPlan>,
+    state: &dyn Session,
+    aliases: &Aliases,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = plan.schema();
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+    let (t, r) = (column(col::TRACE_ID), column(col::RUN_ID));
+    let run_of = RunOf::run(Arc::clone(aliases)).call(vec![t.clone(), r.clone()]);
+    let run_of = state.create_physical_expr(run_of, &df_schema)?;
+    let workflow_of = if schema.index_of(col::WORKFLOW).is_ok() {
+        let w = RunOf::workflow(Arc::clone(aliases)).call(vec![t, r, column(col::WORKFLOW)]);
+        Some(state.create_physical_expr(w, &df_schema)?)
+    } else {
+        None
+    };
+    let exprs = schema.fields().iter().enumerate().map(|(i, f)| {
+        let name = f.name().clone();
+        let expr: Arc<dyn PhysicalExpr> = match (&workflow_of, name.as_str()) {
+            (_, col::RUN_ID) => Arc::clone(&run_of),
+            (Some(w), col::WORKFLOW) => Arc::clone(w),
+            _ => Arc::new(Column::new(&name, i)),
+        };
+        ProjectionExpr { expr, alias: name }
+    });
+    Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
 }
 
 #[async_trait]
@@ -165,7 +205,10 @@ impl TableProvider for SpansProvider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let snapshot = self.store.snapshot();
+        let snapshot = match &self.pinned {
+            Some(s) => s.clone(),
+            None => self.store.snapshot(),
+        };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if let Some(table) = &snapshot.table {
             inputs.push(match &snapshot.aliases {

@@ -34,7 +34,7 @@ use crate::{Error, Result};
 /// The application id under which flushes record their WAL watermark.
 pub const APP_ID: &str = "custos-wal";
 
-fn table_err(context: &str, e: impl std::fmt::Display) -> Error {
+pub(crate) fn table_err(context: &str, e: impl std::fmt::Display) -> Error {
     Error::Table(format!("{context}: {e}"))
 }
 
@@ -76,7 +76,7 @@ pub(crate) async fn read_watermark(table: &DeltaTable) -> Result<u64> {
 }
 
 /// Whether `dir/_delta_log` holds at least one commit file.
-fn has_commits(dir: &Path) -> bool {
+pub(crate) fn has_commits(dir: &Path) -> bool {
     std::fs::read_dir(dir.join("_delta_log"))
         .map(|entries| {
             entries
@@ -95,7 +95,7 @@ fn table_url(dir: &Path) -> Result<url::Url> {
 
 /// A builder of the table in `dir`, written through [`Synced`](crate::synced::Synced): every file
 /// durable before the write returns.
-fn builder(dir: &Path) -> Result<deltalake::DeltaTableBuilder> {
+pub(crate) fn builder(dir: &Path) -> Result<deltalake::DeltaTableBuilder> {
     let url = table_url(dir)?;
     let store: Arc<dyn deltalake::ObjectStore> = Arc::new(crate::synced::Synced::new());
     Ok(deltalake::DeltaTableBuilder::from_url(url.clone())
@@ -104,7 +104,7 @@ fn builder(dir: &Path) -> Result<deltalake::DeltaTableBuilder> {
 }
 
 /// The table in `dir`, loaded.
-async fn load(dir: &Path) -> Result<DeltaTable> {
+pub(crate) async fn load(dir: &Path) -> Result<DeltaTable> {
     builder(dir)?
         .load()
         .await
@@ -298,7 +298,8 @@ impl SpanTable {
     }
 
     /// Deletes partitions older than `days` days (their files go at the next [`Self::vacuum`]).
-    pub async fn apply_retention(&mut self, days: u32) -> Result<()> {
+    /// Returns the first day kept when anything was deleted.
+    pub async fn apply_retention(&mut self, days: u32) -> Result<Option<String>> {
         let cutoff = chrono::Utc::now().date_naive() - chrono::Days::new(u64::from(days));
         let cutoff = cutoff.format("%Y-%m-%d").to_string();
         let old = self
@@ -317,7 +318,7 @@ impl SpanTable {
             self.table = table;
         }
         self.watermark = read_watermark(&self.table).await?;
-        Ok(())
+        Ok(old.then_some(cutoff))
     }
 
     /// Deletes data files that no commit has referenced for longer than `keep`: those replaced

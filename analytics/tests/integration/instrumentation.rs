@@ -272,26 +272,31 @@ async fn check(a: &Analytics, when: &str) {
     );
 }
 
-#[tokio::test]
-async fn runs_and_reviews_are_right_for_any_instrumentation() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(options(dir.path())).await.unwrap();
+/// Appends the workload with the children of every run first, in requests of their own, their
+/// roots later. The first half's children reach the files before their roots arrive; the second
+/// half's wait in the memtable.
+pub(crate) async fn children_first(store: &Store) {
     let total = ROOT_ONLY + ON_DECISION + EVERY_SPAN;
-    // Children of every run first, in requests of their own, their roots later. The first half's
-    // children reach the files before their roots arrive; the second half's wait in the memtable.
     let half = total / 2;
     let mut roots = Vec::new();
     for i in 0..total {
         let (children, root) = spans(i);
-        append(&store, children).await;
+        append(store, children).await;
         roots.push(root);
         if i + 1 == half {
             store.flush().await.unwrap();
         }
     }
     let second = roots.split_off(half as usize);
-    append(&store, roots).await;
-    append(&store, second).await;
+    append(store, roots).await;
+    append(store, second).await;
+}
+
+#[tokio::test]
+async fn runs_and_reviews_are_right_for_any_instrumentation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(options(dir.path())).await.unwrap();
+    children_first(&store).await;
     let a = analytics(store.clone()).await;
     check(&a, "roots after their children were flushed").await;
     assert!(
