@@ -72,7 +72,6 @@ SELECT
 FROM steps
 "#;
 
-
 /// The run rollup's definition, for the store ([`custos_store::Store::attach_rollup`]) and the
 /// [`RUN_PARTS`] table.
 #[derive(Debug)]
@@ -88,7 +87,9 @@ fn stored_type(t: &DataType) -> DataType {
         DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
         DataType::Dictionary(_, v) => stored_type(v),
         DataType::List(f) => DataType::List(Arc::new(
-            f.as_ref().clone().with_data_type(stored_type(f.data_type())),
+            f.as_ref()
+                .clone()
+                .with_data_type(stored_type(f.data_type())),
         )),
         other => other.clone(),
     }
@@ -150,7 +151,9 @@ impl Summarize for RunsRollup {
         // A context of its own (the caller's settings and memory pool): `spans` here is the
         // given rows, not the session's table.
         let ctx = match state.as_any().downcast_ref::<SessionState>() {
-            Some(s) => SessionContext::new_with_config_rt(s.config().clone(), s.runtime_env().clone()),
+            Some(s) => {
+                SessionContext::new_with_config_rt(s.config().clone(), s.runtime_env().clone())
+            }
             None => SessionContext::new(),
         };
         udf::register(&ctx, Arc::clone(&self.prices));

@@ -143,7 +143,8 @@ impl Store {
         let (id, deleted, removed, version) =
             delete_found(table, &data_dir, &found, due, note).await?;
         let dates = found.dates.iter().cloned().collect();
-        self.roll_change(table, crate::rollup::Change::Dates(dates)).await;
+        self.roll_change(table, crate::rollup::Change::Dates(dates))
+            .await;
         self.show(table).await?;
         let purge_due_unix_ms = match grace {
             None => {

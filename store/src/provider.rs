@@ -18,8 +18,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 
-use crate::{Snapshot, Store};
 use crate::runs::{Aliases, RunOf};
+use crate::{Snapshot, Store};
 use custos_schema::col;
 use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;

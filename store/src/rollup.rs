@@ -248,7 +248,12 @@ impl Store {
                 table.replace(batches, None, covers_of(spans)).await?;
                 r.covering = true;
                 changed = true;
-                tracing::info!(rollup = r.def.name(), rows, ms = started.elapsed().as_millis() as u64, "rebuilt rollup from the table");
+                tracing::info!(
+                    rollup = r.def.name(),
+                    rows,
+                    ms = started.elapsed().as_millis() as u64,
+                    "rebuilt rollup from the table"
+                );
             }
         }
         if changed {
@@ -323,7 +328,9 @@ impl Store {
                 let Some(table) = r.table.as_mut() else {
                     continue;
                 };
-                table.compact(o.compact_min_files, o.target_file_bytes).await?;
+                table
+                    .compact(o.compact_min_files, o.target_file_bytes)
+                    .await?;
                 table.vacuum(keep).await?;
                 rebuild |= !r.covering;
             }
@@ -380,8 +387,12 @@ fn remove_others(root: &Path, kept: &BTreeSet<PathBuf>) {
         let path = e.path();
         if path.is_dir() && !kept.contains(&path) {
             match std::fs::remove_dir_all(&path) {
-                Ok(()) => tracing::info!(dir = %path.display(), "removed a rollup no longer in use"),
-                Err(e) => tracing::warn!(dir = %path.display(), error = %e, "cannot remove an old rollup"),
+                Ok(()) => {
+                    tracing::info!(dir = %path.display(), "removed a rollup no longer in use")
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %path.display(), error = %e, "cannot remove an old rollup")
+                }
             }
         }
     }

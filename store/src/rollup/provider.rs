@@ -88,9 +88,7 @@ impl RollupProvider {
             .rollups
             .iter()
             .find(|r| {
-                r.covering
-                    && r.name == self.def.name()
-                    && r.fingerprint == self.def.fingerprint()
+                r.covering && r.name == self.def.name() && r.fingerprint == self.def.fingerprint()
             })
             .and_then(|r| r.table.clone());
         let Some(stored) = stored else {

@@ -178,7 +178,10 @@ impl RollupTable {
             write = write.with_replace_where(p);
         }
         self.table = write.await.map_err(|e| {
-            table_err(&format!("rollup commit in `{}` failed", self.dir.display()), e)
+            table_err(
+                &format!("rollup commit in `{}` failed", self.dir.display()),
+                e,
+            )
         })?;
         self.covers = Some(covers);
         Ok(())
