@@ -200,3 +200,33 @@ async fn a_crash_between_the_flush_and_its_rollup_is_noticed_on_open() {
     assert!(covering(&store));
     same(&a, "rebuilt").await;
 }
+
+#[tokio::test]
+async fn retention_removes_the_same_days_from_the_rollup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path());
+    o.retention_days = Some(2);
+    let store = Store::open(o).await.unwrap();
+    let a = analytics(&store, prices()).await;
+    store.rebuild_rollups().await.unwrap();
+    // Four days of runs up to now, flushed as they arrive.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let synth = SynthOptions {
+        start_unix_nano: now - 4 * 86_400 * 1_000_000_000,
+        span_seconds: 4 * 86_400 - 3_600,
+        ..SynthOptions::default()
+    };
+    for req in generate(synth) {
+        let n = custos_collector::normalize(&req, None).unwrap();
+        store.append(n.batch.unwrap()).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    let before = same(&a, "four days").await;
+    store.maintain().await.unwrap();
+    assert!(covering(&store), "retention replaced the rollup's old days");
+    let after = same(&a, "after retention").await;
+    assert!(after < before, "retention removed runs: {after} of {before}");
+}
