@@ -27,7 +27,7 @@
 //! # Invariants
 //!
 //! - A record is acknowledged (its decision returned) only after its line is written and
-//!   `fdatasync`ed. A crash mid-append leaves at most one partial last line, which was never
+//!   `fdatasync`ed. Concurrent appends share the write and the sync (group commit, see `log`). A crash mid-append leaves at most one partial last line, which was never
 //!   acknowledged; the next writer truncates it and verification reports it without failing.
 //! - Writers serialize on an exclusive lock of `audit.jsonl` (in-process mutex plus an OS file
 //!   lock), so a server and a CLI gate run on the same data directory extend one chain.
@@ -36,19 +36,17 @@
 //!   file and the head can forge a consistent chain: publish the head hash elsewhere (the audit
 //!   report's manifest carries it) to anchor it, as CloudTrail digests do.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 mod head;
+mod log;
 mod verify;
 pub use head::{KEY_FILE, PUBLIC_KEY_FILE, public_key};
+pub use log::{AuditLog, Scrub};
 pub use verify::{Finding, Tamper, Verification, verify, verify_anchored};
 
 /// The largest record the log takes (its context is the caller's; the API bounds it sooner).
@@ -173,258 +171,21 @@ impl Record {
         let bytes = serde_json::to_vec(&body).map_err(|e| Error::Serialize(e.to_string()))?;
         Ok(hex::encode(Sha256::digest(&bytes)))
     }
-}
 
-#[derive(Debug)]
-struct Tail {
-    /// File length after the last record this process saw.
-    len: u64,
-    seq: u64,
-    hash: String,
-    policy_hash: Option<String>,
-}
-
-/// What an audit log does to every record's `context` before it is chained, given the record's
-/// action (the server redacts personal data and secrets with it, and stores the context fields
-/// the policy schema marks `@sensitive` for that action as pseudonyms), so the chain never holds
-/// what it takes out. Error messages go through it with an empty action.
-pub type Scrub = std::sync::Arc<dyn Fn(&str, &mut Value) + Send + Sync>;
-
-/// The audit log of one data directory.
-pub struct AuditLog {
-    dir: PathBuf,
-    tail: Mutex<Tail>,
-    scrub: Option<Scrub>,
-    /// The error of the last append, when it failed (readiness reports it).
-    failing: Mutex<Option<String>>,
-}
-
-impl std::fmt::Debug for AuditLog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog")
-            .field("dir", &self.dir)
-            .field("scrub", &self.scrub.is_some())
-            .finish()
-    }
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |cause| Error::Io {
-        path: path.to_path_buf(),
-        cause,
-    }
-}
-
-/// The last complete line of `file` (one ending in `\n`) and the file length up to and including
-/// it; `(None, 0)` when there is no complete line.
-fn last_line(file: &mut File, path: &Path) -> Result<(Option<String>, u64)> {
-    const CHUNK: u64 = 64 * 1024;
-    let len = file.metadata().map_err(io(path))?.len();
-    // `buf` holds the bytes `start..len` of the file.
-    let mut start = len;
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        if let Some(end) = buf.iter().rposition(|&b| b == b'\n') {
-            let before = buf.get(..end).unwrap_or_default();
-            let complete = start + end as u64 + 1;
-            if let Some(nl) = before.iter().rposition(|&b| b == b'\n') {
-                let line = before.get(nl + 1..).unwrap_or_default();
-                return Ok((Some(String::from_utf8_lossy(line).into_owned()), complete));
-            }
-            if start == 0 {
-                return Ok((Some(String::from_utf8_lossy(before).into_owned()), complete));
-            }
-        } else if start == 0 {
-            return Ok((None, 0));
+    /// Sets `hash` (over the serialization without it, as [`Record::digest`]) and returns the
+    /// record's line without its newline. Serializes once: `hash` is the format's last field, so
+    /// the line is the hashed body closed with it.
+    pub(crate) fn seal(&mut self) -> Result<Vec<u8>> {
+        self.hash = String::new();
+        let mut line = serde_json::to_vec(&*self).map_err(|e| Error::Serialize(e.to_string()))?;
+        self.hash = hex::encode(Sha256::digest(&line));
+        if line.pop() != Some(b'}') {
+            return Err(Error::Serialize("a record is not a JSON object".into()));
         }
-        let from = start.saturating_sub(CHUNK);
-        let mut part = vec![0u8; (start - from) as usize];
-        file.seek(SeekFrom::Start(from)).map_err(io(path))?;
-        file.read_exact(&mut part).map_err(io(path))?;
-        part.extend_from_slice(&buf);
-        buf = part;
-        start = from;
-    }
-}
-
-impl AuditLog {
-    /// The same log, passing every record's `context` through `scrub` before it is chained.
-    pub fn scrubbing(mut self, scrub: Scrub) -> Self {
-        self.scrub = Some(scrub);
-        self
-    }
-
-    /// Opens (creating when needed) the audit log in `dir`. A partial last line left by a crash
-    /// is removed: it was never acknowledged.
-    pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let log = Self {
-            scrub: None,
-            failing: Mutex::new(None),
-            dir: dir.to_path_buf(),
-            tail: Mutex::new(Tail {
-                len: u64::MAX,
-                seq: 0,
-                hash: GENESIS.into(),
-                policy_hash: None,
-            }),
-        };
-        let path = log.log_path();
-        let created = !path.exists();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        if created {
-            // A new log is durable only once its directory entry is.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(dir))?;
-        }
-        file.lock().map_err(io(&path))?;
-        let result = log.refresh(&mut file, true);
-        let _ = file.unlock();
-        result?;
-        Ok(log)
-    }
-
-    /// The log file.
-    pub fn log_path(&self) -> PathBuf {
-        self.dir.join(LOG_FILE)
-    }
-
-    /// The audit directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Re-reads the tail when the file changed behind this process; truncates a partial line.
-    fn refresh(&self, file: &mut File, repair: bool) -> Result<()> {
-        let path = self.log_path();
-        let len = file.metadata().map_err(io(&path))?.len();
-        let mut tail = self
-            .tail
-            .lock()
-            .map_err(|_| Error::Serialize("audit log lock poisoned".into()))?;
-        if tail.len == len {
-            return Ok(());
-        }
-        let (line, complete) = last_line(file, &path)?;
-        if complete < len && repair {
-            tracing::warn!(
-                path = %path.display(),
-                bytes = len - complete,
-                "removing a partial audit record left by a crash (never acknowledged)"
-            );
-            file.set_len(complete).map_err(io(&path))?;
-            file.sync_data().map_err(io(&path))?;
-        }
-        match line {
-            None => {
-                tail.seq = 0;
-                tail.hash = GENESIS.into();
-                tail.policy_hash = None;
-            }
-            Some(line) => {
-                let r: Record = serde_json::from_str(&line).map_err(|e| Error::Corrupt {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-                tail.seq = r.seq;
-                tail.hash = r.hash;
-                tail.policy_hash = Some(r.policy_hash);
-            }
-        }
-        tail.len = complete;
-        Ok(())
-    }
-
-    /// The policy set hash of the last record, if any.
-    pub fn last_policy_hash(&self) -> Option<String> {
-        self.tail.lock().ok().and_then(|t| t.policy_hash.clone())
-    }
-
-    /// Appends `entry` durably and returns the record as written. Returns only after the record
-    /// is on disk.
-    pub fn append(&self, mut entry: Entry) -> Result<Record> {
-        if let Some(scrub) = &self.scrub {
-            scrub(&entry.action, &mut entry.context);
-            // Error messages may quote the request.
-            let mut errors = Value::from(std::mem::take(&mut entry.errors));
-            scrub("", &mut errors);
-            entry.errors = serde_json::from_value(errors).unwrap_or_default();
-        }
-        let path = self.log_path();
-        let result = OpenOptions::new()
-            .append(true)
-            .read(true)
-            .open(&path)
-            .map_err(io(&path))
-            .and_then(|mut file| {
-                file.lock().map_err(io(&path))?;
-                let result = self.append_locked(&mut file, entry);
-                let _ = file.unlock();
-                result
-            });
-        if let Ok(mut f) = self.failing.lock() {
-            *f = result.as_ref().err().map(|e| e.to_string());
-        }
-        result
-    }
-
-    /// The error of the last append, if it failed: the log cannot take records right now.
-    pub fn failing(&self) -> Option<String> {
-        self.failing.lock().ok().and_then(|f| f.clone())
-    }
-
-    fn append_locked(&self, file: &mut File, entry: Entry) -> Result<Record> {
-        let path = self.log_path();
-        self.refresh(file, true)?;
-        let mut tail = self
-            .tail
-            .lock()
-            .map_err(|_| Error::Serialize("audit log lock poisoned".into()))?;
-        head::check_before_append(&self.dir, tail.seq, &tail.hash)?;
-        let mut record = Record {
-            seq: tail.seq + 1,
-            time: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
-            kind: entry.kind,
-            principal: entry.principal,
-            action: entry.action,
-            resource: entry.resource,
-            decision: entry.decision,
-            policies: entry.policies,
-            advice: entry.advice,
-            errors: entry.errors,
-            context: entry.context,
-            policy_hash: entry.policy_hash,
-            prev_hash: tail.hash.clone(),
-            hash: String::new(),
-        };
-        record.hash = record.digest()?;
-        let mut line = serde_json::to_vec(&record).map_err(|e| Error::Serialize(e.to_string()))?;
-        if line.len() > MAX_RECORD_BYTES {
-            return Err(Error::Serialize(format!(
-                "a record of {} bytes is over the limit of {MAX_RECORD_BYTES}; its context is \
-                 too large to keep",
-                line.len()
-            )));
-        }
-        line.push(b'\n');
-        if let Err(cause) = file.write_all(&line).and_then(|_| file.sync_data()) {
-            // Leave no partial record behind when possible.
-            let _ = file.set_len(tail.len);
-            return Err(Error::Io { path, cause });
-        }
-        tail.len += line.len() as u64;
-        tail.seq = record.seq;
-        tail.hash = record.hash.clone();
-        tail.policy_hash = Some(record.policy_hash.clone());
-        drop(tail);
-        head::write(&self.dir, record.seq, &record.hash)?;
-        Ok(record)
+        line.extend_from_slice(b",\"hash\":\"");
+        line.extend_from_slice(self.hash.as_bytes());
+        line.extend_from_slice(b"\"}");
+        Ok(line)
     }
 }
 
@@ -479,48 +240,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_scrubbed_log_chains_the_scrubbed_context_and_verifies() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let scrub: Scrub = std::sync::Arc::new(|_: &str, v: &mut Value| {
-            if let Some(m) = v.as_object_mut() {
-                m.insert("email".into(), Value::String("[EMAIL]".into()));
-            }
-        });
-        let log = AuditLog::open(dir.path())
-            .unwrap_or_else(|e| panic!("{e}"))
-            .scrubbing(scrub);
-        let r = log
-            .append(Entry {
-                kind: "test".into(),
-                context: serde_json::json!({"email": "ana@example.com", "n": 1}),
-                ..Entry::default()
-            })
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.context["email"], "[EMAIL]");
-        let text = std::fs::read_to_string(log.log_path()).unwrap_or_else(|e| panic!("{e}"));
-        assert!(!text.contains("ana@example.com") && text.contains("[EMAIL]"));
-        let report = verify::verify(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        assert!(report.ok(), "{report:?}");
-    }
-
-    #[test]
-    fn last_line_finds_the_last_complete_record() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let p = dir.path().join("f");
-        std::fs::write(&p, b"one\ntwo\nthr").unwrap_or_else(|e| panic!("{e}"));
-        let mut f = File::open(&p).unwrap_or_else(|e| panic!("{e}"));
-        let (line, len) = last_line(&mut f, &p).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(line.as_deref(), Some("two"));
-        assert_eq!(len, 8);
-        std::fs::write(&p, b"only\n").unwrap_or_else(|e| panic!("{e}"));
-        let mut f = File::open(&p).unwrap_or_else(|e| panic!("{e}"));
-        let (line, len) = last_line(&mut f, &p).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((line.as_deref(), len), (Some("only"), 5));
-        std::fs::write(&p, b"partial").unwrap_or_else(|e| panic!("{e}"));
-        let mut f = File::open(&p).unwrap_or_else(|e| panic!("{e}"));
+    fn a_sealed_line_is_the_records_serialization_with_its_digest() {
+        let mut r = Record {
+            seq: 7,
+            time: "2026-12-07T10:00:00.000001Z".into(),
+            kind: "authorize".into(),
+            principal: "User::\"ana\"".into(),
+            action: "Action::\"execute\"".into(),
+            resource: "Step::\"a \\ b\"".into(),
+            decision: "allow".into(),
+            policies: vec!["p1".into()],
+            advice: vec!["ünïcode".into()],
+            errors: vec![],
+            context: serde_json::json!({"amount": 1.5, "nested": {"k": [1, null]}}),
+            policy_hash: "ph".into(),
+            prev_hash: GENESIS.into(),
+            hash: "stale".into(),
+        };
+        let line = r.seal().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.hash, r.digest().unwrap_or_else(|e| panic!("{e}")));
+        let whole = serde_json::to_vec(&r).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            last_line(&mut f, &p).unwrap_or_else(|e| panic!("{e}")),
-            (None, 0)
+            String::from_utf8_lossy(&line),
+            String::from_utf8_lossy(&whole)
         );
     }
 }

@@ -3,7 +3,9 @@
 //! Three figures, each over a mix of the shipped requests (deploy allow and deny, execute allow,
 //! default deny and forbid, a review): an in-process `Engine::authorize` (the library call), the
 //! same plus the durable audit append (`authorize_and_record`: one `fdatasync` per decision), and
-//! `POST /api/authorize` through a real server over loopback, one request at a time. And what
+//! `POST /api/authorize` through a real server over loopback, one request at a time; then the
+//! recorded and HTTP paths again with many callers at once, where the audit log's group commit
+//! shares one `fdatasync` among the records that arrive together. And what
 //! access control adds to every request: a token's authentication and an access decision in
 //! process, and a loopback round trip to an open route (`/healthz`) against one that only
 //! authenticates (`/api/whoami`).
@@ -32,6 +34,15 @@ pub struct PolicyBenchReport {
     pub recorded: Latency,
     /// `POST /api/authorize` over loopback (decision and audit record).
     pub http: Latency,
+    /// Callers at once in the two figures below.
+    pub concurrency: usize,
+    /// `recorded` with `concurrency` threads deciding at once; `per_second` is decisions per
+    /// second of wall time, all threads together.
+    pub recorded_concurrent: Latency,
+    /// Audit records per `fdatasync` in `recorded_concurrent` (group commit).
+    pub records_per_sync: f64,
+    /// `http` with `concurrency` requests in flight (client and server share the machine).
+    pub http_concurrent: Latency,
     /// What access control costs each request.
     pub access: AccessCost,
 }
@@ -51,22 +62,31 @@ pub struct AccessCost {
 }
 
 /// Runs the benchmark with the policy directory `policies`: `n` in-process decisions, `n_durable`
-/// recorded ones and over HTTP.
-pub async fn run(policies: &Path, n: usize, n_durable: usize) -> Result<PolicyBenchReport> {
+/// recorded ones and over HTTP one at a time, five times as many with `concurrency` callers.
+pub async fn run(
+    policies: &Path,
+    n: usize,
+    n_durable: usize,
+    concurrency: usize,
+) -> Result<PolicyBenchReport> {
     let engine = Engine::load(policies)?;
     let (evaluate_only, in_process) = crate::decisions::in_process(&engine, n)?;
     let mix = requests();
     let dir = std::env::temp_dir().join(format!("custos-bench-policy-{}", std::process::id()));
-    let result = measure_durable(&engine, &mix, &dir, policies, n_durable).await;
+    let result = measure_durable(&engine, &mix, &dir, policies, n_durable, concurrency).await;
     let _ = std::fs::remove_dir_all(&dir);
-    let (recorded, http, access) = result?;
+    let d = result?;
     Ok(PolicyBenchReport {
         policies: engine.policies().len(),
         evaluate_only,
         in_process,
-        recorded,
-        http,
-        access,
+        recorded: d.recorded,
+        http: d.http,
+        concurrency,
+        recorded_concurrent: d.recorded_concurrent,
+        records_per_sync: d.records_per_sync,
+        http_concurrent: d.http_concurrent,
+        access: d.access,
     })
 }
 
@@ -138,23 +158,121 @@ async fn gets(
     Ok(latency(us, wall.elapsed().as_secs_f64()))
 }
 
+/// The figures that need a data directory.
+struct Durable {
+    recorded: Latency,
+    http: Latency,
+    recorded_concurrent: Latency,
+    records_per_sync: f64,
+    http_concurrent: Latency,
+    access: AccessCost,
+}
+
+/// `n` recorded decisions by `threads` threads at once (one at a time when `threads` is 1), and
+/// the records per sync.
+fn recorded(
+    engine: &Engine,
+    audit: &AuditLog,
+    mix: &[AuthzRequest],
+    n: usize,
+    threads: usize,
+) -> Result<(Latency, f64)> {
+    let before = audit.groups_written();
+    let wall = Instant::now();
+    let per_thread: Vec<Result<Vec<f64>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut us = Vec::with_capacity(n / threads + 1);
+                    for i in (t..n).step_by(threads) {
+                        let started = Instant::now();
+                        authorize_and_record(engine, audit, &mix[i % mix.len()])?;
+                        us.push(started.elapsed().as_secs_f64() * 1e6);
+                    }
+                    Ok(us)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Task("a decision thread panicked".into())))
+            })
+            .collect()
+    });
+    let wall = wall.elapsed().as_secs_f64();
+    let mut us = Vec::with_capacity(n);
+    for part in per_thread {
+        us.extend(part?);
+    }
+    let syncs = audit.groups_written().saturating_sub(before).max(1);
+    let per_sync = us.len() as f64 / syncs as f64;
+    Ok((latency(us, wall), per_sync))
+}
+
+/// `n` requests of `bodies` (in turn) to `url`, `in_flight` at once.
+async fn posts(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    bodies: &[String],
+    n: usize,
+    in_flight: usize,
+) -> Result<Latency> {
+    let wall = Instant::now();
+    let tasks: Vec<_> = (0..in_flight)
+        .map(|t| {
+            let (client, url, token) = (client.clone(), url.to_string(), token.to_string());
+            let bodies: Vec<String> = (t..n)
+                .step_by(in_flight)
+                .map(|i| bodies[i % bodies.len()].clone())
+                .collect();
+            tokio::spawn(async move {
+                let mut us = Vec::with_capacity(bodies.len());
+                for body in bodies {
+                    let started = Instant::now();
+                    let res = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .bearer_auth(&token)
+                        .body(body)
+                        .send()
+                        .await
+                        .map_err(|e| Error::Task(format!("POST {url}: {e}")))?;
+                    let status = res.status();
+                    let _ = res.bytes().await;
+                    if !status.is_success() {
+                        return Err(Error::Task(format!("POST {url} answered {status}")));
+                    }
+                    us.push(started.elapsed().as_secs_f64() * 1e6);
+                }
+                Ok(us)
+            })
+        })
+        .collect();
+    let mut us = Vec::with_capacity(n);
+    for task in tasks {
+        let part = task
+            .await
+            .map_err(|e| Error::Task(format!("a request task failed: {e}")))??;
+        us.extend(part);
+    }
+    Ok(latency(us, wall.elapsed().as_secs_f64()))
+}
+
 async fn measure_durable(
     engine: &Engine,
     mix: &[AuthzRequest],
     dir: &Path,
     policies: &Path,
     n_durable: usize,
-) -> Result<(Latency, Latency, AccessCost)> {
+    concurrency: usize,
+) -> Result<Durable> {
     let audit = AuditLog::open(&dir.join("audit-direct"))?;
-    let mut us = Vec::with_capacity(n_durable);
-    let wall = Instant::now();
-    for i in 0..n_durable {
-        let r = &mix[i % mix.len()];
-        let t = Instant::now();
-        authorize_and_record(engine, &audit, r)?;
-        us.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    let recorded = latency(us, wall.elapsed().as_secs_f64());
+    let (recorded_one, _) = recorded(engine, &audit, mix, n_durable, 1)?;
+    let (recorded_concurrent, records_per_sync) =
+        recorded(engine, &audit, mix, n_durable * 5, concurrency)?;
 
     // A real server (in this process) on a loopback port, with the same policies.
     let mut config = custos_server::Config {
@@ -205,6 +323,11 @@ async fn measure_durable(
         us.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let http = latency(us, wall.elapsed().as_secs_f64());
+    let http_concurrent = if failure.is_none() {
+        posts(&client, &url, &token, &bodies, n_durable * 5, concurrency).await
+    } else {
+        Ok(latency(Vec::new(), 0.0))
+    };
     let access = async {
         let (authenticate, decide) =
             access_in_process(engine, &dir.join("data"), &token, n_durable.max(1) * 100)?;
@@ -230,7 +353,14 @@ async fn measure_durable(
     if let Some(f) = failure {
         return Err(Error::Task(f));
     }
-    Ok((recorded, http, access?))
+    Ok(Durable {
+        recorded: recorded_one,
+        http,
+        recorded_concurrent,
+        records_per_sync,
+        http_concurrent: http_concurrent?,
+        access: access?,
+    })
 }
 
 /// Rounds of one measurement as one: the median of the medians, the worst p99 and max.

@@ -492,9 +492,13 @@ pub enum BenchCommand {
         /// In-process decisions to time.
         #[arg(long, default_value_t = 200_000)]
         decisions: usize,
-        /// Recorded (fsync) and HTTP decisions to time.
+        /// Recorded (fsync) and HTTP decisions to time one at a time (five times as many with
+        /// `--concurrency` callers).
         #[arg(long, default_value_t = 2_000)]
         durable: usize,
+        /// Callers at once for the concurrent recorded and HTTP figures.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

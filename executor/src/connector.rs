@@ -20,7 +20,6 @@
 //! fail with the retryable `circuit_open` without reaching the system).
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +30,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::StepError;
+use crate::appender::Appender;
 use crate::model::sha256_u64;
 use crate::workflow::ConnectorFile;
 
@@ -58,6 +58,8 @@ pub struct Call<'a> {
 #[derive(Debug, Default)]
 struct Local {
     loaded: bool,
+    /// The file's group-committing writer, started at the first effect.
+    appender: Option<Appender>,
     by_key: HashMap<String, Value>,
     next_seq: u64,
 }
@@ -108,6 +110,12 @@ impl Connectors {
     /// call. Returns the number of lines cleared.
     pub async fn forget(&self, runs: &std::collections::BTreeSet<String>) -> crate::Result<usize> {
         let mut all = self.local.lock().await;
+        // Effects queued before the lock was taken are written before any file is rewritten.
+        for state in all.values() {
+            if let Some(appender) = &state.appender {
+                let _ = appender.submit(Vec::new()).await;
+            }
+        }
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -338,41 +346,43 @@ impl Connectors {
             "at_ms": crate::now_ms(),
         });
         let line = format!("{record}\n");
-        let path2 = path.clone();
-        tokio::task::spawn_blocking(move || append(&path2, line.as_bytes()))
-            .await
-            .map_err(|e| StepError::retryable("unavailable", e.to_string()))?
-            .map_err(|e| {
-                StepError::retryable(
-                    "unavailable",
-                    format!(
-                        "connector `{}`: cannot write `{}`: {e}",
-                        c.name,
-                        path.display()
-                    ),
-                )
-            })?;
+        let appender = match &state.appender {
+            Some(a) => a,
+            None => state
+                .appender
+                .insert(Appender::start(path.clone()).map_err(|e| {
+                    StepError::retryable(
+                        "unavailable",
+                        format!("connector `{}`: cannot start its writer: {e}", c.name),
+                    )
+                })?),
+        };
+        // Queued under the lock, so lines reach the file in `seq` order; the sync is awaited
+        // without it, so calls in flight share it.
+        let written = appender.submit(line.into_bytes());
         state.by_key.insert(c.key.to_string(), record.clone());
-        Ok(record)
+        drop(all);
+        let failed = match written.await {
+            Ok(Ok(())) => return Ok(record),
+            Ok(Err(e)) => e,
+            Err(_) => "the file's writer has stopped".to_string(),
+        };
+        // Not durable: forget it, so a retry writes it again.
+        let mut all = self.local.lock().await;
+        if let Some(state) = all.get_mut(c.name)
+            && state.by_key.get(c.key) == Some(&record)
+        {
+            state.by_key.remove(c.key);
+        }
+        Err(StepError::retryable(
+            "unavailable",
+            format!(
+                "connector `{}`: cannot write `{}`: {failed}",
+                c.name,
+                path.display()
+            ),
+        ))
     }
-}
-
-fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let created = !path.exists();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_data()?;
-    // A new file is durable only once its directory entry is.
-    if created && let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 fn load(path: &Path, state: &mut Local) -> Result<(), String> {
@@ -453,11 +463,7 @@ mod tests {
             "{\"seq\":4,\"key\":\"d\"",
         );
         std::fs::write(&path, text).unwrap();
-        let mut state = Local {
-            loaded: false,
-            by_key: HashMap::new(),
-            next_seq: 0,
-        };
+        let mut state = Local::default();
         load(&path, &mut state).unwrap();
         let mut keys: Vec<&String> = state.by_key.keys().collect();
         keys.sort();

@@ -10,6 +10,7 @@
 //! driven through the executor). Its policy checks are decided and recorded by
 //! `custos-governance`.
 
+mod appender;
 pub mod batch;
 pub mod connector;
 pub mod erase;

@@ -228,5 +228,8 @@ async fn retention_removes_the_same_days_from_the_rollup() {
     store.maintain().await.unwrap();
     assert!(covering(&store), "retention replaced the rollup's old days");
     let after = same(&a, "after retention").await;
-    assert!(after < before, "retention removed runs: {after} of {before}");
+    assert!(
+        after < before,
+        "retention removed runs: {after} of {before}"
+    );
 }

@@ -36,8 +36,9 @@ pub async fn run(what: BenchCommand) -> Result<ExitCode> {
             policies,
             decisions,
             durable,
+            concurrency,
             json,
-        } => bench_policy(&policies, decisions, durable, json).await,
+        } => bench_policy(&policies, decisions, durable, concurrency, json).await,
         BenchCommand::Executor {
             policies,
             runs,
@@ -176,12 +177,15 @@ async fn bench_policy(
     policies: &std::path::Path,
     decisions: usize,
     durable: usize,
+    concurrency: usize,
     json: bool,
 ) -> Result<ExitCode> {
-    if decisions == 0 || durable == 0 {
-        return Err(user("`--decisions` and `--durable` must be greater than 0"));
+    if decisions == 0 || durable == 0 || !(1..=1024).contains(&concurrency) {
+        return Err(user(
+            "`--decisions` and `--durable` must be greater than 0 and `--concurrency` 1 to 1024",
+        ));
     }
-    let r = custos_bench::policy::run(policies, decisions, durable).await?;
+    let r = custos_bench::policy::run(policies, decisions, durable, concurrency).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);
@@ -196,12 +200,18 @@ async fn bench_policy(
         ("in process (Engine::authorize)", &r.in_process),
         ("recorded (+ audit append, fdatasync)", &r.recorded),
         ("POST /api/authorize (loopback)", &r.http),
+        ("recorded, callers at once", &r.recorded_concurrent),
+        ("POST /api/authorize, in flight", &r.http_concurrent),
     ] {
         println!(
             "  {name:<38} {:>8} decisions  p50 {:>9.1} µs  p99 {:>9.1} µs  max {:>9.1} µs  {:>9.0}/s",
             l.decisions, l.p50_us, l.p99_us, l.max_us, l.per_second
         );
     }
+    println!(
+        "  ({} callers at once; {:.1} audit records per fdatasync when recorded concurrently)",
+        r.concurrency, r.records_per_sync
+    );
     println!("access control, per request:");
     let a = &r.access;
     for (name, l) in [
