@@ -157,6 +157,8 @@ pub struct Analytics {
     store: Store,
     prices: Arc<PriceTable>,
     run_rollup: Arc<rollup::RunsRollup>,
+    /// The `audit` table, shared by every session so its records are read once.
+    audit: Arc<audit::AuditProvider>,
     runtime: Arc<exec::QueryRuntime>,
     slots: Arc<tokio::sync::Semaphore>,
 }
@@ -222,7 +224,9 @@ impl Analytics {
             .attach_rollup(run_rollup.clone())
             .await
             .map_err(|e| Error::Setup(format!("cannot open the run rollup: {e}")))?;
-        Self::register_all(&ctx, &store, &prices, &run_rollup).await?;
+        let audit_dir = store.options().data_dir.join("audit");
+        let audit = Arc::new(audit::AuditProvider::new(audit_dir));
+        Self::register_all(&ctx, &store, &prices, &run_rollup, &audit).await?;
         let runtime = Arc::new(exec::QueryRuntime::new(options.threads)?);
         let slots = Arc::new(tokio::sync::Semaphore::new(options.max_concurrent.max(1)));
         Ok(Self {
@@ -231,6 +235,7 @@ impl Analytics {
             store,
             prices,
             run_rollup,
+            audit,
             runtime,
             slots,
         })
@@ -241,14 +246,14 @@ impl Analytics {
         store: &Store,
         prices: &Arc<PriceTable>,
         run_rollup: &Arc<rollup::RunsRollup>,
+        audit: &Arc<audit::AuditProvider>,
     ) -> Result<()> {
         ctx.register_table("spans", Arc::new(SpansProvider::new(store.clone())))
             .map_err(|e| Error::Setup(e.to_string()))?;
         let parts = RollupProvider::new(store.clone(), run_rollup.clone());
         ctx.register_table(rollup::RUN_PARTS, Arc::new(parts))
             .map_err(|e| Error::Setup(e.to_string()))?;
-        let audit_dir = store.options().data_dir.join("audit");
-        ctx.register_table(AUDIT_TABLE, Arc::new(audit::AuditProvider::new(audit_dir)))
+        ctx.register_table(AUDIT_TABLE, audit.clone())
             .map_err(|e| Error::Setup(e.to_string()))?;
         udf::register(ctx, prices.clone());
         views::register(ctx).await
@@ -266,7 +271,14 @@ impl Analytics {
     ) -> Result<Analytics> {
         let ctx =
             SessionContext::new_with_config_rt(self.ctx.copied_config(), self.ctx.runtime_env());
-        Self::register_all(&ctx, &self.store, &self.prices, &self.run_rollup).await?;
+        Self::register_all(
+            &ctx,
+            &self.store,
+            &self.prices,
+            &self.run_rollup,
+            &self.audit,
+        )
+        .await?;
         let limit = self.options.memory_limit_bytes;
         for (name, columns) in views {
             let name = *name;
@@ -301,6 +313,7 @@ impl Analytics {
             store: self.store.clone(),
             prices: self.prices.clone(),
             run_rollup: self.run_rollup.clone(),
+            audit: self.audit.clone(),
             runtime: self.runtime.clone(),
             slots: self.slots.clone(),
         })
