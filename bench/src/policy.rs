@@ -296,38 +296,12 @@ async fn measure_durable(
         .iter()
         .map(|r| serde_json::to_string(r).unwrap_or_default())
         .collect();
-    let mut us = Vec::with_capacity(n_durable);
-    let wall = Instant::now();
-    let mut failure = None;
-    for i in 0..n_durable {
-        let body = bodies[i % bodies.len()].clone();
-        let t = Instant::now();
-        let res = client
-            .post(&url)
-            .header("content-type", "application/json")
-            .bearer_auth(&token)
-            .body(body)
-            .send()
-            .await;
-        let ok = match res {
-            Ok(res) => {
-                let status = res.status();
-                res.bytes().await.is_ok() && status.is_success()
-            }
-            Err(_) => false,
-        };
-        if !ok {
-            failure = Some(format!("POST {url} failed"));
-            break;
-        }
-        us.push(t.elapsed().as_secs_f64() * 1e6);
+    let http = async {
+        let one = posts(&client, &url, &token, &bodies, n_durable, 1).await?;
+        let many = posts(&client, &url, &token, &bodies, n_durable * 5, concurrency).await?;
+        Ok::<_, Error>((one, many))
     }
-    let http = latency(us, wall.elapsed().as_secs_f64());
-    let http_concurrent = if failure.is_none() {
-        posts(&client, &url, &token, &bodies, n_durable * 5, concurrency).await
-    } else {
-        Ok(latency(Vec::new(), 0.0))
-    };
+    .await;
     let access = async {
         let (authenticate, decide) =
             access_in_process(engine, &dir.join("data"), &token, n_durable.max(1) * 100)?;
@@ -350,15 +324,13 @@ async fn measure_durable(
     }
     .await;
     server.shutdown().await?;
-    if let Some(f) = failure {
-        return Err(Error::Task(f));
-    }
+    let (http, http_concurrent) = http?;
     Ok(Durable {
         recorded: recorded_one,
         http,
         recorded_concurrent,
         records_per_sync,
-        http_concurrent: http_concurrent?,
+        http_concurrent,
         access: access?,
     })
 }
